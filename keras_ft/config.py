@@ -1,0 +1,201 @@
+"""The one frozen `Config` of a fine-tuning run, and how it is loaded.
+
+Precedence: dataclass defaults < experiment YAML file < CLI flags.
+Every field has a CLI flag generated from it (`lora_rank` <-> `--lora-rank`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import typing
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+EMBEDDED_PRESET = "embedded:gemma3_270m"  # Gemma 3 270M shipped on PyPI as GGUF
+SAMPLERS = ("greedy", "top_k", "top_p", "random")
+LORA_TARGET_SETS = ("default", "attention", "all")
+DTYPES = ("float32", "bfloat16", "mixed_bfloat16", "float16")
+DEFAULT_SAMPLE_PROMPTS = (
+    "How do I make a cup of tea?",
+    "Explain what a compiler does.",
+    "Write a haiku about autumn.",
+)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Config:
+    """Everything that defines a fine-tuning run. See `load_config`."""
+
+    # model
+    preset: str = EMBEDDED_PRESET  # keras-hub name, kaggle://, hf://, dir, .gguf
+    dtype: str = "float32"  # weights/compute policy: one of DTYPES
+    # lora
+    lora_rank: int = 4  # 0 would mean full fine-tuning, which we refuse
+    lora_alpha: float = 0.0  # 0 = alpha equal to rank (scale 1, keras-hub's)
+    lora_targets: str = "default"  # default (query,value) | attention | all | a,b
+    # data
+    data: tuple[str, ...] = ("data/how_to_steps.jsonl",)  # files or sources
+    validation_data: str = ""  # separate held-out file; else a split of data
+    validation_fraction: float = 0.1  # share of examples held out
+    template: str = "instruction"  # a name in templates.TEMPLATES or "{..}"
+    completion_only_loss: bool = True  # loss on response/assistant tokens only
+    drop_with_context: bool = False  # Dolly recipe: drop records with context
+    num_examples: int = 0  # first N records of the data; 0 keeps all
+    shuffle: bool = True  # shuffle records with `seed` before splitting
+    sequence_length: int = 256  # tokens per training example
+    show_examples: int = 0  # print N rendered training examples and exit
+    # optimization
+    epochs: int = 1
+    max_steps: int = 0  # stop after N optimizer steps; 0 runs all epochs
+    batch_size: int = 1
+    learning_rate: float = 5e-5
+    weight_decay: float = 0.01  # AdamW; not on biases, norms, embeddings
+    seed: int = 0
+    # generation
+    sampler: str = "top_k"  # one of SAMPLERS
+    top_k: int = 5
+    top_p: float = 0.9
+    temperature: float = 1.0
+    max_new_tokens: int = 64
+    sample_prompts: tuple[str, ...] = DEFAULT_SAMPLE_PROMPTS
+    # output
+    output_dir: str = "runs/latest"  # run directory; created if missing
+
+    def __post_init__(self):
+        _check_types(self)
+        _check_values(self)
+
+
+def _positive(name: str, value: float, allow_zero: bool = False) -> None:
+    if value < 0 or (value == 0 and not allow_zero):
+        bound = "non-negative" if allow_zero else "positive"
+        raise ValueError(f"`{name}` must be {bound}. Received: {name}={value!r}")
+
+
+def _check_values(cfg: Config) -> None:
+    for name in ("lora_rank", "epochs", "batch_size", "sequence_length",
+                 "max_new_tokens", "learning_rate", "top_k", "temperature"):
+        _positive(name, getattr(cfg, name))
+    for name in ("lora_alpha", "max_steps", "num_examples", "weight_decay",
+                 "show_examples"):
+        _positive(name, getattr(cfg, name), allow_zero=True)
+    if not 0.0 <= cfg.validation_fraction < 1.0:
+        raise ValueError(
+            "`validation_fraction` must be in [0, 1). "
+            f"Received: validation_fraction={cfg.validation_fraction!r}")
+    if not 0.0 < cfg.top_p <= 1.0:
+        raise ValueError(f"`top_p` must be in (0, 1]. Received: top_p={cfg.top_p!r}")
+    _check_choice("sampler", cfg.sampler, SAMPLERS)
+    _check_choice("dtype", cfg.dtype, DTYPES)
+    if "," not in cfg.lora_targets:
+        _check_choice("lora_targets", cfg.lora_targets, LORA_TARGET_SETS)
+    if not cfg.data:
+        raise ValueError("`data` must name at least one file. Received: data=()")
+    if "{" not in cfg.template:
+        from keras_ft.templates import TEMPLATES  # local: templates imports us
+
+        _check_choice("template", cfg.template, tuple(TEMPLATES))
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        close = difflib.get_close_matches(value, choices, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(
+            f"`{name}` must be one of {list(choices)}.{hint} Received: {name}={value!r}")
+
+
+def _check_types(cfg: Config) -> None:
+    hints = typing.get_type_hints(Config)
+    for field in dataclasses.fields(cfg):
+        value = getattr(cfg, field.name)
+        expected = hints[field.name]
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            object.__setattr__(cfg, field.name, float(value))
+            continue
+        if typing.get_origin(expected) is tuple:
+            ok = isinstance(value, tuple) and all(isinstance(v, str) for v in value)
+        elif expected is int:
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        else:
+            ok = isinstance(value, expected)
+        if not ok:
+            raise ValueError(
+                f"`{field.name}` must be of type {_type_name(expected)}. "
+                f"Received: {field.name}={value!r}")
+
+
+def _type_name(tp: Any) -> str:
+    return "list of str" if typing.get_origin(tp) is tuple else tp.__name__
+
+
+def field_types() -> dict[str, Any]:
+    """Returns the resolved type of every Config field, by name."""
+    return typing.get_type_hints(Config)
+
+
+def coerce_value(name: str, value: Any) -> Any:
+    """Turns a YAML/CLI value into the field's type (lists become tuples)."""
+    expected = field_types()[name]
+    if typing.get_origin(expected) is tuple:
+        if isinstance(value, str):
+            return (value,)
+        if isinstance(value, (list, tuple)):
+            return tuple(value)
+    return value
+
+
+def load_config(path: str | Path | None = None,
+                overrides: Mapping[str, Any] | None = None) -> Config:
+    """Builds a Config from defaults, then a YAML file, then overrides.
+
+    Args:
+        path: optional experiment YAML file holding field overrides.
+        overrides: field values that win over the file (e.g. CLI flags).
+
+    Returns:
+        The validated, frozen Config.
+
+    Raises:
+        ValueError: on an unknown key or an invalid value, naming it.
+    """
+    values: dict[str, Any] = {}
+    if path:
+        values.update(_read_yaml(Path(path)))
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    known = field_types()
+    for key in values:
+        if key not in known:
+            close = difflib.get_close_matches(key, list(known), n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            source = f" in {path}" if path else ""
+            raise ValueError(f"Unknown config key{source}: {key!r}.{hint}")
+    return Config(**{k: coerce_value(k, v) for k, v in values.items()})
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"Experiment file not found: {path}") from None
+    except yaml.YAMLError as e:
+        raise ValueError(f"Experiment file {path} is not valid YAML: {e}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ValueError(
+            f"Experiment file {path} must be a mapping of config keys. "
+            f"Received a {type(loaded).__name__}.")
+    return loaded
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    """Writes the resolved config as JSON (atomically)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
+    tmp.replace(path)

@@ -1,0 +1,143 @@
+"""Token cross-entropy over a large vocabulary without materialising logits.
+
+With Gemma's 262,144-entry tied vocabulary, `[batch, 256, vocab]` float32
+logits are 268 MB per example and the output projection is ~60 % of a LoRA
+step. `token_loss_stats` computes the same cross-entropy as
+`keras.losses.SparseCategoricalCrossentropy(from_logits=True)`, but:
+
+- only for rows that bear loss: rows are reordered so loss-bearing ones come
+  first, and chunks holding none (padding, prompt tokens) are skipped;
+- chunk by chunk, so at most `[chunk_size, vocab]` logits exist at once;
+- with the gradient w.r.t. the hidden states formed in the same pass (the
+  output matrix is frozen under LoRA), so the backward pass re-computes nothing.
+
+keras-hub's `CausalLM` has none of this; the straightforward computation stays
+in `reference_token_loss_stats` and tests hold the two equal.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import keras
+import numpy as np
+from keras import ops
+
+STATS = ("loss_sum", "weight_sum", "correct_sum")  # columns of the stats
+
+
+def output_projection(backbone):
+    """Returns (matrix [vocab, hidden], soft cap or None) of a backbone's head."""
+    layer = backbone.token_embedding
+    if getattr(layer, "quantization_mode", None):
+        raise NotImplementedError("quantized output embeddings use the reference loss")
+    if layer.tie_weights:
+        matrix = layer.embeddings
+    else:
+        matrix = ops.transpose(layer.reverse_embeddings)
+    return matrix, getattr(layer, "logit_soft_cap", None)
+
+
+def reference_token_loss_stats(hidden, logits_fn, labels, weights):
+    """Straightforward per-example [loss_sum, weight_sum, correct_sum].
+
+    Args:
+        hidden: [batch, length, hidden] final hidden states.
+        logits_fn: hidden -> logits, e.g. `token_embedding(h, reverse=True)`.
+        labels: [batch, length] next-token ids.
+        weights: [batch, length] loss weights (0 on padding and prompt).
+    """
+    logits = ops.cast(logits_fn(hidden), "float32")
+    losses = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+    weights = ops.cast(weights, "float32")
+    correct = ops.cast(ops.equal(ops.argmax(logits, axis=-1), labels), "float32")
+    return ops.stack([ops.sum(losses * weights, axis=1), ops.sum(weights, axis=1),
+                      ops.sum(correct * weights, axis=1)], axis=1)
+
+
+def token_loss_stats(hidden, matrix, labels, weights, soft_cap=None, chunk_size=128):
+    """Per-example [loss_sum, weight_sum, correct_sum], computed in chunks (JAX).
+
+    Args:
+        hidden: [batch, length, hidden] final hidden states.
+        matrix: [vocab, hidden] output projection (tied embeddings).
+        labels: [batch, length] int next-token ids.
+        weights: [batch, length] float loss weights.
+        soft_cap: Gemma 2 style final logit soft cap, or None.
+        chunk_size: rows per chunk; bounds the logits held in memory.
+    """
+    batch, length, dim = hidden.shape
+    rows = batch * length
+    h = jnp.reshape(hidden, (rows, dim))
+    lab = jnp.reshape(labels, (rows,)).astype(jnp.int32)
+    w = jnp.reshape(weights, (rows,)).astype(jnp.float32)
+    # Loss-bearing rows first (stable), so all-zero chunks gather at the end.
+    order = jnp.argsort(w == 0, stable=True)
+    pad = (-rows) % chunk_size
+    h = jnp.pad(h[order], ((0, pad), (0, 0)))
+    lab = jnp.pad(lab[order], (0, pad))
+    w = jnp.pad(w[order], (0, pad))
+    loss, correct = _chunked_cross_entropy(h, matrix, lab, w, soft_cap, chunk_size)
+    example = order // length
+    stats = [jax.ops.segment_sum(v[:rows], example, num_segments=batch)
+             for v in (loss, w[:rows], correct)]
+    return jnp.stack(stats, axis=1)
+
+
+def _chunk_forward(h, matrix, lab, w, soft_cap, with_grad):
+    def compute(_):
+        logits = jnp.dot(h, matrix.T.astype(h.dtype), preferred_element_type=jnp.float32)
+        if soft_cap:
+            capped = jnp.tanh(logits / soft_cap)
+            logits = capped * soft_cap
+        lse = jax.nn.logsumexp(logits, axis=-1)
+        picked = jnp.take_along_axis(logits, lab[:, None], axis=1)[:, 0]
+        loss = (lse - picked) * w
+        correct = (jnp.argmax(logits, axis=-1) == lab).astype(jnp.float32) * w
+        if not with_grad:
+            return loss, correct
+        # d(loss)/d(logits) = softmax - one_hot, scaled by the row weight.
+        dz = jnp.exp(logits - lse[:, None])
+        dz = dz.at[jnp.arange(h.shape[0]), lab].add(-1.0) * w[:, None]
+        if soft_cap:
+            dz = dz * (1.0 - capped * capped)
+        dh = jnp.dot(dz.astype(h.dtype), matrix.astype(h.dtype),
+                     preferred_element_type=jnp.float32).astype(h.dtype)
+        return loss, correct, dh
+
+    def skip(_):
+        zeros = jnp.zeros(h.shape[:1], jnp.float32)
+        return (zeros, zeros, jnp.zeros_like(h)) if with_grad else (zeros, zeros)
+
+    return jax.lax.cond(jnp.any(w != 0), compute, skip, None)
+
+
+def _map_chunks(h, matrix, lab, w, soft_cap, chunk_size, with_grad):
+    n = h.shape[0] // chunk_size
+    split = lambda a: a.reshape((n, chunk_size) + a.shape[1:])
+    fn = lambda args: _chunk_forward(*args[:1], matrix, *args[1:], soft_cap, with_grad)
+    out = jax.lax.map(fn, (split(h), split(lab), split(w)))
+    return tuple(o.reshape((n * chunk_size,) + o.shape[2:]) for o in out)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
+def _chunked_cross_entropy(h, matrix, lab, w, soft_cap, chunk_size):
+    return _map_chunks(h, matrix, lab, w, soft_cap, chunk_size, with_grad=False)
+
+
+def _fwd(h, matrix, lab, w, soft_cap, chunk_size):
+    loss, correct, dh = _map_chunks(h, matrix, lab, w, soft_cap, chunk_size, with_grad=True)
+    return (loss, correct), (dh, matrix, lab, w)
+
+
+def _bwd(soft_cap, chunk_size, residuals, cotangents):
+    dh, matrix, lab, w = residuals
+    g_loss, _ = cotangents
+    # The output matrix is frozen under LoRA: its cotangent is never needed.
+    return (dh * g_loss[:, None].astype(dh.dtype), jnp.zeros_like(matrix),
+            np.zeros(lab.shape, dtype=jax.dtypes.float0), jnp.zeros_like(w))
+
+
+_chunked_cross_entropy.defvjp(_fwd, _bwd)
