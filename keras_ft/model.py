@@ -1,0 +1,205 @@
+"""Loads a causal LM preset, enables LoRA, and saves/loads adapters."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import logging
+import os
+import socket
+from pathlib import Path
+
+import keras
+
+from keras_ft.config import EMBEDDED_PRESET, Config
+
+log = logging.getLogger(__name__)
+
+ATTENTION_LAYERS = ("query", "key", "value", "attention_output")
+ADAPTER_FILE = "adapter.lora.h5"
+ADAPTER_CONFIG_FILE = "adapter_config.json"
+HUB_HOSTS = {"kaggle://": "www.kaggle.com", "hf://": "huggingface.co"}
+
+
+class PresetUnavailableError(RuntimeError):
+    """A preset cannot be loaded here (no network, credentials or cache)."""
+
+
+def build_model(cfg: Config):
+    """Loads `cfg.preset` as a keras-hub CausalLM with LoRA enabled.
+
+    Returns:
+        The CausalLM; its backbone is frozen except for the LoRA kernels.
+    """
+    import keras_hub
+
+    preset = resolve_preset(cfg.preset)
+    causal_lm = keras_hub.models.CausalLM.from_preset(preset, dtype=cfg.dtype)
+    check_sequence_length(causal_lm, cfg.sequence_length)
+    causal_lm.preprocessor.sequence_length = cfg.sequence_length
+    enable_lora(causal_lm.backbone, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets)
+    return causal_lm
+
+
+def resolve_preset(preset: str) -> str:
+    """Turns a preset spec into something `from_preset` loads, or fails fast.
+
+    Accepts the embedded default, a `.gguf` file, a local preset directory,
+    `kaggle://` and `hf://` handles, and keras-hub preset names.
+
+    Raises:
+        PresetUnavailableError: a hub preset that cannot be reached from here.
+        ValueError: an unknown preset name (with close matches).
+    """
+    if preset == EMBEDDED_PRESET:
+        from keras_ft.default_model import embedded_preset_dir
+
+        return str(embedded_preset_dir())
+    if preset.endswith(".gguf") and Path(preset).is_file():
+        from keras_ft.default_model import converted_preset_dir
+
+        return str(converted_preset_dir(preset))
+    if Path(preset).is_dir():
+        if not (Path(preset) / "config.json").exists():
+            raise ValueError(f"{preset} is a directory but not a keras-hub preset "
+                             "(no config.json). Received: preset={preset!r}")
+        return preset
+    handle = preset
+    if "://" not in preset:
+        known = _known_presets()
+        if preset not in known:
+            close = difflib.get_close_matches(preset, list(known), n=3)
+            hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+            raise ValueError(
+                f"Unknown preset {preset!r}.{hint} Pass a keras-hub preset name, "
+                "a kaggle:// or hf:// handle, a local preset directory, a .gguf "
+                f"file, or {EMBEDDED_PRESET!r} (the offline default).")
+        handle = known[preset]
+    _check_reachable(preset, handle)
+    return preset
+
+
+def _known_presets() -> dict[str, str]:
+    import keras_hub
+
+    return {name: meta.get("kaggle_handle", "")
+            for name, meta in keras_hub.models.CausalLM.presets.items()}
+
+
+def _check_reachable(preset: str, handle: str) -> None:
+    scheme = next((s for s in HUB_HOSTS if handle.startswith(s)), None)
+    if scheme is None or _in_local_cache(handle) or _host_reachable(HUB_HOSTS[scheme]):
+        return
+    raise PresetUnavailableError(
+        f"Cannot load preset {preset!r}: {HUB_HOSTS[scheme]} is not reachable "
+        "from this machine and the preset is not in the local cache. Either "
+        "connect to the network (Kaggle presets also need credentials: "
+        "KAGGLE_USERNAME/KAGGLE_KEY or ~/.kaggle/kaggle.json, and the model's "
+        "license accepted on kaggle.com), pass a local preset directory or a "
+        f".gguf file with --preset, or run without --preset to use the "
+        f"offline default model ({EMBEDDED_PRESET}).")
+
+
+def _in_local_cache(handle: str) -> bool:
+    if not handle.startswith("kaggle://"):
+        return False
+    root = Path(os.environ.get("KAGGLEHUB_CACHE", Path.home() / ".cache" / "kagglehub"))
+    owner, model, framework, variation, *version = handle[len("kaggle://"):].split("/")
+    path = root / "models" / owner / model / framework / variation
+    return (path / version[0]).is_dir() if version else path.is_dir()
+
+
+def _host_reachable(host: str, timeout: float = 3.0) -> bool:
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def check_sequence_length(causal_lm, sequence_length: int) -> None:
+    """Refuses a sequence length above what the model was built for."""
+    backbone = causal_lm.backbone
+    limit = getattr(backbone, "max_sequence_length", None)
+    if limit and sequence_length > limit:
+        raise ValueError(
+            f"`sequence_length` must be at most the model's maximum of {limit}. "
+            f"Received: sequence_length={sequence_length}")
+
+
+def lora_target_names(backbone, targets: str) -> list[str]:
+    """Layer names to LoRA-fy for a target set or a comma-separated list."""
+    if targets == "default":
+        return list(backbone.default_lora_layer_names())
+    if targets == "attention":
+        return list(ATTENTION_LAYERS) + list(backbone.default_lora_layer_names())
+    if targets == "all":
+        return sorted({layer.name for layer in backbone._flatten_layers(include_self=False)
+                       if hasattr(layer, "enable_lora") and layer.weights
+                       and not isinstance(layer, keras.layers.Embedding)})
+    names = [n.strip() for n in targets.split(",") if n.strip()]
+    available = {layer.name for layer in backbone._flatten_layers(include_self=False)}
+    missing = [n for n in names if n not in available]
+    if missing:
+        raise ValueError(f"`lora_targets` names layers this model does not have: "
+                         f"{missing}. Received: lora_targets={targets!r}")
+    return names
+
+
+def enable_lora(backbone, rank: int, alpha: float = 0.0, targets: str = "default") -> None:
+    """keras-hub's `enable_lora`, plus an alpha (scale alpha / rank).
+
+    keras-hub has no alpha setting (its scale is 1); Keras' LoRA layers
+    do, so we set it on the layers keras-hub enabled. alpha 0 means alpha=rank.
+    """
+    backbone.enable_lora(rank, target_layer_names=lora_target_names(backbone, targets))
+    if not backbone._lora_enabled_layers:
+        raise ValueError(f"No layer matched `lora_targets`={targets!r} in this model.")
+    for layer in _lora_layers(backbone):
+        layer.lora_alpha = float(alpha or rank)
+
+
+def _lora_layers(backbone):
+    layers = [lyr for lyr in backbone._flatten_layers(include_self=False) if lyr.weights]
+    return [layers[i] for i in backbone._lora_enabled_layers]
+
+
+def count_lora_parameters(backbone) -> int:
+    return sum(int(w.numpy().size) for w in backbone.trainable_weights)
+
+
+def save_adapter(causal_lm, directory: str | Path, cfg: Config) -> Path:
+    """Writes `adapter.lora.h5` and its hyperparameters, each atomically."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / ("tmp-" + ADAPTER_FILE)
+    causal_lm.backbone.save_lora_weights(str(tmp))
+    os.replace(tmp, directory / ADAPTER_FILE)
+    meta = {"lora_rank": cfg.lora_rank, "lora_alpha": cfg.lora_alpha or cfg.lora_rank,
+            "lora_targets": cfg.lora_targets, "preset": cfg.preset,
+            "template": cfg.template, "sequence_length": cfg.sequence_length}
+    tmp_meta = directory / (ADAPTER_CONFIG_FILE + ".tmp")
+    tmp_meta.write_text(json.dumps(meta, indent=2) + "\n")
+    os.replace(tmp_meta, directory / ADAPTER_CONFIG_FILE)
+    return directory / ADAPTER_FILE
+
+
+def load_adapter(causal_lm, path: str | Path) -> dict:
+    """Applies a saved adapter (file or run directory) to a fresh base model.
+
+    Returns:
+        The adapter's recorded hyperparameters.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = next((p for p in (path / ADAPTER_FILE, path / "adapter" / ADAPTER_FILE)
+                     if p.exists()), path / ADAPTER_FILE)
+    if not path.exists():
+        raise FileNotFoundError(f"No adapter at {path}; expected a `.lora.h5` file "
+                                "or a run directory holding one.")
+    meta_path = path.parent / ADAPTER_CONFIG_FILE
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    enable_lora(causal_lm.backbone, int(meta.get("lora_rank", 4)),
+                float(meta.get("lora_alpha", 0)), meta.get("lora_targets", "default"))
+    causal_lm.backbone.load_lora_weights(str(path))
+    return meta

@@ -1,0 +1,137 @@
+"""`finetune(cfg)`: the whole flow on one screen. Notebooks call this.
+
+config -> data -> tokenizer/template -> model -> evaluate base -> fit ->
+evaluate tuned -> sample before/after -> save adapter and run directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from pathlib import Path
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
+import keras
+
+from keras_ft.callbacks import JsonlLogger, Throughput
+from keras_ft.config import Config, save_config
+from keras_ft.data import load_examples
+from keras_ft.evaluate import evaluate_tokens
+from keras_ft.generate import generate
+from keras_ft.model import build_model, count_lora_parameters, resolve_preset, save_adapter
+from keras_ft.templates import get_template
+from keras_ft.tokens import TextTokenizer, format_marked, tokenize_example
+from keras_ft.train import BatchSequence, build_trainer, steps_plan, train
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class Result:
+    """What a run produced; everything is also written under `run_dir`."""
+
+    run_dir: Path
+    metrics_before: dict
+    metrics_after: dict
+    samples: list[dict]  # {"prompt", "before", "after"}
+    adapter_path: Path | None
+    history: dict
+    data_report: dict
+
+
+def finetune(cfg: Config) -> Result:
+    """Fine-tunes `cfg.preset` with LoRA on `cfg.data`; see `Config`."""
+    keras.utils.set_random_seed(cfg.seed)
+    run_dir = Path(cfg.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / "config.json")
+
+    train_examples, val_examples, data_report = load_examples(cfg)
+    template = get_template(cfg.template)
+    tokenizer = TextTokenizer.from_preset(resolve_preset(cfg.preset))
+    train_tokens, train_counts = tokenize_all(train_examples, template, tokenizer, cfg)
+    val_tokens, val_counts = tokenize_all(val_examples, template, tokenizer, cfg)
+    report = {**_as_dict(data_report), "train": train_counts, "validation": val_counts}
+    if cfg.show_examples:
+        show_examples(train_tokens[: cfg.show_examples], tokenizer)
+        return Result(run_dir, {}, {}, [], None, {}, report)
+
+    causal_lm = build_model(cfg)
+    log.info("LoRA: %d trainable parameters", count_lora_parameters(causal_lm.backbone))
+    train_data = BatchSequence(train_tokens, cfg.batch_size, cfg.sequence_length,
+                               tokenizer.pad_id, cfg.seed, cfg.shuffle)
+    val_data = (BatchSequence(val_tokens, cfg.batch_size, cfg.sequence_length,
+                              tokenizer.pad_id, cfg.seed, shuffle=False)
+                if val_tokens else None)
+    trainer = build_trainer(cfg, causal_lm.backbone, steps_plan(cfg, len(train_data))[1])
+
+    metrics_before = evaluate_tokens(trainer, val_data) if val_data else {}
+    samples_before = generate(causal_lm, list(cfg.sample_prompts), cfg, tokenizer)
+    throughput = Throughput(train_data)
+    history = train(cfg, trainer, train_data, val_data,
+                    callbacks=[throughput, JsonlLogger(run_dir / "metrics.jsonl")])
+    metrics_after = evaluate_tokens(trainer, val_data) if val_data else {}
+    samples_after = generate(causal_lm, list(cfg.sample_prompts), cfg, tokenizer)
+
+    adapter_path = save_adapter(causal_lm, run_dir, cfg)
+    samples = [{"prompt": p, "before": b, "after": a}
+               for p, b, a in zip(cfg.sample_prompts, samples_before, samples_after)]
+    summary = {"metrics_before": metrics_before, "metrics_after": metrics_after,
+               "data": report, "tokens_per_s": throughput.tokens / max(throughput.seconds, 1e-9),
+               "compile_s": throughput.compile_s}
+    _write_json(run_dir / "samples.json", samples)
+    _write_json(run_dir / "summary.json", summary)
+    log_summary(metrics_before, metrics_after, samples)
+    return Result(run_dir, metrics_before, metrics_after, samples, adapter_path,
+                  dict(history.history), report)
+
+
+def tokenize_all(examples, template, tokenizer, cfg: Config):
+    """Tokenizes examples; counts truncated ones and drops fully truncated."""
+    kept, truncated, dropped = [], 0, 0
+    for example in examples:
+        tokenized = tokenize_example(example, template, tokenizer, cfg.sequence_length,
+                                     cfg.completion_only_loss)
+        if tokenized is None:
+            dropped += 1
+            continue
+        truncated += tokenized.truncated
+        kept.append(tokenized)
+    if truncated or dropped:
+        log.warning("%d examples truncated at %d tokens; %d dropped because their "
+                    "response was entirely cut off.", truncated, cfg.sequence_length,
+                    dropped)
+    return kept, {"examples": len(kept), "truncated": truncated,
+                  "dropped_fully_truncated": dropped}
+
+
+def show_examples(tokenized, tokenizer) -> None:
+    """Prints rendered training examples; loss-bearing tokens are in [[ ]]."""
+    for i, example in enumerate(tokenized):
+        print(f"--- example {i}: {len(example.token_ids)} tokens, "
+              f"{int(example.loss_mask.sum())} bear loss ---")
+        print(format_marked(example, tokenizer))
+
+
+def log_summary(before: dict, after: dict, samples: list[dict]) -> None:
+    if before:
+        log.info("validation loss: base %.4f -> tuned %.4f (perplexity %.2f -> %.2f)",
+                 before["loss"], after["loss"], before["perplexity"], after["perplexity"])
+    for sample in samples:
+        log.info("PROMPT: %s\n  BASE : %s\n  TUNED: %s", sample["prompt"],
+                 sample["before"], sample["after"])
+
+
+def _as_dict(report) -> dict:
+    if dataclasses.is_dataclass(report):
+        return dataclasses.asdict(report)
+    return dict(report or {})
+
+
+def _write_json(path: Path, value) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(value, indent=2, default=str) + "\n")
+    os.replace(tmp, path)

@@ -1,0 +1,75 @@
+"""`python -m keras_ft.run`: CLI flags -> Config -> finetune(). Nothing else.
+
+Every Config field has a flag (`lora_rank` <-> `--lora-rank`), generated from
+the dataclass; flags default to None so only the ones given override.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import sys
+import typing
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
+import click
+
+from keras_ft.config import Config, field_types, load_config
+
+
+def _flag_name(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _option_for(field: dataclasses.Field, tp) -> click.Option:
+    help_text = f"Config.{field.name} (default: {field.default!r})."
+    if tp is bool:
+        flag = _flag_name(field.name)
+        return click.Option([f"{flag}/--no-{flag[2:]}", field.name], default=None,
+                            help=help_text)
+    if typing.get_origin(tp) is tuple:
+        item = typing.get_args(tp)[0]
+        return click.Option([_flag_name(field.name), field.name], multiple=True,
+                            type=item, default=None, help=help_text + " Repeatable.")
+    return click.Option([_flag_name(field.name), field.name], type=tp, default=None,
+                        help=help_text)
+
+
+def config_options(command):
+    """Adds one click option per Config field to `command`."""
+    types = field_types()
+    for field in dataclasses.fields(Config):
+        command.params.append(_option_for(field, types[field.name]))
+    return command
+
+
+def overrides_from_flags(values: dict) -> dict:
+    """Keeps only the flags that were given (None/() mean not given)."""
+    return {k: v for k, v in values.items() if v is not None and v != ()}
+
+
+@config_options
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              default=None, help="Experiment YAML file; flags override its keys.")
+def main(config_path, **flags):
+    """Fine-tune a causal LM with LoRA (default: the embedded Gemma 3 270M)."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    try:
+        cfg = load_config(config_path, overrides_from_flags(flags))
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    from keras_ft.model import PresetUnavailableError
+    from keras_ft.pipeline import finetune
+
+    try:
+        result = finetune(cfg)
+    except (PresetUnavailableError, ValueError, FileNotFoundError) as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"Run directory: {result.run_dir}")
+
+
+if __name__ == "__main__":
+    main()
