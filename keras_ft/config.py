@@ -48,6 +48,10 @@ class Config:
     shuffle: bool = True  # shuffle records with `seed` before splitting
     sequence_length: int = 256  # tokens per training example
     show_examples: int = 0  # print N rendered training examples and exit
+    data_weights: tuple[float, ...] = ()  # mixture weight per `data` spec; () chains them
+    fields: str = ""  # field mapping, e.g. "prompt=headline,label=category"
+    skip_bad_records: bool = False  # skip bad records (counted, reported), not fail
+    tokenized_cache_dir: str = ""  # cache tokenized data here across runs; "" = off
     # optimization
     epochs: int = 1
     max_steps: int = 0  # stop after N optimizer steps; 0 runs all epochs
@@ -117,7 +121,12 @@ def _check_types(cfg: Config) -> None:
         if expected is float and isinstance(value, int) and not isinstance(value, bool):
             object.__setattr__(cfg, field.name, float(value))
             continue
-        if typing.get_origin(expected) is tuple:
+        if typing.get_origin(expected) is tuple and typing.get_args(expected)[0] is float:
+            ok = isinstance(value, tuple) and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+            if ok:
+                object.__setattr__(cfg, field.name, tuple(float(v) for v in value))
+        elif typing.get_origin(expected) is tuple:
             ok = isinstance(value, tuple) and all(isinstance(v, str) for v in value)
         elif expected is int:
             ok = isinstance(value, int) and not isinstance(value, bool)
@@ -130,7 +139,9 @@ def _check_types(cfg: Config) -> None:
 
 
 def _type_name(tp: Any) -> str:
-    return "list of str" if typing.get_origin(tp) is tuple else tp.__name__
+    if typing.get_origin(tp) is tuple:
+        return f"list of {typing.get_args(tp)[0].__name__}"
+    return tp.__name__
 
 
 def field_types() -> dict[str, Any]:
@@ -141,6 +152,14 @@ def field_types() -> dict[str, Any]:
 def coerce_value(name: str, value: Any) -> Any:
     """Turns a YAML/CLI value into the field's type (lists become tuples)."""
     expected = field_types()[name]
+    if typing.get_origin(expected) is tuple and typing.get_args(expected)[0] is float:
+        items = value.split(",") if isinstance(value, str) else value
+        if isinstance(items, (list, tuple)):
+            try:  # "0.7,0.3" or ["0.7", "0.3"] from a flag; numbers from YAML
+                return tuple(float(v) if isinstance(v, str) else v for v in items)
+            except ValueError:
+                raise ValueError(f"`{name}` must be a list of numbers. "
+                                 f"Received: {name}={value!r}") from None
     if typing.get_origin(expected) is tuple:
         if isinstance(value, str):
             return (value,)
