@@ -1,0 +1,51 @@
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def pytest_addoption(parser):
+    parser.addoption("--run_large", action="store_true",
+                     help="run tests that need the network (Kaggle, Hugging Face)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--run_large"):
+        return
+    skip = pytest.mark.skip(reason="needs the network; run with --run_large")
+    for item in items:
+        if "large" in item.keywords:
+            item.add_marker(skip)
+
+
+def _tiny(tmp_path_factory, architecture):
+    from keras_ft.testing import make_tiny_preset
+
+    return make_tiny_preset(tmp_path_factory.mktemp(f"tiny_{architecture}"), architecture)
+
+
+@pytest.fixture(scope="session")
+def tiny_gemma(tmp_path_factory):
+    return _tiny(tmp_path_factory, "gemma")
+
+
+@pytest.fixture(scope="session")
+def tiny_gemma3(tmp_path_factory):
+    return _tiny(tmp_path_factory, "gemma3")
+
+
+@pytest.fixture(scope="session")
+def tiny_llama3(tmp_path_factory):
+    return _tiny(tmp_path_factory, "llama3")
+
+
+@pytest.fixture(scope="session")
+def shared_data():
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"The shared datasets are missing: expected {SHARED_DATA}")
+    return SHARED_DATA
