@@ -1,0 +1,80 @@
+import dataclasses
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from keras_ft.config import Config, load_config, save_config
+from keras_ft.run import main, overrides_from_flags
+
+
+def _flags_of(command):
+    return {opt.name: opt for opt in command.params}
+
+
+def test_every_field_has_a_flag():
+    flags = _flags_of(main)
+    for field in dataclasses.fields(Config):
+        assert field.name in flags, field.name
+        assert f"--{field.name.replace('_', '-')}" in flags[field.name].opts
+
+
+def test_flags_reach_the_config():
+    ctx = main.make_context("keras-ft", ["--lora-rank", "8", "--learning-rate", "0.001",
+                                         "--data", "a.jsonl", "--data", "b.jsonl",
+                                         "--no-completion-only-loss"])
+    flags = dict(ctx.params)
+    flags.pop("config_path")
+    cfg = load_config(None, overrides_from_flags(flags))
+    assert cfg.lora_rank == 8 and cfg.learning_rate == 0.001
+    assert cfg.data == ("a.jsonl", "b.jsonl") and cfg.completion_only_loss is False
+    assert cfg.batch_size == Config().batch_size  # untouched flags stay default
+
+
+def test_precedence_defaults_file_flags(tmp_path):
+    path = tmp_path / "x.yaml"
+    path.write_text("lora_rank: 16\nlearning_rate: 2.0e-4\ndata: [one.jsonl]\n")
+    cfg = load_config(path, {"lora_rank": 32})
+    assert cfg.lora_rank == 32  # flag beats file
+    assert cfg.learning_rate == 2e-4 and cfg.data == ("one.jsonl",)  # file beats default
+    assert cfg.sequence_length == 256  # default
+
+
+def test_design_card_defaults():
+    cfg = Config()
+    assert (cfg.lora_rank, cfg.learning_rate, cfg.weight_decay, cfg.sequence_length,
+            cfg.batch_size, cfg.epochs, cfg.sampler) == (4, 5e-5, 0.01, 256, 1, 1, "top_k")
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"lora_rank": 0}, "lora_rank=0"),
+    ({"learning_rate": -1.0}, "learning_rate=-1.0"),
+    ({"batch_size": 0}, "batch_size=0"),
+    ({"validation_fraction": 1.5}, "validation_fraction=1.5"),
+    ({"sampler": "top-k"}, "Did you mean 'top_k'"),
+    ({"template": "gema"}, "Did you mean 'gemma'"),
+    ({"lora_rank": "four"}, "lora_rank='four'"),
+])
+def test_invalid_values_name_the_field(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        load_config(None, overrides)
+
+
+def test_unknown_yaml_key_is_refused(tmp_path):
+    path = tmp_path / "x.yaml"
+    path.write_text("lora_rnak: 8\n")
+    with pytest.raises(ValueError, match="Unknown config key .*'lora_rnak'.*'lora_rank'"):
+        load_config(path)
+
+
+def test_cli_fails_on_invalid_config_before_loading_a_model():
+    result = CliRunner().invoke(main, ["--lora-rank", "0"])
+    assert result.exit_code == 2
+    assert "lora_rank=0" in result.output
+
+
+def test_config_json_round_trip(tmp_path):
+    cfg = Config(lora_rank=8, data=("x.jsonl",))
+    save_config(cfg, tmp_path / "config.json")
+    loaded = json.loads((tmp_path / "config.json").read_text())
+    assert load_config(None, loaded) == cfg

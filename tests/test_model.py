@@ -1,0 +1,113 @@
+import time
+
+import keras
+import keras_hub
+import numpy as np
+import pytest
+
+from keras_ft.config import Config
+from keras_ft.model import (PresetUnavailableError, build_model, count_lora_parameters,
+                            load_adapter, resolve_preset, save_adapter)
+from keras_ft.testing import TINY_BACKBONE
+
+
+def _lora_count(rank, query_heads, kv_heads, hidden, head_dim, layers):
+    # EinsumDense LoRA: A has the kernel's shape with the last axis -> rank,
+    # B is [rank, last axis]. query kernel [heads, hidden, head_dim].
+    query = rank * (query_heads * hidden) + rank * head_dim
+    value = rank * (kv_heads * hidden) + rank * head_dim
+    return layers * (query + value)
+
+
+def test_trainable_parameters_match_the_analytic_count(tiny_gemma):
+    causal_lm = build_model(Config(preset=str(tiny_gemma), lora_rank=4))
+    b = TINY_BACKBONE
+    assert count_lora_parameters(causal_lm.backbone) == _lora_count(
+        4, b["num_query_heads"], b["num_key_value_heads"], b["hidden_dim"], b["head_dim"],
+        b["num_layers"])
+    frozen = [w for w in causal_lm.backbone.weights if "lora" not in w.path]
+    assert not any(w.trainable for w in frozen)
+
+
+def test_all_targets_cover_attention_and_mlp(tiny_gemma):
+    causal_lm = build_model(Config(preset=str(tiny_gemma), lora_targets="all"))
+    names = {w.path.split("/")[-2] for w in causal_lm.backbone.trainable_weights}
+    assert {"query", "key", "value", "attention_output", "ffw_gating", "ffw_gating_2",
+            "ffw_linear"} <= names
+
+
+def _logits(causal_lm, token_ids):
+    x = {"token_ids": token_ids, "padding_mask": np.ones_like(token_ids, bool)}
+    return np.asarray(causal_lm.predict_on_batch(x))
+
+
+def test_saved_adapter_reproduces_the_tuned_logits(tiny_gemma3, tmp_path):
+    cfg = Config(preset=str(tiny_gemma3), lora_rank=2, lora_alpha=8.0, lora_targets="all")
+    tuned = build_model(cfg)
+    tuned.preprocessor = None
+    for w in tuned.backbone.trainable_weights:  # stand-in for training
+        w.assign(np.random.default_rng(0).normal(size=w.shape).astype("float32") * 0.1)
+    token_ids = np.array([[2, 10, 11, 12, 13, 14]], np.int32)
+    expected = _logits(tuned, token_ids)
+    save_adapter(tuned, tmp_path, cfg)
+
+    fresh = keras_hub.models.CausalLM.from_preset(str(tiny_gemma3))
+    fresh.preprocessor = None
+    base = _logits(fresh, token_ids)
+    meta = load_adapter(fresh, tmp_path)
+    assert meta["lora_alpha"] == 8.0 and meta["lora_rank"] == 2
+    reloaded = _logits(fresh, token_ids)
+    np.testing.assert_allclose(reloaded, expected, rtol=1e-5, atol=1e-5)
+    assert np.abs(reloaded - base).max() > 1e-3  # the adapter changed the model
+
+
+def test_lora_alpha_scales_the_update(tiny_gemma):
+    outputs = {}
+    for alpha in (4.0, 8.0):
+        causal_lm = build_model(Config(preset=str(tiny_gemma), lora_rank=4, lora_alpha=alpha))
+        causal_lm.preprocessor = None
+        for w in causal_lm.backbone.trainable_weights:
+            w.assign(np.full(w.shape, 0.05, "float32"))
+        query = [l for l in causal_lm.backbone._flatten_layers() if l.name == "query"][0]
+        outputs[alpha] = np.asarray(query(np.ones((1, 3, 16), "float32")))
+        base = np.einsum("btd,ndh->btnh", np.ones((1, 3, 16)), np.asarray(query._kernel))  # without LoRA
+    np.testing.assert_allclose(outputs[8.0] - base, 2 * (outputs[4.0] - base), rtol=1e-4)
+
+
+def test_unknown_preset_name_suggests_close_matches():
+    with pytest.raises(ValueError, match="Did you mean 'gemma_2b_en'"):
+        resolve_preset("gemma_2b_enn")
+
+
+def test_hub_preset_fails_fast_and_says_what_to_do(monkeypatch, tmp_path):
+    monkeypatch.setenv("KAGGLEHUB_CACHE", str(tmp_path))
+    monkeypatch.setattr("keras_ft.model._host_reachable", lambda host, timeout=3.0: False)
+    start = time.monotonic()
+    with pytest.raises(PresetUnavailableError) as error:
+        resolve_preset("gemma_2b_en")
+    assert time.monotonic() - start < 5
+    message = str(error.value)
+    assert "KAGGLE_USERNAME" in message and "local preset directory" in message
+    assert "embedded:gemma3_270m" in message
+
+
+def test_cached_kaggle_preset_is_used_offline(monkeypatch, tmp_path):
+    monkeypatch.setenv("KAGGLEHUB_CACHE", str(tmp_path))
+    monkeypatch.setattr("keras_ft.model._host_reachable", lambda host, timeout=3.0: False)
+    (tmp_path / "models/keras/gemma/keras/gemma_2b_en/3").mkdir(parents=True)
+    handle = keras_hub.models.CausalLM.presets["gemma_2b_en"]["kaggle_handle"]
+    if handle.rstrip("/").split("/")[-1] != "3":
+        (tmp_path / "models/keras/gemma/keras/gemma_2b_en" /
+         handle.rstrip("/").split("/")[-1]).mkdir()
+    assert resolve_preset("gemma_2b_en") == "gemma_2b_en"
+
+
+def test_local_directory_without_config_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="not a keras-hub preset"):
+        resolve_preset(str(tmp_path))
+
+
+@pytest.mark.large
+def test_kaggle_preset_loads_with_network():
+    causal_lm = build_model(Config(preset="gemma_2b_en"))
+    assert causal_lm.backbone.num_layers == 18
