@@ -15,6 +15,7 @@ import gzip
 import io
 import json
 import re
+import zlib
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -69,9 +70,21 @@ def read_file(path: str | Path, mapping: FieldMapping | None = None
             document, a CSV/Parquet header that fits no record shape).
     """
     path = Path(path)
+    if path.is_dir() or not path.exists() or _format(path) is None:
+        list_data_files(path)  # raises the matching DataError
+        raise DataError("is a directory; read its files (see `list_data_files`).",
+                        location=str(path), reason="bad_format")
     readers = {"jsonl": _read_jsonl, "json": _read_json, "csv": _read_csv,
                "parquet": _read_parquet}
-    return readers[_format(path)](path, mapping)
+    return _guard(readers[_format(path)](path, mapping), path)
+
+
+def _guard(records: Iterator[tuple[str, Any]], path: Path) -> Iterator[tuple[str, Any]]:
+    try:
+        yield from records
+    except (OSError, EOFError, zlib.error) as e:  # unreadable, truncated .gz, ...
+        raise DataError(f"could not be read ({type(e).__name__}: {e}).",
+                        location=str(path), reason="unreadable") from None
 
 
 def _open(path: Path):
@@ -90,20 +103,27 @@ def _read_jsonl(path: Path, mapping) -> Iterator[tuple[str, Any]]:
             line = raw.decode("utf-8", "surrogateescape")
             if number == 1:
                 line = line.removeprefix("\ufeff")
-            if not line.strip():
-                continue  # blank lines separate nothing and hold no data
+            if not line.strip(_JSON_WS):
+                continue  # blank lines hold no data
             found = True
             location = f"{path}:{number}"
-            try:
-                yield location, json.loads(line)
-            except json.JSONDecodeError as e:
-                reason = "non_utf8" if BAD_TEXT.search(line) else "malformed_json"
-                what = ("holds bytes that are not valid UTF-8" if reason == "non_utf8"
-                        else f"is not valid JSON ({e.msg} at column {e.colno})")
-                yield location, DataError(f"Line {what}.", location=location,
-                                          reason=reason, received=line.strip())
+            yield location, _parse_line(line, location)
     if not found:
         yield _empty(path)
+
+
+def _parse_line(line: str, location: str) -> Any:
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as e:
+        if BAD_TEXT.search(line):
+            return DataError("Line holds bytes that are not valid UTF-8.",
+                             location=location, reason="non_utf8", received=line.strip())
+        return DataError(f"Line is not valid JSON ({e.msg} at column {e.colno}).",
+                         location=location, reason="malformed_json", received=line.strip())
+    except RecursionError:
+        return DataError("Line nests JSON too deeply to read.", location=location,
+                         reason="malformed_json", received=line.strip())
 
 
 def _read_json(path: Path, mapping) -> Iterator[tuple[str, Any]]:
@@ -162,6 +182,7 @@ class _LineCounter:
         return self.count
 
 
+_JSON_WS = " \t\n\r"
 _WS = re.compile(r"[ \t\n\r]*")
 _DECODER = json.JSONDecoder()
 
@@ -194,6 +215,9 @@ def _scan(text: str, pos: int, path: Path, lines: _LineCounter):
             if not text.startswith(",", pos):
                 raise json.JSONDecodeError(f"Expecting ',' or '{close}'", text, pos)
             pos = _skip_ws(text, pos + 1)
+    except RecursionError:
+        raise DataError("nests JSON too deeply to read.", location=f"{path}:1",
+                        reason="malformed_json") from None
     except json.JSONDecodeError as e:
         raise DataError(
             f"is not valid JSON ({e.msg}); the rest of the file cannot be read, "

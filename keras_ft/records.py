@@ -10,10 +10,10 @@ first. `iter_examples` either raises the first `DataError` or, with
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import difflib
 import re
+import reprlib
 from typing import Any, Iterable, Iterator
 
 from keras_ft.templates import Example, Message
@@ -53,9 +53,12 @@ class DataError(ValueError):
         return f"{text} {self.hint}" if self.hint else text
 
 
-def _short(value: Any, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+_REPR = reprlib.Repr()  # bounded depth and length, whatever the input
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 3, 60, 60
+
+
+def _short(value: Any) -> str:
+    return _REPR.repr(value)
 
 
 @dataclasses.dataclass
@@ -68,11 +71,12 @@ class LoadReport:
     num_seen: int = 0  # records (and empty files) looked at
     num_kept: int = 0
     num_dropped_with_context: int = 0  # drop_with_context filter
-    skipped: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    # Plain dicts, not Counters, so that dataclasses.asdict and JSON keep them.
+    skipped: dict = dataclasses.field(default_factory=dict)  # reason -> count
     skip_samples: dict = dataclasses.field(default_factory=dict)  # reason -> messages
-    shapes: collections.Counter = dataclasses.field(default_factory=collections.Counter)
-    labels: collections.Counter = dataclasses.field(default_factory=collections.Counter)
-    sources: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    shapes: dict = dataclasses.field(default_factory=dict)  # record shape -> kept
+    labels: dict = dataclasses.field(default_factory=dict)  # class label -> kept
+    sources: dict = dataclasses.field(default_factory=dict)  # data spec -> kept
     num_train: int = 0
     num_validation: int = 0
     num_overlap_removed: int = 0  # training examples equal to a validation one
@@ -83,7 +87,7 @@ class LoadReport:
         return sum(self.skipped.values())
 
     def add_skip(self, error: DataError) -> None:
-        self.skipped[error.reason] += 1
+        _bump(self.skipped, error.reason)
         samples = self.skip_samples.setdefault(error.reason, [])
         if len(samples) < 3:
             samples.append(str(error))
@@ -97,7 +101,7 @@ class LoadReport:
             lines.append(f"Split: {self.num_train} training, {self.num_validation}"
                          f" validation ({self.num_overlap_removed} training "
                          "examples equal to a validation one removed).")
-        for reason, count in self.skipped.most_common():
+        for reason, count in sorted(self.skipped.items(), key=lambda kv: -kv[1]):
             lines.append(f"  skipped {count} x {reason}, e.g. "
                          f"{self.skip_samples.get(reason, [''])[0]}")
         lines += [f"  note: {note}" for note in self.notes]
@@ -108,10 +112,11 @@ class LoadReport:
 
     @classmethod
     def from_dict(cls, values: dict) -> "LoadReport":
-        report = cls(**values)
-        for name in ("skipped", "shapes", "labels", "sources"):
-            setattr(report, name, collections.Counter(getattr(report, name)))
-        return report
+        return cls(**values)
+
+
+def _bump(counts: dict, key: str) -> None:
+    counts[key] = counts.get(key, 0) + 1
 
 
 # ---------------------------------------------------------------- field mapping
@@ -333,7 +338,8 @@ def _single_turn(record: dict, shape: str, location: str) -> tuple[str, str, boo
     context = ""
     if record.get(context_key) is not None:
         context = _text(record, context_key, location, allow_empty=True)
-    reply = _text(record, "response" if "response" in record else "output", location)
+    reply_key = "output" if "output" in record and "response" not in record else "response"
+    reply = _text(record, reply_key, location)
     if context.strip():
         return f"{instruction}\n\nContext:\n{context}", reply, True
     return instruction, reply, False
@@ -462,8 +468,8 @@ def iter_examples(records: Iterable[tuple[str, Any]], report: LoadReport, *,
             report.num_dropped_with_context += 1
             continue
         report.num_kept += 1
-        report.shapes[parsed.shape] += 1
-        report.sources[source] += 1
+        _bump(report.shapes, parsed.shape)
+        _bump(report.sources, source)
         if parsed.example.label is not None:
-            report.labels[parsed.example.label] += 1
+            _bump(report.labels, parsed.example.label)
         yield parsed.example
