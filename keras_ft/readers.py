@@ -139,7 +139,13 @@ def _read_json(path: Path, mapping) -> Iterator[tuple[str, Any]]:
                         "are records (or use .jsonl for one record per line).",
                         location=f"{path}:{lines.line(start)}", reason="not_a_record")
     members, end = _scan(text, start, path, lines)
-    if _skip_ws(text, end) != len(text):
+    rest = _skip_ws(text, end)
+    if rest != len(text) and text[start] == "{" and "\n" in text[end:rest]:
+        # One object per line in a .json file (Kaggle's News Category is one).
+        del text, members
+        yield from _read_jsonl(path, mapping)
+        return
+    if rest != len(text):
         raise DataError("has extra data after the top-level JSON value.",
                         location=f"{path}:{lines.line(_skip_ws(text, end))}",
                         reason="malformed_json")
