@@ -1,0 +1,153 @@
+"""load_examples: filter, first N, seeded shuffle, split; the token cache."""
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from keras_ft import data
+from keras_ft.config import Config
+from keras_ft.data import cache_tokenized, load_examples, split_examples
+from keras_ft.records import DataError
+from keras_ft.templates import get_template
+
+DOLLY = "databricks-dolly-15k/dolly_minillm_dev1000.jsonl"
+
+
+def write_jsonl(path: Path, records) -> str:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return str(path)
+
+
+def pairs(prefix: str, count: int):
+    return [{"prompt": f"{prefix}{i}?", "completion": f"{prefix}{i}."} for i in range(count)]
+
+
+def test_real_dolly_recipe_filter_first_n_shuffle_split(shared_data):
+    cfg = Config(data=(str(shared_data / DOLLY),), drop_with_context=True,
+                 num_examples=500, validation_fraction=0.1, seed=3)
+    train, validation, report = load_examples(cfg)
+    assert (len(train), len(validation)) == (450, 50)
+    assert report.num_dropped_with_context > 0 and report.num_kept == 500
+    assert not any("\n\nContext:\n" in e.messages[0].content for e in train + validation)
+    lines = sorted(int(e.source.rsplit(":", 1)[1]) for e in train + validation)
+    assert lines[-1] < 1000 and len(set(lines)) == 500  # the first 500 kept records
+    again = load_examples(cfg)
+    assert [e.source for e in again[0]] == [e.source for e in train]
+    reseeded = load_examples(dataclasses.replace(cfg, seed=4))
+    assert [e.source for e in reseeded[0]] != [e.source for e in train]
+
+
+def test_no_shuffle_keeps_file_order_and_validation_is_the_tail(tmp_path):
+    path = write_jsonl(tmp_path / "d.jsonl", pairs("q", 10))
+    train, validation, _ = load_examples(Config(data=(path,), shuffle=False,
+                                                validation_fraction=0.2))
+    assert [e.messages[0].content for e in train] == [f"q{i}?" for i in range(8)]
+    assert [e.messages[0].content for e in validation] == ["q8?", "q9?"]
+
+
+def test_validation_file_never_overlaps_training(tmp_path):
+    train_path = write_jsonl(tmp_path / "train.jsonl", pairs("q", 10))
+    val_path = write_jsonl(tmp_path / "val.jsonl", pairs("q", 3) + pairs("v", 2))
+    train, validation, report = load_examples(Config(data=(train_path,),
+                                                     validation_data=val_path))
+    assert len(validation) == 5 and len(train) == 7
+    assert report.num_overlap_removed == 3
+    assert not {data.example_key(e) for e in train} & {data.example_key(e) for e in validation}
+
+
+def test_duplicates_across_a_split_are_removed_from_training(tmp_path):
+    path = write_jsonl(tmp_path / "d.jsonl", pairs("q", 5) * 4)
+    train, validation, report = load_examples(Config(data=(path,), validation_fraction=0.25))
+    held_out = {data.example_key(e) for e in validation}
+    assert not any(data.example_key(e) in held_out for e in train)
+    assert report.num_overlap_removed == 20 - 5 - len(train)
+
+
+@pytest.mark.parametrize("count, fraction, match", [
+    (3, 0.1, "leaves the validation split empty. Use at least 5 examples"),
+    (2, 0.9, "leaves no training examples"),
+])
+def test_empty_splits_are_errors_naming_the_field(tmp_path, count, fraction, match):
+    path = write_jsonl(tmp_path / "d.jsonl", pairs("q", count))
+    with pytest.raises(DataError, match=match) as info:
+        load_examples(Config(data=(path,), validation_fraction=fraction))
+    assert info.value.field == "validation_fraction"
+    assert "validation_fraction" in str(info.value)
+
+
+def test_no_usable_examples_and_skipping(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"prompt": "P"}\nnot json\n{"prompt": "Q", "completion": "A"}\n')
+    with pytest.raises(DataError, match=f"{path}:1: field `completion`"):
+        load_examples(Config(data=(str(path),)))
+    train, validation, report = load_examples(Config(data=(str(path),), skip_bad_records=True,
+                                                     validation_fraction=0.0))
+    assert len(train) == 1 and report.skipped == {"missing_field": 1, "malformed_json": 1}
+    path.write_text("not json\n")
+    with pytest.raises(DataError, match="hold no usable examples"):
+        load_examples(Config(data=(str(path),), skip_bad_records=True))
+
+
+def test_split_examples_rounds_to_nearest():
+    assert [len(s) for s in split_examples(list(range(15)), 0.1)] == [13, 2]
+    assert [len(s) for s in split_examples(list(range(5)), 0.1)] == [4, 1]
+
+
+# ------------------------------------------------------------- token cache
+
+
+@pytest.fixture(scope="module")
+def tokenizers():
+    """Two tiny SentencePiece vocabularies (keras-hub Gemma tokenizers)."""
+    keras_hub = pytest.importorskip("keras_hub")
+    from keras_ft.testing import train_tiny_sentencepiece
+    from keras_ft.tokens import TextTokenizer
+
+    return [TextTokenizer(keras_hub.models.GemmaTokenizer(proto=train_tiny_sentencepiece(n)))
+            for n in (160, 150)]
+
+
+def test_cache_tokenized_reuses_and_invalidates(tmp_path, tokenizers, monkeypatch):
+    path = tmp_path / "d.jsonl"
+    write_jsonl(path, pairs("How do I boil an egg ", 20))
+    cfg = Config(data=(str(path),), tokenized_cache_dir=str(tmp_path / "cache"),
+                 sequence_length=128)
+    template = get_template(cfg.template)
+    first = cache_tokenized(cfg, template, tokenizers[0])
+    assert first[2]["cache"]["hit"] is False
+    assert (len(first[0]), len(first[1])) == (18, 2)
+    assert first[2]["train"] == {"examples": 18, "truncated": 0, "dropped_fully_truncated": 0}
+
+    def no_reading(cfg):
+        raise AssertionError("a cache hit must not read or tokenize the data")
+
+    monkeypatch.setattr(data, "load_examples", no_reading)
+    second = cache_tokenized(cfg, template, tokenizers[0])
+    assert second[2]["cache"] == {"hit": True, "path": first[2]["cache"]["path"]}
+    for a, b in zip(first[0], second[0]):
+        assert (a.token_ids == b.token_ids).all() and (a.loss_mask == b.loss_mask).all()
+    assert second[2]["num_train"] == 18
+    monkeypatch.undo()
+
+    changes = [(cfg, get_template("gemma"), tokenizers[0]),  # template
+               (cfg, template, tokenizers[1]),  # tokenizer vocabulary
+               (dataclasses.replace(cfg, sequence_length=64), template, tokenizers[0])]
+    keys = {data.cache_key(*change) for change in changes}
+    keys.add(data.cache_key(cfg, template, tokenizers[0]))
+    assert len(keys) == 4
+    for change in changes:
+        assert cache_tokenized(*change)[2]["cache"]["hit"] is False
+    write_jsonl(path, pairs("How do I boil an egg ", 21))  # the data file changed
+    assert cache_tokenized(cfg, template, tokenizers[0])[2]["cache"]["hit"] is False
+
+
+def test_cache_tokenized_without_a_cache_dir_counts_truncation(tmp_path, tokenizers):
+    long = [{"prompt": "Explain. " * 40, "completion": "Paris is the capital."}] * 4
+    path = write_jsonl(tmp_path / "d.jsonl", long + pairs("What is ", 6))
+    cfg = Config(data=(path,), sequence_length=24, validation_fraction=0.0)
+    train, validation, report = cache_tokenized(cfg, get_template(cfg.template), tokenizers[0])
+    assert len(validation) == 0 and report["cache"]["hit"] is False
+    assert report["train"]["dropped_fully_truncated"] == 4
+    assert len(train) == 6 and all(len(e.token_ids) <= 25 for e in train)
