@@ -1,0 +1,183 @@
+"""What is in the data, before training: the numbers the seed users got by hand.
+
+Record counts and skips, token lengths under the chosen template and
+tokenizer (and how many would be truncated at `sequence_length`), the label
+or topic distribution, duplicates, and rendered examples with the loss-bearing
+part marked `[[like this]]`. `python -m keras_ft.data stats` prints this.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import itertools
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from keras_ft.config import Config
+from keras_ft.records import LoadReport
+from keras_ft.templates import Example, Template, get_template
+from keras_ft.tokens import TextTokenizer, format_marked, tokenize_example
+
+log = logging.getLogger(__name__)
+_NO_LIMIT = 1 << 30  # a sequence length nothing reaches: measures full lengths
+
+
+@dataclasses.dataclass
+class DataStats:
+    report: LoadReport
+    num_examples: int
+    num_duplicates: int  # examples equal to an earlier one
+    num_duplicate_prompts: int  # same prompt as an earlier example, any reply
+    assistant_turns: collections.Counter  # examples by number of replies
+    labels: collections.Counter  # classification labels, if any
+    openings: collections.Counter  # first two words of the first user message
+    char_lengths: np.ndarray  # characters per example
+    sequence_length: int
+    token_lengths: np.ndarray | None = None  # tokens per example, untruncated
+    num_truncated: int = 0  # longer than sequence_length (+1 for the labels)
+    num_dropped: int = 0  # no loss token left after truncation
+    rendered: list = dataclasses.field(default_factory=list)
+
+
+def collect_stats(cfg: Config, use_tokenizer: bool = True,
+                  num_rendered: int = 3) -> DataStats:
+    """Reads all of `cfg.data` (no split) and computes `DataStats`.
+
+    Args:
+        cfg: data options plus `preset` (for the tokenizer) and `template`.
+        use_tokenizer: load the preset's tokenizer to measure tokens.
+        num_rendered: how many examples to render with the loss marked.
+    """
+    from keras_ft.data import stream_examples  # data's CLI imports this module
+
+    report = LoadReport()
+    examples = stream_examples(cfg, cfg.data, report, cfg.data_weights)
+    if cfg.num_examples:
+        examples = itertools.islice(examples, cfg.num_examples)
+    examples = list(examples)
+    tokenizer = None
+    if use_tokenizer:
+        from keras_ft.model import resolve_preset
+
+        tokenizer = TextTokenizer.from_preset(resolve_preset(cfg.preset))
+    return compute_stats(examples, report, get_template(cfg.template), tokenizer,
+                         cfg.sequence_length, cfg.completion_only_loss, num_rendered)
+
+
+def compute_stats(examples: Sequence[Example], report: LoadReport, template: Template,
+                  tokenizer: TextTokenizer | None = None, sequence_length: int = 256,
+                  completion_only: bool = True, num_rendered: int = 3) -> DataStats:
+    """Computes `DataStats` of examples; token figures need a tokenizer."""
+    seen, prompts = set(), set()
+    duplicates = duplicate_prompts = 0
+    for example in examples:
+        key = tuple((m.role, m.content) for m in example.messages)
+        prompt = key[:-1]
+        duplicates += key in seen
+        duplicate_prompts += prompt in prompts
+        seen.add(key)
+        prompts.add(prompt)
+    stats = DataStats(
+        report=report, num_examples=len(examples), num_duplicates=duplicates,
+        num_duplicate_prompts=duplicate_prompts,
+        assistant_turns=collections.Counter(
+            sum(m.role == "assistant" for m in e.messages) for e in examples),
+        labels=collections.Counter(e.label for e in examples if e.label is not None),
+        openings=collections.Counter(_opening(e) for e in examples),
+        char_lengths=np.asarray([sum(len(m.content) for m in e.messages)
+                                 for e in examples], np.int64),
+        sequence_length=sequence_length)
+    if tokenizer is None:
+        stats.rendered = [render_marked(e, template) for e in examples[:num_rendered]]
+        return stats
+    lengths = []
+    for example in examples:
+        full = tokenize_example(example, template, tokenizer, _NO_LIMIT, completion_only)
+        if full is None or not full.loss_mask[1:sequence_length + 1].any():
+            stats.num_dropped += 1
+        if full is not None:
+            lengths.append(full.num_tokens_before_truncation)
+            stats.num_truncated += full.num_tokens_before_truncation > sequence_length + 1
+    stats.token_lengths = np.asarray(lengths, np.int64)
+    for example in examples[:num_rendered]:
+        tokenized = tokenize_example(example, template, tokenizer, sequence_length,
+                                     completion_only)
+        stats.rendered.append("(dropped: no response token fits)" if tokenized is None
+                              else format_marked(tokenized, tokenizer))
+    return stats
+
+
+def _opening(example: Example) -> str:
+    user = next((m.content for m in example.messages if m.role == "user"), "")
+    return " ".join(user.lower().split()[:2])
+
+
+def render_marked(example: Example, template: Template) -> str:
+    """The rendered text, with loss-bearing segments in [[ ]] (no tokenizer)."""
+    return "".join(f"[[{s.text}]]" if s.trainable else s.text
+                   for s in template.render(example.messages))
+
+
+def _distribution(values: np.ndarray) -> str:
+    if not len(values):
+        return "none"
+    p50, p90, p99 = np.percentile(values, [50, 90, 99]).astype(int)
+    return (f"min {values.min()}, median {p50}, mean {values.mean():.0f}, "
+            f"p90 {p90}, p99 {p99}, max {values.max()}")
+
+
+def format_stats(stats: DataStats) -> str:
+    """A plain-text report of `stats`."""
+    n = max(stats.num_examples, 1)
+    lines = [stats.report.summary(),
+             f"Examples: {stats.num_examples}; record shapes: {dict(stats.report.shapes)}",
+             f"Assistant turns per example: {dict(sorted(stats.assistant_turns.items()))}",
+             f"Duplicates: {stats.num_duplicates} identical examples, "
+             f"{stats.num_duplicate_prompts} repeated prompts",
+             f"Characters per example: {_distribution(stats.char_lengths)}"]
+    if stats.token_lengths is not None:
+        lines += [f"Tokens per example: {_distribution(stats.token_lengths)}",
+                  f"Truncated at sequence_length={stats.sequence_length}: "
+                  f"{stats.num_truncated} ({100 * stats.num_truncated / n:.1f} %); "
+                  f"dropped (response cut off entirely): {stats.num_dropped}"]
+    counts, title = ((stats.labels, "Labels") if stats.labels
+                     else (stats.openings, "Prompt openings (topics)"))
+    lines.append(f"{title} ({len(counts)} distinct), top 15:")
+    lines += [f"  {count:6d}  {100 * count / n:5.1f} %  {value}"
+              for value, count in counts.most_common(15)]
+    for i, text in enumerate(stats.rendered):
+        lines += [f"--- example {i} (loss-bearing tokens in [[ ]]) ---", text]
+    return "\n".join(lines)
+
+
+def plot_stats(stats: DataStats, path: str | Path) -> Path:
+    """Writes a PNG: the length histogram and the label/topic distribution."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    tokens = stats.token_lengths is not None
+    lengths = stats.token_lengths if tokens else stats.char_lengths
+    left.hist(lengths, bins=50, color="tab:blue")
+    if tokens:
+        left.axvline(stats.sequence_length, color="tab:red", linestyle="--",
+                     label=f"sequence_length={stats.sequence_length}")
+        left.legend()
+    left.set_xlabel("tokens per example" if tokens else "characters per example")
+    left.set_ylabel("examples")
+    counts = stats.labels or stats.openings
+    top = counts.most_common(20)[::-1]
+    right.barh([str(v)[:30] for v, _ in top], [c for _, c in top], color="tab:green")
+    right.set_title("labels" if stats.labels else "prompt openings")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
