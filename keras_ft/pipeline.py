@@ -18,12 +18,12 @@ import keras
 
 from keras_ft.callbacks import JsonlLogger, Throughput
 from keras_ft.config import Config, save_config
-from keras_ft.data import load_examples
+from keras_ft.data import cache_tokenized
 from keras_ft.evaluate import evaluate_tokens
 from keras_ft.generate import generate
 from keras_ft.model import build_model, count_lora_parameters, resolve_preset, save_adapter
 from keras_ft.templates import get_template
-from keras_ft.tokens import TextTokenizer, format_marked, tokenize_example
+from keras_ft.tokens import TextTokenizer, format_marked
 from keras_ft.train import BatchSequence, build_trainer, steps_plan, train
 
 log = logging.getLogger(__name__)
@@ -49,12 +49,9 @@ def finetune(cfg: Config) -> Result:
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.json")
 
-    train_examples, val_examples, data_report = load_examples(cfg)
     template = get_template(cfg.template)
     tokenizer = TextTokenizer.from_preset(resolve_preset(cfg.preset))
-    train_tokens, train_counts = tokenize_all(train_examples, template, tokenizer, cfg)
-    val_tokens, val_counts = tokenize_all(val_examples, template, tokenizer, cfg)
-    report = {**_as_dict(data_report), "train": train_counts, "validation": val_counts}
+    train_tokens, val_tokens, report = cache_tokenized(cfg, template, tokenizer)
     if cfg.show_examples:
         show_examples(train_tokens[: cfg.show_examples], tokenizer)
         return Result(run_dir, {}, {}, [], None, {}, report)
@@ -89,25 +86,6 @@ def finetune(cfg: Config) -> Result:
                   dict(history.history), report)
 
 
-def tokenize_all(examples, template, tokenizer, cfg: Config):
-    """Tokenizes examples; counts truncated ones and drops fully truncated."""
-    kept, truncated, dropped = [], 0, 0
-    for example in examples:
-        tokenized = tokenize_example(example, template, tokenizer, cfg.sequence_length,
-                                     cfg.completion_only_loss)
-        if tokenized is None:
-            dropped += 1
-            continue
-        truncated += tokenized.truncated
-        kept.append(tokenized)
-    if truncated or dropped:
-        log.warning("%d examples truncated at %d tokens; %d dropped because their "
-                    "response was entirely cut off.", truncated, cfg.sequence_length,
-                    dropped)
-    return kept, {"examples": len(kept), "truncated": truncated,
-                  "dropped_fully_truncated": dropped}
-
-
 def show_examples(tokenized, tokenizer) -> None:
     """Prints rendered training examples; loss-bearing tokens are in [[ ]]."""
     for i, example in enumerate(tokenized):
@@ -123,12 +101,6 @@ def log_summary(before: dict, after: dict, samples: list[dict]) -> None:
     for sample in samples:
         log.info("PROMPT: %s\n  BASE : %s\n  TUNED: %s", sample["prompt"],
                  sample["before"], sample["after"])
-
-
-def _as_dict(report) -> dict:
-    if dataclasses.is_dataclass(report):
-        return dataclasses.asdict(report)
-    return dict(report or {})
 
 
 def _write_json(path: Path, value) -> None:

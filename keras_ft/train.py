@@ -87,7 +87,7 @@ class BatchSequence(keras.utils.PyDataset):
         if not examples:
             raise ValueError("No examples to batch: the dataset is empty after "
                              "filtering and truncation.")
-        self.examples = list(examples)
+        self.examples = examples  # a Sequence; may be memory-mapped
         self.batch_size = batch_size
         self.buckets = bucket_lengths(sequence_length, num_buckets)
         self.pad_id, self.seed, self.shuffle = pad_id, seed, shuffle

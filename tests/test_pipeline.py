@@ -1,0 +1,79 @@
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from keras_ft import Config, finetune
+from keras_ft.run import main as run_main
+
+PAIRS = [("How do I boil an egg?", "1. Fill a pot with water.\n2. Boil it."),
+         ("How do I make tea?", "1. Boil water.\n2. Add the tea."),
+         ("What is the capital of France?", "Paris is the capital of France."),
+         ("Explain what a compiler does.", "A compiler translates source code."),
+         ("Write a haiku about autumn.", "Leaves falling on the quiet river."),
+         ("How do I fill a pot?", "1. Fill the pot with water."),
+         ("Name a fox.", "The quick brown fox."),
+         ("Count to three.", "1 2 3"),
+         ("What jumps over the dog?", "The quick brown fox jumps over the lazy dog."),
+         ("And the numbers?", "0 1 2 3 4 5 6 7 8 9")]
+
+
+@pytest.fixture()
+def pairs_file(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps({"prompt": p, "completion": c}) + "\n"
+                            for p, c in PAIRS))
+    return path
+
+
+def test_overfitting_eight_examples_lowers_the_loss(tiny_gemma, pairs_file, tmp_path):
+    cfg = Config(preset=str(tiny_gemma), data=(str(pairs_file),), num_examples=8,
+                 validation_fraction=0.0, epochs=40, batch_size=8, learning_rate=2e-2,
+                 lora_targets="all", lora_rank=8, output_dir=str(tmp_path / "run"),
+                 sample_prompts=("Hi",), max_new_tokens=4, shuffle=False)
+    result = finetune(cfg)
+    losses = result.history["loss"]
+    assert len(losses) == 40
+    # full-batch steps on a random 2-layer model: ~5.2 -> ~4.2 when LoRA learns
+    assert losses[-1] < 0.88 * losses[0] and losses[-1] < min(losses[:10]), losses
+    steps = [json.loads(line) for line in (tmp_path / "run/metrics.jsonl").open()]
+    assert sum("epoch" not in s for s in steps) == 40  # one line per step
+
+
+def test_cli_run_writes_the_run_directory(tiny_gemma3, pairs_file, tmp_path):
+    out = tmp_path / "run"
+    result = CliRunner().invoke(run_main, [
+        "--preset", str(tiny_gemma3), "--data", str(pairs_file), "--max-steps", "2",
+        "--template", "gemma", "--output-dir", str(out), "--sample-prompts", "Hi there",
+        "--max-new-tokens", "3", "--validation-fraction", "0.2"])
+    assert result.exit_code == 0, result.output
+    assert {"config.json", "metrics.jsonl", "samples.json", "summary.json",
+            "adapter.lora.h5", "adapter_config.json"} <= {p.name for p in out.iterdir()}
+    config = json.loads((out / "config.json").read_text())
+    assert config["template"] == "gemma" and config["max_steps"] == 2
+    steps = [json.loads(line) for line in (out / "metrics.jsonl").open()]
+    assert [s["step"] for s in steps if "epoch" not in s] == [1, 2]
+    samples = json.loads((out / "samples.json").read_text())
+    assert samples[0]["prompt"] == "Hi there" and {"before", "after"} <= set(samples[0])
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["metrics_before"]["num_tokens"] > 0
+    assert summary["data"]["num_validation"] == 2
+
+
+def test_show_examples_prints_the_marked_mask_and_does_not_train(tiny_gemma, pairs_file,
+                                                                 tmp_path, capsys):
+    cfg = Config(preset=str(tiny_gemma), data=(str(pairs_file),), show_examples=2,
+                 output_dir=str(tmp_path / "run"), shuffle=False)
+    result = finetune(cfg)
+    printed = capsys.readouterr().out
+    assert printed.count("--- example") == 2
+    assert "Instruction:\nHow do I boil an egg?" in printed and "[[<eos>]]" in printed
+    assert result.adapter_path is None
+
+
+def test_llama3_preset_trains_with_its_template(tiny_llama3, pairs_file, tmp_path):
+    cfg = Config(preset=str(tiny_llama3), data=(str(pairs_file),), template="llama3",
+                 max_steps=2, output_dir=str(tmp_path / "run"), sample_prompts=("Hi",),
+                 max_new_tokens=2)
+    result = finetune(cfg)
+    assert result.adapter_path.exists() and len(result.history["loss"]) == 1
