@@ -31,17 +31,17 @@ class Config:
     """Everything that defines a fine-tuning run. See `load_config`."""
 
     # model
-    preset: str = EMBEDDED_PRESET  # keras-hub name, kaggle://, hf://, dir, .gguf
-    dtype: str = "float32"  # weights/compute policy: one of DTYPES
+    preset: str = EMBEDDED_PRESET  # keras-hub name, kaggle://, hf://, preset dir, .gguf
+    dtype: str = "float32"  # float32 | bfloat16 | mixed_bfloat16 | float16
     # lora
-    lora_rank: int = 4  # 0 would mean full fine-tuning, which we refuse
-    lora_alpha: float = 0.0  # 0 = alpha equal to rank (scale 1, keras-hub's)
+    lora_rank: int = 4  # LoRA rank on the backbone (> 0)
+    lora_alpha: float = 0.0  # LoRA scale is alpha/rank; 0 = rank (keras-hub's 1)
     lora_targets: str = "default"  # default (query,value) | attention | all | a,b
     # data
-    data: tuple[str, ...] = ("data/how_to_steps.jsonl",)  # files or sources
+    data: tuple[str, ...] = ("data/how_to_steps.jsonl",)  # files, dirs, tfds:, kaggle:
     validation_data: str = ""  # separate held-out file; else a split of data
     validation_fraction: float = 0.1  # share of examples held out
-    template: str = "instruction"  # a name in templates.TEMPLATES or "{..}"
+    template: str = "instruction"  # instruction | gemma | llama3 | "..{prompt}..{response}"
     completion_only_loss: bool = True  # loss on response/assistant tokens only
     drop_with_context: bool = False  # Dolly recipe: drop records with context
     num_examples: int = 0  # first N records of the data; 0 keeps all
@@ -142,6 +142,19 @@ def _type_name(tp: Any) -> str:
     if typing.get_origin(tp) is tuple:
         return f"list of {typing.get_args(tp)[0].__name__}"
     return tp.__name__
+
+
+def field_docs() -> dict[str, str]:
+    """Each field's trailing comment in the Config source, for `--help`."""
+    import inspect
+    import re
+
+    docs = {}
+    for line in inspect.getsource(Config).splitlines():
+        match = re.match(r"\s+(\w+): [^=]+=.*?#\s*(.+)$", line)
+        if match:
+            docs[match.group(1)] = match.group(2).strip()
+    return docs
 
 
 def field_types() -> dict[str, Any]:

@@ -16,15 +16,17 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 
 import click
 
-from keras_ft.config import Config, field_types, load_config
+from keras_ft.config import Config, field_docs, field_types, load_config
 
 
 def _flag_name(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _option_for(field: dataclasses.Field, tp) -> click.Option:
-    help_text = f"Config.{field.name} (default: {field.default!r})."
+def _option_for(field: dataclasses.Field, tp, doc: str) -> click.Option:
+    default = field.default
+    shown = ", ".join(map(str, default)) if isinstance(default, tuple) else default
+    help_text = f"{doc} [default: {shown!r}]" if doc else f"[default: {shown!r}]"
     if tp is bool:
         flag = _flag_name(field.name)
         return click.Option([f"{flag}/--no-{flag[2:]}", field.name], default=None,
@@ -32,16 +34,16 @@ def _option_for(field: dataclasses.Field, tp) -> click.Option:
     if typing.get_origin(tp) is tuple:
         item = typing.get_args(tp)[0]
         return click.Option([_flag_name(field.name), field.name], multiple=True,
-                            type=item, default=None, help=help_text + " Repeatable.")
+                            type=item, default=None, help=help_text + " (repeatable)")
     return click.Option([_flag_name(field.name), field.name], type=tp, default=None,
                         help=help_text)
 
 
 def config_options(command):
     """Adds one click option per Config field to `command`."""
-    types = field_types()
+    types, docs = field_types(), field_docs()
     for field in dataclasses.fields(Config):
-        command.params.append(_option_for(field, types[field.name]))
+        command.params.append(_option_for(field, types[field.name], docs.get(field.name, "")))
     return command
 
 
