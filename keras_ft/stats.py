@@ -34,7 +34,7 @@ class DataStats:
     num_duplicate_prompts: int  # same prompt as an earlier example, any reply
     assistant_turns: collections.Counter  # examples by number of replies
     labels: collections.Counter  # classification labels, if any
-    openings: collections.Counter  # first two words of the first user message
+    topics: collections.Counter  # first content word of the first user message
     char_lengths: np.ndarray  # characters per example
     sequence_length: int
     token_lengths: np.ndarray | None = None  # tokens per example, untruncated
@@ -87,7 +87,7 @@ def compute_stats(examples: Sequence[Example], report: LoadReport, template: Tem
         assistant_turns=collections.Counter(
             sum(m.role == "assistant" for m in e.messages) for e in examples),
         labels=collections.Counter(e.label for e in examples if e.label is not None),
-        openings=collections.Counter(_opening(e) for e in examples),
+        topics=collections.Counter(_topic(e) for e in examples),
         char_lengths=np.asarray([sum(len(m.content) for m in e.messages)
                                  for e in examples], np.int64),
         sequence_length=sequence_length)
@@ -106,14 +106,27 @@ def compute_stats(examples: Sequence[Example], report: LoadReport, template: Tem
     for example in examples[:num_rendered]:
         tokenized = tokenize_example(example, template, tokenizer, sequence_length,
                                      completion_only)
-        stats.rendered.append("(dropped: no response token fits)" if tokenized is None
-                              else format_marked(tokenized, tokenizer))
+        note = ""
+        if tokenized is None:  # show it whole, so the user sees why
+            tokenized = tokenize_example(example, template, tokenizer, _NO_LIMIT,
+                                         completion_only)
+            note = (f"(dropped: no response token within sequence_length="
+                    f"{sequence_length}; shown untruncated)\n")
+        stats.rendered.append(note + format_marked(tokenized, tokenizer))
     return stats
 
 
-def _opening(example: Example) -> str:
+_QUESTION_WORDS = frozenset(
+    "a an the how what which who why when where is are was do does did can could "
+    "should would will i you me my we our to of in on for please give tell".split())
+
+
+def _topic(example: Example) -> str:
+    """First content word of the first user message: a cheap topic proxy
+    ("How do I cook rice?" -> "cook", "What is the capital..." -> "capital")."""
     user = next((m.content for m in example.messages if m.role == "user"), "")
-    return " ".join(user.lower().split()[:2])
+    words = [w.strip(".,:;!?'\"()").lower() for w in user.split()]
+    return next((w for w in words if w and w not in _QUESTION_WORDS), "")
 
 
 def render_marked(example: Example, template: Template) -> str:
@@ -145,7 +158,7 @@ def format_stats(stats: DataStats) -> str:
                   f"{stats.num_truncated} ({100 * stats.num_truncated / n:.1f} %); "
                   f"dropped (response cut off entirely): {stats.num_dropped}"]
     counts, title = ((stats.labels, "Labels") if stats.labels
-                     else (stats.openings, "Prompt openings (topics)"))
+                     else (stats.topics, "Prompt topics (first content word)"))
     lines.append(f"{title} ({len(counts)} distinct), top 15:")
     lines += [f"  {count:6d}  {100 * count / n:5.1f} %  {value}"
               for value, count in counts.most_common(15)]
@@ -172,10 +185,10 @@ def plot_stats(stats: DataStats, path: str | Path) -> Path:
         left.legend()
     left.set_xlabel("tokens per example" if tokens else "characters per example")
     left.set_ylabel("examples")
-    counts = stats.labels or stats.openings
+    counts = stats.labels or stats.topics
     top = counts.most_common(20)[::-1]
     right.barh([str(v)[:30] for v, _ in top], [c for _, c in top], color="tab:green")
-    right.set_title("labels" if stats.labels else "prompt openings")
+    right.set_title("labels" if stats.labels else "prompt topics")
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100)

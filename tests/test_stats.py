@@ -15,13 +15,13 @@ def example(prompt, reply, label=None):
 
 
 def test_compute_stats_without_a_tokenizer():
-    examples = [example("How do I A?", "1. a", "x"), example("How do I A?", "1. a", "x"),
-                example("How do I A?", "1. b", "y"), example("Why B?", "c", "x")]
+    examples = [example("How do I cook A?", "1. a", "x"), example("How do I cook A?", "1. a", "x"),
+                example("How do I cook A?", "1. b", "y"), example("Why B?", "c", "x")]
     stats = compute_stats(examples, LoadReport(), get_template("instruction"), num_rendered=1)
     assert (stats.num_duplicates, stats.num_duplicate_prompts) == (1, 2)
-    assert stats.labels == {"x": 3, "y": 1} and stats.openings["how do"] == 3
+    assert stats.labels == {"x": 3, "y": 1} and stats.topics == {"cook": 3, "b": 1}
     assert stats.token_lengths is None
-    assert stats.rendered == ["<bos>Instruction:\nHow do I A?\n\nResponse:\n[[1. a]][[<eos>]]"]
+    assert stats.rendered == ["<bos>Instruction:\nHow do I cook A?\n\nResponse:\n[[1. a]][[<eos>]]"]
     assert render_marked(examples[3], get_template("gemma")).endswith(
         "model\n[[c]][[<end_of_turn>]]\n")
     text = format_stats(stats)
