@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import importlib.util
 import logging
 import os
 import re
@@ -103,11 +104,15 @@ class TfdsSource:
 
     @functools.cached_property
     def builder(self):
-        try:
-            import tensorflow_datasets as tfds
-        except ImportError:
-            raise DataError("needs tensorflow-datasets: pip install tensorflow-datasets.",
-                            location=self.spec, reason="bad_spec") from None
+        # tfds 4.9 builders need importlib_resources but do not declare it.
+        missing = [m for m in ("tensorflow_datasets", "importlib_resources")
+                   if importlib.util.find_spec(m) is None]
+        if missing:
+            raise DataError(f"needs {' and '.join(missing)}: pip install "
+                            f"{' '.join(m.replace('_', '-') for m in missing)}.",
+                            location=self.spec, reason="bad_spec")
+        import tensorflow_datasets as tfds
+
         try:
             builder = tfds.builder(self.name, data_dir=os.environ.get("TFDS_DATA_DIR"))
         except tfds.core.registered.DatasetNotFoundError as e:

@@ -151,3 +151,29 @@ def test_cache_tokenized_without_a_cache_dir_counts_truncation(tmp_path, tokeniz
     assert len(validation) == 0 and report["cache"]["hit"] is False
     assert report["train"]["dropped_fully_truncated"] == 4
     assert len(train) == 6 and all(len(e.token_ids) <= 25 for e in train)
+
+
+def test_first_n_streams_and_stops_reading(tmp_path):
+    # Records after the first N are never read, so a bad tail (or a file
+    # larger than memory) does not matter.
+    path = tmp_path / "big.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in pairs("q", 5)) + "{broken\n")
+    train, _, report = load_examples(Config(data=(str(path),), num_examples=5,
+                                            validation_fraction=0.2))
+    assert len(train) == 4 and report.num_seen == 5
+    assert any("num_examples=5" in note for note in report.notes)
+
+
+def test_sample_data_files_load_and_have_numbered_steps():
+    root = Path(__file__).parents[1] / "data"
+    train, validation, report = load_examples(Config(data=(str(root / "how_to_steps.jsonl"),)))
+    assert report.num_kept == 300 and report.shapes == {"prompt_completion": 300}
+    for example in train + validation:
+        question, answer = (m.content for m in example.messages)
+        assert question.startswith("How do I ") and question.endswith("?")
+        lines = answer.split("\n")
+        assert [line.split(". ", 1)[0] for line in lines] == [str(i) for i in range(1, len(lines) + 1)]
+    chats, _, report = load_examples(Config(data=(str(root / "chat_sample.jsonl"),),
+                                            validation_fraction=0.0))
+    assert len(chats) == 20 and max(sum(m.role == "assistant" for m in e.messages)
+                                    for e in chats) >= 2
