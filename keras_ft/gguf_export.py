@@ -1,0 +1,193 @@
+"""keras-hub causal LM -> GGUF file that llama.cpp loads.
+
+The inverse of `keras_ft.convert`: the same architecture table maps keras
+variables to GGUF tensor names and layouts. LoRA is folded in because each
+EinsumDense's `kernel` property already returns
+`W + (lora_alpha / lora_rank) * A @ B` when LoRA is enabled.
+"""
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import gguf
+import keras
+import numpy as np
+
+from keras_ft import convert
+from keras_ft import gguf_tokenizer
+
+logger = logging.getLogger(__name__)
+
+# Gemma's turn format; a system message is folded into the first user turn,
+# as in Google's own template (Gemma has no system role).
+GEMMA_CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{%- if messages[0]['role'] == 'system' -%}"
+    "{%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}"
+    "{%- set loop_messages = messages[1:] -%}"
+    "{%- else -%}"
+    "{%- set first_user_prefix = '' -%}"
+    "{%- set loop_messages = messages -%}"
+    "{%- endif -%}"
+    "{%- for message in loop_messages -%}"
+    "{%- set role = 'model' if message['role'] == 'assistant' else message['role'] -%}"
+    "{{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else '')"
+    " + message['content'] | trim + '<end_of_turn>\n' }}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<start_of_turn>model\n' }}{%- endif -%}"
+)
+
+_QTYPES = {
+    "f32": (gguf.GGMLQuantizationType.F32, gguf.LlamaFileType.ALL_F32),
+    "f16": (gguf.GGMLQuantizationType.F16, gguf.LlamaFileType.MOSTLY_F16),
+    "bf16": (gguf.GGMLQuantizationType.BF16, gguf.LlamaFileType.MOSTLY_BF16),
+    "q8_0": (gguf.GGMLQuantizationType.Q8_0, gguf.LlamaFileType.MOSTLY_Q8_0),
+}
+
+
+def export_gguf(
+    causal_lm: keras.Model,
+    out_path: str | os.PathLike,
+    dtype: str = "f16",
+    chat_template: str | None = None,
+    context_length: int = 32768,
+) -> Path:
+    """Writes a (LoRA-merged) causal LM and its tokenizer as a GGUF file.
+
+    Args:
+        causal_lm: A keras-hub causal LM of a supported architecture (Gemma 3),
+            with its preprocessor; LoRA-enabled layers are merged.
+        out_path: The `.gguf` file to write (atomically: temp file, rename).
+        dtype: Matrix storage type: `"f32"`, `"f16"`, `"bf16"` or `"q8_0"`.
+            Norm vectors are always f32, as in llama.cpp.
+        chat_template: Jinja chat template for `tokenizer.chat_template`;
+            `None` writes Gemma's `<start_of_turn>` template.
+        context_length: Training context written as `<arch>.context_length`.
+
+    Returns:
+        `out_path` as a `Path`.
+
+    Raises:
+        ValueError: If `dtype` is unknown or the model has no tokenizer.
+        NotImplementedError: If the architecture or quantization is unsupported.
+    """
+    if dtype not in _QTYPES:
+        raise ValueError(f"dtype must be one of {sorted(_QTYPES)}. Received: dtype={dtype!r}")
+    if causal_lm.preprocessor is None:
+        raise ValueError("The causal LM needs a preprocessor with a tokenizer to export.")
+    backbone = causal_lm.backbone
+    arch_name = _architecture_name(causal_lm)
+    _check_not_quantized(backbone)
+    qtype, file_type = _QTYPES[dtype]
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", dir=out_path.parent)
+    os.close(fd)
+    try:
+        writer = gguf.GGUFWriter(tmp, arch=arch_name)
+        writer.add_name(f"keras_ft {arch_name}")
+        writer.add_file_type(file_type)
+        writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+        _write_gemma3_hparams(writer, backbone, context_length)
+        _write_tokenizer(writer, causal_lm.preprocessor.tokenizer.proto)
+        writer.add_chat_template(chat_template or GEMMA_CHAT_TEMPLATE)
+        _add_tensors(writer, backbone, convert.ARCHITECTURES[arch_name], qtype)
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+        os.replace(tmp, out_path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    logger.info("Wrote %s (%s)", out_path, dtype)
+    return out_path
+
+
+def _architecture_name(causal_lm: keras.Model) -> str:
+    for name, arch in convert.ARCHITECTURES.items():
+        if isinstance(causal_lm, arch.causal_lm_cls):
+            return name
+    raise NotImplementedError(
+        f"GGUF export supports {sorted(convert.ARCHITECTURES)}. "
+        f"Received: {type(causal_lm).__name__}"
+    )
+
+
+def _check_not_quantized(backbone) -> None:
+    for layer in backbone._flatten_layers(include_self=False):
+        if getattr(layer, "quantization_mode", None):
+            raise NotImplementedError(
+                "Export a float model; keras-quantized layers are not supported. "
+                f"Received: layer {layer.name!r} with "
+                f"quantization_mode={layer.quantization_mode!r}"
+            )
+
+
+def _write_gemma3_hparams(writer, backbone, context_length: int) -> None:
+    if backbone.vision_encoder is not None:
+        raise NotImplementedError("Only text-only Gemma 3 backbones can be exported.")
+    writer.add_context_length(context_length)
+    writer.add_embedding_length(backbone.hidden_dim)
+    writer.add_block_count(backbone.num_layers)
+    writer.add_feed_forward_length(backbone.intermediate_dim)
+    writer.add_head_count(backbone.num_query_heads)
+    writer.add_head_count_kv(backbone.num_key_value_heads)
+    writer.add_key_length(backbone.head_dim)
+    writer.add_value_length(backbone.head_dim)
+    writer.add_layer_norm_rms_eps(backbone.layer_norm_epsilon)
+    writer.add_rope_freq_base(1_000_000.0)  # keras-hub's global-layer rope
+    if backbone.use_sliding_window_attention:
+        writer.add_sliding_window(backbone.sliding_window_size)
+    if backbone.global_rope_scaling_factor != 1.0:
+        writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        writer.add_rope_scaling_factor(backbone.global_rope_scaling_factor)
+    if backbone.local_rope_scaling_factor != 1.0:
+        raise NotImplementedError(
+            "llama.cpp has no local rope scaling for gemma3. Received: "
+            f"local_rope_scaling_factor={backbone.local_rope_scaling_factor}"
+        )
+    if backbone.final_logit_soft_cap:
+        writer.add_final_logit_softcapping(backbone.final_logit_soft_cap)
+    if backbone.attention_logit_soft_cap:
+        writer.add_attn_logit_softcapping(backbone.attention_logit_soft_cap)
+
+
+def _write_tokenizer(writer, proto: bytes) -> None:
+    vocab = gguf_tokenizer.build_gguf_vocab(proto)
+    writer.add_tokenizer_model("llama")
+    writer.add_tokenizer_pre("default")
+    writer.add_token_list(vocab.tokens)
+    writer.add_token_scores(vocab.scores)
+    writer.add_token_types(vocab.token_types)
+    writer.add_bos_token_id(vocab.bos_id)
+    writer.add_eos_token_id(vocab.eos_id)
+    writer.add_unk_token_id(vocab.unk_id)
+    writer.add_pad_token_id(vocab.pad_id)
+    writer.add_add_bos_token(True)
+    writer.add_add_eos_token(False)
+    writer.add_add_space_prefix(False)
+
+
+def _add_tensors(writer, backbone, arch, qtype) -> None:
+    names = convert.expand_tensor_names(arch, backbone.num_layers)
+    for name, (path, layout) in names.items():
+        value = keras.ops.convert_to_numpy(convert.get_variable(backbone, path))
+        array = np.ascontiguousarray(layout.to_gguf(value.astype(np.float32)))
+        data, raw_dtype = _encode(array, qtype)
+        writer.add_tensor(name, data, raw_dtype=raw_dtype)
+
+
+def _encode(array: np.ndarray, qtype) -> tuple[np.ndarray, object]:
+    """Stores vectors as f32 and matrices as `qtype` (f16 if rows don't fit)."""
+    if array.ndim == 1 or qtype == gguf.GGMLQuantizationType.F32:
+        return array, None
+    block_size, _ = gguf.GGML_QUANT_SIZES[qtype]
+    if array.shape[-1] % block_size:
+        logger.warning("Row size %d is not a multiple of %d; storing f16.", array.shape[-1], block_size)
+        qtype = gguf.GGMLQuantizationType.F16
+    if qtype == gguf.GGMLQuantizationType.F16:
+        return array.astype(np.float16), None
+    return gguf.quants.quantize(array, qtype), qtype
