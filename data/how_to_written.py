@@ -94,9 +94,9 @@ COOKING = [
     ("How do I bake a simple loaf of bread?", [
         "Mix 500 g strong flour, 7 g instant yeast, 10 g salt and 320 ml warm water.",
         "Knead for 10 minutes until smooth and springy.",
-        "Cover and let it rise until doubled, about 1 hour.",
-        "Shape it into a loaf, put it in a greased tin and let it rise 40 minutes.",
-        "Bake at 220 °C for 30 minutes, until it sounds hollow when tapped underneath."]),
+        "Cover and leave it until doubled, about 1 hour.",
+        "Shape it, put it in a greased loaf tin and let it rise 40 minutes.",
+        "Bake at 220 °C for 30 minutes, until the base sounds hollow when tapped."]),
     ("How do I make pizza dough?", [
         "Mix 300 g flour, 5 g instant yeast, 6 g salt and 190 ml warm water.",
         "Add 1 tbsp olive oil and knead for 8 minutes.",

@@ -289,7 +289,8 @@ def _unknown_shape(fields, location, field="", reason="unknown_shape") -> DataEr
              for f in fields if f not in known and difflib.get_close_matches(f, known, n=1)]
     hint = f" Possible typos: {', '.join(typos)}." if typos else ""
     return DataError(
-        "matches no known record shape: need `messages`, `conversations`, "
+        f"{'' if field else 'The record '}matches no known record shape: need "
+        "`messages`, `conversations`, "
         "`instruction`+`response`/`output`, `prompt`+`completion`, or "
         f"`label`+`text`. Fields present: {fields}.{hint} Map other fields with "
         "--fields, e.g. --fields instruction=headline,response=category.",

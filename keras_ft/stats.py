@@ -59,13 +59,26 @@ def collect_stats(cfg: Config, use_tokenizer: bool = True,
     if cfg.num_examples:
         examples = itertools.islice(examples, cfg.num_examples)
     examples = list(examples)
-    tokenizer = None
-    if use_tokenizer:
-        from keras_ft.model import resolve_preset
-
-        tokenizer = TextTokenizer.from_preset(resolve_preset(cfg.preset))
+    tokenizer = load_tokenizer(cfg.preset) if use_tokenizer else None
     return compute_stats(examples, report, get_template(cfg.template), tokenizer,
                          cfg.sequence_length, cfg.completion_only_loss, num_rendered)
+
+
+def load_tokenizer(preset: str) -> TextTokenizer:
+    """The tokenizer of a preset, as training would load it.
+
+    Raises:
+        ValueError: when it cannot be loaded, saying what to pass instead.
+    """
+    try:
+        from keras_ft.model import PresetUnavailableError, resolve_preset
+
+        return TextTokenizer.from_preset(resolve_preset(preset))
+    except (ImportError, OSError, ValueError, PresetUnavailableError) as e:
+        raise ValueError(
+            f"Could not load the tokenizer of preset {preset!r} ({type(e).__name__}: "
+            f"{e}). Pass --preset with a local preset directory or a reachable "
+            "preset, or --no-tokens to skip the token statistics.") from None
 
 
 def compute_stats(examples: Sequence[Example], report: LoadReport, template: Template,
