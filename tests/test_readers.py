@@ -192,3 +192,13 @@ def test_empty_directory_and_truncated_gzip(tmp_path):
     with pytest.raises(DataError, match="could not be read") as info:
         list(read_file(path))
     assert info.value.location == str(path)
+
+
+def test_json_lines_in_a_json_file(tmp_path):
+    # Kaggle's News Category file is JSON Lines despite its .json name.
+    path = tmp_path / "News_Category_Dataset_v3.json"
+    path.write_text('{"headline": "H1", "category": "A"}\n{"headline": "H2", "category": "B"}\n')
+    assert [loc for loc, _ in read_file(path)] == [f"{path}:1", f"{path}:2"]
+    (tmp_path / "two.json").write_text('{"prompt": "P"} {"prompt": "Q"}')
+    with pytest.raises(DataError, match="extra data"):
+        list(read_file(tmp_path / "two.json"))
