@@ -19,6 +19,8 @@ EMBEDDED_PRESET = "embedded:gemma3_270m"  # Gemma 3 270M shipped on PyPI as GGUF
 SAMPLERS = ("greedy", "top_k", "top_p", "random")
 LORA_TARGET_SETS = ("default", "attention", "all")
 DTYPES = ("float32", "bfloat16", "mixed_bfloat16", "float16")
+QUANTIZE_MODES = ("", "int8", "int4")
+LR_SCHEDULES = ("constant", "cosine", "linear")
 DEFAULT_SAMPLE_PROMPTS = (
     "How do I make a cup of tea?",
     "Explain what a compiler does.",
@@ -33,6 +35,7 @@ class Config:
     # model
     preset: str = EMBEDDED_PRESET  # keras-hub name, kaggle://, hf://, preset dir, .gguf
     dtype: str = "float32"  # float32 | bfloat16 | mixed_bfloat16 | float16
+    quantize: str = ""  # QLoRA: "" | int8 | int4; frozen base quantized before LoRA
     # lora
     lora_rank: int = 4  # LoRA rank on the backbone (> 0)
     lora_alpha: float = 0.0  # LoRA scale is alpha/rank; 0 = rank (keras-hub's 1)
@@ -59,6 +62,12 @@ class Config:
     learning_rate: float = 5e-5
     weight_decay: float = 0.01  # AdamW; not on biases, norms, embeddings
     seed: int = 0
+    lr_schedule: str = "constant"  # constant | cosine | linear: decay to 0 after warmup
+    warmup_steps: int = 0  # optimizer steps of linear warmup up to learning_rate
+    gradient_accumulation_steps: int = 1  # batches averaged per optimizer step
+    clip_norm: float = 0.0  # clip gradients to this global norm; 0 = off
+    eval_every_steps: int = 0  # held-out loss/perplexity/accuracy every N steps; 0 = off
+    early_stopping_patience: int = 0  # stop after N evaluations without a new best; 0 = off
     # generation
     sampler: str = "top_k"  # one of SAMPLERS
     top_k: int = 5
@@ -66,8 +75,12 @@ class Config:
     temperature: float = 1.0
     max_new_tokens: int = 64
     sample_prompts: tuple[str, ...] = DEFAULT_SAMPLE_PROMPTS
+    sample_every_steps: int = 0  # also generate for sample_prompts every N steps; 0 = off
     # output
     output_dir: str = "runs/latest"  # run directory; created if missing
+    checkpoint_every_steps: int = 0  # checkpoint every N steps (always at the end); 0 = end only
+    keep_checkpoints: int = 3  # newest checkpoints kept on disk
+    resume: bool = True  # continue from the newest checkpoint in output_dir, if any
 
     def __post_init__(self):
         _check_types(self)
@@ -82,11 +95,19 @@ def _positive(name: str, value: float, allow_zero: bool = False) -> None:
 
 def _check_values(cfg: Config) -> None:
     for name in ("lora_rank", "epochs", "batch_size", "sequence_length",
-                 "max_new_tokens", "learning_rate", "top_k", "temperature"):
+                 "max_new_tokens", "learning_rate", "top_k", "temperature",
+                 "gradient_accumulation_steps", "keep_checkpoints"):
         _positive(name, getattr(cfg, name))
     for name in ("lora_alpha", "max_steps", "num_examples", "weight_decay",
-                 "show_examples"):
+                 "show_examples", "warmup_steps", "clip_norm", "eval_every_steps",
+                 "early_stopping_patience", "sample_every_steps",
+                 "checkpoint_every_steps"):
         _positive(name, getattr(cfg, name), allow_zero=True)
+    if cfg.early_stopping_patience and not cfg.eval_every_steps:
+        raise ValueError(
+            "`early_stopping_patience` needs periodic evaluation: set "
+            "`eval_every_steps` > 0. Received: early_stopping_patience="
+            f"{cfg.early_stopping_patience}, eval_every_steps=0")
     if not 0.0 <= cfg.validation_fraction < 1.0:
         raise ValueError(
             "`validation_fraction` must be in [0, 1). "
@@ -95,6 +116,8 @@ def _check_values(cfg: Config) -> None:
         raise ValueError(f"`top_p` must be in (0, 1]. Received: top_p={cfg.top_p!r}")
     _check_choice("sampler", cfg.sampler, SAMPLERS)
     _check_choice("dtype", cfg.dtype, DTYPES)
+    _check_choice("quantize", cfg.quantize, QUANTIZE_MODES)
+    _check_choice("lr_schedule", cfg.lr_schedule, LR_SCHEDULES)
     if "," not in cfg.lora_targets:
         _check_choice("lora_targets", cfg.lora_targets, LORA_TARGET_SETS)
     if not cfg.data:
