@@ -308,12 +308,23 @@ def compare_base_and_tuned(cfg: Config, adapter: str, heldout: HeldOut,
 # ------------------------------------------------------------------------ CLI
 
 
+def load_run_config(path: str | Path, overrides: dict | None = None) -> Config:
+    """A run's resolved `config.json`, plus overrides.
+
+    Read as JSON, not through the YAML loader: YAML 1.1 reads JSON's `5e-05`
+    as a string.
+    """
+    values = json.loads(Path(path).read_text())
+    return load_config(None, {**values, **{k: v for k, v in (overrides or {}).items()
+                                           if v is not None}})
+
+
 def resolve_run(adapter: str) -> tuple[Path | None, Config | None]:
     """(run directory, its config) when `adapter` lies in a run directory."""
     path = Path(adapter)
     run_dir = path if path.is_dir() else path.parent
     if (run_dir / "config.json").exists():
-        return run_dir, load_config(run_dir / "config.json")
+        return run_dir, load_run_config(run_dir / "config.json")
     return None, None
 
 
@@ -370,8 +381,8 @@ def main(adapter, preset, data, skip_examples, num_examples, num_generate, check
         overrides = {**adapter_defaults(adapter),
                      **{k: v for k, v in overrides.items() if v is not None}}
     try:
-        base = run_dir / "config.json" if run_dir and not config_path else config_path
-        cfg = load_config(base, overrides)
+        cfg = (load_run_config(run_dir / "config.json", overrides)
+               if run_dir and not config_path else load_config(config_path, overrides))
         heldout = load_heldout(cfg, data, skip_examples, num_examples, run_cfg)
         results = compare_base_and_tuned(cfg, adapter, heldout, names, num_generate,
                                          batch_size, latency)

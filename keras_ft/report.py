@@ -316,3 +316,74 @@ def write_report(results: dict, out_dir: str | Path) -> list[Path]:
     """Writes the base-vs-tuned report (Markdown, HTML, JSON) to `out_dir`."""
     title = f"Base vs tuned: {results['setup']['preset']}"
     return write_pages(title, evaluation_blocks(results), out_dir, results)
+
+
+# ------------------------------------------------------- preset comparison
+
+
+COMPARE_COLUMNS = [("run", "label"), ("steps", "steps"),
+                   ("final train loss", "final_loss"),
+                   ("val loss base", "val_loss_before"), ("val loss tuned", "val_loss_after"),
+                   ("val ppl tuned", "val_ppl_after"), ("train tokens/s", "tokens_per_s"),
+                   ("train compile s", "train_compile_s"), ("peak RSS MB", "peak_rss_mb"),
+                   ("TTFT s", "latency.ttft_s"), ("gen tokens/s", "latency.tokens_per_s"),
+                   ("gen compile s", "latency.compile_s"), ("wall s", "wall_s"),
+                   ("error", "error")]
+
+
+def comparison_rows(records: Sequence[dict]) -> list[list]:
+    rows = []
+    for record in records:
+        record = {**record, "final_loss": record["loss_curve"][-1][1]
+                  if record.get("loss_curve") else None}
+        rows.append([_get(record, key) for _, key in COMPARE_COLUMNS])
+    return rows
+
+
+def plot_comparison(records: Sequence[dict]) -> bytes:
+    ok = [r for r in records if "error" not in r]
+    fig, axes = plt.subplots(2, 3, figsize=(14, 7.5))
+    ax = axes[0, 0]
+    for r in ok:
+        steps, losses = zip(*r["loss_curve"]) if r["loss_curve"] else ((), ())
+        ax.plot(steps, losses, label=r["label"], alpha=0.8)
+        if r.get("val_curve"):
+            ax.plot(*zip(*r["val_curve"]), "o--", color=ax.lines[-1].get_color())
+    ax.set(title="training loss (dots: validation)", xlabel="step")
+    ax.legend(fontsize=7)
+    labels = [r["label"] for r in ok]
+    x = np.arange(len(ok))
+    ax = axes[0, 1]
+    ax.bar(x - 0.2, [r.get("val_loss_before") or 0 for r in ok], 0.4, label="base",
+           color=COLORS["base"])
+    ax.bar(x + 0.2, [r.get("val_loss_after") or 0 for r in ok], 0.4, label="tuned",
+           color=COLORS["tuned"])
+    ax.set_title("validation loss")
+    ax.legend()
+    bars = [(axes[0, 2], "tokens_per_s", "training tokens/s"),
+            (axes[1, 0], "peak_rss_mb", "peak memory (RSS, MB)"),
+            (axes[1, 1], "latency.ttft_s", "time to first token (s)"),
+            (axes[1, 2], "latency.tokens_per_s", "generation tokens/s")]
+    for ax, key, title in bars:
+        ax.bar(x, [_get(r, key) or 0 for r in ok], color=COLORS["tuned"])
+        ax.set_title(title)
+    for ax in list(axes.flat)[1:]:
+        ax.set_xticks(x, labels, rotation=20, ha="right", fontsize=8)
+    fig.tight_layout()
+    return png_bytes(fig)
+
+
+def write_comparison(records: Sequence[dict], out_dir: str | Path,
+                     command: str = "") -> list[Path]:
+    """Writes the preset comparison (Markdown, HTML, JSON) to `out_dir`."""
+    blocks = [("p", f"Command: {command}")] if command else []
+    blocks += [("p", "Each run is its own process. Validation loss is over response "
+                "tokens of the held-out split, before (base) and after training. "
+                "Training tokens/s excludes the first (compiling) step. Peak RSS is "
+                "the worker's ru_maxrss after training. Latency: batch 1, the first "
+                "sample prompt, tuned model with LoRA unmerged, steady state; "
+                "compile time apart."),
+               ("table", [name for name, _ in COMPARE_COLUMNS], comparison_rows(records))]
+    if any("error" not in r for r in records):
+        blocks.append(("figure", "comparison", plot_comparison(records)))
+    return write_pages("Preset comparison", blocks, out_dir, {"runs": list(records)})

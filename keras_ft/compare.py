@@ -1,0 +1,202 @@
+"""One experiment, several presets: a table and plots side by side.
+
+    python -m keras_ft.compare --config experiments/x.yaml --presets a,b
+
+Every run gets the same Config (data, template, LoRA settings, steps) except
+its preset (and, with `--templates`, its template; with `--vary`, one more
+field). Each run is a separate `python -m keras_ft.compare --worker` process,
+so its peak memory (the process's `ru_maxrss`) and compile caches are its own
+and one failing preset (say, no Kaggle access) does not stop the others.
+A worker runs `finetune`, then loads the tuned model again to time
+generation (`evaluate.measure_latency`). The report holds training loss
+curves, validation loss, training tokens/s, peak memory and generation latency.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import re
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
+import click
+
+from keras_ft.config import Config, coerce_value, field_types, load_config, save_config
+from keras_ft.run import config_options, overrides_from_flags
+
+log = logging.getLogger(__name__)
+RESULT_FILE = "compare_run.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    label: str
+    cfg: Config
+
+
+def plan_runs(cfg: Config, presets: list[str], templates: list[str],
+              vary: tuple[str, list[str]] | None, output_dir: Path) -> list[Run]:
+    """One Config per preset (x each `vary` value), each in its own directory.
+
+    Raises:
+        ValueError: templates not one per preset, or an invalid varied value.
+    """
+    if templates and len(templates) != len(presets):
+        raise ValueError(f"`--templates` must give one template per preset "
+                         f"({len(presets)}). Received: --templates {','.join(templates)}")
+    if vary and vary[0] not in field_types():
+        raise ValueError(f"`--vary` names no config field. Received: --vary {vary[0]}=...")
+    runs = []
+    for i, preset in enumerate(presets):
+        values = vary[1] if vary else [None]
+        for value in values:
+            changes = {"preset": preset, "template": templates[i] if templates else cfg.template,
+                       "resume": False}
+            label = preset
+            if vary:
+                changes[vary[0]] = coerce_value(vary[0], _scalar(value))
+                label = f"{preset} {vary[0]}={value}"
+            slug = re.sub(r"[^\w.-]+", "_", label).strip("_")
+            changes["output_dir"] = str(output_dir / slug)
+            runs.append(Run(label, load_config(None, {**dataclasses.asdict(cfg), **changes})))
+    return runs
+
+
+def _scalar(text: str):
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text.lower(), text)
+
+
+def run_worker(cfg: Config) -> dict:
+    """Trains one run in this process, then times generation; writes RESULT_FILE."""
+    import keras_hub
+
+    from keras_ft.evaluate import measure_latency
+    from keras_ft.generate import build_sampler, encode_prompt
+    from keras_ft.model import load_adapter, resolve_preset
+    from keras_ft.pipeline import finetune
+    from keras_ft.templates import get_template
+    from keras_ft.tokens import TextTokenizer
+
+    start = time.perf_counter()
+    result = finetune(cfg)
+    record = {"train_wall_s": time.perf_counter() - start,
+              "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    preset = resolve_preset(cfg.preset)
+    causal_lm = keras_hub.models.CausalLM.from_preset(preset, dtype=cfg.dtype)
+    load_adapter(causal_lm, result.run_dir)
+    causal_lm.compile(sampler=build_sampler(dataclasses.replace(cfg, sampler="greedy")))
+    tokenizer = TextTokenizer.from_preset(preset)
+    prompt = encode_prompt(cfg.sample_prompts[0], get_template(cfg.template), tokenizer)
+    record["latency"] = measure_latency(causal_lm, prompt, cfg.max_new_tokens,
+                                        tokenizer.pad_id)
+    _write_json(Path(cfg.output_dir) / RESULT_FILE, record)
+    return record
+
+
+def launch(run: Run, timeout: float | None = None) -> dict:
+    """Runs one worker process; returns its measurements, or an error."""
+    out = Path(run.cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / RESULT_FILE).unlink(missing_ok=True)
+    request = out / "requested_config.json"
+    save_config(run.cfg, request)
+    log.info("== %s -> %s", run.label, out)
+    start = time.perf_counter()
+    with open(out / "worker.log", "w") as logfile:
+        try:
+            code = subprocess.run([sys.executable, "-m", "keras_ft.compare", "--worker",
+                                   str(request)], stdout=logfile, stderr=subprocess.STDOUT,
+                                  timeout=timeout).returncode
+        except subprocess.TimeoutExpired:
+            code = "timeout"
+    record = {"label": run.label, "preset": run.cfg.preset, "template": run.cfg.template,
+              "run_dir": str(out), "wall_s": time.perf_counter() - start}
+    if code != 0 or not (out / RESULT_FILE).exists():
+        tail = (out / "worker.log").read_text(errors="replace").strip().splitlines()[-3:]
+        record["error"] = f"exit {code}: " + " / ".join(tail)
+        log.error("%s failed: %s", run.label, record["error"])
+        return record
+    record.update(json.loads((out / RESULT_FILE).read_text()))
+    record.update(read_run(out))
+    return record
+
+
+def read_run(run_dir: Path) -> dict:
+    """Loss curve, validation losses and throughput from a run directory."""
+    steps = [json.loads(line) for line in (run_dir / "metrics.jsonl").open()]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    curve = [[s["step"], s["loss"]] for s in steps if "epoch" not in s and "loss" in s]
+    val_curve = [[s["step"], s["val_loss"]] for s in steps if "val_loss" in s]
+    before, after = summary.get("metrics_before", {}), summary.get("metrics_after", {})
+    return {"loss_curve": curve, "val_curve": val_curve,
+            "val_loss_before": before.get("loss"), "val_loss_after": after.get("loss"),
+            "val_ppl_after": after.get("perplexity"),
+            "tokens_per_s": summary.get("tokens_per_s"), "train_compile_s": summary.get(
+                "compile_s"), "steps": curve[-1][0] if curve else 0}
+
+
+def _write_json(path: Path, value) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(value, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+@config_options
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_path", default=None, help="Experiment YAML file.")
+@click.option("--presets", default=None, help="Comma-separated presets to compare.")
+@click.option("--templates", default=None,
+              help="Comma-separated template per preset (default: the config's).")
+@click.option("--vary", default=None, help="Also vary one field: FIELD=V1,V2.")
+@click.option("--timeout", type=float, default=None, help="Seconds per run.")
+@click.option("--worker", default=None, hidden=True)
+def main(config_path, presets, templates, vary, timeout, worker, **flags):
+    """Run one experiment over several presets; write one table and plots."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    if worker:
+        from keras_ft.evaluate import load_run_config
+
+        run_worker(load_run_config(worker))
+        return
+    overrides = overrides_from_flags(flags)
+    if not presets or "preset" in overrides:
+        raise click.UsageError("Pass the presets as --presets a,b (not --preset).")
+    varied = None
+    if vary:
+        name, sep, values = vary.partition("=")
+        if not sep or not values:
+            raise click.UsageError(f"--vary must look like FIELD=V1,V2. Received: {vary}")
+        varied = (name.strip().replace("-", "_"), [v.strip() for v in values.split(",")])
+    try:
+        cfg = load_config(config_path, overrides)
+        out = Path(cfg.output_dir)
+        runs = plan_runs(cfg, _split(presets), _split(templates), varied, out)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    records = [launch(run, timeout) for run in runs]
+    from keras_ft.report import write_comparison
+
+    command = "python -m keras_ft.compare " + " ".join(sys.argv[1:])
+    for path in write_comparison(records, out, command):
+        click.echo(path)
+
+
+def _split(text: str | None) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()] if text else []
+
+
+if __name__ == "__main__":
+    main()
