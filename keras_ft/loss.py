@@ -67,6 +67,9 @@ def token_loss_stats(hidden, matrix, labels, weights, soft_cap=None, chunk_size=
         weights: [batch, length] float loss weights.
         soft_cap: Gemma 2 style final logit soft cap, or None.
         chunk_size: rows per chunk; bounds the logits held in memory.
+
+    The head runs in `hidden`'s dtype (bfloat16 under a mixed policy) with
+    float32 accumulation, logsumexp and gradients.
     """
     batch, length, dim = hidden.shape
     rows = batch * length
@@ -79,6 +82,8 @@ def token_loss_stats(hidden, matrix, labels, weights, soft_cap=None, chunk_size=
     h = jnp.pad(h[order], ((0, pad), (0, 0)))
     lab = jnp.pad(lab[order], (0, pad))
     w = jnp.pad(w[order], (0, pad))
+    # Cast the (frozen) head once, not once per chunk.
+    matrix = jax.lax.stop_gradient(matrix).astype(h.dtype)
     loss, correct = _chunked_cross_entropy(h, matrix, lab, w, soft_cap, chunk_size)
     example = order // length
     stats = [jax.ops.segment_sum(v[:rows], example, num_segments=batch)
@@ -86,32 +91,60 @@ def token_loss_stats(hidden, matrix, labels, weights, soft_cap=None, chunk_size=
     return jnp.stack(stats, axis=1)
 
 
+def chunk_sizes(chunk_size: int) -> list[int]:
+    """Row counts a chunk may be computed at: multiples of chunk_size / 8."""
+    step = max(chunk_size // 8, 1)
+    return sorted({min(step * i, chunk_size) for i in range(1, -(-chunk_size // step) + 1)})
+
+
+def _rows_forward(h, matrix, lab, w, soft_cap, with_grad):
+    """Cross-entropy (and d loss / d h) of rows h; logits exist only here."""
+    logits = jnp.dot(h, matrix.T, preferred_element_type=jnp.float32)
+    if soft_cap:
+        capped = jnp.tanh(logits / soft_cap)
+        logits = capped * soft_cap
+    lse = jax.nn.logsumexp(logits, axis=-1)
+    picked = jnp.take_along_axis(logits, lab[:, None], axis=1)[:, 0]
+    loss = (lse - picked) * w
+    correct = (jnp.argmax(logits, axis=-1) == lab).astype(jnp.float32) * w
+    if not with_grad:
+        return loss, correct
+    # d(loss)/d(logits) = softmax - one_hot, scaled by the row weight.
+    dz = jnp.exp(logits - lse[:, None])
+    dz = dz.at[jnp.arange(h.shape[0]), lab].add(-1.0) * w[:, None]
+    if soft_cap:
+        dz = dz * (1.0 - capped * capped)
+    dh = jnp.dot(dz.astype(matrix.dtype), matrix,
+                 preferred_element_type=jnp.float32).astype(h.dtype)
+    return loss, correct, dh
+
+
 def _chunk_forward(h, matrix, lab, w, soft_cap, with_grad):
-    def compute(_):
-        logits = jnp.dot(h, matrix.T.astype(h.dtype), preferred_element_type=jnp.float32)
-        if soft_cap:
-            capped = jnp.tanh(logits / soft_cap)
-            logits = capped * soft_cap
-        lse = jax.nn.logsumexp(logits, axis=-1)
-        picked = jnp.take_along_axis(logits, lab[:, None], axis=1)[:, 0]
-        loss = (lse - picked) * w
-        correct = (jnp.argmax(logits, axis=-1) == lab).astype(jnp.float32) * w
-        if not with_grad:
-            return loss, correct
-        # d(loss)/d(logits) = softmax - one_hot, scaled by the row weight.
-        dz = jnp.exp(logits - lse[:, None])
-        dz = dz.at[jnp.arange(h.shape[0]), lab].add(-1.0) * w[:, None]
-        if soft_cap:
-            dz = dz * (1.0 - capped * capped)
-        dh = jnp.dot(dz.astype(h.dtype), matrix.astype(h.dtype),
-                     preferred_element_type=jnp.float32).astype(h.dtype)
-        return loss, correct, dh
+    """One chunk, computed on only as many leading rows as bear loss.
 
-    def skip(_):
-        zeros = jnp.zeros(h.shape[:1], jnp.float32)
-        return (zeros, zeros, jnp.zeros_like(h)) if with_grad else (zeros, zeros)
+    Rows are sorted loss-bearing first, so a chunk's loss rows are a prefix.
+    `lax.switch` picks the smallest of a few static row counts holding them
+    (or skips the chunk): under 1/8 of a chunk is computed for nothing, while
+    every shape stays static. (A single fixed size wasted ~45 % of the head's
+    work on Dolly at batch 1: 71 loss rows on average, padded to 128.)
+    """
+    size = h.shape[0]
+    sizes = chunk_sizes(size)
 
-    return jax.lax.cond(jnp.any(w != 0), compute, skip, None)
+    def branch(rows):
+        def run(_):
+            if rows == 0:
+                out = (jnp.zeros((size,), jnp.float32),) * 2
+                return out + (jnp.zeros_like(h),) if with_grad else out
+            out = _rows_forward(h[:rows], matrix, lab[:rows], w[:rows], soft_cap, with_grad)
+            return tuple(jnp.pad(o, ((0, size - rows),) + ((0, 0),) * (o.ndim - 1))
+                         for o in out)
+        return run
+
+    used = jnp.sum(w != 0)
+    index = jnp.searchsorted(jnp.asarray(sizes), used)  # sizes[index-1] < used <= sizes[index]
+    index = jnp.where(used == 0, 0, index + 1)
+    return jax.lax.switch(index, [branch(0)] + [branch(r) for r in sizes], None)
 
 
 def _map_chunks(h, matrix, lab, w, soft_cap, chunk_size, with_grad):
