@@ -111,14 +111,21 @@ class Architecture:
 
 
 def _gemma3_config(meta: Mapping[str, Any]) -> dict:
-    """Gemma 3 backbone kwargs; checks the values keras-hub hard-codes."""
-    key = lambda name: meta[f"gemma3.{name}"]  # noqa: E731
-    # keras-hub's Gemma3Backbone fixes these; refuse files that differ.
+    """Gemma 3 backbone kwargs from GGUF metadata.
+
+    keras-hub's Gemma3Backbone hard-codes what llama.cpp also hard-codes for
+    gemma3 (rope bases 10k local / 1M global, every 6th layer global, query
+    scale 1/sqrt(head_dim)); files that say otherwise are refused.
+    """
+    key = lambda name: _require(meta, f"gemma3.{name}")  # noqa: E731
+    num_layers, head_dim = int(key("block_count")), int(key("attention.key_length"))
     fixed = {
         "rope.freq_base": 1_000_000.0,
         "rope.freq_base_swa": 10_000.0,
         "attention.sliding_window_pattern": 6,
     }
+    if isinstance(meta.get("gemma3.attention.sliding_window_pattern"), list):
+        fixed["attention.sliding_window_pattern"] = [i % 6 < 5 for i in range(num_layers)]
     for name, expected in fixed.items():
         value = meta.get(f"gemma3.{name}", expected)
         if value != expected:
@@ -126,13 +133,17 @@ def _gemma3_config(meta: Mapping[str, Any]) -> dict:
                 f"keras-hub's Gemma3Backbone hard-codes gemma3.{name}="
                 f"{expected}. Received: {value!r}"
             )
+    if num_layers == 62:  # llama.cpp scales 27B queries by 1/sqrt(hidden / heads)
+        raise NotImplementedError(
+            "Gemma 3 27B scales queries by 1/sqrt(hidden_dim / num_heads), which keras-hub's "
+            f"Gemma3DecoderBlock cannot express. Received: block_count={num_layers}"
+        )
     rope_type = meta.get("gemma3.rope.scaling.type", "none")
     if rope_type not in ("none", "linear"):
         raise NotImplementedError(
             "Only linear rope scaling is supported for gemma3. "
             f"Received: gemma3.rope.scaling.type={rope_type!r}"
         )
-    num_layers, head_dim = int(key("block_count")), int(key("attention.key_length"))
     if int(key("attention.value_length")) != head_dim:
         raise ValueError(
             "gemma3 needs key_length == value_length. Received: "
@@ -140,7 +151,7 @@ def _gemma3_config(meta: Mapping[str, Any]) -> dict:
         )
     window = meta.get("gemma3.attention.sliding_window")
     return {
-        "vocabulary_size": len(meta["tokenizer.ggml.tokens"]),
+        "vocabulary_size": len(_require(meta, "tokenizer.ggml.tokens")),
         "image_size": None,
         "num_layers": num_layers,
         "num_query_heads": int(key("attention.head_count")),
@@ -165,6 +176,12 @@ def _gemma3_config(meta: Mapping[str, Any]) -> dict:
             str(np.float32(key("attention.layer_norm_rms_epsilon")))
         ),
     }
+
+
+def _require(meta: Mapping[str, Any], name: str) -> Any:
+    if name not in meta:
+        raise ValueError(f"The GGUF file lacks the `{name}` metadata field.")
+    return meta[name]
 
 
 ARCHITECTURES = {
@@ -300,17 +317,26 @@ def _build_causal_lm(arch, config, reader, dtype):
     return arch.causal_lm_cls(backbone=backbone, preprocessor=preprocessor)
 
 
-def _write_source(preset_dir: Path, gguf_path: Path) -> None:
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
     digest = hashlib.sha256()
-    with gguf_path.open("rb") as file:
+    with open(path, "rb") as file:
         for block in iter(lambda: file.read(1 << 20), b""):
             digest.update(block)
+    return digest.hexdigest()
+
+
+def _write_source(preset_dir: Path, gguf_path: Path) -> None:
     sizes = {
         str(p.relative_to(preset_dir)): p.stat().st_size
         for p in sorted(preset_dir.rglob("*"))
         if p.is_file()
     }
-    source = {"gguf_file": gguf_path.name, "gguf_sha256": digest.hexdigest(), "file_sizes": sizes}
+    source = {
+        "gguf_file": gguf_path.name,
+        "gguf_sha256": sha256_file(gguf_path),
+        "file_sizes": sizes,
+    }
     (preset_dir / SOURCE_FILENAME).write_text(json.dumps(source, indent=2))
 
 

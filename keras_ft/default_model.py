@@ -5,6 +5,7 @@ package into a keras-hub preset once and caches it under `$KERAS_FT_CACHE`
 (default `~/.cache/keras_ft`), keyed by the GGUF's sha256. Code that takes a
 `preset` string passes it through `resolve_embedded`, so
 `EMBEDDED_PRESET` works wherever a preset name or directory does.
+`converted_preset_dir(path)` does the same for any `.gguf` file.
 """
 
 import json
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from keras_ft.convert import SOURCE_FILENAME
 from keras_ft.convert import convert_gguf
+from keras_ft.convert import sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -50,14 +52,39 @@ def embedded_preset_dir(cache_dir: str | os.PathLike | None = None) -> Path:
     package = _import_package()
     root = cache_root(cache_dir)
     sha256 = package.EXPECTED_SHA256
-    preset_dir = root / f"gemma3_270m-{sha256[:16]}"
+    return _cached_conversion(
+        root / f"gemma3_270m-{sha256[:16]}",
+        sha256,
+        lambda: _assemble(package, root / "gguf" / package.MODEL_NAME),
+    )
+
+
+def converted_preset_dir(
+    gguf_path: str | os.PathLike, cache_dir: str | os.PathLike | None = None
+) -> Path:
+    """Converts any GGUF file once into the cache, keyed by its sha256.
+
+    Args:
+        gguf_path: A llama.cpp `.gguf` checkpoint.
+        cache_dir: Cache root; defaults to `cache_root()`.
+
+    Returns:
+        The cached preset directory for this exact file content.
+    """
+    gguf_path = Path(gguf_path)
+    sha256 = sha256_file(gguf_path)
+    preset_dir = cache_root(cache_dir) / f"{gguf_path.stem}-{sha256[:16]}"
+    return _cached_conversion(preset_dir, sha256, lambda: gguf_path)
+
+
+def _cached_conversion(preset_dir: Path, sha256: str, get_gguf) -> Path:
     if is_complete_preset(preset_dir, sha256):
-        logger.info("Using cached embedded preset %s", preset_dir)
+        logger.info("Using cached preset %s", preset_dir)
         return preset_dir
     if preset_dir.exists():
         logger.warning("Cached preset %s is incomplete; converting again.", preset_dir)
-    gguf_path = _assemble(package, root / "gguf" / package.MODEL_NAME)
-    logger.info("Converting the embedded Gemma 3 270M into %s (once).", preset_dir)
+    gguf_path = get_gguf()
+    logger.info("Converting %s into %s (once).", gguf_path, preset_dir)
     convert_gguf(gguf_path, preset_dir, overwrite=True)
     return preset_dir
 

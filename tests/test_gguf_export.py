@@ -145,9 +145,9 @@ def test_cli_export_with_adapter_then_convert(tiny_proto, tmp_path):
     enable_random_lora(causal_lm.backbone, rank=2)
     causal_lm.backbone.save_lora_weights(str(tmp_path / "tuned.lora.h5"))
     runner = CliRunner()
-    out = tmp_path / "tuned.gguf"
-    args = ["gguf", "--preset", str(tmp_path / "base"), "--adapter", str(tmp_path / "tuned.lora.h5")]
-    result = runner.invoke(export.main, args + [str(out), "--dtype", "f32"])
+    out, adapter = tmp_path / "tuned.gguf", tmp_path / "tuned.lora.h5"
+    args = ["gguf", "--preset", str(tmp_path / "base"), "--adapter", str(adapter)]
+    result = runner.invoke(export.main, [*args, str(out), "--dtype", "f32"])
     assert result.exit_code == 0, result.output
     result = runner.invoke(convert.main, ["gguf", str(out), str(tmp_path / "back")])
     assert result.exit_code == 0, result.output
