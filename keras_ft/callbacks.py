@@ -1,12 +1,116 @@
-"""Keras callbacks: throughput in the progress bar, and a metrics log file."""
+"""Keras callbacks of a training run, and the loss-curve plot.
+
+`train.train` puts them in this order, because they share one logs dict per
+batch and each reads what the ones before it added:
+
+StepTracker (position, step_loss, lr) -> StopOnNonFiniteLoss -> PeriodicEval
+(eval_*) -> Throughput (tokens_per_s) -> SampleText -> JsonlLogger ->
+TensorBoardLogger -> PeriodicCheckpoint -> Keras' progress bar.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
+import math
 import time
 from pathlib import Path
+from typing import Callable
 
 import keras
+import numpy as np
+
+from keras_ft.checkpoint import TrainState
+
+log = logging.getLogger(__name__)
+
+
+class StepTracker(keras.callbacks.Callback):
+    """Advances the data position; adds `step_loss` and `lr` at each step's end.
+
+    `step_loss` is the mean of the step's batch losses (what the optimizer
+    averaged); the Keras `loss` is a running mean over the epoch. The example
+    indices of the step are kept in `step_examples` for the metrics log.
+    """
+
+    def __init__(self, state: TrainState, dataset, learning_rate: Callable[[int], float]):
+        super().__init__()
+        self.state, self.dataset, self.learning_rate = state, dataset, learning_rate
+        self.step_examples: list[int] = []
+        self._losses: list[float] = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        logs = logs if logs is not None else {}
+        if self.state.batches_done % self.state.accumulation == 0:
+            self.step_examples, self._losses = [], []
+        self.step_examples += [int(i) for i in self.dataset.batch_indices(batch)]
+        self._losses.append(float(logs.get("batch_loss", math.nan)))
+        self.state.batches_done += 1
+        if self.state.at_step_end:
+            logs["step_loss"] = float(np.mean(self._losses))
+            logs["lr"] = self.learning_rate(self.state.step - 1)
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Stops training at the first batch whose loss is NaN or infinite.
+
+    `train.train` then raises `NonFiniteLossError` naming the step; later
+    callbacks see `state.stop_reason` and write no checkpoint of it.
+    """
+
+    def __init__(self, state: TrainState, tracker: StepTracker):
+        super().__init__()
+        self.state, self.tracker = state, tracker
+        self.failure: dict | None = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = float((logs or {}).get("batch_loss", 0.0))
+        if math.isfinite(loss) or self.failure:
+            return
+        self.failure = {"step": (self.state.batches_done - 1) // self.state.accumulation + 1,
+                        "loss": loss, "examples": list(self.tracker.step_examples)}
+        self.state.stop_reason = "non_finite_loss"
+        self.model.stop_training = True
+
+
+class PeriodicEval(keras.callbacks.Callback):
+    """Held-out loss, perplexity and accuracy every `every` optimizer steps.
+
+    With `patience`, stops after that many evaluations without a lower loss;
+    every new best is handed to `save_best` (the run keeps the best adapter).
+    """
+
+    def __init__(self, state: TrainState, dataset, every: int, patience: int = 0,
+                 save_best: Callable[[], None] | None = None):
+        super().__init__()
+        self.state, self.dataset, self.every = state, dataset, every
+        self.patience, self.save_best = patience, save_best
+
+    def on_train_batch_end(self, batch, logs=None):
+        state = self.state
+        if not state.at_step_end or state.step % self.every or state.stop_reason:
+            return
+        from keras_ft.evaluate import evaluate_tokens
+
+        self.model.jax_state_sync()  # fit holds the newest weights in its JAX state
+        metrics = evaluate_tokens(self.model, self.dataset)
+        if logs is not None:
+            logs.update({f"eval_{k}": v for k, v in metrics.items() if k != "num_tokens"})
+        log.info("step %d: validation loss %.4f, perplexity %.2f, accuracy %.3f",
+                 state.step, metrics["loss"], metrics["perplexity"], metrics["accuracy"])
+        if not self.patience:
+            return
+        if state.best_loss is None or metrics["loss"] < state.best_loss:
+            state.best_loss, state.evals_since_best = metrics["loss"], 0
+            if self.save_best:
+                self.save_best()
+            return
+        state.evals_since_best += 1
+        if state.evals_since_best >= self.patience:
+            log.info("Early stopping at step %d: no better validation loss than %.4f "
+                     "in %d evaluations.", state.step, state.best_loss, self.patience)
+            state.stop_reason = "early_stopping"
+            self.model.stop_training = True
 
 
 class Throughput(keras.callbacks.Callback):
@@ -37,31 +141,178 @@ class Throughput(keras.callbacks.Callback):
             self.tokens += tokens
             self.seconds += elapsed
         if logs is not None:
-            logs["tokens_per_s"] = self.tokens / self.seconds if self.seconds else 0.0
+            logs["tokens_per_s"] = self.tokens_per_s
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:  # the epoch line of a non-interactive progress log
+            logs["tokens_per_s"] = self.tokens_per_s
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.seconds if self.seconds else 0.0
+
+
+class SampleText(keras.callbacks.Callback):
+    """Generates for the fixed prompts every `every` steps (to samples.jsonl)."""
+
+    def __init__(self, state: TrainState, every: int, prompts: list[str],
+                 generate_fn: Callable[[], list[str]], path: str | Path):
+        super().__init__()
+        self.state, self.every, self.prompts = state, every, prompts
+        self.generate_fn, self.path = generate_fn, Path(path)
+
+    def on_train_batch_end(self, batch, logs=None):
+        state = self.state
+        if not state.at_step_end or state.step % self.every or state.stop_reason:
+            return
+        self.model.jax_state_sync()
+        replies = self.generate_fn()
+        for prompt, reply in zip(self.prompts, replies):
+            log.info("step %d sample: %s -> %s", state.step, prompt, reply)
+        _append_json(self.path, {"step": state.step, "samples": [
+            {"prompt": p, "reply": r} for p, r in zip(self.prompts, replies)]})
 
 
 class JsonlLogger(keras.callbacks.Callback):
-    """Appends one JSON line per step (and per epoch) to `path`."""
+    """Appends one JSON line per optimizer step, and one per epoch, to `path`.
 
-    def __init__(self, path: str | Path):
+    Step lines hold `step`, the logs and `examples`: the indices of the
+    training examples the step consumed. Epoch lines also hold `epoch`.
+    """
+
+    def __init__(self, path: str | Path, state: TrainState, tracker: StepTracker):
         super().__init__()
-        self.path = Path(path)
-        self.step = 0
-
-    def on_train_begin(self, logs=None):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path, self.state, self.tracker = Path(path), state, tracker
 
     def on_train_batch_end(self, batch, logs=None):
-        self.step += 1
-        self._write({"step": self.step, **(logs or {})})
+        if self.state.at_step_end:
+            _append_json(self.path, {"step": self.state.step, **_plain_logs(logs),
+                                     "examples": self.tracker.step_examples})
 
     def on_epoch_end(self, epoch, logs=None):
-        self._write({"step": self.step, "epoch": epoch + 1, **(logs or {})})
+        _append_json(self.path, {"step": self.state.step, "epoch": epoch + 1,
+                                 **_plain_logs(logs)})
 
-    def _write(self, record: dict) -> None:
-        record = {k: _plain(v) for k, v in record.items()}
-        with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+
+class TensorBoardLogger(keras.callbacks.Callback):
+    """TensorBoard curves: `train/` (loss, accuracy, learning rate, tokens/s)
+    per optimizer step and `validation/` (loss, perplexity, accuracy) per
+    evaluation, at the same step numbers so the curves overlay."""
+
+    TRAIN = {"step_loss": "loss", "accuracy": "accuracy", "lr": "learning_rate",
+             "tokens_per_s": "tokens_per_s"}
+    VALIDATION = {"eval_loss": "loss", "eval_perplexity": "perplexity",
+                  "eval_accuracy": "accuracy", "val_loss": "epoch_loss"}
+
+    def __init__(self, log_dir: str | Path, state: TrainState):
+        super().__init__()
+        self.log_dir, self.state = Path(log_dir), state
+        self._writers = None
+
+    def _write(self, logs, names) -> None:
+        # TensorFlow (a keras-hub dependency) writes the event files. Its
+        # `tf.summary.scalar` needs the `tensorboard` package, so we write the
+        # scalar summaries that function would write, with the same metadata.
+        import tensorflow as tf
+        from tensorflow.core.framework import summary_pb2
+
+        if self._writers is None:
+            self._writers = {run: tf.summary.create_file_writer(str(self.log_dir / run))
+                             for run in ("train", "validation")}
+        metadata = summary_pb2.SummaryMetadata(
+            plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"),
+            data_class=summary_pb2.DATA_CLASS_SCALAR)
+        for run, tags in zip(("train", "validation"), names):
+            values = {tag: logs[key] for key, tag in tags.items() if key in logs}
+            with self._writers[run].as_default():
+                for tag, value in values.items():
+                    tf.summary.write(tag, tf.constant(float(value), tf.float32),
+                                     step=self.state.step, metadata=metadata)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.state.at_step_end and logs:
+            self._write(logs, (self.TRAIN, self.VALIDATION))
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs and "val_loss" in logs:
+            self._write(logs, ({}, {"val_loss": "epoch_loss"}))
+
+    def on_train_end(self, logs=None):
+        for writer in (self._writers or {}).values():
+            writer.flush()
+
+
+class PeriodicCheckpoint(keras.callbacks.Callback):
+    """Calls `save()` every `every` optimizer steps (never after a bad loss)."""
+
+    def __init__(self, state: TrainState, every: int, save: Callable[[], Path]):
+        super().__init__()
+        self.state, self.every, self.save = state, every, save
+
+    def on_train_batch_end(self, batch, logs=None):
+        state = self.state
+        if (state.at_step_end and state.step % self.every == 0
+                and state.stop_reason != "non_finite_loss"):
+            self.save()
+
+
+def plot_loss_curve(metrics_path: str | Path, png_path: str | Path) -> Path | None:
+    """Plots step loss and validation loss from metrics.jsonl into a PNG.
+
+    Returns:
+        The PNG path, or None when the log holds no step yet.
+    """
+    records = [json.loads(line) for line in Path(metrics_path).open()] \
+        if Path(metrics_path).exists() else []
+    steps = [r for r in records if "epoch" not in r and "step_loss" in r]
+    if not steps:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot([r["step"] for r in steps], [r["step_loss"] for r in steps],
+            label="train loss", linewidth=1)
+    evals = [r for r in steps if "eval_loss" in r]
+    if evals:
+        ax.plot([r["step"] for r in evals], [r["eval_loss"] for r in evals], "o-",
+                label="validation loss")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("cross-entropy (loss-bearing tokens)")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=100)
+    plt.close(fig)
+    return Path(png_path)
+
+
+def truncate_jsonl(path: str | Path, last_step: int) -> None:
+    """Drops the lines logged after `last_step` (by a run that was cut off)."""
+    path = Path(path)
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines(keepends=True):
+        try:
+            if json.loads(line).get("step", 0) <= last_step:
+                kept.append(line)
+        except json.JSONDecodeError:  # a line cut off by the crash
+            continue
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(kept))
+    tmp.replace(path)
+
+
+def _append_json(path: Path, record: dict) -> None:
+    with path.open("a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def _plain_logs(logs) -> dict:
+    return {k: _plain(v) for k, v in (logs or {}).items()}
 
 
 def _plain(value):

@@ -37,8 +37,28 @@ def build_model(cfg: Config):
     causal_lm = keras_hub.models.CausalLM.from_preset(preset, dtype=cfg.dtype)
     check_sequence_length(causal_lm, cfg.sequence_length)
     causal_lm.preprocessor.sequence_length = cfg.sequence_length
+    quantize_backbone(causal_lm.backbone, cfg.quantize)
     enable_lora(causal_lm.backbone, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets)
     return causal_lm
+
+
+def quantize_backbone(backbone, mode: str) -> None:
+    """QLoRA's frozen base: quantizes the backbone's weights in place ("" = off).
+
+    Must come before `enable_lora`: Keras then keeps int8/int4 kernels and adds
+    float32 LoRA kernels on top (quantizing afterwards would merge them).
+    Embeddings are quantized too, so the loss takes the unchunked path.
+    """
+    if not mode:
+        return
+    current = {layer.quantization_mode for layer in backbone._flatten_layers()
+               if getattr(layer, "quantization_mode", None)}
+    if current == {mode}:
+        return  # already quantized the same way
+    if current:
+        raise ValueError(f"The backbone is already quantized to {sorted(current)}; cannot "
+                         f"quantize it to {mode!r}. Load a float preset.")
+    backbone.quantize(mode)
 
 
 def resolve_preset(preset: str) -> str:
@@ -177,7 +197,8 @@ def save_adapter(causal_lm, directory: str | Path, cfg: Config) -> Path:
     os.replace(tmp, directory / ADAPTER_FILE)
     meta = {"lora_rank": cfg.lora_rank, "lora_alpha": cfg.lora_alpha or cfg.lora_rank,
             "lora_targets": cfg.lora_targets, "preset": cfg.preset,
-            "template": cfg.template, "sequence_length": cfg.sequence_length}
+            "template": cfg.template, "sequence_length": cfg.sequence_length,
+            "quantize": cfg.quantize}
     tmp_meta = directory / (ADAPTER_CONFIG_FILE + ".tmp")
     tmp_meta.write_text(json.dumps(meta, indent=2) + "\n")
     os.replace(tmp_meta, directory / ADAPTER_CONFIG_FILE)
@@ -199,6 +220,8 @@ def load_adapter(causal_lm, path: str | Path) -> dict:
                                 "or a run directory holding one.")
     meta_path = path.parent / ADAPTER_CONFIG_FILE
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    # The adapter was trained on a quantized base: rebuild that base first.
+    quantize_backbone(causal_lm.backbone, meta.get("quantize", ""))
     enable_lora(causal_lm.backbone, int(meta.get("lora_rank", 4)),
                 float(meta.get("lora_alpha", 0)), meta.get("lora_targets", "default"))
     causal_lm.backbone.load_lora_weights(str(path))

@@ -16,7 +16,7 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 
 import keras
 
-from keras_ft.callbacks import JsonlLogger, Throughput
+from keras_ft.callbacks import Throughput
 from keras_ft.config import Config, save_config
 from keras_ft.data import cache_tokenized
 from keras_ft.evaluate import evaluate_tokens
@@ -68,8 +68,9 @@ def finetune(cfg: Config) -> Result:
     metrics_before = evaluate_tokens(trainer, val_data) if val_data else {}
     samples_before = generate(causal_lm, list(cfg.sample_prompts), cfg, tokenizer)
     throughput = Throughput(train_data)
-    history = train(cfg, trainer, train_data, val_data,
-                    callbacks=[throughput, JsonlLogger(run_dir / "metrics.jsonl")])
+    history = train(cfg, trainer, train_data, val_data, run_dir, callbacks=[throughput],
+                    sample_fn=lambda: generate(causal_lm, list(cfg.sample_prompts), cfg,
+                                               tokenizer))
     metrics_after = evaluate_tokens(trainer, val_data) if val_data else {}
     samples_after = generate(causal_lm, list(cfg.sample_prompts), cfg, tokenizer)
 

@@ -5,22 +5,44 @@ and returns, instead of `[batch, length, vocab]` logits, per-example loss
 statistics computed by `keras_ft.loss`. The loss is the mean cross-entropy
 over loss-bearing tokens, so padding never changes it (Keras'
 `sum_over_batch_size` would divide by padded positions too).
+
+`train` drives `fit` one data epoch at a time, from the newest checkpoint when
+resuming: Keras cannot start an epoch mid-way, so a resumed run's first `fit`
+serves only the rest of its epoch (`BatchSequence.set_span`). The batch order
+is a pure function of (seed, epoch), so the position is the whole data state.
 """
 
 from __future__ import annotations
 
+import logging
 import math
-from typing import Sequence
+import shutil
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
 
 import keras
 import numpy as np
 from keras import ops
 
+from keras_ft.callbacks import (JsonlLogger, PeriodicCheckpoint, PeriodicEval, SampleText,
+                                StepTracker, StopOnNonFiniteLoss, TensorBoardLogger,
+                                plot_loss_curve, truncate_jsonl)
+from keras_ft.checkpoint import Checkpoints, TrainState, restore
 from keras_ft.config import Config
 from keras_ft.loss import output_projection, reference_token_loss_stats, token_loss_stats
+from keras_ft.model import ADAPTER_FILE, save_adapter
 from keras_ft.tokens import TokenizedExample, bucket_lengths, make_batch
 
+log = logging.getLogger(__name__)
+
 NO_DECAY = ["bias", "scale", "norm", "embeddings"]  # AdamW exclusions by path
+RUN_OUTPUTS = ("metrics.jsonl", "samples.jsonl", "loss_curve.png", "tensorboard", "best")
+
+
+class NonFiniteLossError(ValueError):
+    """The training loss became NaN or infinite (a ValueError, so the CLI
+    reports the message instead of a traceback)."""
 
 
 class TokenAccuracy(keras.metrics.Metric):
@@ -39,6 +61,20 @@ class TokenAccuracy(keras.metrics.Metric):
         return self.correct / ops.maximum(self.count, 1.0)
 
 
+class BatchLoss(keras.metrics.Metric):
+    """The latest batch's loss (Keras' `loss` is a running mean per epoch)."""
+
+    def __init__(self, name="batch_loss", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.value = self.add_variable((), initializer="zeros", name="value")
+
+    def update_state(self, stats):
+        self.value.assign(ops.sum(stats[:, 0]) / ops.maximum(ops.sum(stats[:, 1]), 1.0))
+
+    def result(self):
+        return ops.convert_to_tensor(self.value)
+
+
 class CausalLMTrainer(keras.Model):
     """Trains a keras-hub backbone on batches from `tokens.make_batch`."""
 
@@ -51,6 +87,7 @@ class CausalLMTrainer(keras.Model):
                                  and not getattr(backbone.token_embedding,
                                                  "quantization_mode", None))
         self.token_accuracy = TokenAccuracy()
+        self.batch_loss = BatchLoss()
         self.built = True  # the backbone is built; this wrapper adds no weights
 
     def call(self, inputs, training=False):
@@ -69,6 +106,7 @@ class CausalLMTrainer(keras.Model):
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         self.token_accuracy.update_state(y_pred)
+        self.batch_loss.update_state(y_pred)
         return self.get_metrics_result()
 
 
@@ -77,7 +115,9 @@ class BatchSequence(keras.utils.PyDataset):
 
     Examples are padded to the nearest bucket length (`num_buckets` fixed
     shapes), so little compute goes to padding and XLA compiles only a few
-    programs. Batch `i` of epoch `e` depends only on (seed, e, i).
+    programs. Batch `b` of epoch `e` holds `example_indices(e, b)`, a pure
+    function of (seed, e, b). It serves the span of one epoch set by
+    `set_span` (by default all of epoch 0).
     """
 
     def __init__(self, examples: Sequence[TokenizedExample], batch_size: int,
@@ -91,19 +131,32 @@ class BatchSequence(keras.utils.PyDataset):
         self.batch_size = batch_size
         self.buckets = bucket_lengths(sequence_length, num_buckets)
         self.pad_id, self.seed, self.shuffle = pad_id, seed, shuffle
-        self.epoch = 0
+        self.batches_per_epoch = math.ceil(len(examples) / batch_size)
+        self.span = (0, 0, self.batches_per_epoch)
+
+    def set_span(self, epoch: int, start: int = 0, stop: int | None = None) -> None:
+        """Serves batches [start, stop) of `epoch` (a resumed run starts mid-epoch)."""
+        stop = self.batches_per_epoch if stop is None else stop
+        if not 0 <= start < stop <= self.batches_per_epoch:
+            raise ValueError(f"Bad span [{start}, {stop}) of {self.batches_per_epoch} batches.")
+        self.span = (epoch, start, stop)
 
     def __len__(self):
-        return math.ceil(len(self.examples) / self.batch_size)
+        return self.span[2] - self.span[1]
 
     def order(self, epoch: int) -> np.ndarray:
         if not self.shuffle:
             return np.arange(len(self.examples))
         return np.random.default_rng([self.seed, epoch]).permutation(len(self.examples))
 
-    def batch_indices(self, index: int, epoch: int | None = None) -> np.ndarray:
-        order = self.order(self.epoch if epoch is None else epoch)
-        return order[index * self.batch_size:(index + 1) * self.batch_size]
+    def example_indices(self, epoch: int, batch: int) -> np.ndarray:
+        """Indices of the examples in batch `batch` of epoch `epoch`."""
+        return self.order(epoch)[batch * self.batch_size:(batch + 1) * self.batch_size]
+
+    def batch_indices(self, index: int) -> np.ndarray:
+        """Example indices of batch `index` of the current span."""
+        epoch, start, _ = self.span
+        return self.example_indices(epoch, start + index)
 
     def __getitem__(self, index):
         x, _, _ = make_batch([self.examples[i] for i in self.batch_indices(index)],
@@ -113,24 +166,86 @@ class BatchSequence(keras.utils.PyDataset):
     def num_real_tokens(self, index: int) -> int:
         return sum(len(self.examples[i].token_ids) - 1 for i in self.batch_indices(index))
 
-    def on_epoch_end(self):
-        self.epoch += 1
+
+class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warmup to `peak`, then constant, cosine or linear decay towards 0.
+
+    Keras calls a schedule with its batch counter, which counts every batch
+    under gradient accumulation; dividing by `accumulation` gives the
+    optimizer step, so warmup and decay are in optimizer steps.
+    """
+
+    def __init__(self, peak: float, warmup_steps: int, total_steps: int,
+                 decay: str = "cosine", accumulation: int = 1):
+        self.peak, self.warmup_steps, self.total_steps = peak, warmup_steps, total_steps
+        self.decay, self.accumulation = decay, accumulation
+
+    def __call__(self, iterations):
+        step = ops.cast(ops.floor_divide(iterations, self.accumulation), "float32")
+        warmup = (step + 1.0) / max(self.warmup_steps, 1)  # step 0 already learns
+        progress = ops.clip((step - self.warmup_steps)
+                            / max(self.total_steps - self.warmup_steps, 1), 0.0, 1.0)
+        if self.decay == "cosine":
+            factor = 0.5 * (1.0 + ops.cos(math.pi * progress))
+        elif self.decay == "linear":
+            factor = 1.0 - progress
+        else:
+            factor = ops.ones_like(progress)
+        return self.peak * ops.where(step < self.warmup_steps, warmup, factor)
+
+    def get_config(self):
+        return {"peak": self.peak, "warmup_steps": self.warmup_steps,
+                "total_steps": self.total_steps, "decay": self.decay,
+                "accumulation": self.accumulation}
+
+
+def learning_rate_schedule(cfg: Config, total_steps: int) -> float | WarmupDecay:
+    """`cfg.learning_rate` itself, or a WarmupDecay when warmup/decay are set."""
+    if cfg.lr_schedule == "constant" and not cfg.warmup_steps:
+        return cfg.learning_rate
+    return WarmupDecay(cfg.learning_rate, cfg.warmup_steps, total_steps, cfg.lr_schedule,
+                       cfg.gradient_accumulation_steps)
 
 
 def build_optimizer(cfg: Config, total_steps: int):
-    """AdamW as in the design card; no decay on biases, norms, embeddings."""
-    optimizer = keras.optimizers.AdamW(learning_rate=cfg.learning_rate,
-                                       weight_decay=cfg.weight_decay)
+    """AdamW as in the design card; no decay on biases, norms, embeddings.
+
+    Gradient accumulation and clipping are Keras' own: the optimizer averages
+    `gradient_accumulation_steps` batches' gradients, clips their global norm
+    to `clip_norm`, then updates.
+    """
+    accumulation = cfg.gradient_accumulation_steps
+    optimizer = keras.optimizers.AdamW(
+        learning_rate=learning_rate_schedule(cfg, total_steps),
+        weight_decay=cfg.weight_decay, global_clipnorm=cfg.clip_norm or None,
+        gradient_accumulation_steps=accumulation if accumulation > 1 else None)
     optimizer.exclude_from_weight_decay(var_names=NO_DECAY)
     return optimizer
 
 
+def total_batches(cfg: Config, batches_per_epoch: int) -> int:
+    """Batches the run consumes: `max_steps` optimizer steps, else all epochs."""
+    if cfg.max_steps:
+        return cfg.max_steps * cfg.gradient_accumulation_steps
+    return cfg.epochs * batches_per_epoch
+
+
 def steps_plan(cfg: Config, batches_per_epoch: int) -> tuple[int, int]:
     """(epochs, total optimizer steps) for `cfg.epochs` and `cfg.max_steps`."""
-    total = cfg.epochs * batches_per_epoch
-    if cfg.max_steps:
-        total = cfg.max_steps
-    return math.ceil(total / batches_per_epoch), total
+    batches = total_batches(cfg, batches_per_epoch)
+    return (math.ceil(batches / batches_per_epoch),
+            max(batches // cfg.gradient_accumulation_steps, 1))
+
+
+def epoch_spans(start: int, stop: int, batches_per_epoch: int) -> list[tuple[int, int, int]]:
+    """(epoch, first batch, end batch) per epoch for global batches [start, stop)."""
+    spans = []
+    while start < stop:
+        epoch, first = divmod(start, batches_per_epoch)
+        end = min(batches_per_epoch, first + stop - start)
+        spans.append((epoch, first, end))
+        start += end - first
+    return spans
 
 
 def build_trainer(cfg: Config, backbone, total_steps: int) -> CausalLMTrainer:
@@ -140,32 +255,148 @@ def build_trainer(cfg: Config, backbone, total_steps: int) -> CausalLMTrainer:
 
 
 def train(cfg: Config, trainer: CausalLMTrainer, train_data: BatchSequence,
-          validation_data: BatchSequence | None, callbacks=()):
-    """Runs `fit`, stopping after `cfg.max_steps` when set.
+          validation_data: BatchSequence | None, run_dir: str | Path,
+          callbacks=(), sample_fn: Callable[[], list[str]] | None = None):
+    """Trains with `fit` from the newest checkpoint in `run_dir` (or the start).
+
+    Writes to `run_dir`: checkpoints (every `checkpoint_every_steps` and at
+    the end), metrics.jsonl, TensorBoard events, samples.jsonl (every
+    `sample_every_steps`, from `sample_fn`), best/ (the best adapter under
+    early stopping, restored at the end) and loss_curve.png.
+
+    Args:
+        callbacks: extra callbacks, run after evaluation and before logging
+            (e.g. `Throughput`, whose `tokens_per_s` then reaches the logs).
 
     Returns:
-        The Keras History.
+        The Keras History of the epochs this call trained.
+
+    Raises:
+        NonFiniteLossError: the loss became NaN/Inf; the last good checkpoint
+            is kept.
+        CheckpointError: resuming a checkpoint written with other settings.
     """
-    epochs, total = steps_plan(cfg, len(train_data))
-    callbacks = list(callbacks) + [StopAtStep(total)]
-    return trainer.fit(train_data, validation_data=validation_data, epochs=epochs,
-                       callbacks=callbacks, verbose=2 if _quiet() else 1)
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.eval_every_steps and validation_data is None:
+        raise ValueError("`eval_every_steps` needs held-out data: set "
+                         "`validation_fraction` > 0 or `validation_data`. Received: "
+                         f"eval_every_steps={cfg.eval_every_steps}, no validation split")
+    data = {"num_examples": len(train_data.examples),
+            "batches_per_epoch": train_data.batches_per_epoch}
+    checkpoints = Checkpoints(run_dir / "checkpoints", cfg.keep_checkpoints)
+    state = start_or_resume(cfg, trainer, checkpoints, run_dir, data)
+    start = state.batches_done
+    save = lambda: checkpoints.save(trainer, state, cfg, data)
+    tracker = StepTracker(state, train_data, learning_rate_logger(trainer))
+    non_finite = StopOnNonFiniteLoss(state, tracker)
+    loop = [tracker, non_finite]
+    if cfg.eval_every_steps:
+        loop.append(PeriodicEval(state, validation_data, cfg.eval_every_steps,
+                                 cfg.early_stopping_patience,
+                                 lambda: _save_best(trainer, run_dir, cfg)))
+    loop += list(callbacks)
+    if cfg.sample_every_steps and sample_fn:
+        loop.append(SampleText(state, cfg.sample_every_steps, list(cfg.sample_prompts),
+                               sample_fn, run_dir / "samples.jsonl"))
+    loop += [JsonlLogger(run_dir / "metrics.jsonl", state, tracker),
+             TensorBoardLogger(run_dir / "tensorboard", state)]
+    if cfg.checkpoint_every_steps:
+        loop.append(PeriodicCheckpoint(state, cfg.checkpoint_every_steps, save))
+
+    history = _fit_epochs(trainer, train_data, validation_data, loop, state,
+                          total_batches(cfg, train_data.batches_per_epoch))
+    if non_finite.failure:
+        raise NonFiniteLossError(_non_finite_message(non_finite.failure, cfg,
+                                                     checkpoints.latest()))
+    best = run_dir / "best" / ADAPTER_FILE
+    if cfg.early_stopping_patience and best.exists():
+        trainer.backbone.load_lora_weights(str(best))  # keep the best, not the last
+        log.info("Restored the best adapter (validation loss %.4f).", state.best_loss)
+    if state.batches_done > start or checkpoints.latest() is None:
+        save()
+    plot_loss_curve(run_dir / "metrics.jsonl", run_dir / "loss_curve.png")
+    return history
 
 
-def _quiet() -> bool:
-    import sys
+def start_or_resume(cfg: Config, trainer: CausalLMTrainer, checkpoints: Checkpoints,
+                    run_dir: Path, data: dict) -> TrainState:
+    """Restores the newest checkpoint (if `cfg.resume`), else clears old outputs."""
+    latest = checkpoints.latest()
+    if cfg.resume and latest is not None:
+        state = restore(latest, trainer, cfg, data)
+        truncate_jsonl(run_dir / "metrics.jsonl", state.step)
+        epoch, batch = divmod(state.batches_done, data["batches_per_epoch"])
+        log.info("Resuming from %s: step %d (epoch %d, batch %d).", latest, state.step,
+                 epoch + 1, batch)
+        return state
+    if checkpoints.all():
+        log.warning("Starting over in %s: removing its checkpoints (resume=%s).",
+                    run_dir, cfg.resume)
+    checkpoints.clear()
+    for name in RUN_OUTPUTS:
+        path = run_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+    return TrainState(accumulation=cfg.gradient_accumulation_steps)
 
-    return not sys.stdout.isatty()
+
+def learning_rate_logger(trainer: CausalLMTrainer) -> Callable[[int], float]:
+    """The learning rate used at a (0-based) optimizer step, for the logs."""
+    optimizer = trainer.optimizer
+    schedule = optimizer._learning_rate  # the float or the schedule we passed
+    if isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
+        k = optimizer.gradient_accumulation_steps or 1
+        return lambda step: float(ops.convert_to_numpy(schedule(step * k)))
+    value = float(ops.convert_to_numpy(optimizer.learning_rate))
+    return lambda step: value
 
 
-class StopAtStep(keras.callbacks.Callback):
-    """Ends training after a given number of optimizer steps."""
+def _fit_epochs(trainer, train_data, validation_data, callbacks, state, stop):
+    """One `fit` per (partial) data epoch; returns their merged History."""
+    history = keras.callbacks.History()
+    history.history, history.epoch = {}, []
+    if state.stop_reason:  # an early-stopped run that is already finished
+        return history
+    verbose = 1 if sys.stdout.isatty() else 2
+    num_epochs = math.ceil(stop / train_data.batches_per_epoch)
+    # `epochs=num_epochs` so the bar reads "Epoch 2/3"; this ends each fit after one.
+    one_epoch = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: setattr(trainer, "stop_training", True))
+    for epoch, first, end in epoch_spans(state.batches_done, stop,
+                                         train_data.batches_per_epoch):
+        train_data.set_span(epoch, first, end)
+        # shuffle=False: Keras would otherwise permute a PyDataset's batches with
+        # Python's global RNG; BatchSequence already shuffles from (seed, epoch).
+        part = trainer.fit(train_data, validation_data=validation_data, epochs=num_epochs,
+                           initial_epoch=epoch, callbacks=callbacks + [one_epoch],
+                           shuffle=False, verbose=verbose)
+        history.epoch += part.epoch
+        for key, values in part.history.items():
+            history.history.setdefault(key, []).extend(values)
+        if state.stop_reason:
+            break
+    train_data.set_span(0)
+    return history
 
-    def __init__(self, total_steps: int):
-        super().__init__()
-        self.total_steps, self.step = total_steps, 0
 
-    def on_train_batch_end(self, batch, logs=None):
-        self.step += 1
-        if self.step >= self.total_steps:
-            self.model.stop_training = True
+def _save_best(trainer, run_dir: Path, cfg: Config) -> None:
+    trainer.jax_state_sync()
+    save_adapter(trainer, run_dir / "best", cfg)  # uses only `trainer.backbone`
+
+
+def _non_finite_message(failure: dict, cfg: Config, last_good: Path | None) -> str:
+    kept = (f"The last good checkpoint, {last_good}, is kept (its adapter loads with "
+            "load_adapter); re-running the same command resumes from it and "
+            "will fail the same way, so change the settings and start over "
+            "with --no-resume." if last_good else
+            "No checkpoint had been written yet (see checkpoint_every_steps).")
+    return (
+        f"Training stopped: the loss became {failure['loss']} at step {failure['step']} "
+        f"(examples {failure['examples'][:16]}). {kept} Likely causes: a learning "
+        f"rate too high (learning_rate={cfg.learning_rate}; try it 10x lower, "
+        f"warmup_steps or clip_norm); float16 overflow (dtype={cfg.dtype}; use "
+        "bfloat16 or float32); or bad data in that step's examples (look at "
+        "them with --show-examples).")

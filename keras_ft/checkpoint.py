@@ -1,0 +1,246 @@
+"""Training checkpoints: written atomically, verified on load, the newest K kept.
+
+A checkpoint is a directory `checkpoints/step-00000050/` holding:
+
+- `adapter.lora.h5` + `adapter_config.json`: the LoRA weights, loadable on
+  their own with `model.load_adapter`;
+- `trainer_state.npz`: every optimizer variable (moments, iteration counter,
+  gradient accumulators) and the seed-generator states;
+- `state.json`: the `TrainState` (data position, early-stopping bookkeeping)
+  and the run's config. The batch order is a pure function of (seed, epoch),
+  so the position (epoch, batch) is all the shuffle state there is;
+- `manifest.json`, written last: the SHA-256 of every other file.
+
+Files are written into a hidden temporary directory, fsynced, and the
+directory is renamed into place with `os.replace`, so a crash mid-write leaves
+only a temporary directory (ignored, then deleted). Loading re-checks the
+manifest and falls back to the previous checkpoint if anything is off.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from keras_ft.config import Config
+from keras_ft.model import ADAPTER_FILE, save_adapter
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1  # bump when the checkpoint layout changes
+STATE_FILE = "state.json"
+ARRAYS_FILE = "trainer_state.npz"
+MANIFEST_FILE = "manifest.json"
+TMP_PREFIX = ".tmp-"
+# Config fields that may change between a run and its resumption: they do not
+# touch the weights, the data order or the learning-rate schedule.
+RESUME_FREE_FIELDS = frozenset({
+    "resume", "output_dir", "checkpoint_every_steps", "keep_checkpoints",
+    "eval_every_steps", "early_stopping_patience", "sample_every_steps",
+    "sample_prompts", "sampler", "top_k", "top_p", "temperature",
+    "max_new_tokens", "show_examples", "tokenized_cache_dir"})
+
+
+@dataclasses.dataclass
+class TrainState:
+    """Where a run is; everything besides the weights that resuming needs."""
+
+    batches_done: int = 0  # batches consumed since the start: the data position
+    accumulation: int = 1  # batches per optimizer step
+    best_loss: float | None = None  # best periodic validation loss so far
+    evals_since_best: int = 0  # evaluations without a new best (early stopping)
+    stop_reason: str = ""  # "", "early_stopping" or "non_finite_loss"
+
+    @property
+    def step(self) -> int:
+        """Optimizer steps completed."""
+        return self.batches_done // self.accumulation
+
+    @property
+    def at_step_end(self) -> bool:
+        """True when the last batch completed an optimizer step."""
+        return self.batches_done % self.accumulation == 0
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be resumed with this config or data."""
+
+
+class Checkpoints:
+    """The checkpoints of one run directory."""
+
+    def __init__(self, directory: str | Path, keep: int):
+        self.directory = Path(directory)
+        self.keep = keep
+
+    def all(self) -> list[Path]:
+        """Finished checkpoint directories, oldest first (unverified)."""
+        if not self.directory.is_dir():
+            return []
+        return sorted(p for p in self.directory.glob("step-*") if p.is_dir())
+
+    def latest(self) -> Path | None:
+        """The newest checkpoint that passes verification, or None."""
+        for path in reversed(self.all()):
+            problem = verify(path)
+            if problem is None:
+                return path
+            log.warning("Skipping checkpoint %s: %s", path, problem)
+        return None
+
+    def save(self, trainer, state: TrainState, cfg: Config, data: dict) -> Path:
+        """Writes a checkpoint of `trainer` at `state`; prunes to the newest K.
+
+        Args:
+            trainer: the `CausalLMTrainer` (LoRA weights and optimizer).
+            state: the position and bookkeeping to resume from.
+            cfg: the run's config, checked against the resuming run's.
+            data: the training data's shape, e.g. {"num_examples",
+                "batches_per_epoch"}, also checked on resume.
+
+        Returns:
+            The checkpoint directory.
+        """
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._remove_temporaries()
+        final = self.directory / f"step-{state.step:08d}"
+        tmp = self.directory / f"{TMP_PREFIX}{final.name}"
+        tmp.mkdir()
+        if hasattr(trainer, "jax_state_sync"):
+            trainer.jax_state_sync()  # fit keeps the newest values in its JAX state
+        save_adapter(trainer, tmp, cfg)  # uses only `trainer.backbone`
+        np.savez(tmp / ARRAYS_FILE, **trainer_arrays(trainer))
+        record = {"format": FORMAT, "state": dataclasses.asdict(state), "data": data,
+                  "config": _plain_config(cfg)}
+        (tmp / STATE_FILE).write_text(json.dumps(record, indent=2) + "\n")
+        files = sorted(p.name for p in tmp.iterdir())
+        manifest = {"format": FORMAT, "step": state.step,
+                    "files": {name: _sha256(tmp / name) for name in files}}
+        (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+        for path in tmp.iterdir():
+            _fsync(path)
+        _fsync(tmp)
+        if final.exists():  # same step again (e.g. the end of an early stop)
+            old = self.directory / f"{TMP_PREFIX}old-{final.name}"
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, final)
+        _fsync(self.directory)
+        for stale in self.all()[: -self.keep]:
+            shutil.rmtree(stale)
+        return final
+
+    def clear(self) -> None:
+        if self.directory.exists():
+            shutil.rmtree(self.directory)
+
+    def _remove_temporaries(self) -> None:
+        for path in self.directory.glob(TMP_PREFIX + "*"):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def verify(path: Path) -> str | None:
+    """Why the checkpoint at `path` cannot be trusted, or None if it can."""
+    manifest_path = path / MANIFEST_FILE
+    if not manifest_path.is_file():
+        return "no manifest (the write did not finish)"
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except json.JSONDecodeError as e:
+        return f"unreadable manifest ({e})"
+    if manifest.get("format") != FORMAT:
+        return f"format {manifest.get('format')!r}, expected {FORMAT}"
+    for name, digest in manifest["files"].items():
+        if not (path / name).is_file():
+            return f"{name} is missing"
+        if _sha256(path / name) != digest:
+            return f"{name} does not match its checksum"
+    return None
+
+
+def trainer_arrays(trainer) -> dict[str, np.ndarray]:
+    """Optimizer variables and seed-generator states, keyed by position/path."""
+    arrays = {f"optimizer/{i:05d}": np.asarray(v.value)
+              for i, v in enumerate(trainer.optimizer.variables)}
+    arrays.update({f"seed/{v.path}": np.asarray(v.value) for v in _seed_variables(trainer)})
+    return arrays
+
+
+def restore(path: Path, trainer, cfg: Config, data: dict) -> TrainState:
+    """Loads a checkpoint into `trainer` (LoRA weights, optimizer, seeds).
+
+    Raises:
+        CheckpointError: the checkpoint was written by a run with different
+            training settings or data, so resuming would not continue it.
+    """
+    record = json.loads((path / STATE_FILE).read_text())
+    check_resumable(record["config"], cfg, path)
+    if record["data"] != data:
+        raise CheckpointError(
+            f"Cannot resume from {path}: the training data changed (then "
+            f"{record['data']}, now {data}). Restore the data, or start over with "
+            "--no-resume or another --output-dir.")
+    state = TrainState(**record["state"])
+    trainer.backbone.load_lora_weights(str(path / ADAPTER_FILE))
+    optimizer = trainer.optimizer
+    if not optimizer.built:
+        optimizer.build(trainer.trainable_variables)
+    with np.load(path / ARRAYS_FILE) as arrays:
+        saved = sorted(k for k in arrays.files if k.startswith("optimizer/"))
+        if len(saved) != len(optimizer.variables):
+            raise CheckpointError(
+                f"Checkpoint {path} holds {len(saved)} optimizer variables; this "
+                f"optimizer has {len(optimizer.variables)}. The model or optimizer "
+                "settings differ from the run that wrote it.")
+        for key, variable in zip(saved, optimizer.variables):
+            variable.assign(arrays[key])
+        for variable in _seed_variables(trainer):
+            if f"seed/{variable.path}" in arrays.files:
+                variable.assign(arrays[f"seed/{variable.path}"])
+    return state
+
+
+def check_resumable(saved: dict, cfg: Config, path: Path) -> None:
+    """Refuses to resume under settings that would change the trajectory."""
+    current = _plain_config(cfg)
+    changed = sorted(k for k in set(saved) | set(current)
+                     if k not in RESUME_FREE_FIELDS and saved.get(k) != current.get(k))
+    if changed:
+        diffs = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in changed)
+        raise CheckpointError(
+            f"Cannot resume from {path}: it was written with different settings "
+            f"({diffs}). Resume with the same settings, or start over with "
+            "--no-resume (deletes the checkpoints) or another --output-dir.")
+
+
+def _seed_variables(trainer) -> list:
+    return [v for v in trainer.non_trainable_variables if "seed_generator" in v.path]
+
+
+def _plain_config(cfg: Config) -> dict:
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

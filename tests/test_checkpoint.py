@@ -1,0 +1,105 @@
+import dataclasses
+import json
+import logging
+import shutil
+
+import keras
+import numpy as np
+import pytest
+
+from keras_ft.checkpoint import CheckpointError, Checkpoints, restore, verify
+from keras_ft.config import Config
+from keras_ft.model import build_model
+from keras_ft.train import BatchSequence, build_trainer, train
+
+from test_train import synthetic_examples
+
+EXAMPLES = synthetic_examples(6)
+
+
+def make_trainer(cfg):
+    keras.utils.set_random_seed(cfg.seed)
+    trainer = build_trainer(cfg, build_model(cfg).backbone, cfg.max_steps)
+    return trainer, BatchSequence(EXAMPLES, cfg.batch_size, 16, 0, cfg.seed)
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_gemma, tmp_path_factory):
+    """A run of 3 steps, checkpointed every step, keeping the newest 2."""
+    run_dir = tmp_path_factory.mktemp("run")
+    cfg = Config(preset=str(tiny_gemma), output_dir=str(run_dir), batch_size=2,
+                 max_steps=3, learning_rate=1e-2, checkpoint_every_steps=1,
+                 keep_checkpoints=2, lora_targets="all")
+    trainer, data = make_trainer(cfg)
+    train(cfg, trainer, data, None, run_dir)
+    return cfg, trainer, run_dir
+
+
+def test_keeps_the_newest_k_and_restores_weights_optimizer_and_position(trained):
+    cfg, trainer, run_dir = trained
+    checkpoints = Checkpoints(run_dir / "checkpoints", cfg.keep_checkpoints)
+    assert [p.name for p in checkpoints.all()] == ["step-00000002", "step-00000003"]
+    fresh, data = make_trainer(dataclasses.replace(cfg, seed=1))  # other LoRA init
+    state = restore(checkpoints.latest(), fresh, cfg, {"num_examples": 6,
+                                                       "batches_per_epoch": 3})
+    assert (state.batches_done, state.step) == (3, 3)
+    for a, b in zip(trainer.backbone.trainable_weights, fresh.backbone.trainable_weights):
+        np.testing.assert_array_equal(np.asarray(a.value), np.asarray(b.value))
+    assert len(fresh.optimizer.variables) == len(trainer.optimizer.variables) > 4
+    for a, b in zip(trainer.optimizer.variables, fresh.optimizer.variables):
+        np.testing.assert_array_equal(np.asarray(a.value), np.asarray(b.value))
+    saved = json.loads((checkpoints.latest() / "state.json").read_text())
+    assert saved["config"]["learning_rate"] == 1e-2 and saved["data"]["batches_per_epoch"] == 3
+
+
+def test_a_torn_or_corrupted_checkpoint_is_never_loaded(trained, tmp_path, caplog):
+    cfg, trainer, run_dir = trained
+    shutil.copytree(run_dir / "checkpoints", tmp_path / "checkpoints")
+    checkpoints = Checkpoints(tmp_path / "checkpoints", keep=5)
+    newest = tmp_path / "checkpoints/step-00000003"
+    # A crash mid-write leaves a temporary directory: never a checkpoint.
+    torn = tmp_path / "checkpoints/.tmp-step-00000004"
+    shutil.copytree(newest, torn)
+    (torn / "manifest.json").unlink()
+    # Bit rot (or a copy cut short) in the newest one: its checksum fails.
+    with (newest / "trainer_state.npz").open("r+b") as f:
+        f.seek(100)
+        f.write(b"\x00garbage")
+    with caplog.at_level(logging.WARNING):
+        assert checkpoints.latest().name == "step-00000002"
+    assert "trainer_state.npz does not match its checksum" in caplog.text
+    (tmp_path / "checkpoints/step-00000002/manifest.json").unlink()
+    assert verify(tmp_path / "checkpoints/step-00000002").startswith("no manifest")
+    assert checkpoints.latest() is None
+    # The next save cleans up the temporary directory.
+    from keras_ft.checkpoint import TrainState
+
+    checkpoints.save(trainer, TrainState(batches_done=5), cfg, {})
+    assert not torn.exists() and (tmp_path / "checkpoints/step-00000005").is_dir()
+
+
+def test_resuming_under_other_settings_or_data_is_refused(trained):
+    cfg, trainer, run_dir = trained
+    latest = Checkpoints(run_dir / "checkpoints", 2).latest()
+    data = {"num_examples": 6, "batches_per_epoch": 3}
+    other, _ = make_trainer(cfg)
+    with pytest.raises(CheckpointError, match=r"learning_rate: 0.01 -> 0.02.*--no-resume"):
+        restore(latest, other, dataclasses.replace(cfg, learning_rate=2e-2), data)
+    with pytest.raises(CheckpointError, match="training data changed"):
+        restore(latest, other, cfg, {"num_examples": 7, "batches_per_epoch": 4})
+    # Evaluation, sampling and checkpoint settings may change.
+    restore(latest, other, dataclasses.replace(cfg, eval_every_steps=5, keep_checkpoints=9),
+            data)
+
+
+def test_no_resume_starts_over(trained, tmp_path):
+    cfg, _, run_dir = trained
+    shutil.copytree(run_dir, tmp_path / "run")
+    cfg = dataclasses.replace(cfg, output_dir=str(tmp_path / "run"), resume=False,
+                              max_steps=1, checkpoint_every_steps=0)
+    trainer, data = make_trainer(cfg)
+    train(cfg, trainer, data, None, tmp_path / "run")
+    names = [p.name for p in (tmp_path / "run/checkpoints").iterdir()]
+    assert names == ["step-00000001"]
+    steps = [json.loads(line)["step"] for line in (tmp_path / "run/metrics.jsonl").open()]
+    assert steps == [1, 1]  # the step line and the epoch line of the new run only

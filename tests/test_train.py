@@ -1,0 +1,168 @@
+import json
+import math
+import re
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from keras_ft.config import Config
+from keras_ft.model import build_model
+from keras_ft.tokens import TokenizedExample
+from keras_ft.train import (BatchSequence, NonFiniteLossError, WarmupDecay, build_trainer,
+                            epoch_spans, steps_plan, train)
+
+
+def synthetic_examples(n, length=12, loss_tokens=6, seed=0):
+    """Equal lengths and equal loss-bearing counts: every batch's mean loss then
+    weighs each token alike, whatever the batch size."""
+    rng = np.random.default_rng(seed)
+    mask = np.zeros(length, bool)
+    mask[-loss_tokens:] = True
+    return [TokenizedExample(rng.integers(4, 150, length).astype(np.int32), mask, length)
+            for _ in range(n)]
+
+
+def run_training(preset, tmp_path, examples, **overrides):
+    cfg = Config(preset=str(preset), output_dir=str(tmp_path), **overrides)
+    keras.utils.set_random_seed(cfg.seed)  # the same LoRA initialisation every time
+    backbone = build_model(cfg).backbone
+    data = BatchSequence(examples, cfg.batch_size, 16, 0, cfg.seed, cfg.shuffle)
+    trainer = build_trainer(cfg, backbone, steps_plan(cfg, len(data))[1])
+    history = train(cfg, trainer, data, None, tmp_path)
+    return trainer, history
+
+
+def lora_weights(trainer):
+    return [np.asarray(w.value) for w in trainer.backbone.trainable_weights]
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in path.open()]
+
+
+def test_warmup_then_decay_in_optimizer_steps():
+    cosine = WarmupDecay(1.0, warmup_steps=2, total_steps=6, decay="cosine")
+    values = [float(cosine(i)) for i in range(7)]
+    np.testing.assert_allclose(values[:3], [0.5, 1.0, 1.0], rtol=1e-6)
+    np.testing.assert_allclose(values[3], 0.5 * (1 + math.cos(math.pi / 4)), rtol=1e-6)
+    assert values[5] > 0 and values[6] == pytest.approx(0.0, abs=1e-7)
+    linear = WarmupDecay(1.0, warmup_steps=0, total_steps=4, decay="linear")
+    np.testing.assert_allclose([float(linear(i)) for i in range(4)], [1, 0.75, 0.5, 0.25])
+    # Keras counts every accumulated batch; the schedule counts optimizer steps.
+    accumulated = WarmupDecay(1.0, 2, 6, "cosine", accumulation=3)
+    assert [float(accumulated(i)) for i in (0, 2, 3, 5)] == [0.5, 0.5, 1.0, 1.0]
+
+
+def test_epoch_spans_and_plan():
+    assert epoch_spans(0, 7, 3) == [(0, 0, 3), (1, 0, 3), (2, 0, 1)]
+    assert epoch_spans(4, 7, 3) == [(1, 1, 3), (2, 0, 1)]
+    cfg = Config(max_steps=5, gradient_accumulation_steps=2)
+    assert steps_plan(cfg, 4) == (3, 5)  # 10 batches over 4-batch epochs
+
+
+def test_gradient_accumulation_matches_the_larger_batch(tiny_gemma, tmp_path):
+    examples = synthetic_examples(12)
+    common = dict(max_steps=3, learning_rate=1e-2, lr_schedule="cosine", warmup_steps=1,
+                  clip_norm=0.05, lora_targets="all", weight_decay=0.01)
+    big, _ = run_training(tiny_gemma, tmp_path / "big", examples, batch_size=4, **common)
+    accumulated, _ = run_training(tiny_gemma, tmp_path / "acc", examples, batch_size=2,
+                                  gradient_accumulation_steps=2, **common)
+    for a, b in zip(lora_weights(big), lora_weights(accumulated)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert int(accumulated.optimizer.iterations) == 3  # optimizer steps, not batches
+    big_steps = [r for r in read_jsonl(tmp_path / "big/metrics.jsonl") if "epoch" not in r]
+    acc_steps = [r for r in read_jsonl(tmp_path / "acc/metrics.jsonl") if "epoch" not in r]
+    assert [r["examples"] for r in big_steps] == [r["examples"] for r in acc_steps]
+    assert [r["lr"] for r in big_steps] == pytest.approx([r["lr"] for r in acc_steps])
+    # Equal token counts: the mean of the two half-batch losses is the big batch's.
+    assert [r["step_loss"] for r in big_steps] == pytest.approx(
+        [r["step_loss"] for r in acc_steps], rel=1e-5)
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "mixed_bfloat16"])
+def test_bfloat16_policies_train(tiny_gemma, tmp_path, dtype):
+    trainer, history = run_training(tiny_gemma, tmp_path, synthetic_examples(4),
+                                    dtype=dtype, max_steps=2, batch_size=2,
+                                    learning_rate=1e-2)
+    assert trainer.backbone.compute_dtype == "bfloat16"
+    assert all(w.dtype == "float32" for w in trainer.backbone.trainable_weights)
+    assert np.isfinite(history.history["loss"]).all()
+    assert any(np.abs(w).max() > 0 for w in lora_weights(trainer)[1::2])  # B moved
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_gemma, tmp_path):
+    with pytest.raises(NonFiniteLossError) as error:
+        run_training(tiny_gemma, tmp_path, synthetic_examples(8), max_steps=8,
+                     learning_rate=1e30, checkpoint_every_steps=1, keep_checkpoints=20,
+                     lora_targets="all")
+    steps = [r for r in read_jsonl(tmp_path / "metrics.jsonl") if "epoch" not in r]
+    bad = next(r["step"] for r in steps if not math.isfinite(r["step_loss"]))
+    message = str(error.value)
+    assert f"at step {bad} " in message and "learning_rate=1e+30" in message
+    assert "float16" in message and "bad data" in message
+    saved = sorted(p.name for p in (tmp_path / "checkpoints").glob("step-*"))
+    assert saved == [f"step-{s:08d}" for s in range(1, bad)]  # nothing from the bad step
+    assert f"step-{bad - 1:08d}" in message
+    assert not (tmp_path / "loss_curve.png").exists()
+
+
+def test_eval_early_stopping_logging_and_progress_bar(tiny_gemma, tmp_path, monkeypatch,
+                                                      capsys):
+    scripted = iter([3.0, 2.0, 2.5, 2.6, 1.0])  # the best is the 2nd evaluation
+
+    def fake_evaluate(trainer, dataset):
+        loss = next(scripted)
+        return {"loss": loss, "perplexity": math.exp(loss), "accuracy": 0.5,
+                "num_tokens": 10}
+
+    monkeypatch.setattr("keras_ft.evaluate.evaluate_tokens", fake_evaluate)
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)  # Keras' interactive bar
+    examples = synthetic_examples(8)
+    cfg = Config(preset=str(tiny_gemma), output_dir=str(tmp_path), batch_size=1,
+                 max_steps=8, learning_rate=1e-2, eval_every_steps=2,
+                 early_stopping_patience=2, lora_targets="all", checkpoint_every_steps=6)
+    keras.utils.set_random_seed(0)
+    backbone = build_model(cfg).backbone
+    data = BatchSequence(examples, 1, 16, 0, 0)
+    trainer = build_trainer(cfg, backbone, 8)
+    from keras_ft.callbacks import Throughput
+
+    train(cfg, trainer, data, BatchSequence(examples[:2], 1, 16, 0, 0, shuffle=False),
+          tmp_path, callbacks=[Throughput(data)])
+    bar = re.sub(r"\x1b\[[0-9;]*m", "", capsys.readouterr().out)  # drop the colours
+    # Keras' bar: "3/8 ━━━━━━━━━━━ 7s 1s/step - ... - tokens_per_s: ..." (7s = ETA)
+    updates = [u for u in re.split(r"[\r\n]", bar)
+               if re.match(r"\s*\d/8 ━+ (\d+s|\d+:\d\d) ", u)]
+    assert updates and all(k in updates[-1] for k in ("step_loss:", "lr:", "tokens_per_s:"))
+
+    steps = [r for r in read_jsonl(tmp_path / "metrics.jsonl") if "epoch" not in r]
+    assert [r["step"] for r in steps] == [1, 2, 3, 4, 5, 6, 7, 8]  # stopped at step 8
+    assert [r.get("eval_loss") for r in steps[1::2]] == [3.0, 2.0, 2.5, 2.6]
+    assert all({"step_loss", "lr", "tokens_per_s", "examples"} <= set(r) for r in steps)
+    # The best adapter (step 4) is restored at the end, not the last weights.
+    fresh = build_model(cfg).backbone
+    fresh.load_lora_weights(str(tmp_path / "best/adapter.lora.h5"))
+    for kept, best in zip(lora_weights(trainer), fresh.trainable_weights):
+        np.testing.assert_array_equal(kept, np.asarray(best.value))
+    fresh.load_lora_weights(str(tmp_path / "checkpoints/step-00000006/adapter.lora.h5"))
+    assert any(not np.array_equal(k, np.asarray(w.value))
+               for k, w in zip(lora_weights(trainer), fresh.trainable_weights))
+
+    events = _tensorboard_tags(tmp_path / "tensorboard")
+    assert {"loss", "learning_rate", "tokens_per_s", "accuracy"} <= events["train"]
+    assert {"loss", "perplexity", "accuracy"} <= events["validation"]
+    assert (tmp_path / "loss_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _tensorboard_tags(log_dir):
+    import tensorflow as tf
+
+    tags = {}
+    for run in ("train", "validation"):
+        tags[run] = {value.tag
+                     for path in (log_dir / run).glob("events.out.tfevents.*")
+                     for event in tf.compat.v1.train.summary_iterator(str(path))
+                     for value in event.summary.value}
+    return tags
