@@ -360,7 +360,13 @@ def main() -> None:
 @main.command("gguf")
 @click.argument("gguf_path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--dtype", default="float32", show_default=True, help="Saved weight dtype.")
+@click.option(
+    "--dtype",
+    type=click.Choice(["float32", "bfloat16", "float16"]),
+    default="float32",
+    show_default=True,
+    help="Saved weight dtype.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace an existing OUT_DIR.")
 def gguf_command(gguf_path: Path, out_dir: Path, dtype: str, overwrite: bool) -> None:
     """Convert GGUF_PATH (llama.cpp checkpoint) into the preset OUT_DIR."""

@@ -15,27 +15,26 @@ _GGUF_DTYPES = ["f32", "f16", "bf16", "q8_0"]
 
 
 def load_causal_lm(preset: str, adapter: Path | None = None):
-    """Loads a causal LM preset and, if given, its LoRA adapter.
+    """Loads a causal LM preset and, if given, applies its LoRA adapter.
 
     Args:
-        preset: A keras-hub preset name or directory, or `EMBEDDED_PRESET`.
-        adapter: A `.lora.h5` file written by `backbone.save_lora_weights`.
+        preset: Anything `keras_ft.model.resolve_preset` accepts: a preset
+            name or directory, a `.gguf` file, or `EMBEDDED_PRESET`.
+        adapter: A `.lora.h5` file or a run directory holding one; its
+            rank, alpha and targets come from the `adapter_config.json` beside
+            it (`keras_ft.model.load_adapter`).
 
     Returns:
         The `keras_hub.models.CausalLM`, LoRA-enabled when `adapter` is given.
-
-    Raises:
-        ValueError: If `adapter` does not end in `.lora.h5`.
     """
     import keras_hub
 
-    from keras_ft.default_model import resolve_embedded
+    from keras_ft.model import load_adapter
+    from keras_ft.model import resolve_preset
 
-    if adapter is not None and not str(adapter).endswith(".lora.h5"):
-        raise ValueError(f"The adapter must end in `.lora.h5`. Received: adapter={adapter}")
-    causal_lm = keras_hub.models.CausalLM.from_preset(resolve_embedded(preset))
+    causal_lm = keras_hub.models.CausalLM.from_preset(resolve_preset(preset))
     if adapter is not None:
-        causal_lm.backbone.load_lora_weights(str(adapter))
+        load_adapter(causal_lm, adapter)
     return causal_lm
 
 
@@ -46,11 +45,13 @@ def main() -> None:
 
 
 @main.command("gguf")
-@click.option("--preset", required=True, help="Preset name or directory, or embedded:gemma3_270m.")
+@click.option(
+    "--preset", required=True, help="Preset name or directory, .gguf file, or embedded:gemma3_270m."
+)
 @click.option(
     "--adapter",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="LoRA adapter (.lora.h5) to merge into the weights.",
+    type=click.Path(exists=True, path_type=Path),
+    help="LoRA adapter (.lora.h5 or run directory) to merge into the weights.",
 )
 @click.argument("out_path", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--dtype", type=click.Choice(_GGUF_DTYPES), default="f16", show_default=True)

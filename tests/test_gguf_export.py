@@ -20,9 +20,11 @@ from click.testing import CliRunner  # noqa: E402
 from sentencepiece import sentencepiece_model_pb2 as sp_pb2  # noqa: E402
 
 from keras_ft import convert  # noqa: E402
+from keras_ft import model  # noqa: E402
 from keras_ft import default_model  # noqa: E402
 from keras_ft import export  # noqa: E402
 from keras_ft import gguf_tokenizer  # noqa: E402
+from keras_ft.config import Config  # noqa: E402
 from keras_ft.gguf_export import GEMMA_CHAT_TEMPLATE  # noqa: E402
 from keras_ft.gguf_export import export_gguf  # noqa: E402
 
@@ -142,10 +144,14 @@ def test_chat_template_renders_gemma_turns():
 def test_cli_export_with_adapter_then_convert(tiny_proto, tmp_path):
     causal_lm = tiny_causal_lm(tiny_proto)
     causal_lm.save_to_preset(str(tmp_path / "base"))
-    enable_random_lora(causal_lm.backbone, rank=2)
-    causal_lm.backbone.save_lora_weights(str(tmp_path / "tuned.lora.h5"))
+    targets = "query,key,value,attention_output"  # all four head layouts
+    cfg = Config(lora_rank=2, lora_alpha=8.0, lora_targets=targets)  # scale 4
+    model.enable_lora(causal_lm.backbone, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets)
+    for weight in causal_lm.backbone.trainable_weights:
+        weight.assign(keras.random.normal(weight.shape, stddev=0.1))
+    adapter = model.save_adapter(causal_lm, tmp_path / "run", cfg)
     runner = CliRunner()
-    out, adapter = tmp_path / "tuned.gguf", tmp_path / "tuned.lora.h5"
+    out = tmp_path / "tuned.gguf"
     args = ["gguf", "--preset", str(tmp_path / "base"), "--adapter", str(adapter)]
     result = runner.invoke(export.main, [*args, str(out), "--dtype", "f32"])
     assert result.exit_code == 0, result.output
@@ -160,8 +166,6 @@ def test_bad_arguments_are_refused(tiny_proto, tmp_path):
         export_gguf(tiny_causal_lm(tiny_proto), tmp_path / "x.gguf", dtype="q4_0")
     with pytest.raises(NotImplementedError, match="Received: Sequential"):
         export_gguf(keras.Sequential(), tmp_path / "x.gguf")
-    with pytest.raises(ValueError, match="must end in `.lora.h5`"):
-        export.load_causal_lm("unused", adapter=tmp_path / "adapter.h5")
 
 
 def test_full_vocabulary_round_trips_to_shipped_gguf(gemma3_preset):
