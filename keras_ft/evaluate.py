@@ -41,16 +41,15 @@ def evaluate_tokens(trainer, dataset) -> dict[str, float]:
 
     The loss is summed over all loss-bearing tokens and divided once, so it is
     not a mean of per-batch means. The forward pass is one jitted
-    `stateless_call` (Keras' `predict_on_batch` costs seconds more per call).
+    `stateless_call` (Keras' `predict_on_batch` costs seconds more per call),
+    made once per trainer: periodic evaluations reuse its compiled shapes.
 
     Returns:
         {"loss", "perplexity", "accuracy", "num_tokens"}.
     """
-    import jax
-
     trainable = [v.value for v in trainer.trainable_variables]
     frozen = [v.value for v in trainer.non_trainable_variables]
-    forward = jax.jit(lambda t, f, x: trainer.stateless_call(t, f, x)[0])
+    forward = _jitted_forward(trainer)
     stats = np.zeros(3)
     for index in range(len(dataset)):
         stats += np.asarray(forward(trainable, frozen, dataset[index])).sum(axis=0)
@@ -58,6 +57,19 @@ def evaluate_tokens(trainer, dataset) -> dict[str, float]:
     return {"loss": float(loss), "perplexity": float(math.exp(min(loss, 50.0))),
             "accuracy": float(stats[2] / max(stats[1], 1.0)),
             "num_tokens": int(stats[1])}
+
+
+def _jitted_forward(trainer):
+    # A new jax.jit(lambda) per call would compile every shape again (seconds
+    # to minutes each on CPU). Variables are arguments, so one per trainer is
+    # exact; it lives on the trainer (bypassing Keras' attribute tracking).
+    forward = getattr(trainer, "_keras_ft_eval_forward", None)
+    if forward is None:
+        import jax
+
+        forward = jax.jit(lambda t, f, x: trainer.stateless_call(t, f, x)[0])
+        object.__setattr__(trainer, "_keras_ft_eval_forward", forward)
+    return forward
 
 
 # ------------------------------------------------------------- held-out data

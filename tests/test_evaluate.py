@@ -104,3 +104,24 @@ def test_unknown_check_and_missing_data_fail_with_a_message(steps_run, tmp_path)
     result = CliRunner().invoke(main, ["--adapter", str(lone), "--preset",
                                        str(steps_run)])
     assert result.exit_code == 1 and "No held-out data" in result.output
+
+
+def test_evaluate_tokens_compiles_each_shape_once_per_trainer(tiny_gemma3):
+    import keras_hub
+
+    from keras_ft.evaluate import evaluate_tokens
+    from keras_ft.templates import Example, Message, get_template
+    from keras_ft.tokens import TextTokenizer, tokenize_example
+    from keras_ft.train import BatchSequence, CausalLMTrainer
+
+    causal_lm = keras_hub.models.CausalLM.from_preset(str(tiny_gemma3))
+    tokenizer = TextTokenizer(causal_lm.preprocessor.tokenizer)
+    examples = [tokenize_example(Example((Message("user", p), Message("assistant", c))),
+                                 get_template("gemma"), tokenizer, 64) for p, c in STEPS[:4]]
+    trainer = CausalLMTrainer(causal_lm.backbone)
+    dataset = BatchSequence(examples, 2, 64, tokenizer.pad_id, 0, shuffle=False)
+    first = evaluate_tokens(trainer, dataset)
+    compiled = trainer._keras_ft_eval_forward._cache_size()
+    assert evaluate_tokens(trainer, dataset) == first  # periodic evaluation
+    assert trainer._keras_ft_eval_forward._cache_size() == compiled
+    assert first["num_tokens"] == sum(int(e.loss_mask.sum()) for e in examples)
