@@ -5,7 +5,7 @@ import pytest
 from click.testing import CliRunner
 
 from keras_ft import Config
-from keras_ft.compare import main, plan_runs
+from keras_ft.compare import launch, main, plan_runs
 
 PAIRS = [("How do I boil an egg?", "1. Fill a pot with water.\n2. Boil it."),
          ("How do I make tea?", "1. Boil water.\n2. Add the tea."),
@@ -30,7 +30,7 @@ def test_plan_runs_gives_each_preset_the_same_config_and_its_own_directory(tmp_p
         plan_runs(cfg, ["a"], [], ("lora_rnk", ["4"]), tmp_path)
 
 
-def test_compare_two_presets_and_a_failing_one(tiny_gemma3, tiny_llama3, tmp_path):
+def test_compare_two_presets(tiny_gemma3, tiny_llama3, tmp_path):
     data = tmp_path / "pairs.jsonl"
     data.write_text("".join(json.dumps({"prompt": p, "completion": c}) + "\n"
                             for p, c in PAIRS))
@@ -39,20 +39,18 @@ def test_compare_two_presets_and_a_failing_one(tiny_gemma3, tiny_llama3, tmp_pat
                       "sample_prompts: [Hi]\nmax_new_tokens: 3\n")
     out = tmp_path / "compare"
     result = CliRunner().invoke(main, [
-        "--config", str(config), "--presets",
-        f"{tiny_gemma3},{tiny_llama3},{tmp_path / 'missing'}",
-        "--templates", "gemma,llama3,gemma", "--output-dir", str(out)])
+        "--config", str(config), "--presets", f"{tiny_gemma3},{tiny_llama3}",
+        "--templates", "gemma,llama3", "--output-dir", str(out)])
     assert result.exit_code == 0, result.output
     runs = json.loads((out / "results.json").read_text())["runs"]
-    assert [r["template"] for r in runs] == ["gemma", "llama3", "gemma"]
-    for run in runs[:2]:
+    assert [r["template"] for r in runs] == ["gemma", "llama3"]
+    for run in runs:
         assert "error" not in run, run
         assert [step for step, _ in run["loss_curve"]] == [1, 2]
         assert run["val_loss_before"] > 0 and run["val_loss_after"] > 0
         assert run["peak_rss_mb"] > 100  # a process with JAX loaded
         assert run["latency"]["ttft_s"] > 0 and run["latency"]["tokens_per_s"] > 0
         assert json.loads(Path(run["run_dir"], "config.json").read_text())["max_steps"] == 2
-    assert "error" in runs[2] and "exit 1" in runs[2]["error"]
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 1
     markdown = (out / "report.md").read_text()
@@ -62,3 +60,12 @@ def test_compare_two_presets_and_a_failing_one(tiny_gemma3, tiny_llama3, tmp_pat
 def test_presets_are_required(tmp_path):
     result = CliRunner().invoke(main, ["--preset", "x"])
     assert result.exit_code == 2 and "--presets a,b" in result.output
+
+
+def test_a_failing_worker_becomes_an_error_row(tmp_path, monkeypatch):
+    run = plan_runs(Config(), ["some_preset"], [], None, tmp_path)[0]
+    # Any worker that exits non-zero; a real one would import JAX first.
+    monkeypatch.setattr("keras_ft.compare.sys.executable", "false")
+    record = launch(run)
+    assert record["label"] == "some_preset" and record["error"].startswith("exit 1")
+    assert (tmp_path / "some_preset" / "requested_config.json").exists()
