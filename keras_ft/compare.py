@@ -60,7 +60,8 @@ def plan_runs(cfg: Config, presets: list[str], templates: list[str],
         for value in values:
             changes = {"preset": preset, "template": templates[i] if templates else cfg.template,
                        "resume": False}
-            label = preset
+            # A local preset directory is labelled by its name, not its full path.
+            label = Path(preset).name if "/" in preset and "://" not in preset else preset
             if vary:
                 changes[vary[0]] = coerce_value(vary[0], _scalar(value))
                 label = f"{preset} {vary[0]}={value}"
