@@ -73,9 +73,9 @@ def token_loss_stats(hidden, matrix, labels, weights, soft_cap=None, chunk_size=
     """
     batch, length, dim = hidden.shape
     rows = batch * length
-    h = jnp.reshape(hidden, (rows, dim))
-    lab = jnp.reshape(labels, (rows,)).astype(jnp.int32)
-    w = jnp.reshape(weights, (rows,)).astype(jnp.float32)
+    h = jnp.reshape(jnp.asarray(hidden), (rows, dim))
+    lab = jnp.reshape(jnp.asarray(labels), (rows,)).astype(jnp.int32)
+    w = jnp.reshape(jnp.asarray(weights), (rows,)).astype(jnp.float32)
     # Loss-bearing rows first (stable), so all-zero chunks gather at the end.
     order = jnp.argsort(w == 0, stable=True)
     pad = (-rows) % chunk_size
