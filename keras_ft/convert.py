@@ -24,14 +24,12 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("KERAS_BACKEND", "jax")
+import click
+import gguf
+import keras_hub
+import numpy as np
 
-import click  # noqa: E402
-import gguf  # noqa: E402
-import keras_hub  # noqa: E402
-import numpy as np  # noqa: E402
-
-from keras_ft import gguf_tokenizer  # noqa: E402
+from keras_ft import gguf_tokenizer
 
 logger = logging.getLogger(__name__)
 

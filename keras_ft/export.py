@@ -4,12 +4,9 @@
 """
 
 import logging
-import os
 from pathlib import Path
 
-os.environ.setdefault("KERAS_BACKEND", "jax")
-
-import click  # noqa: E402
+import click
 
 _GGUF_DTYPES = ["f32", "f16", "bf16", "q8_0"]
 

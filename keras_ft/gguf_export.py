@@ -90,7 +90,7 @@ def export_gguf(
         writer.add_name(f"keras_ft {arch_name}")
         writer.add_file_type(file_type)
         writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
-        _write_gemma3_hparams(writer, backbone, context_length)
+        _HPARAM_WRITERS[arch_name](writer, backbone, context_length)
         _write_tokenizer(writer, causal_lm.preprocessor.tokenizer.proto)
         writer.add_chat_template(chat_template or GEMMA_CHAT_TEMPLATE)
         _add_tensors(writer, backbone, convert.ARCHITECTURES[arch_name], qtype)
@@ -127,8 +127,23 @@ def _check_not_quantized(backbone) -> None:
 
 
 def _write_gemma3_hparams(writer, backbone, context_length: int) -> None:
-    if backbone.vision_encoder is not None:
-        raise NotImplementedError("Only text-only Gemma 3 backbones can be exported.")
+    """llama.cpp's gemma3 keys; refuses what its gemma3 graph cannot run."""
+    needed = {
+        "vision_encoder": None,
+        "use_query_key_norm": True,
+        "use_post_attention_norm": True,
+        "use_post_ffw_norm": True,
+        # Without it keras-hub puts 1M rope on every layer; llama.cpp's
+        # gemma3 always alternates 5 local (10k rope) : 1 global.
+        "use_sliding_window_attention": True,
+        "local_rope_scaling_factor": 1.0,
+    }
+    for name, value in needed.items():
+        if getattr(backbone, name) != value:
+            raise NotImplementedError(
+                f"llama.cpp's gemma3 needs {name}={value!r}. "
+                f"Received: {name}={getattr(backbone, name)!r}"
+            )
     writer.add_context_length(context_length)
     writer.add_embedding_length(backbone.hidden_dim)
     writer.add_block_count(backbone.num_layers)
@@ -139,20 +154,17 @@ def _write_gemma3_hparams(writer, backbone, context_length: int) -> None:
     writer.add_value_length(backbone.head_dim)
     writer.add_layer_norm_rms_eps(backbone.layer_norm_epsilon)
     writer.add_rope_freq_base(1_000_000.0)  # keras-hub's global-layer rope
-    if backbone.use_sliding_window_attention:
-        writer.add_sliding_window(backbone.sliding_window_size)
+    writer.add_sliding_window(backbone.sliding_window_size)
     if backbone.global_rope_scaling_factor != 1.0:
         writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
         writer.add_rope_scaling_factor(backbone.global_rope_scaling_factor)
-    if backbone.local_rope_scaling_factor != 1.0:
-        raise NotImplementedError(
-            "llama.cpp has no local rope scaling for gemma3. Received: "
-            f"local_rope_scaling_factor={backbone.local_rope_scaling_factor}"
-        )
     if backbone.final_logit_soft_cap:
         writer.add_final_logit_softcapping(backbone.final_logit_soft_cap)
     if backbone.attention_logit_soft_cap:
         writer.add_attn_logit_softcapping(backbone.attention_logit_soft_cap)
+
+
+_HPARAM_WRITERS = {"gemma3": _write_gemma3_hparams}
 
 
 def _write_tokenizer(writer, proto: bytes) -> None:
@@ -186,7 +198,9 @@ def _encode(array: np.ndarray, qtype) -> tuple[np.ndarray, object]:
         return array, None
     block_size, _ = gguf.GGML_QUANT_SIZES[qtype]
     if array.shape[-1] % block_size:
-        logger.warning("Row size %d is not a multiple of %d; storing f16.", array.shape[-1], block_size)
+        logger.warning(
+            "Row size %d is not a multiple of %d; storing f16.", array.shape[-1], block_size
+        )
         qtype = gguf.GGMLQuantizationType.F16
     if qtype == gguf.GGMLQuantizationType.F16:
         return array.astype(np.float16), None

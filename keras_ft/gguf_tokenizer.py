@@ -12,7 +12,11 @@ changes two things on the way:
 
 `build_sentencepiece_proto` undoes both, so that SentencePiece (and therefore
 keras-hub's tokenizer) segments text the way llama.cpp does with
-`parse_special=True`. `build_gguf_vocab` is the inverse used by the exporter.
+`parse_special=True`: `<start_of_turn>` in text is one token. One deliberate
+difference: `<bos>`, `<eos>`, `<pad>` stay CONTROL and `<unk>` UNKNOWN, which
+SentencePiece never matches in text (llama.cpp would), so a literal "<eos>"
+in training data cannot end a sequence. `build_gguf_vocab` is the inverse
+used by the exporter.
 """
 
 import dataclasses

@@ -7,23 +7,20 @@ that llama.cpp produced (`fixtures/llamacpp_reference.json`, written by
 """
 
 import json
-import os
 import sys
 import types
 from pathlib import Path
 
-os.environ.setdefault("KERAS_BACKEND", "jax")
+import gguf
+import jax
+import keras
+import keras_hub
+import numpy as np
+import pytest
+from sentencepiece import sentencepiece_model_pb2 as sp_pb2
 
-import gguf  # noqa: E402
-import jax  # noqa: E402
-import keras  # noqa: E402
-import keras_hub  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-from sentencepiece import sentencepiece_model_pb2 as sp_pb2  # noqa: E402
-
-from keras_ft import convert  # noqa: E402
-from keras_ft import default_model  # noqa: E402
+from keras_ft import convert
+from keras_ft import default_model
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -6,27 +6,24 @@ stay tiny. The real model is used where the full vocabulary matters.
 """
 
 import json
-import os
 from pathlib import Path
 
-os.environ.setdefault("KERAS_BACKEND", "jax")
+import gguf
+import keras
+import keras_hub
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from sentencepiece import sentencepiece_model_pb2 as sp_pb2
 
-import gguf  # noqa: E402
-import keras  # noqa: E402
-import keras_hub  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-from click.testing import CliRunner  # noqa: E402
-from sentencepiece import sentencepiece_model_pb2 as sp_pb2  # noqa: E402
-
-from keras_ft import convert  # noqa: E402
-from keras_ft import model  # noqa: E402
-from keras_ft import default_model  # noqa: E402
-from keras_ft import export  # noqa: E402
-from keras_ft import gguf_tokenizer  # noqa: E402
-from keras_ft.config import Config  # noqa: E402
-from keras_ft.gguf_export import GEMMA_CHAT_TEMPLATE  # noqa: E402
-from keras_ft.gguf_export import export_gguf  # noqa: E402
+from keras_ft import convert
+from keras_ft import default_model
+from keras_ft import export
+from keras_ft import gguf_tokenizer
+from keras_ft import model
+from keras_ft.config import Config
+from keras_ft.gguf_export import GEMMA_CHAT_TEMPLATE
+from keras_ft.gguf_export import export_gguf
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TOKEN_IDS = np.array([[2, 105, 605, 497, 107, 310, 713, 106, 140, 0]], np.int32)  # < 1024
@@ -47,15 +44,16 @@ def tiny_proto(gemma3_preset) -> bytes:
     return model.SerializeToString()
 
 
-def tiny_causal_lm(proto: bytes, lora_rank: int | None = None):
+def tiny_causal_lm(proto: bytes, lora_rank: int | None = None, **overrides):
     """A 2-layer Gemma 3 with random norms (exercises the 1 + w shift)."""
     keras.utils.set_random_seed(0)
-    backbone = keras_hub.models.Gemma3Backbone(
+    config = dict(
         vocabulary_size=1024, image_size=None, num_layers=2, num_query_heads=2,
         num_key_value_heads=1, hidden_dim=32, intermediate_dim=64, head_dim=32,
         use_post_ffw_norm=True, use_post_attention_norm=True,
         use_sliding_window_attention=True, sliding_window_size=4,
     )  # fmt: skip
+    backbone = keras_hub.models.Gemma3Backbone(**{**config, **overrides})
     for weight in backbone.weights:
         if weight.path.endswith("scale"):
             weight.assign(keras.random.normal(weight.shape, stddev=0.5))
@@ -166,6 +164,10 @@ def test_bad_arguments_are_refused(tiny_proto, tmp_path):
         export_gguf(tiny_causal_lm(tiny_proto), tmp_path / "x.gguf", dtype="q4_0")
     with pytest.raises(NotImplementedError, match="Received: Sequential"):
         export_gguf(keras.Sequential(), tmp_path / "x.gguf")
+    no_window = tiny_causal_lm(tiny_proto, use_sliding_window_attention=False)
+    with pytest.raises(NotImplementedError, match="use_sliding_window_attention=False"):
+        export_gguf(no_window, tmp_path / "x.gguf")
+    assert not list(tmp_path.iterdir())  # nothing half-written
 
 
 def test_full_vocabulary_round_trips_to_shipped_gguf(gemma3_preset):
