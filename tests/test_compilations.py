@@ -1,0 +1,61 @@
+"""Bucketed batches keep XLA to a fixed set of shapes: no recompiling per step.
+
+Counts `jit(train_step)` compilations through `jax.log_compiles` over two
+epochs of `fit` on a tiny Gemma 3 and examples of many lengths.
+"""
+
+import logging
+
+import jax
+import keras
+import numpy as np
+
+from keras_ft.tokens import TokenizedExample
+
+
+class CompileLog(logging.Handler):
+    def __init__(self):
+        super().__init__(level=logging.DEBUG)
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+    def count(self, name):
+        return sum(m.startswith(f"Finished XLA compilation of jit({name})")
+                   for m in self.messages)
+
+
+def test_train_step_compiles_at_most_once_per_bucket(tiny_gemma3):
+    import keras_hub
+
+    from keras_ft.train import BatchSequence, CausalLMTrainer
+
+    keras.utils.set_random_seed(0)
+    backbone = keras_hub.models.Backbone.from_preset(str(tiny_gemma3))
+    backbone.enable_lora(2)
+    trainer = CausalLMTrainer(backbone, chunk_size=16)
+    trainer.compile(optimizer=keras.optimizers.AdamW(1e-3))
+    rng = np.random.default_rng(0)
+    examples = []
+    for n in (3, 5, 9, 14, 15, 16, 17, 22, 31, 32, 7, 11):  # 12 distinct lengths
+        mask = np.arange(n + 1) > n // 3
+        examples.append(TokenizedExample(rng.integers(5, 150, n + 1).astype(np.int32),
+                                         mask, n + 1))
+    data = BatchSequence(examples, batch_size=2, sequence_length=32, pad_id=0, seed=0,
+                         num_buckets=2)
+    assert data.buckets == [16, 32]
+
+    log = CompileLog()
+    logger = logging.getLogger("jax")
+    old_level = logger.level
+    logger.addHandler(log)
+    logger.setLevel(logging.DEBUG)
+    try:
+        with jax.log_compiles(True):
+            trainer.fit(data, epochs=2, verbose=0)
+    finally:
+        logger.removeHandler(log)
+        logger.setLevel(old_level)
+    compiles = log.count("train_step")
+    assert 1 <= compiles <= len(data.buckets), log.messages
