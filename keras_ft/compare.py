@@ -140,7 +140,9 @@ def read_run(run_dir: Path) -> dict:
     steps = [json.loads(line) for line in (run_dir / "metrics.jsonl").open()]
     summary = json.loads((run_dir / "summary.json").read_text())
     curve = [[s["step"], s["loss"]] for s in steps if "epoch" not in s and "loss" in s]
-    val_curve = [[s["step"], s["val_loss"]] for s in steps if "val_loss" in s]
+    # Periodic evaluations (eval_every_steps) log `eval_loss`; Keras' own, `val_loss`.
+    val_curve = [[s["step"], s.get("eval_loss", s.get("val_loss"))] for s in steps
+                 if "eval_loss" in s or ("val_loss" in s and "epoch" not in s)]
     before, after = summary.get("metrics_before", {}), summary.get("metrics_after", {})
     return {"loss_curve": curve, "val_curve": val_curve,
             "val_loss_before": before.get("loss"), "val_loss_after": after.get("loss"),
