@@ -161,3 +161,42 @@ def prompt_response(example) -> tuple[str, str]:
     user = "\n\n".join(m.content for m in example.messages if m.role != "assistant")
     reply = "".join(m.content for m in example.messages if m.role == "assistant")
     return f"Instruction:\n{user}\n\nResponse:\n", reply
+
+
+def lean_backbone(preset: str):
+    """The preset's backbone, loaded without random initialisation.
+
+    Building under `StatelessScope(initialize_variables=False)` defers every
+    variable; `load_weights` then gives each its stored value directly. Outputs
+    equal `Backbone.from_preset`'s; peak RSS drops by the random-init
+    temporaries (~1 GB on Gemma 3 270M). A proposal for `keras_ft.model`.
+    """
+    import keras
+    import keras_hub
+    from keras.src.backend.common import global_state
+
+    with keras.StatelessScope(initialize_variables=False):
+        backbone = keras_hub.models.Backbone.from_preset(preset, load_weights=False)
+    backbone.load_weights(os.path.join(preset, "model.weights.h5"))
+    pending = global_state.get_global_attribute("uninitialized_variables", [])
+    missing = [v.path for v in pending if v._value is None]
+    if missing:
+        raise ValueError(f"The preset's weights file left variables unset: {missing[:5]}")
+    global_state.set_global_attribute("uninitialized_variables", [])
+    return backbone
+
+
+def spm_tokenizer(preset: str):
+    """keras_ft's TextTokenizer on the preset's SentencePiece file, without
+    keras-hub's tokenizer layer (which imports TensorFlow)."""
+    import types
+
+    import sentencepiece
+
+    from keras_ft.tokens import TextTokenizer
+
+    proto = (Path(preset) / "assets" / "tokenizer" / "vocabulary.spm").read_bytes()
+    spm = sentencepiece.SentencePieceProcessor(model_proto=proto)
+    return TextTokenizer(types.SimpleNamespace(
+        proto=proto, pad_token_id=spm.pad_id(), start_token_id=spm.bos_id(),
+        end_token_id=spm.eos_id()))
