@@ -312,6 +312,11 @@ def result(load_s, warm, timed, tokens, loss_tokens, first_loss, warm_steps_matc
             "peak_rss_mb": common.peak_rss_mb(), "load_avg": os.getloadavg()[0]}
 
 
+def rate(run: dict, key: str) -> float:
+    """Useful tokens per (wall or CPU) second of one run."""
+    return sum(run["tokens"]) / sum(run[key])
+
+
 def useful_flops(config: dict, tokens: list, loss_tokens: list) -> float:
     """Model FLOPs a straightforward LoRA step cannot avoid (see the docstring)."""
     d, layers = config["hidden_dim"], config["num_layers"]
@@ -335,7 +340,9 @@ def summarize(name: str, runs: list[dict], config: dict, peak_gflops: float) -> 
     out["tok_cpu_s"] = med([sum(r["tokens"]) / sum(r["step_cpu"]) for r in runs])
     out["gflops"] = med([useful_flops(config, r["tokens"], r["loss_tokens"]) / 1e9
                          / sum(r["step_wall"]) for r in runs])
-    out["peak_frac"] = out["gflops"] / peak_gflops
+    out["peak_frac"] = out["gflops"] / peak_gflops["wall"]
+    out["cpu_frac"] = med([useful_flops(config, r["tokens"], r["loss_tokens"]) / 1e9
+                           / sum(r["step_cpu"]) for r in runs]) / peak_gflops["cpu"]
     for key in ("compile_s", "load_s", "peak_rss_mb", "first_loss", "load_avg"):
         out[key] = med([r[key] for r in runs])
     return out
@@ -370,7 +377,12 @@ def main() -> None:
     runs = {n: [] for n in names}
     for repeat in range(args.repeats):
         for name in names:
-            r = common.run_worker([__file__, "--worker", name, "--examples", str(args.examples)])
+            try:
+                r = common.run_worker([__file__, "--worker", name,
+                                       "--examples", str(args.examples)])
+            except RuntimeError as err:  # report the others; say which failed
+                print(f"[{repeat}] {name} FAILED: {err}", flush=True)
+                continue
             runs[name].append(r)
             print(f"[{repeat}] {name}: {sum(r['step_wall']) / len(r['step_wall']):.2f} s/step, "
                   f"{sum(r['tokens']) / sum(r['step_wall']):.1f} tok/s, "
@@ -380,29 +392,33 @@ def main() -> None:
     peak_f32 = max(peak["f32"], peak_after["f32"])
     peak_all = max(peak["peak"], peak_after["peak"])
     config = json.load(open(os.path.join(preset, "config.json")))["config"]
-    rows = [summarize(n, runs[n], config, peak_all) for n in names]
+    names = [n for n in names if runs[n]]
+    peaks = {"wall": peak_all, "cpu": max(peak["cpu_peak"], peak_after["cpu_peak"])}
+    rows = [summarize(n, runs[n], config, peaks) for n in names]
     report(args, command, names, runs, rows, check, peak, peak_after, peak_f32, peak_all)
 
 
 def report(args, command, names, runs, rows, check, peak, peak_after, peak_f32, peak_all):
     headers = ["contender", "s/step", "useful tok/s", "CPU-s/step", "useful tok/CPU-s",
                "compile s", "load s", "peak RSS MB", "useful GFLOP/s", "% of peak",
-               "first-step loss"]
+               "% of peak (CPU time)", "first-step loss"]
     table = common.md_table(headers, [[
         CONTENDERS[r["name"]], r["s_per_step"], r["tok_s"], r["cpu_s_per_step"],
         r["tok_cpu_s"], r["compile_s"], r["load_s"], r["peak_rss_mb"], r["gflops"],
-        f"{100 * r['peak_frac']:.0f} %", f"{r['first_loss']:.4f}"] for r in rows])
+        f"{100 * r['peak_frac']:.0f} %", f"{100 * r['cpu_frac']:.0f} %",
+        f"{r['first_loss']:.4f}"] for r in rows])
     ratios = []
-    if "keras_ft" in names:
-        for other in [n for n in names if n != "keras_ft"]:
-            tok = [k["tokens"] and sum(k["tokens"]) / sum(k["step_wall"])
-                   / (sum(o["tokens"]) / sum(o["step_wall"]))
-                   for k, o in zip(runs["keras_ft"], runs[other])]
-            rss = [k["peak_rss_mb"] / o["peak_rss_mb"] for k, o in zip(runs["keras_ft"], runs[other])]
-            ratios.append([f"keras_ft / {other}", common.median(tok),
-                           " ".join(f"{t:.2f}" for t in tok), common.median(rss)])
+    for ours in [n for n in names if n.startswith("keras_ft")]:
+        for ref in [n for n in ("plain", "hf") if n in names]:
+            pairs = list(zip(runs[ours], runs[ref]))  # same repeat: A B pairs
+            wall = [rate(k, "step_wall") / rate(o, "step_wall") for k, o in pairs]
+            cpu = [rate(k, "step_cpu") / rate(o, "step_cpu") for k, o in pairs]
+            rss = [k["peak_rss_mb"] / o["peak_rss_mb"] for k, o in pairs]
+            ratios.append([f"{ours} / {ref}", common.median(wall),
+                           " ".join(f"{t:.2f}" for t in wall), common.median(cpu),
+                           common.median(rss)])
     ratio_table = common.md_table(["ratio", "useful tok/s (median)", "per repeat",
-                                   "peak RSS"], ratios) if ratios else ""
+                                   "useful tok/CPU-s", "peak RSS"], ratios) if ratios else ""
     lines = [table, "", ratio_table, "",
              f"- subset: {args.examples} examples evenly spaced over the 803 kept Dolly records "
              f"({sum(runs[names[0]][0]['tokens'])} real tokens), batch 1, "
@@ -411,7 +427,9 @@ def report(args, command, names, runs, rows, check, peak, peak_after, peak_f32, 
              f"{peak_after['f32']:.1f}, bf16 {peak['bf16']:.1f}/{peak_after['bf16']:.1f} "
              f"GFLOP/s; '% of peak' divides by {peak_all:.1f}.",
              "- CPU-s columns use process CPU time (all threads): robust to other "
-             "processes on the machine, unlike wall time."]
+             "processes on the machine, unlike wall time. '% of peak (CPU time)' divides "
+             "useful FLOPs per CPU-second by the matmul's FLOPs per CPU-second "
+             f"({max(peak['cpu_peak'], peak_after['cpu_peak']):.1f}, best shape and dtype)."]
     if check:
         lines.append(f"- same weights: keras-hub vs HF logits max |diff| "
                      f"{check['max_abs_diff']:.2e} (max |logit| {check['max_abs_logit']:.1f}), "

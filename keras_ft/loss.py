@@ -57,7 +57,8 @@ def reference_token_loss_stats(hidden, logits_fn, labels, weights):
                       ops.sum(correct * weights, axis=1)], axis=1)
 
 
-def token_loss_stats(hidden, matrix, labels, weights, soft_cap=None, chunk_size=128):
+def token_loss_stats(hidden, matrix, labels, weights, soft_cap=None, chunk_size=128,
+                     row_step=None):
     """Per-example [loss_sum, weight_sum, correct_sum], computed in chunks (JAX).
 
     Args:
@@ -67,6 +68,9 @@ def token_loss_stats(hidden, matrix, labels, weights, soft_cap=None, chunk_size=
         weights: [batch, length] float loss weights.
         soft_cap: Gemma 2 style final logit soft cap, or None.
         chunk_size: rows per chunk; bounds the logits held in memory.
+        row_step: a chunk's loss-bearing rows are computed rounded up to a
+            multiple of this (default chunk_size // 8); chunk_size computes
+            whole chunks.
 
     The head runs in `hidden`'s dtype (bfloat16 under a mixed policy) with
     float32 accumulation, logsumexp and gradients.
@@ -84,17 +88,20 @@ def token_loss_stats(hidden, matrix, labels, weights, soft_cap=None, chunk_size=
     w = jnp.pad(w[order], (0, pad))
     # Cast the (frozen) head once, not once per chunk.
     matrix = jax.lax.stop_gradient(matrix).astype(h.dtype)
-    loss, correct = _chunked_cross_entropy(h, matrix, lab, w, soft_cap, chunk_size)
+    sizes = chunk_sizes(chunk_size, row_step)
+    loss, correct = _chunked_cross_entropy(h, matrix, lab, w, soft_cap, sizes)
     example = order // length
     stats = [jax.ops.segment_sum(v[:rows], example, num_segments=batch)
              for v in (loss, w[:rows], correct)]
     return jnp.stack(stats, axis=1)
 
 
-def chunk_sizes(chunk_size: int) -> list[int]:
-    """Row counts a chunk may be computed at: multiples of chunk_size / 8."""
-    step = max(chunk_size // 8, 1)
-    return sorted({min(step * i, chunk_size) for i in range(1, -(-chunk_size // step) + 1)})
+def chunk_sizes(chunk_size: int, row_step: int | None = None) -> tuple[int, ...]:
+    """Row counts a chunk may be computed at: multiples of `row_step`
+    (default chunk_size / 8), the last one chunk_size."""
+    step = row_step or max(chunk_size // 8, 1)
+    return tuple(sorted({min(step * i, chunk_size)
+                         for i in range(1, -(-chunk_size // step) + 1)}))
 
 
 def _rows_forward(h, matrix, lab, w, soft_cap, with_grad):
@@ -119,7 +126,7 @@ def _rows_forward(h, matrix, lab, w, soft_cap, with_grad):
     return loss, correct, dh
 
 
-def _chunk_forward(h, matrix, lab, w, soft_cap, with_grad):
+def _chunk_forward(h, matrix, lab, w, soft_cap, sizes, with_grad):
     """One chunk, computed on only as many leading rows as bear loss.
 
     Rows are sorted loss-bearing first, so a chunk's loss rows are a prefix.
@@ -129,7 +136,6 @@ def _chunk_forward(h, matrix, lab, w, soft_cap, with_grad):
     work on Dolly at batch 1: 71 loss rows on average, padded to 128.)
     """
     size = h.shape[0]
-    sizes = chunk_sizes(size)
 
     def branch(rows):
         def run(_):
@@ -147,25 +153,26 @@ def _chunk_forward(h, matrix, lab, w, soft_cap, with_grad):
     return jax.lax.switch(index, [branch(0)] + [branch(r) for r in sizes], None)
 
 
-def _map_chunks(h, matrix, lab, w, soft_cap, chunk_size, with_grad):
+def _map_chunks(h, matrix, lab, w, soft_cap, sizes, with_grad):
+    chunk_size = sizes[-1]
     n = h.shape[0] // chunk_size
     split = lambda a: a.reshape((n, chunk_size) + a.shape[1:])
-    fn = lambda args: _chunk_forward(*args[:1], matrix, *args[1:], soft_cap, with_grad)
+    fn = lambda args: _chunk_forward(*args[:1], matrix, *args[1:], soft_cap, sizes, with_grad)
     out = jax.lax.map(fn, (split(h), split(lab), split(w)))
     return tuple(o.reshape((n * chunk_size,) + o.shape[2:]) for o in out)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
-def _chunked_cross_entropy(h, matrix, lab, w, soft_cap, chunk_size):
-    return _map_chunks(h, matrix, lab, w, soft_cap, chunk_size, with_grad=False)
+def _chunked_cross_entropy(h, matrix, lab, w, soft_cap, sizes):
+    return _map_chunks(h, matrix, lab, w, soft_cap, sizes, with_grad=False)
 
 
-def _fwd(h, matrix, lab, w, soft_cap, chunk_size):
-    loss, correct, dh = _map_chunks(h, matrix, lab, w, soft_cap, chunk_size, with_grad=True)
+def _fwd(h, matrix, lab, w, soft_cap, sizes):
+    loss, correct, dh = _map_chunks(h, matrix, lab, w, soft_cap, sizes, with_grad=True)
     return (loss, correct), (dh, matrix, lab, w)
 
 
-def _bwd(soft_cap, chunk_size, residuals, cotangents):
+def _bwd(soft_cap, sizes, residuals, cotangents):
     dh, matrix, lab, w = residuals
     g_loss, _ = cotangents
     # The output matrix is frozen under LoRA: its cotangent is never needed.

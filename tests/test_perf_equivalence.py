@@ -32,9 +32,10 @@ def _mean(stats):
 
 
 def test_chunk_sizes_cover_every_row_count():
-    assert chunk_sizes(128) == [16, 32, 48, 64, 80, 96, 112, 128]
-    assert chunk_sizes(8) == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert chunk_sizes(128) == (16, 32, 48, 64, 80, 96, 112, 128)
+    assert chunk_sizes(8) == (1, 2, 3, 4, 5, 6, 7, 8)
     assert chunk_sizes(12)[-1] == 12
+    assert chunk_sizes(128, row_step=128) == (128,)
 
 
 def test_chunked_equals_reference_for_every_number_of_loss_rows():
