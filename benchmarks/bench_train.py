@@ -179,7 +179,14 @@ def load_hf(gguf: str):
     model = AutoModelForCausalLM.from_pretrained(os.path.dirname(gguf),
                                                  gguf_file=os.path.basename(gguf),
                                                  dtype=torch.float32)
-    model.save_pretrained(cached)
+    tmp = cached.with_name(f"{cached.name}.tmp{os.getpid()}")
+    model.save_pretrained(tmp)
+    try:
+        os.replace(tmp, cached)  # atomic; another process may have won
+    except OSError:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
     return model
 
 
