@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import difflib
+import gc
 import json
 import logging
 import os
 import socket
+import warnings
 from pathlib import Path
 
 import keras
@@ -58,7 +60,15 @@ def quantize_backbone(backbone, mode: str) -> None:
     if current:
         raise ValueError(f"The backbone is already quantized to {sorted(current)}; cannot "
                          f"quantize it to {mode!r}. Load a float preset.")
-    backbone.quantize(mode)
+    # Keras runs a full gc.collect() per quantized layer (0.5 s each with
+    # TensorFlow loaded); frozen objects are skipped, so only new ones are scanned.
+    gc.freeze()
+    try:
+        with warnings.catch_warnings():  # Keras warns for each layer it leaves as is
+            warnings.filterwarnings("ignore", message=".*does not have a `quantize` method")
+            backbone.quantize(mode)
+    finally:
+        gc.unfreeze()
 
 
 def resolve_preset(preset: str) -> str:
@@ -152,7 +162,8 @@ def lora_target_names(backbone, targets: str) -> list[str]:
     if targets == "default":
         return list(backbone.default_lora_layer_names())
     if targets == "attention":
-        return list(ATTENTION_LAYERS) + list(backbone.default_lora_layer_names())
+        # dict.fromkeys: keep order, drop duplicates (enabling LoRA twice fails)
+        return list(dict.fromkeys(ATTENTION_LAYERS + tuple(backbone.default_lora_layer_names())))
     if targets == "all":
         return sorted({layer.name for layer in backbone._flatten_layers(include_self=False)
                        if hasattr(layer, "enable_lora") and layer.weights
