@@ -289,23 +289,6 @@ def plot_loss_curve(metrics_path: str | Path, png_path: str | Path) -> Path | No
     return Path(png_path)
 
 
-def truncate_jsonl(path: str | Path, last_step: int) -> None:
-    """Drops the lines logged after `last_step` (by a run that was cut off)."""
-    path = Path(path)
-    if not path.exists():
-        return
-    kept = []
-    for line in path.read_text().splitlines(keepends=True):
-        try:
-            if json.loads(line).get("step", 0) <= last_step:
-                kept.append(line)
-        except json.JSONDecodeError:  # a line cut off by the crash
-            continue
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(kept))
-    tmp.replace(path)
-
-
 def _append_json(path: Path, record: dict) -> None:
     with path.open("a") as f:
         f.write(json.dumps(record) + "\n")

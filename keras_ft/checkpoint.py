@@ -39,6 +39,7 @@ STATE_FILE = "state.json"
 ARRAYS_FILE = "trainer_state.npz"
 MANIFEST_FILE = "manifest.json"
 TMP_PREFIX = ".tmp-"
+RUN_OUTPUTS = ("metrics.jsonl", "samples.jsonl", "loss_curve.png", "tensorboard", "best")
 # Config fields that may change between a run and its resumption: they do not
 # touch the weights, the data order or the learning-rate schedule.
 RESUME_FREE_FIELDS = frozenset({
@@ -146,6 +147,55 @@ class Checkpoints:
     def _remove_temporaries(self) -> None:
         for path in self.directory.glob(TMP_PREFIX + "*"):
             shutil.rmtree(path, ignore_errors=True)
+
+
+def resume_or_start(cfg: Config, trainer, checkpoints: Checkpoints, run_dir: Path,
+                    data: dict) -> TrainState:
+    """Restores the newest checkpoint (if `cfg.resume`), else clears old outputs.
+
+    Resuming drops the log lines written after the checkpoint (by the run that
+    was cut off), so metrics.jsonl and samples.jsonl hold each step once.
+
+    Returns:
+        The state to continue from (a fresh one when starting over).
+    """
+    latest = checkpoints.latest()
+    if cfg.resume and latest is not None:
+        state = restore(latest, trainer, cfg, data)
+        for name in ("metrics.jsonl", "samples.jsonl"):
+            truncate_jsonl(run_dir / name, state.step)
+        epoch, batch = divmod(state.batches_done, data["batches_per_epoch"])
+        log.info("Resuming from %s: step %d (epoch %d, %d of %d batches done).", latest,
+                 state.step, epoch + 1, batch, data["batches_per_epoch"])
+        return state
+    if checkpoints.all():
+        log.warning("Starting over in %s: removing its checkpoints (resume=%s).",
+                    run_dir, cfg.resume)
+    checkpoints.clear()
+    for name in RUN_OUTPUTS:
+        path = run_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+    return TrainState(accumulation=cfg.gradient_accumulation_steps)
+
+
+def truncate_jsonl(path: str | Path, last_step: int) -> None:
+    """Drops the lines logged after `last_step` (by a run that was cut off)."""
+    path = Path(path)
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines(keepends=True):
+        try:
+            if json.loads(line).get("step", 0) <= last_step:
+                kept.append(line)
+        except json.JSONDecodeError:  # a line cut off by the crash
+            continue
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(kept))
+    tmp.replace(path)
 
 
 def verify(path: Path) -> str | None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import math
-import shutil
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
@@ -27,8 +26,8 @@ from keras import ops
 
 from keras_ft.callbacks import (JsonlLogger, PeriodicCheckpoint, PeriodicEval, SampleText,
                                 StepTracker, StopOnNonFiniteLoss, TensorBoardLogger,
-                                plot_loss_curve, truncate_jsonl)
-from keras_ft.checkpoint import Checkpoints, TrainState, restore
+                                plot_loss_curve)
+from keras_ft.checkpoint import Checkpoints, resume_or_start
 from keras_ft.config import Config
 from keras_ft.loss import output_projection, reference_token_loss_stats, token_loss_stats
 from keras_ft.model import ADAPTER_FILE, save_adapter
@@ -37,7 +36,6 @@ from keras_ft.tokens import TokenizedExample, bucket_lengths, make_batch
 log = logging.getLogger(__name__)
 
 NO_DECAY = ["bias", "scale", "norm", "embeddings"]  # AdamW exclusions by path
-RUN_OUTPUTS = ("metrics.jsonl", "samples.jsonl", "loss_curve.png", "tensorboard", "best")
 
 
 class NonFiniteLossError(ValueError):
@@ -285,7 +283,7 @@ def train(cfg: Config, trainer: CausalLMTrainer, train_data: BatchSequence,
     data = {"num_examples": len(train_data.examples),
             "batches_per_epoch": train_data.batches_per_epoch}
     checkpoints = Checkpoints(run_dir / "checkpoints", cfg.keep_checkpoints)
-    state = start_or_resume(cfg, trainer, checkpoints, run_dir, data)
+    state = resume_or_start(cfg, trainer, checkpoints, run_dir, data)
     start = state.batches_done
     save = lambda: checkpoints.save(trainer, state, cfg, data)
     tracker = StepTracker(state, train_data, learning_rate_logger(trainer))
@@ -317,30 +315,6 @@ def train(cfg: Config, trainer: CausalLMTrainer, train_data: BatchSequence,
         save()
     plot_loss_curve(run_dir / "metrics.jsonl", run_dir / "loss_curve.png")
     return history
-
-
-def start_or_resume(cfg: Config, trainer: CausalLMTrainer, checkpoints: Checkpoints,
-                    run_dir: Path, data: dict) -> TrainState:
-    """Restores the newest checkpoint (if `cfg.resume`), else clears old outputs."""
-    latest = checkpoints.latest()
-    if cfg.resume and latest is not None:
-        state = restore(latest, trainer, cfg, data)
-        truncate_jsonl(run_dir / "metrics.jsonl", state.step)
-        epoch, batch = divmod(state.batches_done, data["batches_per_epoch"])
-        log.info("Resuming from %s: step %d (epoch %d, batch %d).", latest, state.step,
-                 epoch + 1, batch)
-        return state
-    if checkpoints.all():
-        log.warning("Starting over in %s: removing its checkpoints (resume=%s).",
-                    run_dir, cfg.resume)
-    checkpoints.clear()
-    for name in RUN_OUTPUTS:
-        path = run_dir / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
-    return TrainState(accumulation=cfg.gradient_accumulation_steps)
 
 
 def learning_rate_logger(trainer: CausalLMTrainer) -> Callable[[int], float]:

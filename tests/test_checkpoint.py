@@ -7,7 +7,8 @@ import keras
 import numpy as np
 import pytest
 
-from keras_ft.checkpoint import CheckpointError, Checkpoints, restore, verify
+from keras_ft.checkpoint import (CheckpointError, Checkpoints, TrainState, restore,
+                                 resume_or_start, verify)
 from keras_ft.config import Config
 from keras_ft.model import build_model
 from keras_ft.train import BatchSequence, build_trainer, train
@@ -15,6 +16,7 @@ from keras_ft.train import BatchSequence, build_trainer, train
 from test_train import synthetic_examples
 
 EXAMPLES = synthetic_examples(6)
+DATA = {"num_examples": 6, "batches_per_epoch": 3}  # 6 examples in batches of 2
 
 
 def make_trainer(cfg):
@@ -40,8 +42,7 @@ def test_keeps_the_newest_k_and_restores_weights_optimizer_and_position(trained)
     checkpoints = Checkpoints(run_dir / "checkpoints", cfg.keep_checkpoints)
     assert [p.name for p in checkpoints.all()] == ["step-00000002", "step-00000003"]
     fresh, data = make_trainer(dataclasses.replace(cfg, seed=1))  # other LoRA init
-    state = restore(checkpoints.latest(), fresh, cfg, {"num_examples": 6,
-                                                       "batches_per_epoch": 3})
+    state = restore(checkpoints.latest(), fresh, cfg, DATA)
     assert (state.batches_done, state.step) == (3, 3)
     for a, b in zip(trainer.backbone.trainable_weights, fresh.backbone.trainable_weights):
         np.testing.assert_array_equal(np.asarray(a.value), np.asarray(b.value))
@@ -72,8 +73,6 @@ def test_a_torn_or_corrupted_checkpoint_is_never_loaded(trained, tmp_path, caplo
     assert verify(tmp_path / "checkpoints/step-00000002").startswith("no manifest")
     assert checkpoints.latest() is None
     # The next save cleans up the temporary directory.
-    from keras_ft.checkpoint import TrainState
-
     checkpoints.save(trainer, TrainState(batches_done=5), cfg, {})
     assert not torn.exists() and (tmp_path / "checkpoints/step-00000005").is_dir()
 
@@ -81,25 +80,37 @@ def test_a_torn_or_corrupted_checkpoint_is_never_loaded(trained, tmp_path, caplo
 def test_resuming_under_other_settings_or_data_is_refused(trained):
     cfg, trainer, run_dir = trained
     latest = Checkpoints(run_dir / "checkpoints", 2).latest()
-    data = {"num_examples": 6, "batches_per_epoch": 3}
     other, _ = make_trainer(cfg)
     with pytest.raises(CheckpointError, match=r"learning_rate: 0.01 -> 0.02.*--no-resume"):
-        restore(latest, other, dataclasses.replace(cfg, learning_rate=2e-2), data)
+        restore(latest, other, dataclasses.replace(cfg, learning_rate=2e-2), DATA)
     with pytest.raises(CheckpointError, match="training data changed"):
         restore(latest, other, cfg, {"num_examples": 7, "batches_per_epoch": 4})
     # Evaluation, sampling and checkpoint settings may change.
     restore(latest, other, dataclasses.replace(cfg, eval_every_steps=5, keep_checkpoints=9),
-            data)
+            DATA)
 
 
 def test_no_resume_starts_over(trained, tmp_path):
+    cfg, trainer, run_dir = trained
+    shutil.copytree(run_dir, tmp_path / "run")
+    assert {"checkpoints", "metrics.jsonl", "loss_curve.png"} <= {
+        p.name for p in (tmp_path / "run").iterdir()}
+    checkpoints = Checkpoints(tmp_path / "run/checkpoints", 2)
+    state = resume_or_start(dataclasses.replace(cfg, resume=False), trainer, checkpoints,
+                            tmp_path / "run", DATA)
+    assert state.batches_done == 0
+    assert not list((tmp_path / "run").iterdir())  # checkpoints, logs, curves: gone
+
+
+def test_resume_drops_the_lines_logged_after_the_checkpoint(trained, tmp_path):
     cfg, _, run_dir = trained
     shutil.copytree(run_dir, tmp_path / "run")
-    cfg = dataclasses.replace(cfg, output_dir=str(tmp_path / "run"), resume=False,
-                              max_steps=1, checkpoint_every_steps=0)
-    trainer, data = make_trainer(cfg)
-    train(cfg, trainer, data, None, tmp_path / "run")
-    names = [p.name for p in (tmp_path / "run/checkpoints").iterdir()]
-    assert names == ["step-00000001"]
+    shutil.rmtree(tmp_path / "run/checkpoints/step-00000003")  # as if killed before it
+    with (tmp_path / "run/metrics.jsonl").open("a") as f:
+        f.write('{"step": 4, "cut off')  # a line torn by the kill
+    other, _ = make_trainer(cfg)
+    state = resume_or_start(cfg, other, Checkpoints(tmp_path / "run/checkpoints", 2),
+                            tmp_path / "run", DATA)
+    assert state.step == 2
     steps = [json.loads(line)["step"] for line in (tmp_path / "run/metrics.jsonl").open()]
-    assert steps == [1, 1]  # the step line and the epoch line of the new run only
+    assert steps == [1, 2]

@@ -1,0 +1,68 @@
+import keras
+import keras_hub
+import numpy as np
+import pytest
+
+from keras_ft.config import Config
+from keras_ft.model import build_model, load_adapter, quantize_backbone, save_adapter
+from keras_ft.train import BatchSequence, build_trainer, train
+
+from test_train import synthetic_examples
+
+TOKEN_IDS = np.array([[2, 10, 11, 12, 13, 14, 15, 16]], np.int32)
+
+
+def logits(causal_lm):
+    # Eagerly: op by op, compiled once per session for every model (a jitted
+    # predict would compile again for each model instance).
+    x = {"token_ids": TOKEN_IDS, "padding_mask": np.ones_like(TOKEN_IDS, bool)}
+    return np.asarray(causal_lm(x))
+
+
+def weight_bytes(backbone):
+    """Bytes of the base weights (LoRA kernels left out)."""
+    return sum(np.asarray(w.value).nbytes for w in backbone.weights
+               if "lora_kernel" not in w.path)
+
+
+@pytest.mark.parametrize("mode, rank, alpha", [("int8", 4, 8.0), ("int4", 64, 16.0)])
+def test_lora_trains_on_a_quantized_base_and_reapplies_to_a_fresh_one(
+        tiny_gemma, tmp_path, mode, rank, alpha):
+    cfg = Config(preset=str(tiny_gemma), quantize=mode, lora_rank=rank, lora_alpha=alpha,
+                 lora_targets="all", max_steps=2, batch_size=2, learning_rate=1e-2,
+                 output_dir=str(tmp_path))
+    keras.utils.set_random_seed(0)
+    tuned = build_model(cfg)
+    backbone = tuned.backbone
+    layers = {layer.name: layer for layer in backbone._flatten_layers()}
+    for name in ("query", "ffw_linear", "token_embedding"):
+        assert layers[name].quantization_mode == mode
+    assert layers["query"]._kernel.dtype == "int8"  # int4 is packed two per byte
+    assert not any(w.trainable for w in backbone.non_trainable_weights)
+    assert all(w.dtype == "float32" and "lora_kernel" in w.path
+               for w in backbone.trainable_weights)
+    data = BatchSequence(synthetic_examples(4), 2, 16, 0, 0)
+    trainer = build_trainer(cfg, backbone, 2)
+    history = train(cfg, trainer, data, None, tmp_path)
+    assert np.isfinite(history.history["loss"]).all()
+    save_adapter(tuned, tmp_path / "adapter", cfg)
+    expected = logits(tuned)
+
+    # A fresh float base: load_adapter reads rank, alpha, targets and the
+    # quantization from adapter_config.json; nothing is entered again.
+    fresh = keras_hub.models.CausalLM.from_preset(str(tiny_gemma))
+    float_bytes = weight_bytes(fresh.backbone)
+    meta = load_adapter(fresh, tmp_path / "adapter")
+    assert (meta["quantize"], meta["lora_rank"], meta["lora_alpha"]) == (mode, rank, alpha)
+    assert weight_bytes(fresh.backbone) < {"int8": 0.45, "int4": 0.35}[mode] * float_bytes
+    np.testing.assert_allclose(logits(fresh), expected, rtol=1e-5, atol=1e-5)
+
+    for w in fresh.backbone.trainable_weights:  # LoRA off: the quantized base alone
+        if w.path.endswith("lora_kernel_b"):
+            w.assign(np.zeros(w.shape, "float32"))
+    assert np.abs(logits(fresh) - expected).max() > 1e-4  # the adapter matters
+
+    quantize_backbone(fresh.backbone, mode)  # already so: nothing to do
+    other = {"int8": "int4", "int4": "int8"}[mode]
+    with pytest.raises(ValueError, match=rf"already quantized to \['{mode}'\].*'{other}'"):
+        quantize_backbone(fresh.backbone, other)
