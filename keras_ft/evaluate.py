@@ -98,8 +98,8 @@ def load_heldout(cfg: Config, data: str | None = None, skip: int = 0,
             `num_examples` a run read from the same file).
         limit: keep at most this many examples (0 keeps all).
         run_cfg: the training run's config; its training examples are
-            removed from the held-out set (counted) and its labels are the
-            label set.
+            removed from the held-out set (counted) and the labels it read
+            are the label set.
     """
     from keras_ft.data import example_key, load_examples, stream_examples
     from keras_ft.records import LoadReport
@@ -125,7 +125,9 @@ def load_heldout(cfg: Config, data: str | None = None, skip: int = 0,
                     len(examples) - len(kept))
     if not kept:
         raise ValueError(f"No held-out examples left in {source}.")
-    labels, label_source = sorted(report.labels) if report else [], "training data"
+    # The label set is what the run read (both splits), else the held-out data's.
+    labels = sorted(report.labels) if report else []
+    label_source = "run's data"
     if not labels:
         labels = sorted({e.label for e in kept if e.label is not None})
         label_source = "held-out data" if labels else ""

@@ -86,7 +86,7 @@ def test_label_check_on_classification_data(tiny_gemma3, tmp_path):
     # Unshuffled, NEWS[:6] train and NEWS[6:8] validate: NEWS[4:6] are removed.
     assert heldout.num_overlap_removed == 2 and len(heldout.examples) == 4
     assert heldout.labels == ["POLITICS", "SPORTS", "WORLD NEWS"]
-    assert heldout.label_source == "training data"
+    assert heldout.label_source == "run's data"
     results = compare_base_and_tuned(cfg, str(tmp_path / "run"), heldout,
                                      ("label",), num_generate=2, latency=False)
     for model in ("base", "tuned"):
