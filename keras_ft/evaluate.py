@@ -387,6 +387,12 @@ def main(adapter, preset, data, skip_examples, num_examples, num_generate, check
     if unknown:
         raise click.UsageError(f"Unknown check(s) {unknown}; choose from {list(CHECKS)}. "
                                f"Received: --checks {checks}")
+    if num_generate < 1 or batch_size < 1 or num_examples < 0 or skip_examples < 0:
+        raise click.UsageError(
+            "--num-generate and --batch-size must be positive, --num-examples and "
+            f"--skip-examples non-negative. Received: --num-generate {num_generate} "
+            f"--batch-size {batch_size} --num-examples {num_examples} "
+            f"--skip-examples {skip_examples}")
     run_dir, run_cfg = resolve_run(adapter)
     overrides = {"preset": preset, "template": template, "fields": fields,
                  "sequence_length": sequence_length, "max_new_tokens": max_new_tokens,
