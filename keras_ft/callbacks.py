@@ -3,8 +3,8 @@
 `train.train` puts them in this order, because they share one logs dict per
 batch and each reads what the ones before it added:
 
-StepTracker (position, step_loss, lr) -> StopOnNonFiniteLoss -> PeriodicEval
-(eval_*) -> Throughput (tokens_per_s) -> SampleText -> JsonlLogger ->
+StepTracker (position, step_loss, lr) -> StopOnNonFiniteLoss -> Throughput
+(tokens_per_s) -> PeriodicEval (eval_*) -> SampleText -> JsonlLogger ->
 TensorBoardLogger -> PeriodicCheckpoint -> Keras' progress bar.
 """
 
@@ -88,7 +88,8 @@ class PeriodicEval(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         state = self.state
-        if not state.at_step_end or state.step % self.every or state.stop_reason:
+        if (not state.at_step_end or state.step % self.every
+                or state.stop_reason == "non_finite_loss"):
             return
         from keras_ft.evaluate import evaluate_tokens
 
@@ -163,7 +164,8 @@ class SampleText(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         state = self.state
-        if not state.at_step_end or state.step % self.every or state.stop_reason:
+        if (not state.at_step_end or state.step % self.every
+                or state.stop_reason == "non_finite_loss"):
             return
         self.model.jax_state_sync()
         replies = self.generate_fn()
@@ -202,44 +204,44 @@ class TensorBoardLogger(keras.callbacks.Callback):
     TRAIN = {"step_loss": "loss", "accuracy": "accuracy", "lr": "learning_rate",
              "tokens_per_s": "tokens_per_s"}
     VALIDATION = {"eval_loss": "loss", "eval_perplexity": "perplexity",
-                  "eval_accuracy": "accuracy", "val_loss": "epoch_loss"}
+                  "eval_accuracy": "accuracy"}
 
     def __init__(self, log_dir: str | Path, state: TrainState):
         super().__init__()
         self.log_dir, self.state = Path(log_dir), state
-        self._writers = None
-
-    def _write(self, logs, names) -> None:
-        # TensorFlow (a keras-hub dependency) writes the event files. Its
-        # `tf.summary.scalar` needs the `tensorboard` package, so we write the
-        # scalar summaries that function would write, with the same metadata.
-        import tensorflow as tf
-        from tensorflow.core.framework import summary_pb2
-
-        if self._writers is None:
-            self._writers = {run: tf.summary.create_file_writer(str(self.log_dir / run))
-                             for run in ("train", "validation")}
-        metadata = summary_pb2.SummaryMetadata(
-            plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"),
-            data_class=summary_pb2.DATA_CLASS_SCALAR)
-        for run, tags in zip(("train", "validation"), names):
-            values = {tag: logs[key] for key, tag in tags.items() if key in logs}
-            with self._writers[run].as_default():
-                for tag, value in values.items():
-                    tf.summary.write(tag, tf.constant(float(value), tf.float32),
-                                     step=self.state.step, metadata=metadata)
+        self._writers = {}
 
     def on_train_batch_end(self, batch, logs=None):
         if self.state.at_step_end and logs:
-            self._write(logs, (self.TRAIN, self.VALIDATION))
+            self._write("train", logs, self.TRAIN)
+            self._write("validation", logs, self.VALIDATION)
 
     def on_epoch_end(self, epoch, logs=None):
-        if logs and "val_loss" in logs:
-            self._write(logs, ({}, {"val_loss": "epoch_loss"}))
+        self._write("validation", logs or {}, {"val_loss": "epoch_loss"})  # Keras' own
 
     def on_train_end(self, logs=None):
-        for writer in (self._writers or {}).values():
+        for writer in self._writers.values():
             writer.flush()
+
+    def _write(self, run: str, logs: dict, tags: dict) -> None:
+        values = {tag: float(logs[key]) for key, tag in tags.items() if key in logs}
+        if not values:
+            return
+        # TensorFlow (a keras-hub dependency) writes the event files. Its
+        # `tf.summary.scalar` needs the `tensorboard` package, so we write the
+        # summaries that function writes: a float tensor with "scalars" metadata.
+        import tensorflow as tf
+        from tensorflow.core.framework import summary_pb2
+
+        if run not in self._writers:
+            self._writers[run] = tf.summary.create_file_writer(str(self.log_dir / run))
+        metadata = summary_pb2.SummaryMetadata(
+            plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"),
+            data_class=summary_pb2.DATA_CLASS_SCALAR)
+        with self._writers[run].as_default():
+            for tag, value in values.items():
+                tf.summary.write(tag, tf.constant(value, tf.float32), step=self.state.step,
+                                 metadata=metadata)
 
 
 class PeriodicCheckpoint(keras.callbacks.Callback):
@@ -262,17 +264,18 @@ def plot_loss_curve(metrics_path: str | Path, png_path: str | Path) -> Path | No
     Returns:
         The PNG path, or None when the log holds no step yet.
     """
-    records = [json.loads(line) for line in Path(metrics_path).open()] \
-        if Path(metrics_path).exists() else []
+    metrics_path = Path(metrics_path)
+    if not metrics_path.exists():
+        return None
+    records = [json.loads(line) for line in metrics_path.open()]
     steps = [r for r in records if "epoch" not in r and "step_loss" in r]
     if not steps:
         return None
-    import matplotlib
+    # A bare Figure renders with Agg and leaves pyplot's backend (a notebook's) alone.
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
     ax.plot([r["step"] for r in steps], [r["step_loss"] for r in steps],
             label="train loss", linewidth=1)
     evals = [r for r in steps if "eval_loss" in r]
@@ -285,7 +288,6 @@ def plot_loss_curve(metrics_path: str | Path, png_path: str | Path) -> Path | No
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(png_path, dpi=100)
-    plt.close(fig)
     return Path(png_path)
 
 

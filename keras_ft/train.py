@@ -136,7 +136,8 @@ class BatchSequence(keras.utils.PyDataset):
         """Serves batches [start, stop) of `epoch` (a resumed run starts mid-epoch)."""
         stop = self.batches_per_epoch if stop is None else stop
         if not 0 <= start < stop <= self.batches_per_epoch:
-            raise ValueError(f"Bad span [{start}, {stop}) of {self.batches_per_epoch} batches.")
+            raise ValueError(f"Bad span [{start}, {stop}) of an epoch of "
+                             f"{self.batches_per_epoch} batches.")
         self.span = (epoch, start, stop)
 
     def __len__(self):
@@ -263,8 +264,8 @@ def train(cfg: Config, trainer: CausalLMTrainer, train_data: BatchSequence,
     early stopping, restored at the end) and loss_curve.png.
 
     Args:
-        callbacks: extra callbacks, run after evaluation and before logging
-            (e.g. `Throughput`, whose `tokens_per_s` then reaches the logs).
+        callbacks: extra callbacks, run before evaluation and logging (e.g.
+            `Throughput`, whose `tokens_per_s` then reaches the logs).
 
     Returns:
         The Keras History of the epochs this call trained.
@@ -288,12 +289,13 @@ def train(cfg: Config, trainer: CausalLMTrainer, train_data: BatchSequence,
     save = lambda: checkpoints.save(trainer, state, cfg, data)
     tracker = StepTracker(state, train_data, learning_rate_logger(trainer))
     non_finite = StopOnNonFiniteLoss(state, tracker)
-    loop = [tracker, non_finite]
+    # Extra callbacks (e.g. Throughput) run before evaluation, sampling and
+    # checkpointing, so their per-batch timing leaves those out.
+    loop = [tracker, non_finite, *callbacks]
     if cfg.eval_every_steps:
         loop.append(PeriodicEval(state, validation_data, cfg.eval_every_steps,
                                  cfg.early_stopping_patience,
                                  lambda: _save_best(trainer, run_dir, cfg)))
-    loop += list(callbacks)
     if cfg.sample_every_steps and sample_fn:
         loop.append(SampleText(state, cfg.sample_every_steps, list(cfg.sample_prompts),
                                sample_fn, run_dir / "samples.jsonl"))
@@ -368,9 +370,9 @@ def _non_finite_message(failure: dict, cfg: Config, last_good: Path | None) -> s
             "with --no-resume." if last_good else
             "No checkpoint had been written yet (see checkpoint_every_steps).")
     return (
-        f"Training stopped: the loss became {failure['loss']} at step {failure['step']} "
-        f"(examples {failure['examples'][:16]}). {kept} Likely causes: a learning "
-        f"rate too high (learning_rate={cfg.learning_rate}; try it 10x lower, "
-        f"warmup_steps or clip_norm); float16 overflow (dtype={cfg.dtype}; use "
-        "bfloat16 or float32); or bad data in that step's examples (look at "
-        "them with --show-examples).")
+        f"Training stopped: the loss became {failure['loss']} at step {failure['step']}. "
+        f"{kept} Likely causes: a learning rate too high (learning_rate="
+        f"{cfg.learning_rate}; try it 10x lower, warmup_steps or clip_norm); float16 "
+        f"overflow (dtype={cfg.dtype}; use bfloat16 or float32); or bad data in the "
+        f"step's examples (positions {failure['examples'][:16]} of the training "
+        "split; metrics.jsonl lists every step's).")

@@ -100,7 +100,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_gemma, tm
     steps = [r for r in read_jsonl(tmp_path / "metrics.jsonl") if "epoch" not in r]
     bad = next(r["step"] for r in steps if not math.isfinite(r["step_loss"]))
     message = str(error.value)
-    assert f"at step {bad} " in message and "learning_rate=1e+30" in message
+    assert f"at step {bad}." in message and "learning_rate=1e+30" in message
     assert "float16" in message and "bad data" in message
     saved = sorted(p.name for p in (tmp_path / "checkpoints").glob("step-*"))
     assert saved == [f"step-{s:08d}" for s in range(1, bad)]  # nothing from the bad step
@@ -108,8 +108,8 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_gemma, tm
     assert not (tmp_path / "loss_curve.png").exists()
 
 
-def test_eval_early_stopping_logging_and_progress_bar(tiny_gemma, tmp_path, monkeypatch,
-                                                      capsys):
+def test_eval_samples_early_stopping_logging_and_progress_bar(tiny_gemma, tmp_path,
+                                                              monkeypatch, capsys):
     scripted = iter([3.0, 2.0, 2.5, 2.6, 1.0])  # the best is the 2nd evaluation
 
     def fake_evaluate(trainer, dataset):
@@ -122,7 +122,8 @@ def test_eval_early_stopping_logging_and_progress_bar(tiny_gemma, tmp_path, monk
     examples = synthetic_examples(8)
     cfg = Config(preset=str(tiny_gemma), output_dir=str(tmp_path), batch_size=1,
                  max_steps=8, learning_rate=1e-2, eval_every_steps=2,
-                 early_stopping_patience=2, lora_targets="all", checkpoint_every_steps=6)
+                 early_stopping_patience=2, lora_targets="all", checkpoint_every_steps=6,
+                 sample_every_steps=4, sample_prompts=("Hi", "Bye"))
     keras.utils.set_random_seed(0)
     backbone = build_model(cfg).backbone
     data = BatchSequence(examples, 1, 16, 0, 0)
@@ -130,9 +131,9 @@ def test_eval_early_stopping_logging_and_progress_bar(tiny_gemma, tmp_path, monk
     from keras_ft.callbacks import Throughput
 
     train(cfg, trainer, data, BatchSequence(examples[:2], 1, 16, 0, 0, shuffle=False),
-          tmp_path, callbacks=[Throughput(data)])
+          tmp_path, callbacks=[Throughput(data)], sample_fn=lambda: ["a", "b"])
     bar = re.sub(r"\x1b\[[0-9;]*m", "", capsys.readouterr().out)  # drop the colours
-    # Keras' bar: "3/8 ━━━━━━━━━━━ 7s 1s/step - ... - tokens_per_s: ..." (7s = ETA)
+    # Keras' bar: "3/8 ━━━━━━━━━ 7s 1s/step - ... - tokens_per_s: ..." (7s: the ETA)
     updates = [u for u in re.split(r"[\r\n]", bar)
                if re.match(r"\s*\d/8 ━+ (\d+s|\d+:\d\d) ", u)]
     assert updates and all(k in updates[-1] for k in ("step_loss:", "lr:", "tokens_per_s:"))
@@ -141,6 +142,10 @@ def test_eval_early_stopping_logging_and_progress_bar(tiny_gemma, tmp_path, monk
     assert [r["step"] for r in steps] == [1, 2, 3, 4, 5, 6, 7, 8]  # stopped at step 8
     assert [r.get("eval_loss") for r in steps[1::2]] == [3.0, 2.0, 2.5, 2.6]
     assert all({"step_loss", "lr", "tokens_per_s", "examples"} <= set(r) for r in steps)
+    samples = read_jsonl(tmp_path / "samples.jsonl")
+    assert [s["step"] for s in samples] == [4, 8]
+    assert samples[0]["samples"] == [{"prompt": "Hi", "reply": "a"},
+                                     {"prompt": "Bye", "reply": "b"}]
     # The best adapter (step 4) is restored at the end, not the last weights.
     fresh = build_model(cfg).backbone
     fresh.load_lora_weights(str(tmp_path / "best/adapter.lora.h5"))
