@@ -1,0 +1,126 @@
+"""QLoRA memory: LoRA training on a float32 vs an int8 vs an int4 frozen base.
+
+The embedded Gemma 3 270M, LoRA rank 4 on query/value, batch 1, 256 tokens,
+the real Dolly 1,000 file (Instruction/Response template), `keras_ft.train`
+with its callbacks, on CPU. Each variant runs in its own process:
+
+    python benchmarks/bench_qlora_memory.py             # ~10 min on 2 cores
+
+Figures per variant (MB):
+- weights: bytes of the backbone's base weights as stored (int4 is packed two
+  per byte; scales included);
+- RSS after load: resident memory once the model is built (and quantized),
+  after a garbage collection;
+- training peak: the peak RSS while training (Linux's high-water mark is reset
+  just before `train`, via /proc/self/clear_refs), XLA compilation included;
+- process peak: `ru_maxrss` of the whole process, including loading the float
+  weights from the preset before quantizing them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks import common  # noqa: E402
+
+VARIANTS = {"float32": "", "int8": "int8", "int4": "int4"}
+
+
+def rss_mb(field: str = "VmRSS") -> float:
+    """A memory field of /proc/self/status (VmRSS, VmHWM), in MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024.0
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def worker(variant: str, steps: int) -> None:
+    import numpy as np
+
+    from keras_ft.config import Config
+    from keras_ft.model import build_model
+    from keras_ft.templates import get_template
+    from keras_ft.tokens import TextTokenizer, tokenize_example
+    from keras_ft.train import BatchSequence, build_trainer, train
+
+    preset = common.embedded_preset()
+    with tempfile.TemporaryDirectory() as run_dir:
+        cfg = Config(preset=preset, quantize=VARIANTS[variant], max_steps=steps,
+                     sequence_length=common.SEQUENCE_LENGTH, output_dir=run_dir,
+                     lora_rank=common.LORA_RANK)
+        start = time.perf_counter()
+        causal_lm = build_model(cfg)
+        load_s = time.perf_counter() - start
+        weights_mb = sum(np.asarray(w.value).nbytes for w in causal_lm.backbone.weights
+                         if "lora_kernel" not in w.path) / 1e6
+        tokenizer = TextTokenizer(causal_lm.preprocessor.tokenizer)
+        template = get_template("instruction")
+        examples = [tokenize_example(e, template, tokenizer, cfg.sequence_length)
+                    for e in common.dolly_examples(steps * 4)]
+        data = BatchSequence([e for e in examples if e is not None][:steps], 1,
+                             cfg.sequence_length, tokenizer.pad_id, 0)
+        trainer = build_trainer(cfg, causal_lm.backbone, steps)
+        gc.collect()
+        after_load = rss_mb()
+        Path("/proc/self/clear_refs").write_text("5")  # reset the high-water mark
+        start = time.perf_counter()
+        history = train(cfg, trainer, data, None, run_dir)
+        train_s = time.perf_counter() - start
+        losses = history.history["loss"]
+    common.emit({"variant": variant, "weights_mb": weights_mb, "rss_after_load_mb": after_load,
+                 "train_peak_mb": rss_mb("VmHWM"), "process_peak_mb": common.peak_rss_mb(),
+                 "load_s": load_s, "train_s": train_s, "steps": steps,
+                 "final_loss": float(losses[-1]), "chunked_loss": trainer.use_chunked_loss})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--worker", choices=list(VARIANTS))
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--no-append", action="store_true", help="print, skip RESULTS.md")
+    args = parser.parse_args()
+    if args.worker:
+        worker(args.worker, args.steps)
+        return
+    results = [common.run_worker([__file__, "--worker", v, "--steps", str(args.steps)])
+               for v in VARIANTS]
+    base = results[0]
+    rows = [[r["variant"], r["weights_mb"], r["rss_after_load_mb"], r["train_peak_mb"],
+             f"{r['train_peak_mb'] / base['train_peak_mb']:.2f}x", r["process_peak_mb"],
+             r["load_s"], r["train_s"], r["final_loss"],
+             "chunked" if r["chunked_loss"] else "full logits"] for r in results]
+    table = common.md_table(
+        ["base", "weights MB", "RSS after load MB", "training peak MB", "vs float32",
+         "process peak MB", "load s", f"train s ({args.steps} steps)", "loss",
+         "head"], rows)
+    print(table)
+    print(json.dumps(results, indent=1))
+    if not args.no_append:
+        common.append_results(
+            "QLoRA memory: LoRA on a float32 / int8 / int4 Gemma 3 270M (CPU)",
+            f"python benchmarks/bench_qlora_memory.py --steps {args.steps}",
+            table + "\n\n" + NOTES)
+
+
+NOTES = """\
+LoRA rank 4 on query/value, batch 1, 256-token Dolly examples. "training peak"
+is the resident high-water mark from just before `train` to its end (XLA
+compilation included); "process peak" also counts loading the float32 weights
+from the preset, which are quantized after loading (Keras quantizes built
+layers), so it cannot drop below the float model's size. The quantized runs
+quantize the tied embedding too, so the output head cannot take keras_ft's
+chunked loss and computes full [batch, length, vocab] logits ("head")."""
+
+
+if __name__ == "__main__":
+    main()
