@@ -8,7 +8,7 @@ with its callbacks, on CPU. Each variant runs in its own process:
 
 Figures per variant (MB):
 - weights: bytes of the backbone's base weights as stored (int4 is packed two
-  per byte; scales included);
+  per byte; scales included; the token embedding stays float32);
 - RSS after load: resident memory once the model is built (and quantized),
   after a garbage collection;
 - training peak: the peak RSS while training (Linux's high-water mark is reset
@@ -117,9 +117,10 @@ LoRA rank 4 on query/value, batch 1, 256-token Dolly examples. "training peak"
 is the resident high-water mark from just before `train` to its end (XLA
 compilation included); "process peak" also counts loading the float32 weights
 from the preset, which are quantized after loading (Keras quantizes built
-layers), so it cannot drop below the float model's size. The quantized runs
-quantize the tied embedding too, so the output head cannot take keras_ft's
-chunked loss and computes full [batch, length, vocab] logits ("head")."""
+layers), so it cannot drop below the float model's size. `quantize` leaves
+the token embedding (Gemma's tied output head, 63 % of this model's weights)
+in float32, so the loss stays chunked ("head"); see
+`keras_ft.model.quantize_backbone`."""
 
 
 if __name__ == "__main__":

@@ -49,7 +49,11 @@ def quantize_backbone(backbone, mode: str) -> None:
 
     Must come before `enable_lora`: Keras then keeps int8/int4 kernels and adds
     float32 LoRA kernels on top (quantizing afterwards would merge them).
-    Embeddings are quantized too, so the loss takes the unchunked path.
+    The token embedding stays in float, as bitsandbytes' QLoRA keeps its
+    head: it is also the output head, and keras_ft's chunked loss needs it in
+    float; quantized, every step would build full [batch, length, vocab]
+    logits, which on Gemma 3 270M raised the training peak above float32's
+    (benchmarks/RESULTS.md).
     """
     if not mode:
         return
@@ -60,13 +64,14 @@ def quantize_backbone(backbone, mode: str) -> None:
     if current:
         raise ValueError(f"The backbone is already quantized to {sorted(current)}; cannot "
                          f"quantize it to {mode!r}. Load a float preset.")
+    embedding = backbone.token_embedding
     # Keras runs a full gc.collect() per quantized layer (0.5 s each with
     # TensorFlow loaded); frozen objects are skipped, so only new ones are scanned.
     gc.freeze()
     try:
         with warnings.catch_warnings():  # Keras warns for each layer it leaves as is
             warnings.filterwarnings("ignore", message=".*does not have a `quantize` method")
-            backbone.quantize(mode)
+            backbone.quantize(mode, filters=lambda layer: layer is not embedding)
     finally:
         gc.unfreeze()
 
