@@ -54,7 +54,8 @@ def test_compare_two_presets(tiny_gemma3, tiny_llama3, tmp_path):
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 1
     markdown = (out / "report.md").read_text()
-    assert markdown.count(str(tiny_gemma3)) >= 1 and "| peak RSS MB |" in markdown
+    # local preset directories are labelled by their name
+    assert tiny_gemma3.name in markdown and "| peak RSS MB |" in markdown
 
 
 def test_presets_are_required(tmp_path):
