@@ -170,19 +170,18 @@ def worker_keras_ft(preset: str, count: int, dtype: str = "float32", lean: bool 
 def load_hf(gguf: str):
     """The GGUF dequantized by transformers, cached as a torch state dict after the
     first load (transformers' GGUF reader takes minutes on 2 cores, and refuses
-    `save_pretrained` for GGUF-loaded models). Cached loads build on the meta
-    device and map the saved tensors in, so no extra copy counts in peak RSS."""
+    `save_pretrained` for GGUF-loaded models). A cached load builds the model
+    and copies the mapped tensors in: its peak RSS holds both for a moment."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
     cached = common.PRESET_CACHE / "hf_gemma3_270m_from_gguf"
     if (cached / "model.pt").exists():
-        config = AutoConfig.from_pretrained(cached)
-        with torch.device("meta"):
-            model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(cached),
+                                                 dtype=torch.float32)
         state = torch.load(cached / "model.pt", mmap=True, weights_only=True)
-        model.load_state_dict(state, assign=True)
-        model.tie_weights()
+        model.load_state_dict(state)
+        del state
         return model
     model = AutoModelForCausalLM.from_pretrained(os.path.dirname(gguf),
                                                  gguf_file=os.path.basename(gguf),
