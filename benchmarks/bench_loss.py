@@ -90,8 +90,9 @@ def main() -> None:
                       "|loss - full|", "max grad err / max grad"], rows)
     print(table)
     if not args.no_append:
+        command = " ".join(["python", "benchmarks/bench_loss.py"] + sys.argv[1:])
         append_results("Head + cross-entropy, forward and d/d hidden (Gemma 3 head)",
-                       "python benchmarks/bench_loss.py", table + "\n\n" + (
+                       command, table + "\n\n" + (
                            f"- {args.rounds} alternating rounds, medians; CPU s is process "
                            "CPU time (both threads), robust to other processes."))
 

@@ -94,7 +94,8 @@ def main() -> None:
                "approaches it times the core count.")
     print(table + "\n\n" + summary)
     if not args.no_append:
-        append_results("Matmul peak (XLA via JAX)", "python benchmarks/bench_matmul.py",
+        command = " ".join(["python", "benchmarks/bench_matmul.py"] + sys.argv[1:])
+        append_results("Matmul peak (XLA via JAX)", command,
                        table + "\n\n" + summary)
 
 
