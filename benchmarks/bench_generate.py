@@ -90,9 +90,10 @@ def worker_keras_hub(preset: str, repeats: int) -> dict:
     causal_lm.compile(sampler="greedy")
     load_s = time.perf_counter() - start
     text = f"Instruction:\n{PROMPT}\n\nResponse:\n"
-    prompt_len = int(causal_lm.preprocessor.generate_preprocess([text])["padding_mask"]
-                     .numpy().sum()) if hasattr(causal_lm.preprocessor, "generate_preprocess") \
-        else len(prompt_ids(preset))
+    import numpy as np
+
+    prompt_len = int(np.asarray(
+        causal_lm.preprocessor.generate_preprocess([text])["padding_mask"]).sum())
     out = {}
 
     def run(n):
