@@ -11,8 +11,11 @@ Figures per variant (MB):
   per byte; scales included; the token embedding stays float32);
 - RSS after load: resident memory once the model is built (and quantized),
   after a garbage collection;
-- training peak: the peak RSS while training (Linux's high-water mark is reset
-  just before `train`, via /proc/self/clear_refs), XLA compilation included;
+- first-step peak: the peak RSS from just before `train` through its first
+  step, which includes XLA's compilation of the step (Linux's high-water mark
+  is reset via /proc/self/clear_refs);
+- steady peak: the peak RSS over the remaining steps (mark reset after step
+  1); all examples fall in the longest bucket, so nothing compiles there;
 - process peak: `ru_maxrss` of the whole process, including loading the float
   weights from the preset before quantizing them.
 """
@@ -44,13 +47,18 @@ def rss_mb(field: str = "VmRSS") -> float:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
+def reset_peak() -> None:
+    """Resets this process's resident high-water mark (VmHWM)."""
+    Path("/proc/self/clear_refs").write_text("5")
+
+
 def worker(variant: str, steps: int) -> None:
+    import keras
     import numpy as np
 
     from keras_ft.config import Config
     from keras_ft.model import build_model
-    from keras_ft.templates import get_template
-    from keras_ft.tokens import TextTokenizer, tokenize_example
+    from keras_ft.tokens import TextTokenizer
     from keras_ft.train import BatchSequence, build_trainer, train
 
     preset = common.embedded_preset()
@@ -64,23 +72,46 @@ def worker(variant: str, steps: int) -> None:
         weights_mb = sum(np.asarray(w.value).nbytes for w in causal_lm.backbone.weights
                          if "lora_kernel" not in w.path) / 1e6
         tokenizer = TextTokenizer(causal_lm.preprocessor.tokenizer)
-        template = get_template("instruction")
-        examples = [tokenize_example(e, template, tokenizer, cfg.sequence_length)
-                    for e in common.dolly_examples(steps * 4)]
-        data = BatchSequence([e for e in examples if e is not None][:steps], 1,
+        data = BatchSequence(long_examples(tokenizer, cfg.sequence_length, steps), 1,
                              cfg.sequence_length, tokenizer.pad_id, 0)
         trainer = build_trainer(cfg, causal_lm.backbone, steps)
         gc.collect()
         after_load = rss_mb()
-        Path("/proc/self/clear_refs").write_text("5")  # reset the high-water mark
+        peaks = {}
+
+        def after_first_step(batch, logs):
+            if not peaks:
+                peaks["first_step"] = rss_mb("VmHWM")
+                reset_peak()
+
+        reset_peak()
         start = time.perf_counter()
-        history = train(cfg, trainer, data, None, run_dir)
+        history = train(cfg, trainer, data, None, run_dir, callbacks=[
+            keras.callbacks.LambdaCallback(on_train_batch_end=after_first_step)])
         train_s = time.perf_counter() - start
         losses = history.history["loss"]
     common.emit({"variant": variant, "weights_mb": weights_mb, "rss_after_load_mb": after_load,
-                 "train_peak_mb": rss_mb("VmHWM"), "process_peak_mb": common.peak_rss_mb(),
-                 "load_s": load_s, "train_s": train_s, "steps": steps,
-                 "final_loss": float(losses[-1]), "chunked_loss": trainer.use_chunked_loss})
+                 "first_step_peak_mb": peaks["first_step"], "steady_peak_mb": rss_mb("VmHWM"),
+                 "process_peak_mb": common.peak_rss_mb(), "load_s": load_s,
+                 "train_s": train_s, "steps": steps, "final_loss": float(losses[-1]),
+                 "chunked_loss": trainer.use_chunked_loss})
+
+
+def long_examples(tokenizer, sequence_length: int, count: int) -> list:
+    """The first `count` Dolly examples padded to the longest bucket (one shape)."""
+    from keras_ft.templates import get_template
+    from keras_ft.tokens import bucket_lengths, tokenize_example
+
+    shortest = bucket_lengths(sequence_length, 4)[-2]
+    template = get_template("instruction")
+    examples = []
+    for example in common.dolly_examples():
+        tokens = tokenize_example(example, template, tokenizer, sequence_length)
+        if tokens is not None and len(tokens.token_ids) - 1 > shortest:
+            examples.append(tokens)
+        if len(examples) == count:
+            return examples
+    raise ValueError(f"Only {len(examples)} Dolly examples exceed {shortest} tokens.")
 
 
 def main() -> None:
@@ -95,14 +126,14 @@ def main() -> None:
     results = [common.run_worker([__file__, "--worker", v, "--steps", str(args.steps)])
                for v in VARIANTS]
     base = results[0]
-    rows = [[r["variant"], r["weights_mb"], r["rss_after_load_mb"], r["train_peak_mb"],
-             f"{r['train_peak_mb'] / base['train_peak_mb']:.2f}x", r["process_peak_mb"],
-             r["load_s"], r["train_s"], r["final_loss"],
+    rows = [[r["variant"], r["weights_mb"], r["rss_after_load_mb"], r["first_step_peak_mb"],
+             r["steady_peak_mb"], f"{r['steady_peak_mb'] / base['steady_peak_mb']:.2f}x",
+             r["process_peak_mb"], r["load_s"], r["train_s"], r["final_loss"],
              "chunked" if r["chunked_loss"] else "full logits"] for r in results]
     table = common.md_table(
-        ["base", "weights MB", "RSS after load MB", "training peak MB", "vs float32",
-         "process peak MB", "load s", f"train s ({args.steps} steps)", "loss",
-         "head"], rows)
+        ["base", "weights MB", "RSS after load MB", "first-step peak MB",
+         "steady peak MB", "steady vs float32", "process peak MB", "load s",
+         f"train s ({args.steps} steps)", "loss", "head"], rows)
     print(table)
     print(json.dumps(results, indent=1))
     if not args.no_append:
@@ -113,9 +144,9 @@ def main() -> None:
 
 
 NOTES = """\
-LoRA rank 4 on query/value, batch 1, 256-token Dolly examples. "training peak"
-is the resident high-water mark from just before `train` to its end (XLA
-compilation included); "process peak" also counts loading the float32 weights
+LoRA rank 4 on query/value, batch 1, Dolly examples of 193-256 tokens (one
+padded shape). "first-step peak" includes XLA compiling the step; "steady
+peak" is the training steps after it; "process peak" also counts loading the float32 weights
 from the preset, which are quantized after loading (Keras quantizes built
 layers), so it cannot drop below the float model's size. `quantize` leaves
 the token embedding (Gemma's tied output head, 63 % of this model's weights)

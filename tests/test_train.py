@@ -7,6 +7,7 @@ import keras
 import numpy as np
 import pytest
 
+from keras_ft.callbacks import Throughput
 from keras_ft.config import Config
 from keras_ft.model import build_model
 from keras_ft.tokens import TokenizedExample
@@ -119,27 +120,25 @@ def test_eval_samples_early_stopping_logging_and_progress_bar(tiny_gemma, tmp_pa
 
     monkeypatch.setattr("keras_ft.evaluate.evaluate_tokens", fake_evaluate)
     monkeypatch.setattr(sys.stdout, "isatty", lambda: True)  # Keras' interactive bar
-    examples = synthetic_examples(8)
+    examples = synthetic_examples(12)
     cfg = Config(preset=str(tiny_gemma), output_dir=str(tmp_path), batch_size=1,
-                 max_steps=8, learning_rate=1e-2, eval_every_steps=2,
+                 max_steps=12, learning_rate=1e-2, eval_every_steps=2,
                  early_stopping_patience=2, lora_targets="all", checkpoint_every_steps=6,
                  sample_every_steps=4, sample_prompts=("Hi", "Bye"))
     keras.utils.set_random_seed(0)
     backbone = build_model(cfg).backbone
     data = BatchSequence(examples, 1, 16, 0, 0)
-    trainer = build_trainer(cfg, backbone, 8)
-    from keras_ft.callbacks import Throughput
-
+    trainer = build_trainer(cfg, backbone, 12)
     train(cfg, trainer, data, BatchSequence(examples[:2], 1, 16, 0, 0, shuffle=False),
           tmp_path, callbacks=[Throughput(data)], sample_fn=lambda: ["a", "b"])
     bar = re.sub(r"\x1b\[[0-9;]*m", "", capsys.readouterr().out)  # drop the colours
     # Keras' bar: "3/8 ━━━━━━━━━ 7s 1s/step - ... - tokens_per_s: ..." (7s: the ETA)
     updates = [u for u in re.split(r"[\r\n]", bar)
-               if re.match(r"\s*\d/8 ━+ (\d+s|\d+:\d\d) ", u)]
+               if re.match(r"\s*\d+/12 ━+ (\d+s|\d+:\d\d) ", u)]
     assert updates and all(k in updates[-1] for k in ("step_loss:", "lr:", "tokens_per_s:"))
 
     steps = [r for r in read_jsonl(tmp_path / "metrics.jsonl") if "epoch" not in r]
-    assert [r["step"] for r in steps] == [1, 2, 3, 4, 5, 6, 7, 8]  # stopped at step 8
+    assert [r["step"] for r in steps] == [1, 2, 3, 4, 5, 6, 7, 8]  # stopped early at 8
     assert [r.get("eval_loss") for r in steps[1::2]] == [3.0, 2.0, 2.5, 2.6]
     assert all({"step_loss", "lr", "tokens_per_s", "examples"} <= set(r) for r in steps)
     samples = read_jsonl(tmp_path / "samples.jsonl")
@@ -159,6 +158,8 @@ def test_eval_samples_early_stopping_logging_and_progress_bar(tiny_gemma, tmp_pa
     assert {"loss", "learning_rate", "tokens_per_s", "accuracy"} <= events["train"]
     assert {"loss", "perplexity", "accuracy"} <= events["validation"]
     assert (tmp_path / "loss_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    final = json.loads((tmp_path / "checkpoints/step-00000008/state.json").read_text())
+    assert final["state"]["stop_reason"] == "early_stopping"  # a resume will not go on
 
 
 def _tensorboard_tags(log_dir):
