@@ -54,7 +54,7 @@ class Config:
     data_weights: tuple[float, ...] = ()  # mixture weight per `data` spec; () chains them
     fields: str = ""  # field mapping, e.g. "prompt=headline,label=category"
     skip_bad_records: bool = False  # skip bad records (counted, reported), not fail
-    tokenized_cache_dir: str = ""  # cache tokenized data here across runs; "" = off
+    tokenized_cache_dir: str = "~/.cache/keras_ft/tokens"  # token cache across runs; "" = off
     # optimization
     epochs: int = 1
     max_steps: int = 0  # stop after N optimizer steps; 0 runs all epochs

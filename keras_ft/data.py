@@ -1,19 +1,21 @@
 """Data stage: specs -> Examples -> train/validation split -> cached tokens.
 
-`load_examples(cfg)` reads every `cfg.data` spec (mixed by `data_weights`),
-drops records with a context if asked, keeps the first `num_examples`,
-shuffles with `seed` and splits off `validation_fraction` (or reads
-`validation_data`); validation never overlaps training.
-`cache_tokenized(cfg, template, tokenizer)` does the same and tokenizes, once:
-the tokens are cached on disk, keyed by the data files' hashes, the data
-options, the template, the tokenizer's vocabulary and the sequence length.
-`python -m keras_ft.data stats --data ...` shows what is in the data.
-"""
+`plan_split(cfg)` streams every `cfg.data` spec (mixed by `data_weights`),
+drops records with a context if asked, keeps the first `num_examples`, and
+decides a seeded shuffle and the `validation_fraction` split (or reads
+`validation_data`), keeping only a hash per example; validation never
+overlaps training. `load_examples(cfg)` returns that split in memory.
+`cache_tokenized(cfg, template, tokenizer)` tokenizes each example as it is
+read, straight to disk, once: the tokens are cached keyed by the data files'
+hashes, the data options, the template, the tokenizer's vocabulary and the
+sequence length, so files larger than memory train from memory-mapped tokens.
+`python -m keras_ft.data stats --data ...` shows what is in the data."""
 
 from __future__ import annotations
 
 import argparse
 import collections.abc
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -22,7 +24,7 @@ import os
 import shutil
 import sys
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -33,7 +35,7 @@ from keras_ft.templates import Example, Message, Template
 from keras_ft.tokens import TextTokenizer, TokenizedExample, tokenize_example
 
 log = logging.getLogger(__name__)
-CACHE_FORMAT = 1  # bump when the cache layout or tokenization changes
+CACHE_FORMAT = 2  # bump when the cache layout or tokenization changes
 DATA_OPTIONS = ("data", "data_weights", "validation_data", "validation_fraction",
                 "drop_with_context", "num_examples", "shuffle", "seed", "fields",
                 "skip_bad_records", "template", "completion_only_loss",
@@ -86,79 +88,121 @@ def stream_examples(cfg: Config, specs: Sequence[str], report: LoadReport,
                             f"the weights; examples per source: {dict(report.sources)}")
 
 
-def load_examples(cfg: Config) -> tuple[list[Example], list[Example], LoadReport]:
-    """Reads, filters, shuffles and splits the data of `cfg`.
+@dataclasses.dataclass
+class SplitPlan:
+    """Which examples of the data stream go to training and validation.
 
-    Returns:
-        (training examples, validation examples, report). Validation is
-        empty when `validation_fraction` is 0 and no `validation_data` is set.
+    Indices count examples in the order `stream_examples` yields them (after
+    `num_examples`); validation indices count the `validation_data` stream
+    when that is set. Training indices are in shuffled order.
+    """
+
+    train: np.ndarray  # int64 indices into the data stream
+    validation: np.ndarray  # into the data stream, or the validation_data stream
+    validation_is_separate: bool
+    train_keys: np.ndarray  # uint64 example_hash of each training example
+    report: LoadReport
+
+
+def plan_split(cfg: Config, visit: Callable[[str, Example], None] | None = None
+               ) -> SplitPlan:
+    """Streams the data once and decides the seeded shuffle and split.
+
+    Only an 8-byte hash per example is kept, so data larger than memory can
+    be split; `visit(stream, example)` sees every example as it is read
+    ("data" or "validation_data" stream), e.g. to tokenize it to disk.
 
     Raises:
         DataError: a bad record (unless `skip_bad_records`), no usable
-            examples, or a validation split that would be empty.
+            examples, or a split that would be empty.
         ValueError: inconsistent data options.
     """
     report = LoadReport()
+
+    def hashes(stream_name: str, examples: Iterable[Example]) -> np.ndarray:
+        keys = []
+        for example in examples:
+            keys.append(example_hash(example))
+            if visit:
+                visit(stream_name, example)
+        return np.asarray(keys, np.uint64)
+
     examples = stream_examples(cfg, cfg.data, report, cfg.data_weights)
     if cfg.num_examples:
         examples = itertools.islice(examples, cfg.num_examples)
-    examples = list(examples)
-    if cfg.num_examples and len(examples) == cfg.num_examples:
+    keys = hashes("data", examples)
+    if cfg.num_examples and len(keys) == cfg.num_examples:
         report.notes.append(f"kept the first num_examples={cfg.num_examples} examples; "
                             "later records were not read")
-    if not examples:
+    if not len(keys):
         raise DataError(f"hold no usable examples.\n{report.summary()}",
                         location=", ".join(cfg.data), reason="no_examples")
-    if cfg.shuffle:
-        examples = shuffle_examples(examples, cfg.seed)
+    order = (np.random.default_rng(cfg.seed).permutation(len(keys)) if cfg.shuffle
+             else np.arange(len(keys)))
     if cfg.validation_data:
         val_report = LoadReport()
-        validation = list(stream_examples(cfg, (cfg.validation_data,), val_report))
+        val_keys = hashes("validation_data",
+                          stream_examples(cfg, (cfg.validation_data,), val_report))
         report.notes.append(f"validation data: {val_report.summary()}")
-        if not validation:
+        if not len(val_keys):
             raise DataError("holds no usable examples.", location=cfg.validation_data,
                             field="validation_data", reason="no_examples")
-        train = examples
+        train, validation = order, np.arange(len(val_keys))
     else:
-        train, validation = split_examples(examples, cfg.validation_fraction)
-    train, report.num_overlap_removed = remove_overlap(train, validation)
-    if not train:
+        count = validation_count(len(keys), cfg.validation_fraction)
+        train, validation = order[:len(keys) - count], order[len(keys) - count:]
+        val_keys = keys[validation]
+    overlap = np.isin(keys[train], val_keys)
+    train = train[~overlap]
+    report.num_overlap_removed = int(overlap.sum())
+    if not len(train):
         raise DataError("no training examples are left: every one equals a "
                         "validation example.", field="validation_data",
                         reason="empty_split")
     report.num_train, report.num_validation = len(train), len(validation)
     log.info("%s", report.summary())
-    return train, validation, report
+    return SplitPlan(train.astype(np.int64), validation.astype(np.int64),
+                     bool(cfg.validation_data), keys[train], report)
 
 
-def shuffle_examples(examples: Sequence[Example], seed: int) -> list[Example]:
-    """A permutation that depends only on `seed` and the number of examples."""
-    order = np.random.default_rng(seed).permutation(len(examples))
-    return [examples[i] for i in order]
+def load_examples(cfg: Config) -> tuple[list[Example], list[Example], LoadReport]:
+    """Reads, filters, shuffles and splits the data of `cfg`, in memory.
+
+    Returns:
+        (training examples, validation examples, report). Validation is
+        empty when `validation_fraction` is 0 and no `validation_data` is set.
+        The split is `plan_split`'s.
+
+    Raises:
+        DataError, ValueError: as `plan_split`.
+    """
+    read: dict[str, list[Example]] = {"data": [], "validation_data": []}
+    plan = plan_split(cfg, lambda stream, example: read[stream].append(example))
+    held_out = read["validation_data" if plan.validation_is_separate else "data"]
+    return ([read["data"][i] for i in plan.train],
+            [held_out[i] for i in plan.validation], plan.report)
 
 
-def split_examples(examples: Sequence[Example], fraction: float
-                   ) -> tuple[list[Example], list[Example]]:
-    """Splits off the last `fraction` of examples (rounded) for validation.
+def validation_count(num_examples: int, fraction: float) -> int:
+    """How many of `num_examples` a `fraction` holds out (rounded).
 
     Raises:
         DataError: naming `validation_fraction` when a split would be empty.
     """
-    examples = list(examples)
     if fraction == 0:
-        return examples, []
-    count = int(len(examples) * fraction + 0.5)
+        return 0
+    count = int(num_examples * fraction + 0.5)
     if count == 0:
         need = int(np.ceil(0.5 / fraction))
         raise DataError(
-            f"= {fraction} of {len(examples)} examples leaves the validation split "
+            f"= {fraction} of {num_examples} examples leaves the validation split "
             f"empty. Use at least {need} examples, pass --validation-data, or set "
             "--validation-fraction 0.", field="validation_fraction", reason="empty_split")
-    if count >= len(examples):
-        raise DataError(f"= {fraction} of {len(examples)} examples leaves no training "
+    if count >= num_examples:
+        raise DataError(f"= {fraction} of {num_examples} examples leaves no training "
                         "examples. Lower it or add data.", field="validation_fraction",
                         reason="empty_split")
-    return examples[:-count], examples[-count:]
+    return count
 
 
 def example_key(example: Example) -> tuple:
@@ -166,12 +210,11 @@ def example_key(example: Example) -> tuple:
     return tuple((m.role, m.content) for m in example.messages)
 
 
-def remove_overlap(train: list[Example], validation: list[Example]
-                   ) -> tuple[list[Example], int]:
-    """Drops training examples equal to a validation example; returns count."""
-    held_out = {example_key(e) for e in validation}
-    kept = [e for e in train if example_key(e) not in held_out]
-    return kept, len(train) - len(kept)
+def example_hash(example: Example) -> int:
+    """`example_key` as a 64-bit hash, stable across processes."""
+    digest = hashlib.blake2b(repr(example_key(example)).encode("utf-8", "surrogatepass"),
+                             digest_size=8).digest()
+    return int.from_bytes(digest, "little")
 
 
 # ---------------------------------------------------------------- token cache
@@ -180,66 +223,55 @@ def remove_overlap(train: list[Example], validation: list[Example]
 class TokenizedDataset(collections.abc.Sequence):
     """Tokenized examples in flat arrays (memory-mapped when loaded from disk).
 
+    A dataset is a view: `index` picks, in order, which stored examples it
+    holds. Examples dropped by truncation are stored as empty slots (length
+    -1) so that indices stay those of the data stream; views skip them.
+
     Attributes:
         counts: {"examples", "truncated", "dropped_fully_truncated"}.
     """
 
     def __init__(self, tokens: np.ndarray, mask: np.ndarray, offsets: np.ndarray,
-                 lengths: np.ndarray, counts: dict):
+                 lengths: np.ndarray, index: np.ndarray | None = None):
         self.tokens, self.mask, self.offsets, self.lengths = tokens, mask, offsets, lengths
-        self.counts = counts
+        picked = np.arange(len(lengths)) if index is None else np.asarray(index, np.int64)
+        kept = lengths[picked] >= 0
+        self.index = picked[kept]
+        sizes = np.diff(offsets)[self.index]
+        self.counts = {"examples": int(len(self.index)),
+                       "truncated": int((lengths[self.index] > sizes).sum()),
+                       "dropped_fully_truncated": int((~kept).sum())}
 
     def __len__(self) -> int:
-        return len(self.offsets) - 1
+        return len(self.index)
 
     def __getitem__(self, index):
         if isinstance(index, slice):
             return [self[i] for i in range(*index.indices(len(self)))]
         if not -len(self) <= index < len(self):
             raise IndexError(index)
-        index %= len(self)
-        start, end = int(self.offsets[index]), int(self.offsets[index + 1])
+        slot = int(self.index[index])
+        start, end = int(self.offsets[slot]), int(self.offsets[slot + 1])
         return TokenizedExample(np.asarray(self.tokens[start:end], np.int32),
                                 np.asarray(self.mask[start:end], bool),
-                                int(self.lengths[index]))
+                                int(self.lengths[slot]))
+
+    def select(self, index: np.ndarray) -> "TokenizedDataset":
+        """A view of the stored slots `index` (dropped ones are skipped)."""
+        return TokenizedDataset(self.tokens, self.mask, self.offsets, self.lengths, index)
 
     @classmethod
     def build(cls, tokenized: Iterable[TokenizedExample | None],
               directory: Path | None = None, name: str = "train") -> "TokenizedDataset":
         """Collects tokenized examples (None = dropped), in memory or on disk."""
-        chunks: dict[str, list[np.ndarray]] = {"tokens": [], "mask": []}
-        offsets, lengths = [0], []
-        counts = {"examples": 0, "truncated": 0, "dropped_fully_truncated": 0}
-        files = ({k: open(directory / f"{name}.{k}.bin", "wb") for k in chunks}
-                 if directory else None)
-        try:
-            for example in tokenized:
-                if example is None:
-                    counts["dropped_fully_truncated"] += 1
-                    continue
-                counts["examples"] += 1
-                counts["truncated"] += int(example.truncated)
-                for key, array in (("tokens", example.token_ids.astype(np.int32)),
-                                   ("mask", example.loss_mask.astype(np.uint8))):
-                    if files:
-                        files[key].write(array.tobytes())
-                    else:
-                        chunks[key].append(array)
-                offsets.append(offsets[-1] + len(example.token_ids))
-                lengths.append(example.num_tokens_before_truncation)
-        finally:
-            for f in (files or {}).values():
-                f.close()
-        if directory:
-            np.save(directory / f"{name}.offsets.npy", np.asarray(offsets, np.int64))
-            np.save(directory / f"{name}.lengths.npy", np.asarray(lengths, np.int64))
-            (directory / f"{name}.counts.json").write_text(json.dumps(counts))
-            return cls.load(directory, name)
-        return cls(_concat(chunks["tokens"], np.int32), _concat(chunks["mask"], bool),
-                   np.asarray(offsets, np.int64), np.asarray(lengths, np.int64), counts)
+        writer = TokenWriter(directory, name)
+        for example in tokenized:
+            writer.add(example)
+        return writer.finish()
 
     @classmethod
-    def load(cls, directory: Path, name: str) -> "TokenizedDataset":
+    def load(cls, directory: Path, name: str, index: np.ndarray | None = None
+             ) -> "TokenizedDataset":
         def mapped(key, dtype):
             path = directory / f"{name}.{key}.bin"
             return (np.memmap(path, dtype, mode="r") if path.stat().st_size
@@ -247,8 +279,48 @@ class TokenizedDataset(collections.abc.Sequence):
 
         return cls(mapped("tokens", np.int32), mapped("mask", np.uint8),
                    np.load(directory / f"{name}.offsets.npy"),
-                   np.load(directory / f"{name}.lengths.npy"),
-                   json.loads((directory / f"{name}.counts.json").read_text()))
+                   np.load(directory / f"{name}.lengths.npy"), index)
+
+
+class TokenWriter:
+    """Appends tokenized examples to flat arrays, on disk when given a dir.
+
+    On disk, memory stays flat however much data passes: tokens and masks go
+    straight to `{name}.tokens.bin` / `{name}.mask.bin`.
+    """
+
+    def __init__(self, directory: Path | None = None, name: str = "train"):
+        self.directory, self.name = directory, name
+        self.chunks: dict[str, list[np.ndarray]] = {"tokens": [], "mask": []}
+        self.offsets, self.lengths = [0], []
+        self.files = ({k: open(directory / f"{name}.{k}.bin", "wb") for k in self.chunks}
+                      if directory else None)
+
+    def add(self, example: TokenizedExample | None) -> None:
+        if example is None:  # dropped: an empty slot keeps the indices aligned
+            self.offsets.append(self.offsets[-1])
+            self.lengths.append(-1)
+            return
+        for key, array in (("tokens", example.token_ids.astype(np.int32)),
+                           ("mask", example.loss_mask.astype(np.uint8))):
+            if self.files:
+                self.files[key].write(array.tobytes())
+            else:
+                self.chunks[key].append(array)
+        self.offsets.append(self.offsets[-1] + len(example.token_ids))
+        self.lengths.append(example.num_tokens_before_truncation)
+
+    def finish(self) -> TokenizedDataset:
+        offsets = np.asarray(self.offsets, np.int64)
+        lengths = np.asarray(self.lengths, np.int64)
+        if not self.files:
+            return TokenizedDataset(_concat(self.chunks["tokens"], np.int32),
+                                    _concat(self.chunks["mask"], bool), offsets, lengths)
+        for f in self.files.values():
+            f.close()
+        np.save(self.directory / f"{self.name}.offsets.npy", offsets)
+        np.save(self.directory / f"{self.name}.lengths.npy", lengths)
+        return TokenizedDataset.load(self.directory, self.name)
 
 
 def _concat(parts: list[np.ndarray], dtype) -> np.ndarray:
@@ -275,9 +347,46 @@ def cache_key(cfg: Config, template: Template, tokenizer: TextTokenizer) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
 
 
+def tokenize_split(cfg: Config, template: Template, tokenizer: TextTokenizer,
+                   directory: Path | None = None
+                   ) -> tuple[TokenizedDataset, TokenizedDataset, dict]:
+    """Streams, tokenizes and splits the data in one pass (see `plan_split`).
+
+    Each example is tokenized as it is read and appended to flat token
+    arrays (files in `directory`, else memory); the split is a pair of index
+    arrays into them, so no `Example` outlives its tokenization.
+    """
+    writers = {stream: TokenWriter(directory, stream) for stream in ("data", "validation_data")}
+
+    def visit(stream: str, example: Example) -> None:
+        writers[stream].add(tokenize_example(example, template, tokenizer,
+                                             cfg.sequence_length, cfg.completion_only_loss))
+
+    plan = plan_split(cfg, visit)
+    stored = {stream: writer.finish() for stream, writer in writers.items()}
+    held_out = stored["validation_data" if plan.validation_is_separate else "data"]
+    report = plan.report.to_dict()
+    if directory:
+        np.save(directory / "train.index.npy", plan.train)
+        np.save(directory / "validation.index.npy", plan.validation)
+        report["validation_stream"] = ("validation_data" if plan.validation_is_separate
+                                       else "data")
+        (directory / "report.json").write_text(json.dumps(report))
+    return stored["data"].select(plan.train), held_out.select(plan.validation), report
+
+
+def load_token_split(directory: Path) -> tuple[TokenizedDataset, TokenizedDataset, dict]:
+    """The split `tokenize_split` wrote to `directory`, memory-mapped."""
+    report = json.loads((directory / "report.json").read_text())
+    train = TokenizedDataset.load(directory, "data", np.load(directory / "train.index.npy"))
+    validation = TokenizedDataset.load(directory, report["validation_stream"],
+                                       np.load(directory / "validation.index.npy"))
+    return train, validation, report
+
+
 def cache_tokenized(cfg: Config, template: Template, tokenizer: TextTokenizer
                     ) -> tuple[TokenizedDataset, TokenizedDataset, dict]:
-    """`load_examples` + tokenization, cached in `cfg.tokenized_cache_dir`.
+    """The tokenized train/validation split, cached in `cfg.tokenized_cache_dir`.
 
     A second run with the same data files, data options, template, tokenizer
     vocabulary and sequence length loads memory-mapped tokens instead of
@@ -287,36 +396,26 @@ def cache_tokenized(cfg: Config, template: Template, tokenizer: TextTokenizer
         (train, validation, report): the report is the LoadReport as a dict,
         plus per-split "train"/"validation" counts and "cache" details.
     """
-    def tokenize(examples):
-        return (tokenize_example(e, template, tokenizer, cfg.sequence_length,
-                                 cfg.completion_only_loss) for e in examples)
-
     if not cfg.tokenized_cache_dir:
-        train, validation, report = load_examples(cfg)
-        splits = TokenizedDataset.build(tokenize(train)), TokenizedDataset.build(tokenize(validation))
-        return _finish(*splits, report.to_dict(), {"hit": False, "path": ""})
+        return _finish(*tokenize_split(cfg, template, tokenizer), {"hit": False, "path": ""})
     key = cache_key(cfg, template, tokenizer)
     path = Path(cfg.tokenized_cache_dir).expanduser() / key
-    if not (path / "report.json").exists():
-        train, validation, report = load_examples(cfg)
+    hit = (path / "report.json").exists()
+    if not hit:
         tmp = path.with_name(f".{key}.{os.getpid()}.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        TokenizedDataset.build(tokenize(train), tmp, "train")
-        TokenizedDataset.build(tokenize(validation), tmp, "validation")
-        (tmp / "report.json").write_text(json.dumps(report.to_dict()))
         try:
+            tokenize_split(cfg, template, tokenizer, tmp)
             os.replace(tmp, path)  # atomic: a crash never leaves a half cache
         except OSError:  # another run finished first; its copy is identical
+            if not (path / "report.json").exists():
+                raise
+        finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        hit = False
     else:
         log.info("Using tokenized data cached in %s.", path)
-        hit = True
-    report = json.loads((path / "report.json").read_text())
-    return _finish(TokenizedDataset.load(path, "train"),
-                   TokenizedDataset.load(path, "validation"), report,
-                   {"hit": hit, "path": str(path)})
+    return _finish(*load_token_split(path), {"hit": hit, "path": str(path)})
 
 
 def _finish(train, validation, report, cache):
@@ -326,6 +425,7 @@ def _finish(train, validation, report, cache):
             log.warning("%s: %d examples truncated; %d dropped because their response "
                         "was cut off entirely.", name, counts["truncated"],
                         counts["dropped_fully_truncated"])
+    report = {k: v for k, v in report.items() if k != "validation_stream"}
     return train, validation, {**report, "train": train.counts,
                                "validation": validation.counts, "cache": cache}
 

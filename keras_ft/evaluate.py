@@ -101,25 +101,27 @@ def load_heldout(cfg: Config, data: str | None = None, skip: int = 0,
             removed from the held-out set (counted) and the labels it read
             are the label set.
     """
-    from keras_ft.data import example_key, load_examples, stream_examples
+    from keras_ft.data import example_hash, plan_split, stream_examples
     from keras_ft.records import LoadReport
 
-    train, report = [], None
+    train_keys, report = np.zeros(0, np.uint64), None
     if run_cfg is not None:
-        train, validation, report = load_examples(run_cfg)
+        plan = plan_split(run_cfg)  # hashes only: the run's data may not fit in memory
+        train_keys, report = plan.train_keys, plan.report
     if data:
         eval_report = LoadReport()
         stream = stream_examples(cfg, (data,), eval_report)
         examples = list(itertools.islice(stream, skip, skip + limit if limit else None))
         source = f"{data} (examples {skip + 1}-{skip + len(examples)})"
     elif run_cfg is not None:
-        examples = validation[:limit] if limit else validation
+        examples = validation_examples(run_cfg, plan, limit)
         source = f"validation split of {', '.join(run_cfg.data)} (seed {run_cfg.seed})"
     else:
         raise ValueError("No held-out data: pass --data, or an adapter inside a run "
                          "directory (its validation split is used).")
-    seen = {example_key(e) for e in train}
-    kept = [e for e in examples if example_key(e) not in seen]
+    in_train = np.isin(np.asarray([example_hash(e) for e in examples], np.uint64),
+                       train_keys)
+    kept = [e for e, seen in zip(examples, in_train) if not seen]
     if len(kept) < len(examples):
         log.warning("Removed %d held-out examples that are also training examples.",
                     len(examples) - len(kept))
@@ -132,6 +134,26 @@ def load_heldout(cfg: Config, data: str | None = None, skip: int = 0,
         labels = sorted({e.label for e in kept if e.label is not None})
         label_source = "held-out data" if labels else ""
     return HeldOut(kept, source, len(examples) - len(kept), labels, label_source)
+
+
+def validation_examples(run_cfg: Config, plan, limit: int = 0) -> list[Example]:
+    """The first `limit` (0 = all) validation examples of `plan`, read again."""
+    from keras_ft.data import stream_examples
+    from keras_ft.records import LoadReport
+
+    wanted = plan.validation[:limit] if limit else plan.validation
+    if plan.validation_is_separate:
+        stream = stream_examples(run_cfg, (run_cfg.validation_data,), LoadReport())
+    else:
+        stream = stream_examples(run_cfg, run_cfg.data, LoadReport(), run_cfg.data_weights)
+        if run_cfg.num_examples:
+            stream = itertools.islice(stream, run_cfg.num_examples)
+    position = {int(index): rank for rank, index in enumerate(wanted)}
+    picked: list = [None] * len(wanted)
+    for index, example in enumerate(stream):
+        if index in position:
+            picked[position[index]] = example
+    return picked
 
 
 # --------------------------------------------------------------- generation

@@ -13,7 +13,7 @@ import dataclasses
 import itertools
 import logging
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable
 
 import numpy as np
 
@@ -58,7 +58,6 @@ def collect_stats(cfg: Config, use_tokenizer: bool = True,
     examples = stream_examples(cfg, cfg.data, report, cfg.data_weights)
     if cfg.num_examples:
         examples = itertools.islice(examples, cfg.num_examples)
-    examples = list(examples)
     tokenizer = load_tokenizer(cfg.preset) if use_tokenizer else None
     return compute_stats(examples, report, get_template(cfg.template), tokenizer,
                          cfg.sequence_length, cfg.completion_only_loss, num_rendered)
@@ -81,52 +80,62 @@ def load_tokenizer(preset: str) -> TextTokenizer:
             "preset, or --no-tokens to skip the token statistics.") from None
 
 
-def compute_stats(examples: Sequence[Example], report: LoadReport, template: Template,
+def compute_stats(examples: Iterable[Example], report: LoadReport, template: Template,
                   tokenizer: TextTokenizer | None = None, sequence_length: int = 256,
                   completion_only: bool = True, num_rendered: int = 3) -> DataStats:
-    """Computes `DataStats` of examples; token figures need a tokenizer."""
+    """Computes `DataStats` in one pass; token figures need a tokenizer.
+
+    Memory holds a hash and a few numbers per example, so `examples` can be
+    a stream larger than memory.
+    """
     seen, prompts = set(), set()
-    duplicates = duplicate_prompts = 0
+    stats = DataStats(report=report, num_examples=0, num_duplicates=0,
+                      num_duplicate_prompts=0, assistant_turns=collections.Counter(),
+                      labels=collections.Counter(), topics=collections.Counter(),
+                      char_lengths=np.zeros(0, np.int64), sequence_length=sequence_length)
+    char_lengths, token_lengths = [], []
     for example in examples:
         key = tuple((m.role, m.content) for m in example.messages)
-        prompt = key[:-1]
-        duplicates += key in seen
-        duplicate_prompts += prompt in prompts
-        seen.add(key)
-        prompts.add(prompt)
-    stats = DataStats(
-        report=report, num_examples=len(examples), num_duplicates=duplicates,
-        num_duplicate_prompts=duplicate_prompts,
-        assistant_turns=collections.Counter(
-            sum(m.role == "assistant" for m in e.messages) for e in examples),
-        labels=collections.Counter(e.label for e in examples if e.label is not None),
-        topics=collections.Counter(_topic(e) for e in examples),
-        char_lengths=np.asarray([sum(len(m.content) for m in e.messages)
-                                 for e in examples], np.int64),
-        sequence_length=sequence_length)
-    if tokenizer is None:
-        stats.rendered = [render_marked(e, template) for e in examples[:num_rendered]]
-        return stats
-    lengths = []
-    for example in examples:
-        full = tokenize_example(example, template, tokenizer, _NO_LIMIT, completion_only)
-        if full is None or not full.loss_mask[1:sequence_length + 1].any():
-            stats.num_dropped += 1
-        if full is not None:
-            lengths.append(full.num_tokens_before_truncation)
-            stats.num_truncated += full.num_tokens_before_truncation > sequence_length + 1
-    stats.token_lengths = np.asarray(lengths, np.int64)
-    for example in examples[:num_rendered]:
-        tokenized = tokenize_example(example, template, tokenizer, sequence_length,
-                                     completion_only)
-        note = ""
-        if tokenized is None:  # show it whole, so the user sees why
-            tokenized = tokenize_example(example, template, tokenizer, _NO_LIMIT,
-                                         completion_only)
-            note = (f"(dropped: no response token within sequence_length="
-                    f"{sequence_length}; shown untruncated)\n")
-        stats.rendered.append(note + format_marked(tokenized, tokenizer))
+        key_hash, prompt_hash = hash(key), hash(key[:-1])
+        stats.num_examples += 1
+        stats.num_duplicates += key_hash in seen
+        stats.num_duplicate_prompts += prompt_hash in prompts
+        seen.add(key_hash)
+        prompts.add(prompt_hash)
+        stats.assistant_turns[sum(m.role == "assistant" for m in example.messages)] += 1
+        if example.label is not None:
+            stats.labels[example.label] += 1
+        stats.topics[_topic(example)] += 1
+        char_lengths.append(sum(len(m.content) for m in example.messages))
+        if tokenizer is not None:
+            full = tokenize_example(example, template, tokenizer, _NO_LIMIT, completion_only)
+            if full is None or not full.loss_mask[1:sequence_length + 1].any():
+                stats.num_dropped += 1
+            if full is not None:
+                token_lengths.append(full.num_tokens_before_truncation)
+                stats.num_truncated += full.num_tokens_before_truncation > sequence_length + 1
+        if len(stats.rendered) < num_rendered:
+            stats.rendered.append(_render(example, template, tokenizer, sequence_length,
+                                          completion_only))
+    stats.char_lengths = np.asarray(char_lengths, np.int64)
+    if tokenizer is not None:
+        stats.token_lengths = np.asarray(token_lengths, np.int64)
     return stats
+
+
+def _render(example: Example, template: Template, tokenizer: TextTokenizer | None,
+            sequence_length: int, completion_only: bool) -> str:
+    """One example as training sees it, loss tokens marked."""
+    if tokenizer is None:
+        return render_marked(example, template)
+    tokenized = tokenize_example(example, template, tokenizer, sequence_length,
+                                 completion_only)
+    if tokenized is not None:
+        return format_marked(tokenized, tokenizer)
+    # Dropped: show it whole, so the user sees why.
+    tokenized = tokenize_example(example, template, tokenizer, _NO_LIMIT, completion_only)
+    return (f"(dropped: no response token within sequence_length={sequence_length}; "
+            f"shown untruncated)\n" + format_marked(tokenized, tokenizer))
 
 
 _QUESTION_WORDS = frozenset(

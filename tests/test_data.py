@@ -4,11 +4,12 @@ import dataclasses
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from keras_ft import data
 from keras_ft.config import Config
-from keras_ft.data import cache_tokenized, load_examples, split_examples
+from keras_ft.data import cache_tokenized, load_examples, validation_count
 from keras_ft.records import DataError
 from keras_ft.templates import get_template
 
@@ -90,9 +91,9 @@ def test_no_usable_examples_and_skipping(tmp_path):
         load_examples(Config(data=(str(path),), skip_bad_records=True))
 
 
-def test_split_examples_rounds_to_nearest():
-    assert [len(s) for s in split_examples(list(range(15)), 0.1)] == [13, 2]
-    assert [len(s) for s in split_examples(list(range(5)), 0.1)] == [4, 1]
+def test_validation_count_rounds_to_nearest():
+    assert validation_count(15, 0.1) == 2 and validation_count(5, 0.1) == 1
+    assert validation_count(14, 0.1) == 1 and validation_count(7, 0.0) == 0
 
 
 # ------------------------------------------------------------- token cache
@@ -120,10 +121,11 @@ def test_cache_tokenized_reuses_and_invalidates(tmp_path, tokenizers, monkeypatc
     assert (len(first[0]), len(first[1])) == (18, 2)
     assert first[2]["train"] == {"examples": 18, "truncated": 0, "dropped_fully_truncated": 0}
 
-    def no_reading(cfg):
+    def no_reading(*args):
         raise AssertionError("a cache hit must not read or tokenize the data")
 
-    monkeypatch.setattr(data, "load_examples", no_reading)
+    monkeypatch.setattr(data, "plan_split", no_reading)
+    monkeypatch.setattr(data, "stream_examples", no_reading)
     second = cache_tokenized(cfg, template, tokenizers[0])
     assert second[2]["cache"] == {"hit": True, "path": first[2]["cache"]["path"]}
     for a, b in zip(first[0], second[0]):
@@ -146,7 +148,8 @@ def test_cache_tokenized_reuses_and_invalidates(tmp_path, tokenizers, monkeypatc
 def test_cache_tokenized_without_a_cache_dir_counts_truncation(tmp_path, tokenizers):
     long = [{"prompt": "Explain. " * 40, "completion": "Paris is the capital."}] * 4
     path = write_jsonl(tmp_path / "d.jsonl", long + pairs("What is ", 6))
-    cfg = Config(data=(path,), sequence_length=24, validation_fraction=0.0)
+    cfg = Config(data=(path,), sequence_length=24, validation_fraction=0.0,
+                 tokenized_cache_dir="")
     train, validation, report = cache_tokenized(cfg, get_template(cfg.template), tokenizers[0])
     assert len(validation) == 0 and report["cache"]["hit"] is False
     assert report["train"]["dropped_fully_truncated"] == 4
@@ -177,3 +180,61 @@ def test_sample_data_files_load_and_have_numbered_steps():
                                             validation_fraction=0.0))
     assert len(chats) == 20 and max(sum(m.role == "assistant" for m in e.messages)
                                     for e in chats) >= 2
+
+
+@pytest.mark.parametrize("on_disk", [False, True])
+def test_streamed_token_split_equals_split_then_tokenize(tmp_path, tokenizers, on_disk):
+    # The one-pass split (tokenize while reading, split by index) gives the same
+    # examples, in the same order, as splitting Examples in memory and then
+    # tokenizing; dropped (fully truncated) examples are counted in their split.
+    from keras_ft.tokens import tokenize_example
+
+    long = [{"prompt": f"Explain {i}. " + "Explain. " * 40, "completion": "Paris."}
+            for i in range(6)]
+    records = pairs("What is ", 20) + long + pairs("What is ", 4)  # 4 duplicates
+    path = write_jsonl(tmp_path / "d.jsonl", records)
+    cfg = Config(data=(path,), sequence_length=24, validation_fraction=0.25, seed=5,
+                 tokenized_cache_dir=str(tmp_path / "cache") if on_disk else "")
+    template = get_template(cfg.template)
+    train, validation, report = cache_tokenized(cfg, template, tokenizers[0])
+    expected = load_examples(cfg)
+    for split, examples, name in ((train, expected[0], "train"),
+                                  (validation, expected[1], "validation")):
+        tokenized = [tokenize_example(e, template, tokenizers[0], 24) for e in examples]
+        kept = [t for t in tokenized if t is not None]
+        assert [t.token_ids.tolist() for t in split] == [t.token_ids.tolist() for t in kept]
+        assert [t.loss_mask.tolist() for t in split] == [t.loss_mask.tolist() for t in kept]
+        assert report[name]["dropped_fully_truncated"] == len(tokenized) - len(kept)
+    assert report["train"]["dropped_fully_truncated"] + \
+        report["validation"]["dropped_fully_truncated"] == 6
+    assert report["num_overlap_removed"] == expected[2].num_overlap_removed > 0
+    if on_disk:
+        assert isinstance(train.tokens, np.memmap)
+
+
+def test_a_large_file_streams_to_the_token_cache(tmp_path, tokenizers):
+    # ~12 MB of JSONL is tokenized to disk while Python holds a small,
+    # constant amount of memory: no list of examples or records is kept.
+    import tracemalloc
+
+    path = tmp_path / "large.jsonl"
+    with path.open("w") as f:
+        for i in range(3000):
+            f.write(json.dumps({"prompt": f"Question {i}: why?",
+                                "completion": f"Answer {i}: " + "because of scattering. " * 180})
+                    + "\n")
+    size = path.stat().st_size
+    cfg = Config(data=(str(path),), sequence_length=32, validation_fraction=0.01,
+                 tokenized_cache_dir=str(tmp_path / "cache"))
+    tracemalloc.start()
+    try:
+        train, validation, report = cache_tokenized(cfg, get_template(cfg.template),
+                                                    tokenizers[0])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert size > 10e6 and peak < size / 4, (size, peak)  # holding the text: > size
+    assert (len(train), len(validation)) == (2970, 30)
+    assert report["train"]["truncated"] == 2970  # every example is cut to 32 tokens
+    held_out = {tuple(t.token_ids) for t in validation}
+    assert len(held_out) == 30 and not any(tuple(t.token_ids) in held_out for t in train)

@@ -1,6 +1,5 @@
 import time
 
-import keras
 import keras_hub
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-from keras_ft.templates import Example, Message, get_template, split_turns
+from keras_ft.templates import Message, get_template, split_turns
 
 CHAT = (Message("system", "Be brief."), Message("user", "Hi"), Message("assistant", "Hello!"),
         Message("user", "Steps?"), Message("assistant", "1. One."))
