@@ -196,6 +196,11 @@ def coerce_value(name: str, value: Any) -> Any:
             except ValueError:
                 raise ValueError(f"`{name}` must be a list of numbers. "
                                  f"Received: {name}={value!r}") from None
+    if expected is float and isinstance(value, str):
+        try:  # YAML 1.1 reads `5e-5` (no dot) as a string
+            return float(value)
+        except ValueError:
+            return value  # the type check names the field
     if typing.get_origin(expected) is tuple:
         if isinstance(value, str):
             return (value,)

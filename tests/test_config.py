@@ -78,3 +78,15 @@ def test_config_json_round_trip(tmp_path):
     save_config(cfg, tmp_path / "config.json")
     loaded = json.loads((tmp_path / "config.json").read_text())
     assert load_config(None, loaded) == cfg
+
+
+def test_exponent_floats_load_from_yaml_and_a_run_config(tmp_path):
+    # PyYAML reads `5e-5` (no dot) as a string; a run's config.json holds 5e-05.
+    (tmp_path / "exp.yaml").write_text("learning_rate: 5e-5\nweight_decay: 1e-6\n")
+    assert load_config(tmp_path / "exp.yaml").learning_rate == 5e-5
+    cfg = Config(learning_rate=5e-5, weight_decay=1e-6, data=("x.jsonl",))
+    save_config(cfg, tmp_path / "config.json")
+    assert load_config(tmp_path / "config.json") == cfg
+    (tmp_path / "bad.yaml").write_text("learning_rate: fast\n")
+    with pytest.raises(ValueError, match="`learning_rate` must be of type float"):
+        load_config(tmp_path / "bad.yaml")
