@@ -85,7 +85,7 @@ def run_worker(cfg: Config) -> dict:
     import keras_hub
 
     from keras_ft.evaluate import measure_latency
-    from keras_ft.generate import build_sampler, encode_prompt
+    from keras_ft.generate import encode_prompt, generate_function
     from keras_ft.model import load_adapter, resolve_preset
     from keras_ft.pipeline import finetune
     from keras_ft.templates import get_template
@@ -98,10 +98,10 @@ def run_worker(cfg: Config) -> dict:
     preset = resolve_preset(cfg.preset)
     causal_lm = keras_hub.models.CausalLM.from_preset(preset, dtype=cfg.dtype)
     load_adapter(causal_lm, result.run_dir)
-    causal_lm.compile(sampler=build_sampler(dataclasses.replace(cfg, sampler="greedy")))
+    generate_fn = generate_function(causal_lm, dataclasses.replace(cfg, sampler="greedy"))
     tokenizer = TextTokenizer.from_preset(preset)
     prompt = encode_prompt(cfg.sample_prompts[0], get_template(cfg.template), tokenizer)
-    record["latency"] = measure_latency(causal_lm, prompt, cfg.max_new_tokens,
+    record["latency"] = measure_latency(generate_fn, prompt, cfg.max_new_tokens,
                                         tokenizer.pad_id)
     _write_json(Path(cfg.output_dir) / RESULT_FILE, record)
     return record

@@ -176,16 +176,16 @@ def encode_prompt(example: Example, template: Template, tokenizer: TextTokenizer
     return ids[:head] + ids[len(ids) - (max_tokens - head):], True
 
 
-def generate_replies(causal_lm, prompts: list[list[int]], template: Template,
+def generate_replies(generate_fn, prompts: list[list[int]], template: Template,
                      tokenizer: TextTokenizer, max_new_tokens: int,
                      batch_size: int = 8) -> list[dict]:
-    """Generates a reply per prompt with the causal LM's compiled sampler.
+    """Generates a reply per prompt with a compiled generation loop.
 
-    Batches have a fixed size and prompt lengths padded to `PROMPT_STEP`, so
+    `generate_fn` is `generate.generate_function(causal_lm, cfg)`. Batches
+    have a fixed size and prompt lengths padded to `PROMPT_STEP`, so
     XLA compiles few shapes. Returns per prompt {"text", "num_tokens",
     "stopped"} (stopped: an end-of-turn came within `max_new_tokens`).
     """
-    generate_fn = causal_lm.make_generate_function()
     stop_ids = tuple(tokenizer.special_id(t) for t in template.stop_tokens)
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     replies: list[dict] = [{}] * len(prompts)
@@ -210,18 +210,17 @@ def generate_replies(causal_lm, prompts: list[list[int]], template: Template,
     return replies
 
 
-def measure_latency(causal_lm, prompt: list[int], max_new_tokens: int,
+def measure_latency(generate_fn, prompt: list[int], max_new_tokens: int,
                     pad_id: int, repeats: int = 3) -> dict[str, float]:
     """Generation latency of one prompt, with compile time kept apart.
 
-    Each shape is run once to compile, then `repeats` times; the median is
+    `generate_fn` is `generate.generate_function(causal_lm, cfg)`. Each
+    shape is run once to compile, then `repeats` times; the median is
     the steady state. Time to first token is a generation of one new token
     (prefill + one step); tokens/s is `max_new_tokens` generated with no
     stop token, divided by the steady-state time. compile_s is what the
     first calls took beyond the steady state.
     """
-    generate_fn = causal_lm.make_generate_function()
-
     def timed(num_new: int) -> float:
         length = len(prompt) + num_new
         inputs = {"token_ids": np.full((1, length), pad_id, np.int32),
@@ -249,7 +248,7 @@ def score_model(causal_lm, heldout: HeldOut, cfg: Config, tokenizer: TextTokeniz
                 latency: bool = True) -> dict:
     """All metrics of one model (base or tuned) on `heldout`."""
     from keras_ft.data import TokenizedDataset
-    from keras_ft.generate import build_sampler
+    from keras_ft.generate import generate_function
     from keras_ft.tokens import tokenize_example
     from keras_ft.train import BatchSequence, CausalLMTrainer
 
@@ -261,12 +260,12 @@ def score_model(causal_lm, heldout: HeldOut, cfg: Config, tokenizer: TextTokeniz
                             tokenizer.pad_id, cfg.seed, shuffle=False)
     result = {"tokens": evaluate_tokens(CausalLMTrainer(causal_lm.backbone), dataset)}
 
-    causal_lm.compile(sampler=build_sampler(cfg))
+    generate_fn = generate_function(causal_lm, cfg)
     examples = heldout.examples[:num_generate]
     prompts = [encode_prompt(e, template, tokenizer, cfg.sequence_length)[0]
                for e in examples]
     start = time.perf_counter()
-    replies = generate_replies(causal_lm, prompts, template, tokenizer,
+    replies = generate_replies(generate_fn, prompts, template, tokenizer,
                                cfg.max_new_tokens, batch_size)
     result["generate_s"] = time.perf_counter() - start
     result["generations"] = [r["text"] for r in replies]
@@ -276,7 +275,7 @@ def score_model(causal_lm, heldout: HeldOut, cfg: Config, tokenizer: TextTokeniz
     result["stopped"] = sum(r["stopped"] for r in replies) / max(len(replies), 1)
     result["new_tokens"] = metrics_text.length_stats([r["num_tokens"] for r in replies])
     if latency:
-        result["latency"] = measure_latency(causal_lm, prompts[0], cfg.max_new_tokens,
+        result["latency"] = measure_latency(generate_fn, prompts[0], cfg.max_new_tokens,
                                             tokenizer.pad_id)
     return result
 

@@ -64,11 +64,7 @@ def generate(causal_lm, prompts: list[str], cfg: Config,
     padding_mask = np.zeros((len(prompts), length), bool)
     for row, ids in enumerate(encoded):
         token_ids[row, :len(ids)], padding_mask[row, :len(ids)] = ids, True
-    causal_lm.compile(sampler=build_sampler(cfg))
-    # keras-hub's compiled generation loop, fed token ids directly: its string
-    # front end would re-tokenize (and Gemma 3's drops text-only outputs).
-    generate_fn = causal_lm.make_generate_function()
-    out = generate_fn({"token_ids": token_ids, "padding_mask": padding_mask},
+    out = generate_function(causal_lm, cfg)({"token_ids": token_ids, "padding_mask": padding_mask},
                       stop_token_ids=stop_ids)
     replies = []
     for row, ids in enumerate(encoded):
@@ -78,6 +74,25 @@ def generate(causal_lm, prompts: list[str], cfg: Config,
         stops = [i for i, t in enumerate(new) if t in stop_ids]
         replies.append(tokenizer.decode(new[: stops[0]] if stops else new).strip())
     return replies
+
+
+def generate_function(causal_lm, cfg: Config):
+    """keras-hub's compiled generation loop for `cfg`'s sampler, made once.
+
+    It is fed token ids directly: the string front end would re-tokenize
+    (and Gemma 3's drops text-only outputs). `compile(sampler=...)` throws
+    the jitted loop away, so it is only called when the sampler settings or
+    the model's variables (e.g. LoRA enabled since) change; the loop reads
+    the current weights at each call, so training in between is seen.
+    """
+    key = (cfg.sampler, cfg.top_k, cfg.top_p, cfg.temperature, cfg.seed,
+           len(causal_lm.variables))
+    cached = getattr(causal_lm, "_keras_ft_generate", None)
+    if cached is None or cached[0] != key:
+        causal_lm.compile(sampler=build_sampler(cfg))
+        cached = (key, causal_lm.make_generate_function())
+        causal_lm._keras_ft_generate = cached
+    return cached[1]
 
 
 @click.command()

@@ -4,6 +4,7 @@ Counts `jit(train_step)` compilations through `jax.log_compiles` over two
 epochs of `fit` on a tiny Gemma 3 and examples of many lengths.
 """
 
+import contextlib
 import logging
 
 import jax
@@ -24,6 +25,20 @@ class CompileLog(logging.Handler):
     def count(self, name):
         return sum(m.startswith(f"Finished XLA compilation of jit({name})")
                    for m in self.messages)
+
+
+@contextlib.contextmanager
+def capture_jax_log(handler: logging.Handler):
+    """Routes JAX's debug log (compilation messages) to `handler`."""
+    logger = logging.getLogger("jax")
+    old_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
 
 
 def test_train_step_compiles_at_most_once_per_bucket(tiny_gemma3):
@@ -47,15 +62,7 @@ def test_train_step_compiles_at_most_once_per_bucket(tiny_gemma3):
     assert data.buckets == [16, 32]
 
     log = CompileLog()
-    logger = logging.getLogger("jax")
-    old_level = logger.level
-    logger.addHandler(log)
-    logger.setLevel(logging.DEBUG)
-    try:
-        with jax.log_compiles(True):
-            trainer.fit(data, epochs=2, verbose=0)
-    finally:
-        logger.removeHandler(log)
-        logger.setLevel(old_level)
+    with capture_jax_log(log), jax.log_compiles(True):
+        trainer.fit(data, epochs=2, verbose=0)
     compiles = log.count("train_step")
     assert 1 <= compiles <= len(data.buckets), log.messages

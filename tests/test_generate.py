@@ -53,3 +53,26 @@ def test_generate_cli_loads_a_preset_and_an_adapter(tiny_gemma, tmp_path):
                                        "--max-new-tokens", "3", "How", "do", "I?"])
     assert result.exit_code == 0, result.output
     assert len(result.output.strip().splitlines()) >= 1
+
+
+def test_generation_compiles_once_and_sees_new_weights(tiny_gemma3):
+    # Sampling every N steps during training must not recompile the loop, yet
+    # must use the weights as they are now; another sampler gets its own loop.
+    import jax
+
+    from test_compilations import CompileLog, capture_jax_log
+
+    cfg = Config(preset=str(tiny_gemma3), template="gemma", sampler="greedy",
+                 max_new_tokens=5)
+    causal_lm = build_model(cfg)
+    log = CompileLog()
+    with capture_jax_log(log), jax.log_compiles(True):
+        first = generate(causal_lm, ["Hi there"], cfg)
+        assert generate(causal_lm, ["Hi there"], cfg) == first
+        for weight in causal_lm.backbone.trainable_weights:  # LoRA B: 0 at start
+            weight.assign(np.random.default_rng(1).normal(0, 0.5, weight.shape))
+        changed = generate(causal_lm, ["Hi there"], cfg)
+        compiles = log.count("compiled_generate_function")
+        generate(causal_lm, ["Hi there"], Config(**{**cfg.__dict__, "sampler": "top_k"}))
+    assert compiles == 1 and log.count("compiled_generate_function") == 2
+    assert changed != first
