@@ -29,7 +29,6 @@ import os
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -37,19 +36,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import common  # noqa: E402
 
 VARIANTS = {"float32": "", "int8": "int8", "int4": "int4"}
-
-
-def rss_mb(field: str = "VmRSS") -> float:
-    """A memory field of /proc/self/status (VmRSS, VmHWM), in MB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024.0
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def reset_peak() -> None:
-    """Resets this process's resident high-water mark (VmHWM)."""
-    Path("/proc/self/clear_refs").write_text("5")
 
 
 def worker(variant: str, steps: int) -> None:
@@ -76,22 +62,23 @@ def worker(variant: str, steps: int) -> None:
                              cfg.sequence_length, tokenizer.pad_id, 0)
         trainer = build_trainer(cfg, causal_lm.backbone, steps)
         gc.collect()
-        after_load = rss_mb()
+        after_load = common.rss_mb()
         peaks = {}
 
         def after_first_step(batch, logs):
             if not peaks:
-                peaks["first_step"] = rss_mb("VmHWM")
-                reset_peak()
+                peaks["first_step"] = common.rss_mb("VmHWM")
+                common.reset_peak_rss()
 
-        reset_peak()
+        common.reset_peak_rss()
         start = time.perf_counter()
         history = train(cfg, trainer, data, None, run_dir, callbacks=[
             keras.callbacks.LambdaCallback(on_train_batch_end=after_first_step)])
         train_s = time.perf_counter() - start
         losses = history.history["loss"]
     common.emit({"variant": variant, "weights_mb": weights_mb, "rss_after_load_mb": after_load,
-                 "first_step_peak_mb": peaks["first_step"], "steady_peak_mb": rss_mb("VmHWM"),
+                 "first_step_peak_mb": peaks["first_step"],
+                 "steady_peak_mb": common.rss_mb("VmHWM"),
                  "process_peak_mb": common.peak_rss_mb(), "load_s": load_s,
                  "train_s": train_s, "steps": steps, "final_loss": float(losses[-1]),
                  "chunked_loss": trainer.use_chunked_loss})

@@ -34,6 +34,19 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def rss_mb(field: str = "VmRSS") -> float:
+    """A memory field of /proc/self/status (VmRSS, VmHWM), in MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024.0
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def reset_peak_rss() -> None:
+    """Resets this process's resident high-water mark (VmHWM; Linux)."""
+    Path("/proc/self/clear_refs").write_text("5")
+
+
 def machine() -> str:
     """One line: CPU model, cores, memory, load average, library versions."""
     model = "unknown CPU"
