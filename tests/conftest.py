@@ -9,20 +9,6 @@ import pytest  # noqa: E402
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
-def pytest_addoption(parser):
-    parser.addoption("--run_large", action="store_true",
-                     help="run tests that need the network (Kaggle, Hugging Face)")
-
-
-def pytest_collection_modifyitems(config, items):
-    if config.getoption("--run_large"):
-        return
-    skip = pytest.mark.skip(reason="needs the network; run with --run_large")
-    for item in items:
-        if "large" in item.keywords:
-            item.add_marker(skip)
-
-
 def _tiny(tmp_path_factory, architecture):
     from keras_ft.testing import make_tiny_preset
 

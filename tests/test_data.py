@@ -102,7 +102,8 @@ def test_validation_count_rounds_to_nearest():
 @pytest.fixture(scope="module")
 def tokenizers():
     """Two tiny SentencePiece vocabularies (keras-hub Gemma tokenizers)."""
-    keras_hub = pytest.importorskip("keras_hub")
+    import keras_hub
+
     from keras_ft.testing import train_tiny_sentencepiece
     from keras_ft.tokens import TextTokenizer
 

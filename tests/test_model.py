@@ -106,12 +106,6 @@ def test_local_directory_without_config_is_refused(tmp_path):
         resolve_preset(str(tmp_path))
 
 
-@pytest.mark.large
-def test_kaggle_preset_loads_with_network():
-    causal_lm = build_model(Config(preset="gemma_2b_en"))
-    assert causal_lm.backbone.num_layers == 18
-
-
 def test_attention_targets_enable_each_projection_once(tiny_gemma3):
     causal_lm = build_model(Config(preset=str(tiny_gemma3), lora_targets="attention"))
     names = [w.path.split("/")[-2] for w in causal_lm.backbone.trainable_weights]

@@ -83,7 +83,7 @@ def test_csv_with_quoted_newlines_and_real_bitext(tmp_path, shared_data):
 
 
 def test_parquet_and_gzip_and_directories(tmp_path):
-    pa = pytest.importorskip("pyarrow")
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     folder = tmp_path / "mixed"

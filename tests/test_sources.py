@@ -44,7 +44,8 @@ def test_malformed_specs(spec):
 
 @pytest.fixture(scope="module")
 def tfds_dir(tmp_path_factory):
-    tfds = pytest.importorskip("tensorflow_datasets")
+    import tensorflow_datasets as tfds
+
     data_dir = tmp_path_factory.mktemp("tfds")
     features = tfds.features.FeaturesDict({
         "headline": tfds.features.Text(),
