@@ -120,8 +120,8 @@ def main() -> None:
              "keras_ft_cold": "keras_ft, first run: stream -> token cache on disk",
              "keras_ft_warm": "keras_ft, second run: token cache hit (memory-mapped)"}
     rows = [[names[c], results[c][0]["examples"], med[c]["seconds"],
-             f"{med[c]['seconds'] / med['seed']['seconds']:.2f}x", med[c]["peak_above_mb"],
-             f"{med[c]['peak_above_mb'] / med['seed']['peak_above_mb']:.3f}x"]
+             f"{med[c]['seconds'] / med['seed']['seconds']:.3g}x", med[c]["peak_above_mb"],
+             f"{med[c]['peak_above_mb'] / med['seed']['peak_above_mb']:.3g}x"]
             for c in CONTENDERS]
     table = common.md_table(["contender", "examples", "wall s", "vs seed",
                              "peak RSS above start MB", "vs seed"], rows)
