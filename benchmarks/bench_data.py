@@ -132,8 +132,8 @@ def main() -> None:
              f"{args.rounds} alternating rounds.\n"
              "- peak RSS above start: the resident high-water mark (VmHWM, reset just "
              "before) minus the RSS before the data stage (Python, NumPy and the "
-             "tokenizer loaded), so it is what the data costs. keras_ft counts one "
-             "example fewer: a conversation equal to a validation one is removed.")
+             "tokenizer loaded), so it is what the data costs. keras_ft counts fewer "
+             "examples: training ones equal to a validation one are removed.")
     print(table)
     print(notes)
     print(json.dumps(results, indent=1))
