@@ -134,14 +134,10 @@ def main() -> None:
              "before) minus the RSS before the data stage (Python, NumPy and the "
              "tokenizer loaded), so it is what the data costs. keras_ft counts fewer "
              "examples: training ones equal to a validation one are removed.")
-    print(table)
-    print(notes)
-    print(json.dumps(results, indent=1))
-    if not args.no_append:
-        common.append_results(
-            "Data: streaming token cache vs in-memory lists (ShareGPT x copies)",
-            f"python benchmarks/bench_data.py --copies {args.copies} --rounds {args.rounds}",
-            table + "\n\n" + notes)
+    common.publish("Data: streaming token cache vs in-memory lists (ShareGPT x copies)",
+                   f"python benchmarks/bench_data.py --copies {args.copies} "
+                   f"--rounds {args.rounds}", table + "\n\n" + notes, results,
+                   append=not args.no_append)
 
 
 if __name__ == "__main__":

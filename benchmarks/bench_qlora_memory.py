@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import sys
 import tempfile
@@ -121,13 +120,9 @@ def main() -> None:
         ["base", "weights MB", "RSS after load MB", "first-step peak MB",
          "steady peak MB", "steady vs float32", "process peak MB", "load s",
          f"train s ({args.steps} steps)", "loss", "head"], rows)
-    print(table)
-    print(json.dumps(results, indent=1))
-    if not args.no_append:
-        common.append_results(
-            "QLoRA memory: LoRA on a float32 / int8 / int4 Gemma 3 270M (CPU)",
-            f"python benchmarks/bench_qlora_memory.py --steps {args.steps}",
-            table + "\n\n" + NOTES)
+    common.publish("QLoRA memory: LoRA on a float32 / int8 / int4 Gemma 3 270M (CPU)",
+                   f"python benchmarks/bench_qlora_memory.py --steps {args.steps}",
+                   table + "\n\n" + NOTES, results, append=not args.no_append)
 
 
 NOTES = """\

@@ -106,6 +106,14 @@ def append_results(title: str, command: str, body: str) -> None:
         fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def publish(title: str, command: str, body: str, raw, append: bool = True) -> None:
+    """Prints a benchmark's table/notes and raw results; appends them to RESULTS.md."""
+    print(body)
+    print(json.dumps(raw, indent=1))
+    if append:
+        append_results(title, command, body)
+
+
 def run_worker(argv: list[str], timeout: float = 1800) -> dict:
     """Runs `python argv...` in a fresh process; returns its `RESULT {...}` line."""
     env = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="3")
