@@ -226,7 +226,7 @@ def report(args, command, names, runs) -> None:
         f"{args.repeats} timed calls; medians.",
         "- keras contenders do not stream: their TTFT is a whole `generate` call for 1 "
         "new token. keras_ft `generate` stops at `<eos>` and rounds its buffer up to a "
-        "multiple of 64 (tokens delivered says how many it returned).",
+        "multiple of 16 (tokens delivered says how many it returned).",
         "- GPU: not measured; no GPU is lent to this task."])
     print(body)
     if not args.no_append:
