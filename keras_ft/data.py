@@ -256,6 +256,10 @@ class TokenizedDataset(collections.abc.Sequence):
                                 np.asarray(self.mask[start:end], bool),
                                 int(self.lengths[slot]))
 
+    def sizes(self) -> np.ndarray:
+        """Tokens stored per example (len of `token_ids`), without reading them."""
+        return np.diff(self.offsets)[self.index]
+
     def select(self, index: np.ndarray) -> "TokenizedDataset":
         """A view of the stored slots `index` (dropped ones are skipped)."""
         return TokenizedDataset(self.tokens, self.mask, self.offsets, self.lengths, index)

@@ -153,6 +153,38 @@ def bucket_lengths(sequence_length: int, num_buckets: int) -> list[int]:
     return sorted({min(step * i, sequence_length) for i in range(1, num_buckets + 1)})
 
 
+def fitted_bucket_lengths(padded_lengths: Sequence[int], num_buckets: int,
+                          batch_size: int = 1, multiple: int = 8) -> list[int]:
+    """At most `num_buckets` lengths that minimise padding for these batches.
+
+    `padded_lengths` holds each batch's longest example. Linear buckets
+    (`bucket_lengths`) pad Dolly at 256 tokens to 1.32x its real tokens; the
+    same number of shapes placed by dynamic programming over the observed
+    lengths (rounded up to `multiple`) pads less, with no extra compiles. The
+    longest bucket covers the longest batch, so every batch fits.
+    """
+    values, counts = np.unique(-(-np.asarray(padded_lengths, np.int64) // multiple)
+                               * multiple, return_counts=True)
+    m, k = len(values), min(num_buckets, len(values))
+    # cost[i][j]: padded tokens of batches i..j-1 all padded to values[j-1].
+    prefix = np.concatenate([[0], np.cumsum(counts)])
+    best = np.full((k + 1, m + 1), np.inf)
+    choice = np.zeros((k + 1, m + 1), np.int64)
+    best[0, 0] = 0.0
+    for used in range(1, k + 1):
+        for j in range(1, m + 1):
+            for i in range(j):  # the last bucket, values[j-1], covers values[i:j]
+                cost = best[used - 1, i] + (prefix[j] - prefix[i]) * values[j - 1]
+                if cost < best[used, j]:
+                    best[used, j], choice[used, j] = cost, i
+    used = int(np.argmin(best[1:, m])) + 1
+    buckets, j = [], m
+    while j > 0:
+        buckets.append(int(values[j - 1]))
+        j, used = int(choice[used, j]), used - 1
+    return sorted(buckets)
+
+
 def make_batch(examples: Sequence[TokenizedExample], buckets: Sequence[int],
                pad_id: int) -> tuple[dict, None, None]:
     """Pads examples into one batch shaped for `CausalLMTrainer`.

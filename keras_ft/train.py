@@ -31,7 +31,7 @@ from keras_ft.checkpoint import Checkpoints, resume_or_start
 from keras_ft.config import Config
 from keras_ft.loss import output_projection, reference_token_loss_stats, token_loss_stats
 from keras_ft.model import ADAPTER_FILE, save_adapter
-from keras_ft.tokens import TokenizedExample, bucket_lengths, make_batch
+from keras_ft.tokens import TokenizedExample, fitted_bucket_lengths, make_batch
 
 log = logging.getLogger(__name__)
 
@@ -112,8 +112,8 @@ class BatchSequence(keras.utils.PyDataset):
     """Batches of tokenized examples, reshuffled per epoch from the seed.
 
     Examples are padded to the nearest bucket length (`num_buckets` fixed
-    shapes), so little compute goes to padding and XLA compiles only a few
-    programs. Batch `b` of epoch `e` holds `example_indices(e, b)`, a pure
+    shapes, fitted to the lengths of epoch 0's batches), so little compute
+    goes to padding and XLA compiles only a few programs. Batch `b` of epoch `e` holds `example_indices(e, b)`, a pure
     function of (seed, e, b). It serves the span of one epoch set by
     `set_span` (by default all of epoch 0).
     """
@@ -127,9 +127,16 @@ class BatchSequence(keras.utils.PyDataset):
                              "filtering and truncation.")
         self.examples = examples  # a Sequence; may be memory-mapped
         self.batch_size = batch_size
-        self.buckets = bucket_lengths(sequence_length, num_buckets)
         self.pad_id, self.seed, self.shuffle = pad_id, seed, shuffle
         self.batches_per_epoch = math.ceil(len(examples) / batch_size)
+        sizes = (examples.sizes() if hasattr(examples, "sizes")
+                 else np.asarray([len(e.token_ids) for e in examples]))
+        longest = np.maximum.reduceat(sizes[self.order(0)] - 1,
+                                      np.arange(0, len(sizes), batch_size))
+        # Later epochs batch other examples together; their longest still
+        # fits the last bucket, which covers the longest example.
+        self.buckets = fitted_bucket_lengths(
+            np.append(longest, sizes.max() - 1), num_buckets, batch_size)
         self.span = (0, 0, self.batches_per_epoch)
 
     def set_span(self, epoch: int, start: int = 0, stop: int | None = None) -> None:

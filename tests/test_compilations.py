@@ -59,7 +59,7 @@ def test_train_step_compiles_at_most_once_per_bucket(tiny_gemma3):
                                          mask, n + 1))
     data = BatchSequence(examples, batch_size=2, sequence_length=32, pad_id=0, seed=0,
                          num_buckets=2)
-    assert data.buckets == [16, 32]
+    assert len(data.buckets) <= 2 and data.buckets[-1] >= 32  # fitted, covers the longest
 
     log = CompileLog()
     with capture_jax_log(log), jax.log_compiles(True):

@@ -9,14 +9,19 @@
 - a bfloat16 head stays within a stated tolerance of the float32 loss.
 """
 
+import itertools
+
 import jax
 import jax.numpy as jnp
 import keras
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from keras_ft.loss import chunk_sizes, reference_token_loss_stats, token_loss_stats
-from keras_ft.tokens import TokenizedExample, bucket_lengths, make_batch
+from keras_ft.tokens import (TokenizedExample, bucket_lengths, fitted_bucket_lengths,
+                             make_batch)
 
 
 def _problem(seed, batch, length, vocab=40, dim=8):
@@ -139,6 +144,25 @@ def test_batched_stats_equal_one_example_at_a_time(trainer, batch_examples):
     together = forward(make_batch(batch_examples, [32], pad_id=0)[0])
     alone = [forward(make_batch([e], [32], pad_id=0)[0])[0] for e in batch_examples]
     np.testing.assert_allclose(together, np.stack(alone), rtol=1e-5, atol=1e-5)
+
+
+@settings(max_examples=60, deadline=None)
+@given(lengths=st.lists(st.integers(1, 256), min_size=1, max_size=40),
+       k=st.sampled_from([1, 2, 4, 8]))
+def test_fitted_buckets_are_optimal_and_never_pad_more_than_linear(lengths, k):
+    fitted = fitted_bucket_lengths(lengths, k)
+
+    def padded(buckets):
+        return sum(next(b for b in buckets if b >= n) for n in lengths)
+
+    assert len(fitted) <= k and fitted == sorted(set(fitted)) and fitted[-1] >= max(lengths)
+    assert all(b % 8 == 0 for b in fitted)
+    assert padded(fitted) <= padded(bucket_lengths(256, k))
+    values = sorted({-(-n // 8) * 8 for n in lengths})  # brute force on small cases
+    if len(values) <= 10:
+        best = min(padded(list(c) + [values[-1]])
+                   for r in range(k) for c in itertools.combinations(values[:-1], r))
+        assert padded(fitted) == best
 
 
 def test_bucket_lengths_are_few_fixed_shapes():
