@@ -158,7 +158,8 @@ def worker_keras_ft(preset: str, count: int, dtype: str = "float32", lean: bool 
             shapes.append(shape)
             warm_index.append(i)
     warm_data = BatchSequence([examples[i] for i in warm_index], 1, common.SEQUENCE_LENGTH,
-                              tokenizer.pad_id, 0, shuffle=False)
+                              tokenizer.pad_id, 0, shuffle=False,
+                              buckets=timed_data.buckets)  # the timed pass's shapes
     warm, timed = StepTimer(), StepTimer()
     trainer.fit(warm_data, epochs=1, verbose=0, callbacks=[keras_timer(warm)])
     trainer.fit(timed_data, epochs=1, verbose=0, callbacks=[keras_timer(timed)])

@@ -120,7 +120,7 @@ class BatchSequence(keras.utils.PyDataset):
 
     def __init__(self, examples: Sequence[TokenizedExample], batch_size: int,
                  sequence_length: int, pad_id: int, seed: int, shuffle: bool = True,
-                 num_buckets: int = 4):
+                 num_buckets: int = 4, buckets: Sequence[int] | None = None):
         super().__init__()
         if not examples:
             raise ValueError("No examples to batch: the dataset is empty after "
@@ -135,8 +135,11 @@ class BatchSequence(keras.utils.PyDataset):
                                       np.arange(0, len(sizes), batch_size))
         # Later epochs batch other examples together; their longest still
         # fits the last bucket, which covers the longest example.
-        self.buckets = fitted_bucket_lengths(
+        self.buckets = list(buckets) if buckets else fitted_bucket_lengths(
             np.append(longest, sizes.max() - 1), num_buckets, batch_size)
+        if self.buckets[-1] < sizes.max() - 1:
+            raise ValueError(f"buckets={self.buckets} do not fit the longest example "
+                             f"({sizes.max() - 1} tokens).")
         self.span = (0, 0, self.batches_per_epoch)
 
     def set_span(self, epoch: int, start: int = 0, stop: int | None = None) -> None:
