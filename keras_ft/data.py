@@ -88,6 +88,12 @@ def stream_examples(cfg: Config, specs: Sequence[str], report: LoadReport,
                             f"the weights; examples per source: {dict(report.sources)}")
 
 
+def read_data(cfg: Config, report: LoadReport) -> Iterator[Example]:
+    """The examples of `cfg.data` (mixed by weights), the first `num_examples`."""
+    examples = stream_examples(cfg, cfg.data, report, cfg.data_weights)
+    return itertools.islice(examples, cfg.num_examples) if cfg.num_examples else examples
+
+
 @dataclasses.dataclass
 class SplitPlan:
     """Which examples of the data stream go to training and validation.
@@ -127,10 +133,7 @@ def plan_split(cfg: Config, visit: Callable[[str, Example], None] | None = None
                 visit(stream_name, example)
         return np.asarray(keys, np.uint64)
 
-    examples = stream_examples(cfg, cfg.data, report, cfg.data_weights)
-    if cfg.num_examples:
-        examples = itertools.islice(examples, cfg.num_examples)
-    keys = hashes("data", examples)
+    keys = hashes("data", read_data(cfg, report))
     if cfg.num_examples and len(keys) == cfg.num_examples:
         report.notes.append(f"kept the first num_examples={cfg.num_examples} examples; "
                             "later records were not read")
@@ -314,14 +317,18 @@ class TokenWriter:
         self.offsets.append(self.offsets[-1] + len(example.token_ids))
         self.lengths.append(example.num_tokens_before_truncation)
 
+    def close(self) -> None:
+        """Closes the token files (also on error); `finish` still works after."""
+        for f in (self.files or {}).values():
+            f.close()
+
     def finish(self) -> TokenizedDataset:
         offsets = np.asarray(self.offsets, np.int64)
         lengths = np.asarray(self.lengths, np.int64)
         if not self.files:
             return TokenizedDataset(_concat(self.chunks["tokens"], np.int32),
                                     _concat(self.chunks["mask"], bool), offsets, lengths)
-        for f in self.files.values():
-            f.close()
+        self.close()
         np.save(self.directory / f"{self.name}.offsets.npy", offsets)
         np.save(self.directory / f"{self.name}.lengths.npy", lengths)
         return TokenizedDataset.load(self.directory, self.name)
@@ -366,15 +373,17 @@ def tokenize_split(cfg: Config, template: Template, tokenizer: TextTokenizer,
         writers[stream].add(tokenize_example(example, template, tokenizer,
                                              cfg.sequence_length, cfg.completion_only_loss))
 
-    plan = plan_split(cfg, visit)
+    try:
+        plan = plan_split(cfg, visit)
+    finally:
+        for writer in writers.values():
+            writer.close()
     stored = {stream: writer.finish() for stream, writer in writers.items()}
     held_out = stored["validation_data" if plan.validation_is_separate else "data"]
     report = plan.report.to_dict()
     if directory:
         np.save(directory / "train.index.npy", plan.train)
         np.save(directory / "validation.index.npy", plan.validation)
-        report["validation_stream"] = ("validation_data" if plan.validation_is_separate
-                                       else "data")
         (directory / "report.json").write_text(json.dumps(report))
     return stored["data"].select(plan.train), held_out.select(plan.validation), report
 
@@ -383,7 +392,10 @@ def load_token_split(directory: Path) -> tuple[TokenizedDataset, TokenizedDatase
     """The split `tokenize_split` wrote to `directory`, memory-mapped."""
     report = json.loads((directory / "report.json").read_text())
     train = TokenizedDataset.load(directory, "data", np.load(directory / "train.index.npy"))
-    validation = TokenizedDataset.load(directory, report["validation_stream"],
+    # A validation_data stream holds examples exactly when it was used (an
+    # empty one is an error), so it says where the validation indices point.
+    separate = len(np.load(directory / "validation_data.lengths.npy"))
+    validation = TokenizedDataset.load(directory, "validation_data" if separate else "data",
                                        np.load(directory / "validation.index.npy"))
     return train, validation, report
 
@@ -429,7 +441,6 @@ def _finish(train, validation, report, cache):
             log.warning("%s: %d examples truncated; %d dropped because their response "
                         "was cut off entirely.", name, counts["truncated"],
                         counts["dropped_fully_truncated"])
-    report = {k: v for k, v in report.items() if k != "validation_stream"}
     return train, validation, {**report, "train": train.counts,
                                "validation": validation.counts, "cache": cache}
 

@@ -138,16 +138,12 @@ def load_heldout(cfg: Config, data: str | None = None, skip: int = 0,
 
 def validation_examples(run_cfg: Config, plan, limit: int = 0) -> list[Example]:
     """The first `limit` (0 = all) validation examples of `plan`, read again."""
-    from keras_ft.data import stream_examples
+    from keras_ft.data import read_data, stream_examples
     from keras_ft.records import LoadReport
 
     wanted = plan.validation[:limit] if limit else plan.validation
-    if plan.validation_is_separate:
-        stream = stream_examples(run_cfg, (run_cfg.validation_data,), LoadReport())
-    else:
-        stream = stream_examples(run_cfg, run_cfg.data, LoadReport(), run_cfg.data_weights)
-        if run_cfg.num_examples:
-            stream = itertools.islice(stream, run_cfg.num_examples)
+    stream = (stream_examples(run_cfg, (run_cfg.validation_data,), LoadReport())
+              if plan.validation_is_separate else read_data(run_cfg, LoadReport()))
     position = {int(index): rank for rank, index in enumerate(wanted)}
     picked: list = [None] * len(wanted)
     for index, example in enumerate(stream):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import itertools
 import logging
 from pathlib import Path
 from typing import Iterable
@@ -52,14 +51,11 @@ def collect_stats(cfg: Config, use_tokenizer: bool = True,
         use_tokenizer: load the preset's tokenizer to measure tokens.
         num_rendered: how many examples to render with the loss marked.
     """
-    from keras_ft.data import stream_examples  # data's CLI imports this module
+    from keras_ft.data import read_data  # data's CLI imports this module
 
     report = LoadReport()
-    examples = stream_examples(cfg, cfg.data, report, cfg.data_weights)
-    if cfg.num_examples:
-        examples = itertools.islice(examples, cfg.num_examples)
     tokenizer = load_tokenizer(cfg.preset) if use_tokenizer else None
-    return compute_stats(examples, report, get_template(cfg.template), tokenizer,
+    return compute_stats(read_data(cfg, report), report, get_template(cfg.template), tokenizer,
                          cfg.sequence_length, cfg.completion_only_loss, num_rendered)
 
 
