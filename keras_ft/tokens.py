@@ -154,17 +154,18 @@ def bucket_lengths(sequence_length: int, num_buckets: int) -> list[int]:
 
 
 def fitted_bucket_lengths(padded_lengths: Sequence[int], num_buckets: int,
-                          batch_size: int = 1, multiple: int = 8) -> list[int]:
+                          sequence_length: int, multiple: int = 8) -> list[int]:
     """At most `num_buckets` lengths that minimise padding for these batches.
 
     `padded_lengths` holds each batch's longest example. Linear buckets
     (`bucket_lengths`) pad Dolly at 256 tokens to 1.32x its real tokens; the
     same number of shapes placed by dynamic programming over the observed
-    lengths (rounded up to `multiple`) pads less, with no extra compiles. The
-    longest bucket covers the longest batch, so every batch fits.
+    lengths (rounded up to `multiple`, never past `sequence_length`) pads
+    less, with no extra compiles. The longest bucket covers the longest
+    batch, so every batch fits.
     """
-    values, counts = np.unique(-(-np.asarray(padded_lengths, np.int64) // multiple)
-                               * multiple, return_counts=True)
+    rounded = -(-np.asarray(padded_lengths, np.int64) // multiple) * multiple
+    values, counts = np.unique(np.minimum(rounded, sequence_length), return_counts=True)
     m, k = len(values), min(num_buckets, len(values))
     # cost[i][j]: padded tokens of batches i..j-1 all padded to values[j-1].
     prefix = np.concatenate([[0], np.cumsum(counts)])

@@ -113,9 +113,9 @@ class BatchSequence(keras.utils.PyDataset):
 
     Examples are padded to the nearest bucket length (`num_buckets` fixed
     shapes, fitted to the lengths of epoch 0's batches), so little compute
-    goes to padding and XLA compiles only a few programs. Batch `b` of epoch `e` holds `example_indices(e, b)`, a pure
-    function of (seed, e, b). It serves the span of one epoch set by
-    `set_span` (by default all of epoch 0).
+    goes to padding and XLA compiles only a few programs. Batch `b` of epoch
+    `e` holds `example_indices(e, b)`, a pure function of (seed, e, b). It
+    serves the span of one epoch set by `set_span` (by default all of epoch 0).
     """
 
     def __init__(self, examples: Sequence[TokenizedExample], batch_size: int,
@@ -136,7 +136,7 @@ class BatchSequence(keras.utils.PyDataset):
         # Later epochs batch other examples together; their longest still
         # fits the last bucket, which covers the longest example.
         self.buckets = list(buckets) if buckets else fitted_bucket_lengths(
-            np.append(longest, sizes.max() - 1), num_buckets, batch_size)
+            np.append(longest, sizes.max() - 1), num_buckets, sequence_length)
         if self.buckets[-1] < sizes.max() - 1:
             raise ValueError(f"buckets={self.buckets} do not fit the longest example "
                              f"({sizes.max() - 1} tokens).")

@@ -150,7 +150,7 @@ def test_batched_stats_equal_one_example_at_a_time(trainer, batch_examples):
 @given(lengths=st.lists(st.integers(1, 256), min_size=1, max_size=40),
        k=st.sampled_from([1, 2, 4, 8]))
 def test_fitted_buckets_are_optimal_and_never_pad_more_than_linear(lengths, k):
-    fitted = fitted_bucket_lengths(lengths, k)
+    fitted = fitted_bucket_lengths(lengths, k, 256)
 
     def padded(buckets):
         return sum(next(b for b in buckets if b >= n) for n in lengths)
@@ -163,6 +163,11 @@ def test_fitted_buckets_are_optimal_and_never_pad_more_than_linear(lengths, k):
         best = min(padded(list(c) + [values[-1]])
                    for r in range(k) for c in itertools.combinations(values[:-1], r))
         assert padded(fitted) == best
+
+
+def test_fitted_buckets_never_exceed_the_sequence_length():
+    assert fitted_bucket_lengths([99, 40], 1, 100) == [100]  # not 104
+    assert fitted_bucket_lengths([99, 40], 2, 100) == [40, 100]
 
 
 def test_bucket_lengths_are_few_fixed_shapes():
