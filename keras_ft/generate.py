@@ -64,7 +64,8 @@ def generate(causal_lm, prompts: list[str], cfg: Config,
     padding_mask = np.zeros((len(prompts), length), bool)
     for row, ids in enumerate(encoded):
         token_ids[row, :len(ids)], padding_mask[row, :len(ids)] = ids, True
-    out = generate_function(causal_lm, cfg)({"token_ids": token_ids, "padding_mask": padding_mask},
+    generate_fn = generate_function(causal_lm, cfg)
+    out = generate_fn({"token_ids": token_ids, "padding_mask": padding_mask},
                       stop_token_ids=stop_ids)
     replies = []
     for row, ids in enumerate(encoded):
