@@ -50,6 +50,7 @@ class Config:
     num_examples: int = 0  # first N records of the data; 0 keeps all
     shuffle: bool = True  # shuffle records with `seed` before splitting
     sequence_length: int = 256  # tokens per training example
+    packing: bool = False  # several examples per row, each attending only to itself
     show_examples: int = 0  # print N rendered training examples and exit
     data_weights: tuple[float, ...] = ()  # mixture weight per `data` spec; () chains them
     fields: str = ""  # field mapping, e.g. "prompt=headline,label=category"

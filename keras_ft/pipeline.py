@@ -59,7 +59,7 @@ def finetune(cfg: Config) -> Result:
     causal_lm = build_model(cfg)
     log.info("LoRA: %d trainable parameters", count_lora_parameters(causal_lm.backbone))
     train_data = BatchSequence(train_tokens, cfg.batch_size, cfg.sequence_length,
-                               tokenizer.pad_id, cfg.seed, cfg.shuffle)
+                               tokenizer.pad_id, cfg.seed, cfg.shuffle, packing=cfg.packing)
     val_data = (BatchSequence(val_tokens, cfg.batch_size, cfg.sequence_length,
                               tokenizer.pad_id, cfg.seed, shuffle=False)
                 if val_tokens else None)

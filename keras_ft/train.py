@@ -31,7 +31,9 @@ from keras_ft.checkpoint import Checkpoints, resume_or_start
 from keras_ft.config import Config
 from keras_ft.loss import output_projection, reference_token_loss_stats, token_loss_stats
 from keras_ft.model import ADAPTER_FILE, save_adapter
-from keras_ft.tokens import TokenizedExample, fitted_bucket_lengths, make_batch
+from keras_ft.packing import segment_attention, supports_packing
+from keras_ft.tokens import (TokenizedExample, fitted_bucket_lengths, make_packed_batch,
+                             pack_rows)
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +91,13 @@ class CausalLMTrainer(keras.Model):
         self.built = True  # the backbone is built; this wrapper adds no weights
 
     def call(self, inputs, training=False):
-        hidden = self.backbone({"token_ids": inputs["token_ids"],
-                                "padding_mask": inputs["padding_mask"]}, training=training)
+        backbone_inputs = {"token_ids": inputs["token_ids"],
+                           "padding_mask": inputs["padding_mask"]}
+        if "segment_ids" in inputs:  # packed rows: attend within each example
+            with segment_attention(self.backbone, inputs["segment_ids"]):
+                hidden = self.backbone(backbone_inputs, training=training)
+        else:
+            hidden = self.backbone(backbone_inputs, training=training)
         labels, weights = inputs["labels"], inputs["loss_weights"]
         if self.use_chunked_loss:
             matrix, soft_cap = output_projection(self.backbone)
@@ -111,35 +118,48 @@ class CausalLMTrainer(keras.Model):
 class BatchSequence(keras.utils.PyDataset):
     """Batches of tokenized examples, reshuffled per epoch from the seed.
 
-    Examples are padded to the nearest bucket length (`num_buckets` fixed
-    shapes, fitted to the lengths of epoch 0's batches), so little compute
-    goes to padding and XLA compiles only a few programs. Batch `b` of epoch
-    `e` holds `example_indices(e, b)`, a pure function of (seed, e, b). It
-    serves the span of one epoch set by `set_span` (by default all of epoch 0).
+    A batch holds `batch_size` rows. A row is one example, or with `packing`
+    several examples laid end to end (`tokens.pack_rows`: fixed for the run,
+    attention kept within each example by the trainer). Rows are padded to
+    the nearest bucket length (`num_buckets` fixed shapes, fitted to the
+    lengths of epoch 0's batches), so little compute goes to padding and XLA
+    compiles only a few programs. Batch `b` of epoch `e` holds
+    `example_indices(e, b)`, a pure function of (seed, e, b). It serves the
+    span of one epoch set by `set_span` (by default all of epoch 0).
     """
 
     def __init__(self, examples: Sequence[TokenizedExample], batch_size: int,
                  sequence_length: int, pad_id: int, seed: int, shuffle: bool = True,
-                 num_buckets: int = 4, buckets: Sequence[int] | None = None):
+                 num_buckets: int = 4, buckets: Sequence[int] | None = None,
+                 packing: bool = False):
         super().__init__()
         if not examples:
             raise ValueError("No examples to batch: the dataset is empty after "
                              "filtering and truncation.")
         self.examples = examples  # a Sequence; may be memory-mapped
         self.batch_size = batch_size
-        self.pad_id, self.seed, self.shuffle = pad_id, seed, shuffle
-        self.batches_per_epoch = math.ceil(len(examples) / batch_size)
+        self.pad_id, self.seed, self.shuffle, self.packing = pad_id, seed, shuffle, packing
         sizes = (examples.sizes() if hasattr(examples, "sizes")
                  else np.asarray([len(e.token_ids) for e in examples]))
-        longest = np.maximum.reduceat(sizes[self.order(0)] - 1,
-                                      np.arange(0, len(sizes), batch_size))
-        # Later epochs batch other examples together; their longest still
-        # fits the last bucket, which covers the longest example.
+        # Rows as slices of one index array: row r holds members[bounds[r]:bounds[r+1]].
+        if packing:
+            rows = pack_rows(sizes - 1, sequence_length, seed)
+            self.members = np.concatenate(rows)
+            self.bounds = np.cumsum([0] + [len(r) for r in rows])
+        else:
+            self.members, self.bounds = np.arange(len(sizes)), np.arange(len(sizes) + 1)
+        row_lengths = np.add.reduceat(sizes[self.members] - 1, self.bounds[:-1])
+        self.num_rows = len(row_lengths)
+        self.batches_per_epoch = math.ceil(self.num_rows / batch_size)
+        longest = np.maximum.reduceat(row_lengths[self.order(0)],
+                                      np.arange(0, self.num_rows, batch_size))
+        # Later epochs batch other rows together; their longest still fits the
+        # last bucket, which covers the longest row.
         self.buckets = list(buckets) if buckets else fitted_bucket_lengths(
-            np.append(longest, sizes.max() - 1), num_buckets, sequence_length)
-        if self.buckets[-1] < sizes.max() - 1:
-            raise ValueError(f"buckets={self.buckets} do not fit the longest example "
-                             f"({sizes.max() - 1} tokens).")
+            np.append(longest, row_lengths.max()), num_buckets, sequence_length)
+        if self.buckets[-1] < row_lengths.max():
+            raise ValueError(f"buckets={self.buckets} do not fit the longest row "
+                             f"({row_lengths.max()} tokens).")
         self.span = (0, 0, self.batches_per_epoch)
 
     def set_span(self, epoch: int, start: int = 0, stop: int | None = None) -> None:
@@ -154,13 +174,19 @@ class BatchSequence(keras.utils.PyDataset):
         return self.span[2] - self.span[1]
 
     def order(self, epoch: int) -> np.ndarray:
+        """The order of rows in `epoch`."""
         if not self.shuffle:
-            return np.arange(len(self.examples))
-        return np.random.default_rng([self.seed, epoch]).permutation(len(self.examples))
+            return np.arange(self.num_rows)
+        return np.random.default_rng([self.seed, epoch]).permutation(self.num_rows)
+
+    def batch_rows(self, epoch: int, batch: int) -> list[np.ndarray]:
+        """Example indices of each row of batch `batch` of epoch `epoch`."""
+        rows = self.order(epoch)[batch * self.batch_size:(batch + 1) * self.batch_size]
+        return [self.members[self.bounds[r]:self.bounds[r + 1]] for r in rows]
 
     def example_indices(self, epoch: int, batch: int) -> np.ndarray:
         """Indices of the examples in batch `batch` of epoch `epoch`."""
-        return self.order(epoch)[batch * self.batch_size:(batch + 1) * self.batch_size]
+        return np.concatenate(self.batch_rows(epoch, batch))
 
     def batch_indices(self, index: int) -> np.ndarray:
         """Example indices of batch `index` of the current span."""
@@ -168,8 +194,10 @@ class BatchSequence(keras.utils.PyDataset):
         return self.example_indices(epoch, start + index)
 
     def __getitem__(self, index):
-        x, _, _ = make_batch([self.examples[i] for i in self.batch_indices(index)],
-                             self.buckets, self.pad_id)
+        epoch, start, _ = self.span
+        rows = [[self.examples[i] for i in row]
+                for row in self.batch_rows(epoch, start + index)]
+        x, _, _ = make_packed_batch(rows, self.buckets, self.pad_id, segments=self.packing)
         return x
 
     def num_real_tokens(self, index: int) -> int:
@@ -258,6 +286,10 @@ def epoch_spans(start: int, stop: int, batches_per_epoch: int) -> list[tuple[int
 
 
 def build_trainer(cfg: Config, backbone, total_steps: int) -> CausalLMTrainer:
+    if cfg.packing and not supports_packing(backbone):
+        raise ValueError(f"`packing` is not supported for {type(backbone).__name__} "
+                         "(its decoder blocks build their own attention mask). "
+                         "Received: packing=True; set packing=False.")
     trainer = CausalLMTrainer(backbone)
     trainer.compile(optimizer=build_optimizer(cfg, total_steps))
     return trainer

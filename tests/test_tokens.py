@@ -85,5 +85,6 @@ def test_buckets_and_batches(tokenizer):
     n = len(first.token_ids)
     np.testing.assert_array_equal(x["labels"][0, : n - 1], first.token_ids[1:])
     np.testing.assert_array_equal(x["loss_weights"][0, : n - 1], first.loss_mask[1:])
-    assert x["padding_mask"][0, :n].all() and not x["padding_mask"][0, n:].any()
+    # n - 1 input positions: the last token is only a label.
+    assert x["padding_mask"][0, :n - 1].all() and not x["padding_mask"][0, n - 1:].any()
     assert x["loss_weights"][0, n - 1:].sum() == 0
