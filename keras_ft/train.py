@@ -121,8 +121,8 @@ class BatchSequence(keras.utils.PyDataset):
     A batch holds `batch_size` rows. A row is one example, or with `packing`
     several examples laid end to end (`tokens.pack_rows`: fixed for the run,
     attention kept within each example by the trainer). Rows are padded to
-    the nearest bucket length (`num_buckets` fixed shapes, fitted to the
-    lengths of epoch 0's batches), so little compute goes to padding and XLA
+    the nearest bucket length (`num_buckets` fixed shapes, default 4, or 2
+    when packing; fitted to the lengths of epoch 0's batches), so little compute goes to padding and XLA
     compiles only a few programs. Batch `b` of epoch `e` holds
     `example_indices(e, b)`, a pure function of (seed, e, b). It serves the
     span of one epoch set by `set_span` (by default all of epoch 0).
@@ -130,7 +130,7 @@ class BatchSequence(keras.utils.PyDataset):
 
     def __init__(self, examples: Sequence[TokenizedExample], batch_size: int,
                  sequence_length: int, pad_id: int, seed: int, shuffle: bool = True,
-                 num_buckets: int = 4, buckets: Sequence[int] | None = None,
+                 num_buckets: int | None = None, buckets: Sequence[int] | None = None,
                  packing: bool = False):
         super().__init__()
         if not examples:
@@ -154,7 +154,9 @@ class BatchSequence(keras.utils.PyDataset):
         longest = np.maximum.reduceat(row_lengths[self.order(0)],
                                       np.arange(0, self.num_rows, batch_size))
         # Later epochs batch other rows together; their longest still fits the
-        # last bucket, which covers the longest row.
+        # last bucket, which covers the longest row. Packed rows are nearly
+        # full: 2 buckets pad Dolly 1.013x (4: 1.009x) at half the compiles.
+        num_buckets = num_buckets or (2 if packing else 4)
         self.buckets = list(buckets) if buckets else fitted_bucket_lengths(
             np.append(longest, row_lengths.max()), num_buckets, sequence_length)
         if self.buckets[-1] < row_lengths.max():

@@ -10,6 +10,7 @@ import logging
 import jax
 import keras
 import numpy as np
+import pytest
 
 from keras_ft.tokens import TokenizedExample
 
@@ -41,7 +42,8 @@ def capture_jax_log(handler: logging.Handler):
         logger.setLevel(old_level)
 
 
-def test_train_step_compiles_at_most_once_per_bucket(tiny_gemma3):
+@pytest.mark.parametrize("packing", [False, True])
+def test_train_step_compiles_at_most_once_per_bucket(tiny_gemma3, packing):
     import keras_hub
 
     from keras_ft.train import BatchSequence, CausalLMTrainer
@@ -58,8 +60,9 @@ def test_train_step_compiles_at_most_once_per_bucket(tiny_gemma3):
         examples.append(TokenizedExample(rng.integers(5, 150, n + 1).astype(np.int32),
                                          mask, n + 1))
     data = BatchSequence(examples, batch_size=2, sequence_length=32, pad_id=0, seed=0,
-                         num_buckets=2)
+                         num_buckets=2, packing=packing)
     assert len(data.buckets) <= 2 and data.buckets[-1] >= 32  # fitted, covers the longest
+    assert data.batches_per_epoch == (3 if packing else 6)  # 182 tokens: 6 rows of 32
 
     log = CompileLog()
     with capture_jax_log(log), jax.log_compiles(True):
