@@ -77,3 +77,23 @@ def test_llama3_preset_trains_with_its_template(tiny_llama3, pairs_file, tmp_pat
                  max_new_tokens=2)
     result = finetune(cfg)
     assert result.adapter_path.exists() and len(result.history["loss"]) == 1
+
+
+def test_cli_packing_trains_on_rows_of_several_examples(tiny_gemma3, pairs_file, tmp_path):
+    out = tmp_path / "run"
+    result = CliRunner().invoke(run_main, [
+        "--preset", str(tiny_gemma3), "--data", str(pairs_file), "--packing",
+        "--sequence-length", "64", "--epochs", "2", "--template", "gemma",
+        "--validation-fraction", "0.2", "--output-dir", str(out),
+        "--sample-prompts", "Hi", "--max-new-tokens", "2"])
+    assert result.exit_code == 0, result.output
+    steps = [json.loads(line) for line in (out / "metrics.jsonl").open()]
+    steps = [s for s in steps if "epoch" not in s]
+    # 8 training examples of ~20-40 tokens share a few 64-token rows: fewer
+    # steps than examples, and every example is trained once per epoch.
+    per_epoch = len(steps) // 2
+    assert 1 <= per_epoch < 8 and len(steps) == 2 * per_epoch
+    for epoch in range(2):
+        seen = sum((s["examples"] for s in steps[epoch * per_epoch:(epoch + 1) * per_epoch]), [])
+        assert sorted(seen) == list(range(8))
+    assert json.loads((out / "config.json").read_text())["packing"] is True
