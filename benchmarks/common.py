@@ -185,26 +185,12 @@ def prompt_response(example) -> tuple[str, str]:
 
 
 def lean_backbone(preset: str):
-    """The preset's backbone, loaded without random initialisation.
+    """The preset's backbone alone, loaded without random initialisation
+    (`keras_ft.model.load_backbone`, which `build_model` uses): unlike
+    `build_model`, it needs no preprocessor, so it loads with TensorFlow blocked."""
+    from keras_ft.model import load_backbone
 
-    Building under `StatelessScope(initialize_variables=False)` defers every
-    variable; `load_weights` then gives each its stored value directly. Outputs
-    equal `Backbone.from_preset`'s; peak RSS drops by the random-init
-    temporaries (~1 GB on Gemma 3 270M). A proposal for `keras_ft.model`.
-    """
-    import keras
-    import keras_hub
-    from keras.src.backend.common import global_state
-
-    with keras.StatelessScope(initialize_variables=False):
-        backbone = keras_hub.models.Backbone.from_preset(preset, load_weights=False)
-    backbone.load_weights(os.path.join(preset, "model.weights.h5"))
-    pending = global_state.get_global_attribute("uninitialized_variables", [])
-    missing = [v.path for v in pending if v._value is None]
-    if missing:
-        raise ValueError(f"The preset's weights file left variables unset: {missing[:5]}")
-    global_state.set_global_attribute("uninitialized_variables", [])
-    return backbone
+    return load_backbone(preset)
 
 
 def spm_tokenizer(preset: str):

@@ -1,12 +1,14 @@
 import time
 
+import keras
 import keras_hub
 import numpy as np
 import pytest
 
 from keras_ft.config import Config
 from keras_ft.model import (PresetUnavailableError, build_model, count_lora_parameters,
-                            load_adapter, resolve_preset, save_adapter)
+                            enable_lora, load_adapter, load_causal_lm, quantize_backbone,
+                            resolve_preset, save_adapter)
 from keras_ft.testing import TINY_BACKBONE
 
 
@@ -111,3 +113,82 @@ def test_attention_targets_enable_each_projection_once(tiny_gemma3):
     names = [w.path.split("/")[-2] for w in causal_lm.backbone.trainable_weights]
     assert sorted(set(names)) == ["attention_output", "key", "query", "value"]
     assert len(names) == 2 * 4 * TINY_BACKBONE["num_layers"]  # A and B per layer
+
+
+def _base_weights(causal_lm):
+    return {w.path: np.asarray(w.numpy()) for w in causal_lm.backbone.weights
+            if "lora" not in w.path}
+
+
+def _eager_logits(causal_lm, token_ids):
+    return np.asarray(causal_lm({"token_ids": token_ids,
+                                 "padding_mask": np.ones_like(token_ids, bool)}))
+
+
+def _trainer_loss(causal_lm, cfg, token_ids):
+    from keras_ft.train import build_trainer
+
+    trainer = build_trainer(cfg, causal_lm.backbone, total_steps=10)
+    weights = np.ones(token_ids[:, 1:].shape, "float32")
+    weights[:, :2] = 0.0  # a prompt
+    stats = np.asarray(trainer({"token_ids": token_ids[:, :-1],
+                                "padding_mask": np.ones_like(token_ids[:, :-1], bool),
+                                "labels": token_ids[:, 1:], "loss_weights": weights}))
+    return stats[:, 0].sum() / stats[:, 1].sum()
+
+
+@pytest.mark.parametrize("architecture, dtype, quantize", [
+    ("tiny_gemma", "float32", ""), ("tiny_gemma3", "float32", ""),
+    ("tiny_llama3", "float32", ""), ("tiny_gemma3", "bfloat16", ""),
+    ("tiny_gemma", "mixed_bfloat16", "int8"), ("tiny_gemma3", "float32", "int4")])
+def test_build_model_equals_from_preset(request, architecture, dtype, quantize):
+    preset = str(request.getfixturevalue(architecture))
+    cfg = Config(preset=preset, dtype=dtype, quantize=quantize, lora_rank=2,
+                 lora_targets="all")
+    keras.utils.set_random_seed(0)
+    built = build_model(cfg)
+    keras.utils.set_random_seed(0)
+    reference = keras_hub.models.CausalLM.from_preset(preset, dtype=dtype)
+    quantize_backbone(reference.backbone, quantize)
+    enable_lora(reference.backbone, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets)
+
+    # The same random LoRA init too: a seeded run trains exactly as before.
+    assert len(built.backbone.trainable_weights) == len(reference.backbone.trainable_weights)
+    for w, v in zip(built.backbone.trainable_weights, reference.backbone.trainable_weights):
+        assert w.path == v.path
+        np.testing.assert_array_equal(np.asarray(w.numpy()), np.asarray(v.numpy()))
+    expected, actual = _base_weights(reference), _base_weights(built)
+    assert sorted(actual) == sorted(expected)
+    for path, value in expected.items():
+        assert actual[path].dtype == value.dtype, path
+        np.testing.assert_array_equal(actual[path], value, err_msg=path)
+    assert built.backbone.dtype_policy.name == reference.backbone.dtype_policy.name
+    token_ids = np.array([[2, 10, 11, 12, 13, 14, 15, 16]], np.int32)
+    np.testing.assert_array_equal(_eager_logits(built, token_ids),
+                                  _eager_logits(reference, token_ids))
+    assert _trainer_loss(built, cfg, token_ids) == _trainer_loss(reference, cfg, token_ids)
+    with keras.StatelessScope():  # on exit Keras initialises pending variables:
+        pass                      # none of the loaded ones may still be pending
+    after = _base_weights(built)
+    assert all(np.array_equal(after[path], value) for path, value in expected.items())
+
+
+def test_load_causal_lm_never_runs_the_backbone_initializers(tiny_gemma3, monkeypatch):
+    initialized = []
+    variable_class = type(keras.Variable(0.0))
+    original = variable_class._initialize_with_initializer
+
+    def spy(self, initializer):
+        initialized.append(self)
+        return original(self, initializer)
+
+    monkeypatch.setattr(variable_class, "_initialize_with_initializer", spy)
+    reference = keras_hub.models.CausalLM.from_preset(str(tiny_gemma3), dtype="float32")
+    backbone_ids = {id(v) for v in reference.backbone.variables}
+    # The spy sees from_preset randomly initialise every backbone weight.
+    assert backbone_ids <= {id(v) for v in initialized}
+    initialized.clear()
+    causal_lm = load_causal_lm(str(tiny_gemma3), dtype="float32")
+    backbone_ids = {id(v) for v in causal_lm.backbone.variables}
+    assert not backbone_ids & {id(v) for v in initialized}
+    assert all(v._value is not None for v in causal_lm.backbone.variables)
