@@ -38,7 +38,7 @@ CONTENDERS = {
     "keras_ft_packed": "keras_ft `--packing` (rows of several examples, f32)",
     "keras_ft_bf16": "keras_ft, `--dtype mixed_bfloat16`",
     "keras_ft_jit": "keras_ft model + optimizer in a bare jitted step (no `fit`)",
-    "keras_ft_lean": "keras_ft, lean load (no TensorFlow, no random init; proposal)",
+    "keras_ft_lean": "keras_ft, TensorFlow blocked (backbone only; not adopted)",
 }
 LEARNING_RATE, WEIGHT_DECAY = 5e-5, 0.01
 

@@ -82,11 +82,9 @@ def _scalar(text: str):
 
 def run_worker(cfg: Config) -> dict:
     """Trains one run in this process, then times generation; writes RESULT_FILE."""
-    import keras_hub
-
     from keras_ft.evaluate import measure_latency
     from keras_ft.generate import encode_prompt, generate_function
-    from keras_ft.model import load_adapter, resolve_preset
+    from keras_ft.model import load_adapter, load_causal_lm, resolve_preset
     from keras_ft.pipeline import finetune
     from keras_ft.templates import get_template
     from keras_ft.tokens import TextTokenizer
@@ -96,7 +94,7 @@ def run_worker(cfg: Config) -> dict:
     record = {"train_wall_s": time.perf_counter() - start,
               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     preset = resolve_preset(cfg.preset)
-    causal_lm = keras_hub.models.CausalLM.from_preset(preset, dtype=cfg.dtype)
+    causal_lm = load_causal_lm(preset, dtype=cfg.dtype)
     load_adapter(causal_lm, result.run_dir)
     generate_fn = generate_function(causal_lm, dataclasses.replace(cfg, sampler="greedy"))
     tokenizer = TextTokenizer.from_preset(preset)

@@ -303,13 +303,11 @@ def compare_base_and_tuned(cfg: Config, adapter: str, heldout: HeldOut,
     Returns:
         {"setup", "base", "tuned", "reference", "samples"}; see the report.
     """
-    import keras_hub
-
-    from keras_ft.model import check_sequence_length, load_adapter, resolve_preset
+    from keras_ft.model import (check_sequence_length, load_adapter, load_causal_lm,
+                                resolve_preset)
 
     tokenizer = TextTokenizer.from_preset(resolve_preset(cfg.preset))
-    causal_lm = keras_hub.models.CausalLM.from_preset(resolve_preset(cfg.preset),
-                                                      dtype=cfg.dtype)
+    causal_lm = load_causal_lm(resolve_preset(cfg.preset), dtype=cfg.dtype)
     check_sequence_length(causal_lm, cfg.sequence_length)
     args = (heldout, cfg, tokenizer, checks, num_generate, batch_size, latency)
     log.info("Scoring the base model on %d held-out examples.", len(heldout.examples))
