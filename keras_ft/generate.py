@@ -20,7 +20,7 @@ from keras_ft.templates import Message, Template, get_template
 from keras_ft.tokens import TextTokenizer
 
 log = logging.getLogger(__name__)
-LENGTH_STEP = 16  # buffer lengths round up to this: few compiles, <16 wasted decode steps
+LENGTH_STEP = 16  # buffers and prefills round up to this (few compiles); decoding stops exactly
 
 
 def build_sampler(cfg: Config):
@@ -59,14 +59,14 @@ def generate(causal_lm, prompts: list[str], cfg: Config,
     encoded = [encode_prompt(p, template, tokenizer) for p in prompts]
     stop_ids = tuple(tokenizer.special_id(t) for t in template.stop_tokens)
     longest = max(len(e) for e in encoded) + cfg.max_new_tokens
-    length = -(-longest // LENGTH_STEP) * LENGTH_STEP
+    length = round_up(longest)
     token_ids = np.full((len(prompts), length), tokenizer.pad_id, np.int32)
     padding_mask = np.zeros((len(prompts), length), bool)
     for row, ids in enumerate(encoded):
         token_ids[row, :len(ids)], padding_mask[row, :len(ids)] = ids, True
     generate_fn = generate_function(causal_lm, cfg)
     out = generate_fn({"token_ids": token_ids, "padding_mask": padding_mask},
-                      stop_token_ids=stop_ids)
+                      stop_token_ids=stop_ids, max_length=longest)
     replies = []
     for row, ids in enumerate(encoded):
         new = np.asarray(out["token_ids"][row])[len(ids):]
@@ -77,21 +77,29 @@ def generate(causal_lm, prompts: list[str], cfg: Config,
     return replies
 
 
-def generate_function(causal_lm, cfg: Config):
-    """keras-hub's compiled generation loop for `cfg`'s sampler, made once.
+def round_up(n: int) -> int:
+    """`n` rounded up to a multiple of LENGTH_STEP."""
+    return -(-n // LENGTH_STEP) * LENGTH_STEP
 
-    It is fed token ids directly: the string front end would re-tokenize
-    (and Gemma 3's drops text-only outputs). `compile(sampler=...)` throws
-    the jitted loop away, so it is only called when the sampler settings or
-    the model's variables (e.g. LoRA enabled since) change; the loop reads
-    the current weights at each call, so training in between is seen.
+
+def generate_function(causal_lm, cfg: Config):
+    """The compiled generation loop for `cfg`'s sampler, made once per model.
+
+    Called like keras-hub's `make_generate_function()` result, on token ids
+    (the string front end would re-tokenize, and Gemma 3's drops text-only
+    outputs), plus `max_length`: the loop stops there (default: the buffer's
+    end), so buffers can be rounded up without decoding into the rounding.
+    The loop reads the current weights at each call, so training in between
+    is seen; it is rebuilt when the sampler settings or the model's variables
+    (e.g. LoRA enabled since) change.
     """
+    from keras_ft.decode import GenerateLoop
+
     key = (cfg.sampler, cfg.top_k, cfg.top_p, cfg.temperature, cfg.seed,
-           len(causal_lm.variables))
+           len(causal_lm.weights))
     cached = getattr(causal_lm, "_keras_ft_generate", None)
     if cached is None or cached[0] != key:
-        causal_lm.compile(sampler=build_sampler(cfg))
-        cached = (key, causal_lm.make_generate_function())
+        cached = (key, GenerateLoop(causal_lm, build_sampler(cfg), LENGTH_STEP))
         causal_lm._keras_ft_generate = cached
     return cached[1]
 

@@ -1,8 +1,10 @@
 import numpy as np
+import pytest
 from click.testing import CliRunner
 
+import keras_ft.generate as generate_module
 from keras_ft.config import Config
-from keras_ft.generate import encode_prompt, generate, main
+from keras_ft.generate import LENGTH_STEP, encode_prompt, generate, generate_function, main
 from keras_ft.model import build_model, save_adapter
 from keras_ft.templates import get_template
 from keras_ft.tokens import TextTokenizer
@@ -27,8 +29,8 @@ def test_replies_stop_at_the_template_end_of_turn(tiny_gemma3, monkeypatch):
     word = tokenizer.encode("fox")
     seen = {}
 
-    def fake_generate_function():
-        def run(inputs, stop_token_ids=None):
+    def fake_generate_function(causal_lm, cfg):
+        def run(inputs, stop_token_ids=None, max_length=None):
             seen["stop"] = stop_token_ids
             ids = np.array(inputs["token_ids"])
             mask = np.array(inputs["padding_mask"])
@@ -39,7 +41,7 @@ def test_replies_stop_at_the_template_end_of_turn(tiny_gemma3, monkeypatch):
             return {"token_ids": ids, "padding_mask": mask}
         return run
 
-    monkeypatch.setattr(causal_lm, "make_generate_function", fake_generate_function)
+    monkeypatch.setattr(generate_module, "generate_function", fake_generate_function)
     replies = generate(causal_lm, ["Hi", "A longer prompt here"], cfg, tokenizer)
     assert replies == ["fox", "fox"]
     assert end in seen["stop"] and tokenizer.special_id("<eos>") in seen["stop"]
@@ -76,3 +78,61 @@ def test_generation_compiles_once_and_sees_new_weights(tiny_gemma3):
         generate(causal_lm, ["Hi there"], Config(**{**cfg.__dict__, "sampler": "top_k"}))
     assert compiles == 1 and log.count("compiled_generate_function") == 2
     assert changed != first
+
+
+def _buffer(prompts, length, pad_id=0):
+    token_ids = np.full((len(prompts), length), pad_id, np.int32)
+    mask = np.zeros((len(prompts), length), bool)
+    for row, ids in enumerate(prompts):
+        token_ids[row, :len(ids)], mask[row, :len(ids)] = ids, True
+    return {"token_ids": token_ids, "padding_mask": mask}
+
+
+@pytest.mark.parametrize("architecture", ["gemma3", "gemma", "llama3"])
+def test_greedy_tokens_equal_keras_hubs_generate(architecture, request):
+    # Same weights, same greedy tokens as keras-hub's compiled loop, for a
+    # batch of prompts of different lengths, with and without stop tokens.
+    import keras_hub
+
+    preset = request.getfixturevalue(f"tiny_{architecture}")
+    causal_lm = keras_hub.models.CausalLM.from_preset(str(preset))
+    rng = np.random.default_rng(0)
+    prompts = [list(rng.integers(5, 100, n)) for n in (5, 19, 3)]
+    inputs = _buffer(prompts, 32)
+    causal_lm.compile(sampler="greedy")
+    ours = generate_function(causal_lm, Config(preset=str(preset), sampler="greedy"))
+    for stop in (None, (int(rng.integers(5, 100)), 1)):
+        want = causal_lm.make_generate_function()(inputs, stop_token_ids=stop)
+        got = ours(inputs, stop_token_ids=stop)
+        want_mask, got_mask = np.asarray(want["padding_mask"]), np.asarray(got["padding_mask"])
+        np.testing.assert_array_equal(got_mask, want_mask)
+        np.testing.assert_array_equal(np.asarray(got["token_ids"])[got_mask],
+                                      np.asarray(want["token_ids"])[want_mask])
+
+
+def test_decoding_stops_at_max_length_in_a_rounded_buffer(tiny_gemma3, monkeypatch):
+    # One prefill, then max_new_tokens - 1 one-token decode steps: none for
+    # the buffer's rounding, none re-running the prompt's last token.
+    import jax
+    import keras_hub
+
+    causal_lm = keras_hub.models.CausalLM.from_preset(str(tiny_gemma3))
+    steps = []
+    call_with_cache = causal_lm.call_with_cache
+
+    def counted(token_ids, *args, **kwargs):
+        jax.debug.callback(lambda: steps.append(token_ids.shape[1]))
+        return call_with_cache(token_ids, *args, **kwargs)
+
+    monkeypatch.setattr(causal_lm, "call_with_cache", counted)
+    loop = generate_function(causal_lm, Config(preset=str(tiny_gemma3), sampler="greedy"))
+    prompt = list(range(5, 12))
+    inputs = _buffer([prompt], 2 * LENGTH_STEP)
+    for new in (1, 5, 2 * LENGTH_STEP - len(prompt)):
+        steps.clear()
+        out = loop(inputs, max_length=len(prompt) + new)
+        jax.effects_barrier()
+        assert steps == [LENGTH_STEP] + [1] * (new - 1)  # prefill: the prompt, rounded
+        mask = np.asarray(out["padding_mask"][0])
+        assert mask.sum() == len(prompt) + new and mask[:len(prompt) + new].all()
+        assert (np.asarray(out["token_ids"][0])[len(prompt) + new:] == 0).all()

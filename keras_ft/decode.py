@@ -1,0 +1,206 @@
+"""keras_ft's compiled generation loop over keras-hub's cached forward pass.
+
+keras-hub's `generate_step` decodes until the end of its token buffer unless
+every row stops, runs the prefill over the whole buffer (prompt and room for
+the reply alike), then runs the prompt's last token once more to get the
+first new token. This loop is built from the same pieces (`_build_cache`,
+`call_with_cache`, the sampler's `run_loop`, `compute_probabilities`,
+`get_next_token`) and differs only in that:
+
+- it stops at `max_length`, a traced scalar: buffers keep lengths rounded up
+  to `step` (few compiles) without decoding into the rounding;
+- the prefill covers the prompts only (rounded up to `step`), and its last
+  hidden state gives the first new token: no decode step re-runs the prompt;
+- attention kernels reach the loop laid out as XLA's dots want them, so no
+  decode step copies weights (see `store`).
+
+Greedy outputs equal keras-hub's (tests/test_generate.py).
+"""
+
+from __future__ import annotations
+
+import inspect
+
+
+class GenerateLoop:
+    """`loop(inputs, stop_token_ids=None, max_length=None)` -> token ids and mask.
+
+    Inputs and outputs are keras-hub's: {"token_ids", "padding_mask"} with the
+    prompts left-aligned. In the output, the mask is False after a stop token
+    and at the positions not generated (from `max_length` on).
+    """
+
+    def __init__(self, causal_lm, sampler, step: int):
+        import jax
+
+        self.causal_lm, self.sampler, self.step = causal_lm, sampler, step
+        # Listed once: walking the layers costs milliseconds a call. A model
+        # whose weights change in number gets a new loop (`generate_function`).
+        self._model_vars = causal_lm.trainable_variables + causal_lm.non_trainable_variables
+        self._prefill_takes_mask = "padding_mask" in inspect.signature(
+            causal_lm._build_cache).parameters  # Gemma 3
+        self._update_mask = "cache_update_mask" in inspect.signature(
+            causal_lm.call_with_cache).parameters
+        self._compiled = jax.jit(self.compiled_generate_function,
+                                 static_argnames=("prefill_length", "stop_token_ids"))
+        self._heads = [i for i, v in enumerate(self._model_vars) if _is_head_kernel(v)]
+        self._store = jax.jit(lambda values: [store(v) for v in values])
+        self._stored = ([], [])  # (the kernels' values, their stored copies)
+
+    def _variables(self):
+        return self.sampler.variables, self._model_vars
+
+    def __call__(self, inputs, stop_token_ids=None, max_length=None):
+        import numpy as np
+
+        mask = np.asarray(inputs["padding_mask"], bool)
+        length = mask.shape[1]
+        longest = max(int(mask.sum(axis=1).max()), 1)
+        prefill = min(-(-longest // self.step) * self.step, length)
+        end = length if max_length is None else min(int(max_length), length)
+        sampler_vars, model_vars = self._variables()
+        state = ([v.value for v in sampler_vars], self._weights())
+        token_ids, out_mask, sampler_state = self._compiled(
+            state, np.asarray(inputs["token_ids"], np.int32), mask, np.int32(end),
+            prefill_length=prefill,
+            stop_token_ids=tuple(stop_token_ids) if stop_token_ids else None)
+        for ref, value in zip(sampler_vars, sampler_state):
+            ref.assign(value)
+        return {"token_ids": token_ids, "padding_mask": out_mask}
+
+    def _weights(self) -> list:
+        """The model's weights, attention kernels as `store`d copies.
+
+        The copies are made again only when the kernels' values change.
+        """
+        values = [v.value for v in self._model_vars]
+        kernels = [values[i] for i in self._heads]
+        sources, stored = self._stored
+        if len(sources) != len(kernels) or any(a is not b for a, b in zip(sources, kernels)):
+            self._stored = sources, stored = kernels, self._store(kernels)
+        for i, value in zip(self._heads, stored):
+            values[i] = value
+        return values
+
+    def compiled_generate_function(self, state, token_ids, padding_mask, end,
+                                   prefill_length, stop_token_ids):
+        import keras
+
+        sampler_vars, model_vars = self._variables()
+        weights = [load(v, value) for v, value in zip(model_vars, state[1])]
+        mapping = zip(list(sampler_vars) + list(model_vars), state[0] + weights)
+        with keras.StatelessScope(state_mapping=mapping) as scope:
+            token_ids, out_mask = self._decode(state[1], token_ids, padding_mask, end,
+                                               prefill_length, stop_token_ids)
+        new_state = []
+        for v in sampler_vars:
+            value = scope.get_current_value(v)
+            new_state.append(v.value if value is None else value)
+        return token_ids, out_mask, new_state
+
+    def _decode(self, stored, token_ids, padding_mask, end, prefill_length,
+                stop_token_ids):
+        from keras import ops, tree
+        from keras_hub.src.utils.tensor_utils import any_equal
+
+        lm, sampler = self.causal_lm, self.sampler
+        length = ops.shape(token_ids)[1]
+        prompt = token_ids[:, :prefill_length]
+        if self._prefill_takes_mask:
+            hidden, cache = lm._build_cache(prompt, None, None,
+                                            padding_mask[:, :prefill_length], None)
+        else:
+            hidden, cache = lm._build_cache(prompt)
+        # Every keras-hub cache leaf is [..., length, heads, head_dim].
+        pad = [(0, 0)] * 3 + [(0, length - prefill_length), (0, 0), (0, 0)]
+        cache = tree.map_structure(lambda c: ops.pad(c, pad[-len(c.shape):]), cache)
+        index = ops.min(ops.sum(ops.cast(padding_mask, "int32"), axis=-1))
+
+        def put(prompt, logits, index):
+            """Samples the token at `index`, keeping prompt tokens (keras-hub's body)."""
+            token = sampler.get_next_token(sampler.compute_probabilities(logits))
+            token = ops.where(padding_mask[:, index], prompt[:, index],
+                              ops.cast(token, prompt.dtype))
+            return ops.slice_update(prompt, [0, index], token[:, None])
+
+        def next(prompt, cache, index):  # keras-hub's `next`
+            batch = ops.shape(prompt)[0]
+            kwargs = {}
+            if self._update_mask:
+                kwargs["cache_update_mask"] = ops.slice(
+                    ~padding_mask, [0, index - 1], [batch, 1])
+            logits, _, cache = lm.call_with_cache(
+                ops.slice(prompt, [0, index - 1], [batch, 1]), cache, index - 1, **kwargs)
+            return ops.squeeze(logits, axis=1), cache
+
+        def cond(prompt, cache, index):
+            if stop_token_ids is None:
+                return index < end
+            ends = any_equal(prompt, stop_token_ids, ~padding_mask)
+            return ops.logical_and(index < end, ~ops.all(ops.any(ends, axis=-1)))
+
+        def body(prompt, cache, index):
+            logits, cache = next(prompt, cache, index)
+            return put(prompt, logits, index), cache, index + 1
+
+        first = lm.backbone.token_embedding(ops.take(hidden, index - 1, axis=1), reverse=True)
+        started = index < end
+        token_ids = ops.where(started, put(token_ids, first, index), token_ids)
+        index = ops.where(started, index + 1, index)
+        token_ids, _, index = sampler.run_loop(
+            cond, self._with_weights(body, stored), loop_vars=(token_ids, cache, index))
+        positions = ops.arange(length)[None, :]
+        generated = ops.logical_and(~padding_mask, positions < index)
+        if stop_token_ids is not None:
+            ends = ops.cast(any_equal(token_ids, stop_token_ids, generated), "int32")
+            generated = ops.logical_and(generated, (ops.cumsum(ends, axis=-1) - ends) == 0)
+        return token_ids, ops.logical_or(padding_mask, generated)
+
+    def _with_weights(self, body, stored):
+        """`body` under a scope giving the model `stored` weights, `load`ed inside.
+
+        Unlike `Sampler.run_loop(model=...)`, which carries the weights
+        through the loop as they are (and XLA then copies the attention
+        kernels at every step), the loop captures the stored copies.
+        """
+        import keras
+
+        sampler_vars, model_vars = self._variables()
+
+        def wrapped(*loop_vars):
+            mapping = [(v, v.value) for v in sampler_vars]  # run_loop's carried seeds
+            mapping += [(v, load(v, value)) for v, value in zip(model_vars, stored)]
+            with keras.StatelessScope(state_mapping=mapping) as scope:
+                out = body(*loop_vars)
+            for v in sampler_vars:
+                value = scope.get_current_value(v)
+                if value is not None:
+                    v.assign(value)
+            return out
+        return wrapped
+
+
+def _is_head_kernel(variable) -> bool:
+    """An attention kernel: [heads, d, h] with several heads."""
+    return len(variable.shape) == 3 and variable.shape[0] > 1
+
+
+def store(kernel):
+    """An attention kernel [heads, d, h] stored as [d, heads, h].
+
+    XLA's dots want a kernel's contracted and kept dims each contiguous:
+    given keras-hub's [heads, d, h], the loop would copy each attention
+    kernel at every decode step (190 MB per token for Gemma 3 270M). Stored
+    so between calls, and `load`ed back inside, the values are the same and
+    the dots read the stored copy (94 MB more memory for Gemma 3 270M).
+    """
+    from keras import ops
+
+    return ops.transpose(kernel, (1, 0, 2))
+
+
+def load(variable, value):
+    """`variable`'s value in its own shape: the inverse of `store` for kernels."""
+    from keras import ops
+
+    return ops.transpose(value, (1, 0, 2)) if _is_head_kernel(variable) else value
