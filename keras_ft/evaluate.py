@@ -213,7 +213,7 @@ def measure_latency(generate_fn, prompt: list[int], max_new_tokens: int,
     `generate_fn` is `generate.generate_function(causal_lm, cfg)`. Each
     shape is run once to compile, then `repeats` times; the median is
     the steady state. Time to first token is a generation of one new token
-    (prefill + one step); tokens/s is `max_new_tokens` generated with no
+    (the prompt's prefill alone); tokens/s is `max_new_tokens` generated with no
     stop token, divided by the steady-state time. compile_s is what the
     first calls took beyond the steady state.
     """
