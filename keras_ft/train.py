@@ -124,9 +124,9 @@ class BatchSequence(keras.utils.PyDataset):
     the nearest bucket length (`num_buckets` fixed shapes, default 4, or 2
     when packing; fitted to the lengths of epoch 0's batches), so little
     compute goes to padding and XLA compiles only a few programs. Batch `b`
-    of epoch `e` holds
-    `example_indices(e, b)`, a pure function of (seed, e, b). It serves the
-    span of one epoch set by `set_span` (by default all of epoch 0).
+    of epoch `e` holds `example_indices(e, b)`, a pure function of (seed, e,
+    b). It serves the span of one epoch set by `set_span` (by default all of
+    epoch 0).
     """
 
     def __init__(self, examples: Sequence[TokenizedExample], batch_size: int,
