@@ -288,12 +288,9 @@ def save_adapter(causal_lm, directory: str | Path, cfg: Config) -> Path:
     return directory / ADAPTER_FILE
 
 
-def load_adapter(causal_lm, path: str | Path) -> dict:
-    """Applies a saved adapter (file or run directory) to a fresh base model.
-
-    Returns:
-        The adapter's recorded hyperparameters.
-    """
+def read_adapter(path: str | Path) -> tuple[Path, dict]:
+    """The adapter file that `path` (a file or run directory) names, and its
+    recorded hyperparameters (`adapter_config.json` beside it; {} if absent)."""
     path = Path(path)
     if path.is_dir():
         path = next((p for p in (path / ADAPTER_FILE, path / "adapter" / ADAPTER_FILE)
@@ -303,8 +300,24 @@ def load_adapter(causal_lm, path: str | Path) -> dict:
                                 "or a run directory holding one.")
     meta_path = path.parent / ADAPTER_CONFIG_FILE
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-    # The adapter was trained on a quantized base: rebuild that base first.
-    quantize_backbone(causal_lm.backbone, meta.get("quantize", ""))
+    return path, meta
+
+
+def load_adapter(causal_lm, path: str | Path, quantize: bool = True) -> dict:
+    """Applies a saved adapter (file or run directory) to a fresh base model.
+
+    Args:
+        quantize: rebuild the base the adapter was trained on (its recorded
+            `quantize` mode) first. False applies it to the float base as it
+            is, e.g. to merge a QLoRA adapter into float weights for export:
+            that base is then not the one it was trained on.
+
+    Returns:
+        The adapter's recorded hyperparameters.
+    """
+    path, meta = read_adapter(path)
+    if quantize:  # the adapter was trained on a quantized base: rebuild that base first
+        quantize_backbone(causal_lm.backbone, meta.get("quantize", ""))
     enable_lora(causal_lm.backbone, int(meta.get("lora_rank", 4)),
                 float(meta.get("lora_alpha", 0)), meta.get("lora_targets", "default"))
     causal_lm.backbone.load_lora_weights(str(path))
