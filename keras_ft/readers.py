@@ -6,6 +6,15 @@ record comes out as a `DataError` in its place (the consumer decides whether
 to raise or to count a skip); problems that spoil the rest of a file (a broken
 JSON document, a CSV/Parquet header that fits no record shape) raise.
 Undecodable bytes are kept as lone surrogates so the error names the field.
+A text file that starts with a UTF-16 or UTF-32 byte-order mark is refused
+with a hint to save it as UTF-8 (decoding it as UTF-8 reads NULs and noise).
+
+CSV fields may be up to `CSV_FIELD_MAX_CHARS` long (Python's csv module stops
+at 131,072 characters by default; its limit is raised only while this module
+parses a row and restored after). A longer field makes its record a bad
+record (`field_too_long`); one past `CSV_PARSER_MAX_CHARS` means the parser
+cannot find where the record ends (usually an unbalanced quote), so the file
+is refused.
 """
 
 from __future__ import annotations
@@ -20,6 +29,15 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from keras_ft.records import BAD_TEXT, DataError, FieldMapping, check_columns, detect_shape
+
+# A field this long makes its CSV record a bad record (counted when skipping).
+CSV_FIELD_MAX_CHARS = 1 << 24  # 16,777,216 characters, ~4M tokens
+# csv's own limit while parsing: past it the parser loses the record's end.
+CSV_PARSER_MAX_CHARS = 4 * CSV_FIELD_MAX_CHARS
+# Byte-order marks of encodings that UTF-8 decoding would turn into noise;
+# UTF-32 first, as its little-endian mark starts with UTF-16's.
+_BOMS = ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"),
+         (b"\xff\xfe", "UTF-16"), (b"\xfe\xff", "UTF-16"))
 
 SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json",
             ".csv": "csv", ".parquet": "parquet"}
@@ -91,6 +109,18 @@ def _open(path: Path):
     return gzip.open(path, "rb") if path.suffix.lower() == ".gz" else open(path, "rb")
 
 
+def _check_encoding(f, path: Path) -> None:
+    """Refuses a text file whose byte-order mark says UTF-16/UTF-32."""
+    head = f.peek(4)[:4]
+    for bom, encoding in _BOMS:
+        if head.startswith(bom):
+            raise DataError(
+                f"looks like {encoding} (it starts with a {encoding} byte-order mark); "
+                "save it as UTF-8 (e.g. in your editor's \"Save as\" encoding "
+                f"menu, or `iconv -f {encoding} -t UTF-8`).", location=str(path),
+                reason="bad_encoding")
+
+
 def _empty(path: Path, what: str = "is empty") -> tuple[str, DataError]:
     return str(path), DataError(f"{what}; it holds no records.", location=str(path),
                                 reason="empty_file")
@@ -99,6 +129,7 @@ def _empty(path: Path, what: str = "is empty") -> tuple[str, DataError]:
 def _read_jsonl(path: Path, mapping) -> Iterator[tuple[str, Any]]:
     found = False
     with _open(path) as f:
+        _check_encoding(f, path)
         for number, raw in enumerate(f, 1):
             line = raw.decode("utf-8", "surrogateescape")
             if number == 1:
@@ -128,6 +159,7 @@ def _parse_line(line: str, location: str) -> Any:
 
 def _read_json(path: Path, mapping) -> Iterator[tuple[str, Any]]:
     with _open(path) as f:
+        _check_encoding(f, path)
         text = f.read().decode("utf-8", "surrogateescape").removeprefix("\ufeff")
     lines = _LineCounter(text)
     start = _skip_ws(text, 0)
@@ -233,12 +265,13 @@ def _scan(text: str, pos: int, path: Path, lines: _LineCounter):
 
 def _read_csv(path: Path, mapping) -> Iterator[tuple[str, Any]]:
     with _open(path) as f:
+        _check_encoding(f, path)
         text = io.TextIOWrapper(f, "utf-8-sig", errors="surrogateescape", newline="")
         reader = csv.DictReader(text)
         try:
-            header = reader.fieldnames
+            header = _csv_step(lambda: reader.fieldnames)
         except csv.Error as e:
-            raise DataError(f"has an unreadable CSV header: {e}.",
+            raise DataError(f"has an unreadable CSV header: {_csv_message(e)}.",
                             location=f"{path}:1", reason="bad_header") from None
         if header is None:
             yield _empty(path)
@@ -247,16 +280,38 @@ def _read_csv(path: Path, mapping) -> Iterator[tuple[str, Any]]:
         found, end = False, reader.line_num
         while True:
             try:
-                row = next(reader)
+                row = _csv_step(lambda: next(reader))
             except StopIteration:
                 break
             except csv.Error as e:
-                raise DataError(f"is not valid CSV: {e}.", location=f"{path}:{end + 1}",
-                                reason="bad_row") from None
+                raise DataError(f"is not valid CSV: {_csv_message(e)}.",
+                                location=f"{path}:{end + 1}", reason="bad_row") from None
             location, end, found = f"{path}:{end + 1}", reader.line_num, True
             yield location, _check_row(row, len(header), location)
     if not found:
         yield _empty(path, "has a header but no rows")
+
+
+def _csv_step(step):
+    """Runs one csv parsing step under this module's field size limit.
+
+    csv's limit is process-wide, so it is raised for the step alone and
+    restored before the generator hands a row to its consumer.
+    """
+    previous = csv.field_size_limit(CSV_PARSER_MAX_CHARS)
+    try:
+        return step()
+    finally:
+        csv.field_size_limit(previous)
+
+
+def _csv_message(error: csv.Error) -> str:
+    if "field larger than field limit" not in str(error):
+        return str(error)
+    return (f"a field runs past {CSV_PARSER_MAX_CHARS:,} characters, so the parser "
+            "cannot find where this record ends (often an unbalanced `\"` quote "
+            "that makes the rest of the file one field); the rest of the file "
+            "cannot be read, so this is not skippable. Fix the quoting")
 
 
 def _check_row(row: dict, num_columns: int, location: str) -> Any:
@@ -269,6 +324,12 @@ def _check_row(row: dict, num_columns: int, location: str) -> Any:
         return DataError(f"has only {num_columns - len(missing)} of {num_columns} "
                          "values.", location=location, field=missing[0],
                          reason="bad_row")
+    for key, value in row.items():
+        if len(value) > CSV_FIELD_MAX_CHARS:
+            return DataError(f"is {len(value):,} characters long; a CSV field may "
+                             f"hold at most {CSV_FIELD_MAX_CHARS:,}.", location=location,
+                             field=key, reason="field_too_long",
+                             received=value[:60])
     return row
 
 

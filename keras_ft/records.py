@@ -4,7 +4,9 @@ Record shapes, detected in this order: chat `messages` [{role, content}],
 ShareGPT `conversations` [{from, value}], Dolly (`instruction`, `context` or
 `input`, `response` or `output`), `prompt`/`completion`, and classification
 (`label` plus `prompt`/`instruction`/`text`). A `FieldMapping` renames fields
-first. `iter_examples` either raises the first `DataError` or, with
+first. Text must be valid UTF-8 without NUL characters (which tokenizers
+read as `<unk>`); a field holding either is a bad record naming the field.
+`iter_examples` either raises the first `DataError` or, with
 `skip_bad_records`, counts each skip per reason in a `LoadReport`.
 """
 
@@ -317,6 +319,12 @@ def _text(record: dict, key: str, location: str, *, allow_empty: bool = False,
         raise DataError("holds bytes that are not valid UTF-8 (or lone surrogate "
                         "escapes). Re-encode the file as UTF-8.", location=location,
                         field=field, reason="non_utf8", received=value)
+    if "\x00" in value:
+        raise DataError(f"holds {value.count(chr(0))} NUL character(s) (\\x00), which "
+                        "the tokenizer would train as <unk>. Remove them (a file "
+                        "saved as UTF-16 without a byte-order mark also looks like "
+                        "this; save it as UTF-8).", location=location, field=field,
+                        reason="nul_byte", received=value)
     if not allow_empty and not value.strip():
         raise DataError("is empty.", location=location, field=field,
                         reason="empty_string", received=value)

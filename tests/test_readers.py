@@ -202,3 +202,108 @@ def test_json_lines_in_a_json_file(tmp_path):
     (tmp_path / "two.json").write_text('{"prompt": "P"} {"prompt": "Q"}')
     with pytest.raises(DataError, match="extra data"):
         list(read_file(tmp_path / "two.json"))
+
+
+# ------------------------------------------------- issue 13: long fields, NULs, UTF-16
+
+def test_csv_fields_past_csvs_default_limit_read_like_jsonl(tmp_path):
+    # Python's csv stops at 131,072 characters a field; the same records in
+    # JSONL always trained, so CSV must read them too, and leave csv's
+    # process-wide limit as it was, also while the reader is suspended.
+    records = [{"prompt": "P1", "completion": "x" * 140_000},
+               {"prompt": "y\n" * 100_000, "completion": "C2"}]
+    csv_path, jsonl_path = tmp_path / "long.csv", tmp_path / "long.jsonl"
+    with csv_path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, ["prompt", "completion"])
+        writer.writeheader()
+        writer.writerows(records)
+    jsonl_path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    limit = csv.field_size_limit()
+    pairs = read_file(csv_path)
+    assert next(pairs) == (f"{csv_path}:2", records[0])
+    assert csv.field_size_limit() == limit
+    assert [r for _, r in pairs] == records[1:]
+    assert csv.field_size_limit() == limit
+    from_csv, _ = load(csv_path)
+    from_jsonl, _ = load(jsonl_path)
+    assert [e.messages for e in from_csv] == [e.messages for e in from_jsonl]
+    assert len(from_csv) == 2
+
+
+def test_csv_field_over_the_bound_is_a_bad_record(tmp_path):
+    from keras_ft.readers import CSV_FIELD_MAX_CHARS
+
+    path = tmp_path / "huge.csv"
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["prompt", "completion"])
+        writer.writerow(["P1", "C1"])
+        writer.writerow(["P2", "line\n" + "z" * CSV_FIELD_MAX_CHARS])
+        writer.writerow(["P3", "C3"])
+    with pytest.raises(DataError, match=f"at most {CSV_FIELD_MAX_CHARS:,}") as info:
+        load(path)
+    assert (info.value.location, info.value.field, info.value.reason) == (
+        f"{path}:3", "completion", "field_too_long")
+    examples, report = load(path, skip_bad_records=True)
+    assert [e.messages[0].content for e in examples] == ["P1", "P3"]
+    assert report.skipped == {"field_too_long": 1}
+    assert examples[1].source == f"{path}:5"  # the rows after it keep their lines
+
+
+def test_csv_field_past_the_parser_limit_refuses_the_file(tmp_path, monkeypatch):
+    # Past csv's own limit the parser cannot find the record's end (here an
+    # unbalanced quote swallows the rest of the file): refused, not skipped.
+    import keras_ft.readers as readers
+
+    monkeypatch.setattr(readers, "CSV_FIELD_MAX_CHARS", 50)
+    monkeypatch.setattr(readers, "CSV_PARSER_MAX_CHARS", 200)
+    path = tmp_path / "quote.csv"
+    path.write_text('prompt,completion\nP1,C1\nP2,"oops\n' + "P,C\n" * 100)
+    with pytest.raises(DataError, match="unbalanced") as info:
+        load(path, skip_bad_records=True)
+    assert info.value.location == f"{path}:3" and "200" in str(info.value)
+    path.write_text('prompt,completion\nP1,' + "c" * 100 + "\nP2,C2\n")
+    examples, report = load(path, skip_bad_records=True)
+    assert len(examples) == 1 and report.skipped == {"field_too_long": 1}
+
+
+@pytest.mark.parametrize("name", ["data.jsonl", "data.json", "data.csv", "data.csv.gz"])
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "utf-32"])
+def test_utf16_files_get_an_encoding_hint_in_every_reader(tmp_path, name, encoding):
+    record = {"prompt": "Caf\u00e9?", "completion": "Oui."}
+    text = {"data.jsonl": json.dumps(record) + "\n",
+            "data.json": json.dumps([record])}.get(name, "prompt,completion\nCaf\u00e9?,Oui.\n")
+    data = ("\ufeff" + text).encode(encoding)  # utf-16, utf-32: little-endian, BOM
+    if encoding != "utf-16-be":
+        data = text.encode(encoding)  # these codecs write the BOM themselves
+    path = tmp_path / name
+    compress = gzip.compress if name.endswith(".gz") else bytes
+    path.write_bytes(compress(data))
+    expected = "UTF-32" if encoding == "utf-32" else "UTF-16"
+    with pytest.raises(DataError, match=f"looks like {expected}.*save it as UTF-8") as info:
+        load(path, skip_bad_records=True)  # the whole file is unreadable: never a skip
+    assert info.value.location == str(path) and info.value.reason == "bad_encoding"
+    path.write_bytes(compress(text.encode("utf-8-sig")))  # as UTF-8 (with BOM) it reads
+    examples, _ = load(path)
+    assert examples[0].messages[0].content == "Caf\u00e9?"
+
+
+@pytest.mark.parametrize("name, content", [
+    ("nul.csv", b"prompt,completion\nP,ok\nP\x00\x00x,ok\nQ,ok\n"),
+    ("nul.jsonl", b'{"prompt": "P", "completion": "ok"}\n'
+                  b'{"prompt": "P\\u0000\\u0000x", "completion": "ok"}\n'
+                  b'{"prompt": "Q", "completion": "ok"}\n'),
+])
+def test_nul_characters_are_refused_or_counted_never_trained(tmp_path, name, content):
+    # A tokenizer reads NUL as <unk>: refused with file:line:field and the
+    # count, or skipped and counted with --skip-bad-records.
+    path = tmp_path / name
+    path.write_bytes(content)
+    line = 3 if name.endswith(".csv") else 2
+    with pytest.raises(DataError, match=r"holds 2 NUL character\(s\)") as info:
+        load(path)
+    assert (info.value.location, info.value.field, info.value.reason) == (
+        f"{path}:{line}", "prompt", "nul_byte")
+    examples, report = load(path, skip_bad_records=True)
+    assert [e.messages[0].content for e in examples] == ["P", "Q"]
+    assert report.skipped == {"nul_byte": 1} and "nul_byte" in report.summary()

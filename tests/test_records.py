@@ -92,6 +92,9 @@ def test_bad_field_mapping_names_the_config_field(text, match):
     ({"instruction": "Q", "input": ["c"], "output": "A"}, "input", "wrong_type"),
     ({"prompt": "P"}, "completion", "missing_field"),
     ({"prompt": "P", "completion": "bad \udc80 byte"}, "completion", "non_utf8"),
+    ({"prompt": "P\x00", "completion": "C"}, "prompt", "nul_byte"),
+    ({"messages": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": [
+        {"type": "text", "text": "A\x00"}]}]}, "messages[1].content[0].text", "nul_byte"),
     ({"messages": "hi"}, "messages", "wrong_type"),
     ({"messages": []}, "messages", "empty_string"),
     ({"messages": [{"role": "user", "content": "Q"}]}, "messages[0]", "bad_conversation"),
@@ -211,6 +214,12 @@ FIELD_REASONS = {"missing_field", "wrong_type", "empty_string", "bad_conversatio
 def test_malformed_records_error_or_skip_never_lose_data(tmp_path, lines):
     path = tmp_path / "generated.jsonl"
     path.write_bytes(b"\n".join(lines) + b"\n")
+    if lines[0].startswith((b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff")):
+        # A UTF-16/32 byte-order mark first: the whole file is refused, with a hint.
+        with pytest.raises(DataError, match="save it as UTF-8") as info:
+            list(iter_examples(read_file(path), LoadReport(), skip_bad_records=True))
+        assert info.value.location == str(path)
+        return
     # Strict: each record parses, or its DataError names file:line (+field).
     for number, (location, record) in enumerate(read_file(path), 1):
         assert location == f"{path}:{number}"
