@@ -1,3 +1,5 @@
+import pytest
+
 from keras_ft.templates import Message, get_template, split_turns
 
 CHAT = (Message("system", "Be brief."), Message("user", "Hi"), Message("assistant", "Hello!"),
@@ -45,12 +47,42 @@ def test_custom_format_string():
 
 
 def test_bad_templates_are_refused():
-    import pytest
-
     with pytest.raises(ValueError, match="Unknown template 'gemmma'"):
         get_template("gemmma")
-    with pytest.raises(ValueError, match="end with one"):
+    with pytest.raises(ValueError, match="comes after `{response}`"):
         get_template("{response} then {prompt}")
+
+
+@pytest.mark.parametrize("fmt, why", [
+    ("Q: {question}\nA: {response}", "unknown field `{question}`"),
+    ("Q: {}\nA: {response}", "unknown field `{}`"),
+    ("Q: {prompt}\nA: {response} {response}", "`{response}` comes after `{response}`"),
+    ("Answer: {response}", "no `{prompt}`, so the prompt would be dropped"),
+    ("Q: {prompt}", "no `{response}`"),
+    ("Q: {prompt!r}\nA: {response}", "no conversion or format spec"),
+    ("Q: {prompt:>9}\nA: {response}", "no conversion or format spec"),
+    ("Q: { {prompt}\nA: {response}", "not a valid format string"),
+    ("Q: {prompt} }\nA: {response}", "not a valid format string"),
+    ("{", "not a valid format string"),
+    ("Q: prompt}", "not a valid format string"),
+])
+def test_bad_custom_formats_name_the_template_setting(fmt, why):
+    with pytest.raises(ValueError) as caught:
+        get_template(fmt)
+    message = str(caught.value)
+    assert why in message
+    assert "custom `template`" in message and f"Received: template={fmt!r}" in message
+
+
+def test_custom_format_braces_render_as_str_format_does():
+    fmt = "{{system}} Q: {prompt} {{ }} ({prompt})\nA: {response}"
+    template = get_template(fmt)
+    segments = template.render([Message("user", "2+2?"), Message("assistant", "4")])
+    head = fmt[: fmt.index("{response}")].format(prompt="2+2?")
+    assert head == "{system} Q: 2+2? { } (2+2?)\nA: "
+    assert _text(segments) == "<bos>" + head + "4<eos>"
+    prompt = template.render_prompt([Message("system", "S"), Message("user", "U")])
+    assert _text(prompt) == "<bos>" + fmt[: fmt.index("{response}")].format(prompt="S\n\nU")
 
 
 def test_split_turns_groups_system_with_first_user():
