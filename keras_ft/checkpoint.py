@@ -104,7 +104,8 @@ class Checkpoints:
             state: the position and bookkeeping to resume from.
             cfg: the run's config, checked against the resuming run's.
             data: the training data's shape, e.g. {"num_examples",
-                "batches_per_epoch"}, also checked on resume.
+                "batches_per_epoch"} and optionally "fingerprint" ({spec:
+                hash}), also checked on resume (`check_same_data`).
 
         Returns:
             The checkpoint directory.
@@ -234,11 +235,7 @@ def restore(path: Path, trainer, cfg: Config, data: dict) -> TrainState:
     """
     record = json.loads((path / STATE_FILE).read_text())
     check_resumable(record["config"], cfg, path)
-    if record["data"] != data:
-        raise CheckpointError(
-            f"Cannot resume from {path}: the training data changed (then "
-            f"{record['data']}, now {data}). Restore the data, or start over with "
-            "--no-resume or another --output-dir.")
+    check_same_data(record["data"], data, path)
     state = TrainState(**record["state"])
     trainer.backbone.load_lora_weights(str(path / ADAPTER_FILE))
     optimizer = trainer.optimizer
@@ -270,6 +267,32 @@ def check_resumable(saved: dict, cfg: Config, path: Path) -> None:
             f"Cannot resume from {path}: it was written with different settings "
             f"({diffs}). Resume with the same settings, or start over with "
             "--no-resume (deletes the checkpoints) or another --output-dir.")
+
+
+def check_same_data(saved: dict, current: dict, path: Path) -> None:
+    """Refuses to resume on other data: an edited file, or other counts.
+
+    `fingerprint` ({spec: hash}, `data.data_fingerprint`) catches an edit
+    that keeps the row count; it is compared only when both runs recorded
+    one (a checkpoint from before fingerprints, or `train` called without
+    one, is checked by its counts alone).
+    """
+    then, now = saved.get("fingerprint"), current.get("fingerprint")
+    if then is not None and now is not None and then != now:
+        # The specs themselves are config (`check_resumable`); here their contents.
+        what = "; ".join(f"{spec} was edited (fingerprint {then.get(spec)} -> {now.get(spec)})"
+                         for spec in sorted(set(then) | set(now))
+                         if then.get(spec) != now.get(spec))
+        raise CheckpointError(
+            f"Cannot resume from {path}: the training data changed since it was "
+            f"written: {what}. Restore the data, or start over with --no-resume "
+            "(deletes the checkpoints) or another --output-dir.")
+    counts = lambda d: {k: v for k, v in d.items() if k != "fingerprint"}
+    if counts(saved) != counts(current):
+        raise CheckpointError(
+            f"Cannot resume from {path}: the training data changed (then "
+            f"{counts(saved)}, now {counts(current)}). Restore the data, or start over "
+            "with --no-resume or another --output-dir.")
 
 
 def _seed_variables(trainer) -> list:

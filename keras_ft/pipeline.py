@@ -70,7 +70,8 @@ def finetune(cfg: Config) -> Result:
     throughput = Throughput(train_data)
     history = train(cfg, trainer, train_data, val_data, run_dir, callbacks=[throughput],
                     sample_fn=lambda: generate(causal_lm, list(cfg.sample_prompts), cfg,
-                                               tokenizer))
+                                               tokenizer),
+                    data_fingerprint=report["fingerprint"])
     metrics_after = evaluate_tokens(trainer, val_data) if val_data else {}
     samples_after = generate(causal_lm, list(cfg.sample_prompts), cfg, tokenizer)
 

@@ -300,7 +300,8 @@ def build_trainer(cfg: Config, backbone, total_steps: int) -> CausalLMTrainer:
 
 def train(cfg: Config, trainer: CausalLMTrainer, train_data: BatchSequence,
           validation_data: BatchSequence | None, run_dir: str | Path,
-          callbacks=(), sample_fn: Callable[[], list[str]] | None = None):
+          callbacks=(), sample_fn: Callable[[], list[str]] | None = None,
+          data_fingerprint: dict[str, str] | None = None):
     """Trains with `fit` from the newest checkpoint in `run_dir` (or the start).
 
     Writes to `run_dir`: checkpoints (every `checkpoint_every_steps` and at
@@ -311,6 +312,8 @@ def train(cfg: Config, trainer: CausalLMTrainer, train_data: BatchSequence,
     Args:
         callbacks: extra callbacks, run before evaluation and logging (e.g.
             `Throughput`, whose `tokens_per_s` then reaches the logs).
+        data_fingerprint: `data.data_fingerprint(cfg)` ({spec: hash}); kept in
+            each checkpoint, so resuming on an edited data file is refused.
 
     Returns:
         The Keras History of the epochs this call trained.
@@ -328,6 +331,8 @@ def train(cfg: Config, trainer: CausalLMTrainer, train_data: BatchSequence,
                          f"eval_every_steps={cfg.eval_every_steps}, no validation split")
     data = {"num_examples": len(train_data.examples),
             "batches_per_epoch": train_data.batches_per_epoch}
+    if data_fingerprint is not None:
+        data["fingerprint"] = dict(data_fingerprint)
     checkpoints = Checkpoints(run_dir / "checkpoints", cfg.keep_checkpoints)
     state = resume_or_start(cfg, trainer, checkpoints, run_dir, data)
     start = state.batches_done

@@ -5,7 +5,9 @@ The three runs share a JAX persistent compilation cache, so only the first
 pays for XLA compilation (a cached executable is the same program).
 """
 
+import dataclasses
 import json
+import logging
 import os
 import random
 import signal
@@ -16,6 +18,10 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import pytest
+
+from keras_ft import Config, finetune
+from keras_ft.checkpoint import CheckpointError
 
 from test_pipeline import PAIRS
 
@@ -59,7 +65,11 @@ def test_sigkill_at_a_random_step_then_resume_matches_an_uninterrupted_run(
     data.write_text("".join(json.dumps({"prompt": p, "completion": c}) + "\n"
                             for p, c in PAIRS))
     out = tmp_path / "killed"
-    kill_after = random.randint(2, 15)  # of 30 steps; usually mid-epoch
+    # Seeded, so a failure reproduces: KERAS_FT_KILL_SEED=<seed> reruns that kill.
+    seed = int(os.environ.get("KERAS_FT_KILL_SEED", random.SystemRandom().randrange(2**32)))
+    kill_after = random.Random(seed).randint(2, 15)  # of 30 steps; usually mid-epoch
+    print(f"kill seed {seed} (KERAS_FT_KILL_SEED={seed} reruns it): "
+          f"SIGKILL after step {kill_after}")
     args = run_args(tiny_gemma, data, out)
     cache = tmp_path / "jax_cache"
     with (tmp_path / "killed.log").open("w") as log:
@@ -102,3 +112,25 @@ def test_sigkill_at_a_random_step_then_resume_matches_an_uninterrupted_run(
         seen = sum((r["examples"] for r in steps[epoch * BATCHES_PER_EPOCH:
                                                  (epoch + 1) * BATCHES_PER_EPOCH]), [])
         assert sorted(seen) == list(range(10)), (epoch, seen)
+
+
+def test_resume_refuses_an_edited_data_file_with_the_same_row_count(
+        tiny_gemma, tmp_path, caplog):
+    data = tmp_path / "pairs.jsonl"
+    rows = [json.dumps({"prompt": p, "completion": c}) + "\n" for p, c in PAIRS]
+    data.write_text("".join(rows))
+    cfg = Config(preset=str(tiny_gemma), data=(str(data),), max_steps=2, batch_size=2,
+                 validation_fraction=0.0, sequence_length=64, sample_prompts=("Hi",),
+                 max_new_tokens=1,
+                 output_dir=str(tmp_path / "run"),
+                 tokenized_cache_dir=str(tmp_path / "tokens"))
+    finetune(cfg)
+    with caplog.at_level(logging.INFO, logger="keras_ft.checkpoint"):
+        finetune(cfg)  # unchanged data: resumes (at the end, so nothing to train)
+    assert "Resuming from" in caplog.text
+
+    rows[3] = json.dumps({"prompt": PAIRS[3][0], "completion": "Edited."}) + "\n"
+    data.write_text("".join(rows))  # same number of rows, one record changed
+    with pytest.raises(CheckpointError, match=rf"{data} was edited.*--no-resume"):
+        finetune(cfg)
+    finetune(dataclasses.replace(cfg, resume=False))  # starting over is allowed
