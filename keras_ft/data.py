@@ -347,11 +347,29 @@ def template_fingerprint(template: Template) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def cache_key(cfg: Config, template: Template, tokenizer: TextTokenizer) -> str:
-    """Hash of everything the tokenized data depends on."""
-    specs = list(cfg.data) + ([cfg.validation_data] if cfg.validation_data else [])
+def data_specs(cfg: Config) -> list[str]:
+    """The data specs a run reads: `data`, then `validation_data` if set."""
+    return list(cfg.data) + ([cfg.validation_data] if cfg.validation_data else [])
+
+
+def data_fingerprint(cfg: Config) -> dict[str, str]:
+    """{spec: its source's fingerprint} for every spec the run reads.
+
+    A fingerprint changes when the data changes (a local file's is a hash of
+    its bytes), so a checkpoint can tell which file was edited since.
+    """
+    return {spec: parse_spec(spec).fingerprint() for spec in data_specs(cfg)}
+
+
+def cache_key(cfg: Config, template: Template, tokenizer: TextTokenizer,
+              fingerprint: dict[str, str] | None = None) -> str:
+    """Hash of everything the tokenized data depends on.
+
+    `fingerprint` is `data_fingerprint(cfg)` when the caller has it already.
+    """
+    fingerprint = data_fingerprint(cfg) if fingerprint is None else fingerprint
     parts = {"format": CACHE_FORMAT,
-             "files": [parse_spec(spec).fingerprint() for spec in specs],
+             "files": [fingerprint[spec] for spec in data_specs(cfg)],
              "options": {name: getattr(cfg, name) for name in DATA_OPTIONS},
              "template": template_fingerprint(template),
              "tokenizer": tokenizer.fingerprint()}
@@ -410,11 +428,15 @@ def cache_tokenized(cfg: Config, template: Template, tokenizer: TextTokenizer
 
     Returns:
         (train, validation, report): the report is the LoadReport as a dict,
-        plus per-split "train"/"validation" counts and "cache" details.
+        plus per-split "train"/"validation" counts, "cache" details and
+        "fingerprint" (`data_fingerprint`: {spec: hash}, which checkpoints
+        keep to refuse resuming on edited data).
     """
+    fingerprint = data_fingerprint(cfg)
     if not cfg.tokenized_cache_dir:
-        return _finish(*tokenize_split(cfg, template, tokenizer), {"hit": False, "path": ""})
-    key = cache_key(cfg, template, tokenizer)
+        return _finish(*tokenize_split(cfg, template, tokenizer), {"hit": False, "path": ""},
+                       fingerprint)
+    key = cache_key(cfg, template, tokenizer, fingerprint)
     path = Path(cfg.tokenized_cache_dir).expanduser() / key
     hit = (path / "report.json").exists()
     if not hit:
@@ -431,10 +453,10 @@ def cache_tokenized(cfg: Config, template: Template, tokenizer: TextTokenizer
             shutil.rmtree(tmp, ignore_errors=True)
     else:
         log.info("Using tokenized data cached in %s.", path)
-    return _finish(*load_token_split(path), {"hit": hit, "path": str(path)})
+    return _finish(*load_token_split(path), {"hit": hit, "path": str(path)}, fingerprint)
 
 
-def _finish(train, validation, report, cache):
+def _finish(train, validation, report, cache, fingerprint):
     for name, split in (("train", train), ("validation", validation)):
         counts = split.counts
         if counts["truncated"] or counts["dropped_fully_truncated"]:
@@ -442,7 +464,8 @@ def _finish(train, validation, report, cache):
                         "was cut off entirely.", name, counts["truncated"],
                         counts["dropped_fully_truncated"])
     return train, validation, {**report, "train": train.counts,
-                               "validation": validation.counts, "cache": cache}
+                               "validation": validation.counts, "cache": cache,
+                               "fingerprint": fingerprint}
 
 
 # ------------------------------------------------------------------------ CLI
