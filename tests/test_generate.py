@@ -48,13 +48,26 @@ def test_replies_stop_at_the_template_end_of_turn(tiny_gemma3, monkeypatch):
 
 
 def test_generate_cli_loads_a_preset_and_an_adapter(tiny_gemma, tmp_path):
-    cfg = Config(preset=str(tiny_gemma), lora_rank=2)
-    save_adapter(build_model(cfg), tmp_path, cfg)
+    # The CLI's whole output is the reply of the model that was saved: the
+    # adapter's own (non-zero) LoRA weights and its recorded template.
+    import keras_hub
+
+    cfg = Config(preset=str(tiny_gemma), lora_rank=2, template="gemma", sampler="greedy",
+                 max_new_tokens=8)
+    tuned = build_model(cfg)
+    rng = np.random.default_rng(3)
+    for weight in tuned.backbone.trainable_weights:  # LoRA B is 0 at start: no change
+        weight.assign(rng.normal(0, 0.5, weight.shape))
+    save_adapter(tuned, tmp_path, cfg)
+    prompt = "How do I?"
+    expected = generate(tuned, [prompt], cfg)
+    base = generate(keras_hub.models.CausalLM.from_preset(str(tiny_gemma)), [prompt], cfg)
+    assert expected != base and expected[0]  # the adapter changes the reply
     result = CliRunner().invoke(main, ["--preset", str(tiny_gemma), "--adapter",
                                        str(tmp_path), "--sampler", "greedy",
-                                       "--max-new-tokens", "3", "How", "do", "I?"])
+                                       "--max-new-tokens", "8", "How", "do", "I?"])
     assert result.exit_code == 0, result.output
-    assert len(result.output.strip().splitlines()) >= 1
+    assert result.stdout == expected[0] + "\n"
 
 
 def test_generation_compiles_once_and_sees_new_weights(tiny_gemma3):
