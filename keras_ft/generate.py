@@ -17,7 +17,7 @@ import numpy as np
 
 from keras_ft.config import Config
 from keras_ft.templates import Message, Template, get_template
-from keras_ft.tokens import TextTokenizer
+from keras_ft.tokens import TextTokenizer, prompt_token_ids
 
 log = logging.getLogger(__name__)
 LENGTH_STEP = 16  # buffers and prefills round up to this (few compiles); decoding stops exactly
@@ -40,11 +40,7 @@ def build_sampler(cfg: Config):
 
 def encode_prompt(text: str, template: Template, tokenizer: TextTokenizer) -> list[int]:
     """Token ids of a user prompt rendered for generation."""
-    ids = []
-    for segment in template.render_prompt([Message("user", text)]):
-        ids += [tokenizer.special_id(segment.text)] if segment.special else \
-            tokenizer.encode(segment.text)
-    return ids
+    return prompt_token_ids([Message("user", text)], template, tokenizer)
 
 
 def generate(causal_lm, prompts: list[str], cfg: Config,

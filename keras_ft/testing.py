@@ -26,17 +26,33 @@ TINY_BACKBONE = dict(num_layers=2, num_query_heads=2, num_key_value_heads=1,
                      hidden_dim=16, intermediate_dim=32, head_dim=8)
 
 
-def train_tiny_sentencepiece(vocab_size: int = 160) -> bytes:
-    """Trains a small SentencePiece BPE vocabulary in memory (Gemma layout)."""
+def train_tiny_sentencepiece(vocab_size: int = 160, add_dummy_prefix: bool = False,
+                             remove_extra_whitespaces: bool = True,
+                             extra_symbols: tuple[str, ...] = ()) -> bytes:
+    """Trains a small SentencePiece BPE vocabulary in memory (Gemma layout).
+
+    Args:
+        vocab_size: number of pieces.
+        add_dummy_prefix: put a `▁` before the text, as Llama 2 and Mistral
+            vocabularies do (Gemma's do not).
+        remove_extra_whitespaces: SentencePiece's default, collapse runs of
+            spaces; real Gemma, Llama 2 and Mistral vocabularies keep them
+            (False).
+        extra_symbols: more pieces SentencePiece matches whole in text, e.g.
+            `LLAMA3_SPECIALS` to run the `llama3` template on this vocabulary.
+    """
     import sentencepiece
 
     model = io.BytesIO()
+    # Only set when off, so the default vocabulary's bytes stay as they were.
+    whitespace = {} if remove_extra_whitespaces else {"remove_extra_whitespaces": False}
     sentencepiece.SentencePieceTrainer.train(
-        sentence_iterator=iter(TINY_CORPUS * 4), model_writer=model,
+        sentence_iterator=iter(TINY_CORPUS * 4), model_writer=model, **whitespace,
         vocab_size=vocab_size, model_type="BPE", pad_id=0, eos_id=1, bos_id=2,
         unk_id=3, pad_piece="<pad>", eos_piece="<eos>", bos_piece="<bos>",
-        unk_piece="<unk>", user_defined_symbols=GEMMA_SPECIALS + ["<mask>", "\n"],
-        add_dummy_prefix=False, byte_fallback=False, character_coverage=1.0,
+        unk_piece="<unk>",
+        user_defined_symbols=GEMMA_SPECIALS + ["<mask>", "\n", *extra_symbols],
+        add_dummy_prefix=add_dummy_prefix, byte_fallback=False, character_coverage=1.0,
         normalization_rule_name="identity", split_digits=True,
         minloglevel=2)
     return model.getvalue()

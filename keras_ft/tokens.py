@@ -11,7 +11,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from keras_ft.templates import Example, Template
+from keras_ft.templates import Example, Message, Segment, Template
 
 # Template-level names for "this model's begin/end of text", whatever the vocab.
 GENERIC_SPECIALS = {"<bos>": "start_token_id", "<eos>": "end_token_id"}
@@ -24,16 +24,31 @@ class TextTokenizer:
     string. For SentencePiece vocabularies we encode with the `sentencepiece`
     library on the same proto instead (identical ids, far less overhead);
     other tokenizers (e.g. Llama 3's BPE) fall back to the keras-hub layer.
+
+    A SentencePiece vocabulary with a dummy prefix (Llama 2, Mistral) puts a
+    `▁` before the text it encodes: right once at the start of a rendered
+    example, wrong before every later segment of it. `encode(text,
+    continued=True)` encodes a later segment without it.
     """
 
     def __init__(self, keras_tokenizer):
         self.keras_tokenizer = keras_tokenizer
-        self._spm = None
+        self._spm = self._spm_continued = None
+        self.dummy_prefix = False
         proto = getattr(keras_tokenizer, "proto", None)
         if proto:
             import sentencepiece
+            from sentencepiece import sentencepiece_model_pb2
 
-            self._spm = sentencepiece.SentencePieceProcessor(model_proto=proto)
+            self._spm = self._spm_continued = sentencepiece.SentencePieceProcessor(
+                model_proto=proto)
+            model = sentencepiece_model_pb2.ModelProto()
+            model.ParseFromString(proto)
+            self.dummy_prefix = model.normalizer_spec.add_dummy_prefix
+            if self.dummy_prefix:  # the same vocabulary, minus the prefix
+                model.normalizer_spec.add_dummy_prefix = False
+                self._spm_continued = sentencepiece.SentencePieceProcessor(
+                    model_proto=model.SerializeToString())
         self.pad_id = int(getattr(keras_tokenizer, "pad_token_id", 0) or 0)
 
     @classmethod
@@ -42,13 +57,25 @@ class TextTokenizer:
 
         return cls(keras_hub.tokenizers.Tokenizer.from_preset(preset))
 
-    def encode(self, text: str) -> list[int]:
-        """Token ids of `text`, with no begin/end tokens added."""
+    def encode(self, text: str, continued: bool = False) -> list[int]:
+        """Token ids of `text`, with no begin/end tokens added.
+
+        Args:
+            continued: `text` continues a string whose start was encoded
+                already, so it gets no dummy prefix.
+        """
         if not text:
             return []
         if self._spm is not None:
-            return self._spm.encode(text)
+            return (self._spm_continued if continued else self._spm).encode(text)
         return [int(t) for t in np.asarray(self.keras_tokenizer.tokenize(text))]
+
+    def prefix_ids(self) -> list[int]:
+        """The tokens of a dummy prefix alone (`▁`): [] for most vocabularies."""
+        if not self.dummy_prefix:
+            return []
+        token_id = self._spm.piece_to_id("\u2581")
+        return [token_id] if token_id != self._spm.unk_id() else self._spm_continued.encode(" ")
 
     def decode(self, ids: Sequence[int]) -> str:
         if self._spm is not None:
@@ -90,6 +117,8 @@ class TextTokenizer:
         h = hashlib.sha256()
         if self._spm is not None:
             h.update(self._spm.serialized_model_proto())
+            if self.dummy_prefix:  # caches from before segments lost the prefix
+                h.update(b"dummy prefix on the first segment only")
         else:
             for token in self.keras_tokenizer.get_vocabulary():
                 h.update(token.encode("utf-8", "surrogatepass") + b"\0")
@@ -118,11 +147,9 @@ def tokenize_example(example: Example, template: Template, tokenizer: TextTokeni
     """
     ids: list[int] = []
     mask: list[bool] = []
-    for segment in template.render(example.messages):
-        if segment.special:
-            piece = [tokenizer.special_id(segment.text)]
-        else:
-            piece = tokenizer.encode(segment.text)
+    segments = template.render(example.messages)
+    for segment, piece in zip(segments, encode_segments(segments, tokenizer,
+                                                        len(template.begin))):
         ids += piece
         mask += [segment.trainable or not completion_only] * len(piece)
     total = len(ids)
@@ -131,6 +158,41 @@ def tokenize_example(example: Example, template: Template, tokenizer: TextTokeni
     if not any(mask):
         return None
     return TokenizedExample(np.asarray(ids, np.int32), np.asarray(mask, bool), total)
+
+
+def encode_segments(segments: Sequence[Segment], tokenizer: TextTokenizer,
+                    num_begin: int = 0) -> list[list[int]]:
+    """Token ids of each rendered segment, as the whole rendering tokenizes.
+
+    Each segment is encoded on its own, so every token belongs to one segment
+    (and the loss mask follows), but as part of one string: a dummy prefix
+    (Llama 2, Mistral) comes once, before the first segment after the
+    `num_begin` begin tokens (which the model adds, as keras-hub's
+    preprocessors do), not before every segment. Where the segments' joined
+    text would not put a token boundary at a segment boundary (a custom
+    format ending "A: " before the reply), the boundary wins: a generation
+    prompt ends there too.
+    """
+    out: list[list[int]] = []
+    started = False  # has text after the begin tokens been encoded?
+    for k, segment in enumerate(segments):
+        if segment.special:
+            ids = [tokenizer.special_id(segment.text)]
+            if k >= num_begin and not started:
+                ids = tokenizer.prefix_ids() + ids
+        else:
+            ids = tokenizer.encode(segment.text, continued=started)
+        out.append(ids)
+        started = started or (k >= num_begin and bool(ids))
+    return out
+
+
+def prompt_token_ids(messages: Sequence[Message], template: Template,
+                     tokenizer: TextTokenizer) -> list[int]:
+    """Token ids of a conversation ending on a user turn, ready to generate."""
+    segments = template.render_prompt(messages)
+    return [i for ids in encode_segments(segments, tokenizer, len(template.begin))
+            for i in ids]
 
 
 def format_marked(tokenized: TokenizedExample, tokenizer: TextTokenizer) -> str:

@@ -1,9 +1,11 @@
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from keras_ft.templates import Example, Message, get_template
 from keras_ft.tokens import (TextTokenizer, bucket_lengths, format_marked, make_batch,
-                             tokenize_example)
+                             prompt_token_ids, tokenize_example)
 
 THREE_TURNS = Example((
     Message("user", "How do I boil an egg?"), Message("assistant", "1. Fill a pot."),
@@ -88,3 +90,105 @@ def test_buckets_and_batches(tokenizer):
     # n - 1 input positions: the last token is only a label.
     assert x["padding_mask"][0, :n - 1].all() and not x["padding_mask"][0, n - 1:].any()
     assert x["loss_weights"][0, n - 1:].sum() == 0
+
+
+# ------------------------------------------- segment-wise = whole-string ids
+
+LLAMA3_SPECIALS = ("<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>",
+                   "<|end_header_id|>", "<|eot_id|>")
+TEMPLATE_NAMES = ("instruction", "gemma", "llama3", "Context: {prompt}\nResponse:\n{response}",
+                  "{prompt}\n\nWrite\n{response}")
+TEXT = st.text(alphabet="abcdefghiklmnoprstuwyHIW 0123456789.,?!\n", max_size=24)
+
+
+def _vocabulary(dummy_prefix: bool):
+    """A keras-hub tokenizer over a tiny vocabulary that keeps whitespace
+    (as Gemma, Llama 2 and Mistral do), and a reference SentencePiece that
+    encodes a whole rendered string at once, every special matched in text."""
+    import keras_hub
+    import sentencepiece
+    from sentencepiece import sentencepiece_model_pb2
+
+    from keras_ft.testing import train_tiny_sentencepiece
+
+    proto = train_tiny_sentencepiece(vocab_size=200, add_dummy_prefix=dummy_prefix,
+                                     remove_extra_whitespaces=False,
+                                     extra_symbols=LLAMA3_SPECIALS)
+    model = sentencepiece_model_pb2.ModelProto()
+    model.ParseFromString(proto)
+    assert model.normalizer_spec.add_dummy_prefix == dummy_prefix
+    for piece in model.pieces:  # <bos>, <eos>, <pad>: matched in text as well
+        if piece.type == piece.CONTROL:
+            piece.type = piece.USER_DEFINED
+    model.trainer_spec.bos_id = model.trainer_spec.eos_id = model.trainer_spec.pad_id = -1
+    reference = sentencepiece.SentencePieceProcessor(model_proto=model.SerializeToString())
+    return TextTokenizer(keras_hub.models.GemmaTokenizer(proto=proto)), reference
+
+
+@pytest.fixture(scope="module", params=[True, False], ids=["dummy_prefix", "no_prefix"])
+def vocabulary(request):
+    return _vocabulary(request.param)
+
+
+@st.composite
+def chats(draw):
+    messages = []
+    if draw(st.booleans()):
+        messages.append(Message("system", draw(TEXT)))
+    for _ in range(draw(st.integers(1, 3))):
+        messages += [Message("user", draw(TEXT)) for _ in range(draw(st.integers(1, 2)))]
+        messages.append(Message("assistant", draw(TEXT)))
+    return messages
+
+
+def _natural(segments, template, reference):
+    """The begin tokens (added by the model), then the rest of the rendered
+    string tokenized at once."""
+    begin = [reference.piece_to_id(s.text) for s in segments[:len(template.begin)]]
+    return begin + reference.encode("".join(s.text for s in segments[len(template.begin):]))
+
+
+def _text_of(ids, reference):
+    return "".join(reference.id_to_piece(int(i)).replace("\u2581", " ") for i in ids)
+
+
+@pytest.mark.parametrize("name", TEMPLATE_NAMES)
+@settings(max_examples=40, deadline=None)
+@given(messages=chats())
+def test_ids_are_the_whole_rendered_string_tokenized_and_mask_the_replies(
+        vocabulary, name, messages):
+    tokenizer, reference = vocabulary
+    template = get_template(name)
+    segments = template.render(messages)
+    tokenized = tokenize_example(Example(tuple(messages)), template, tokenizer, 10_000)
+    assert tokenized.token_ids.tolist() == _natural(segments, template, reference)
+    # The loss mask: exactly the replies and their end tokens, nothing else.
+    ids, mask = tokenized.token_ids, tokenized.loss_mask
+    trained = "".join(s.text for s in segments if s.trainable)
+    prefix = " " if tokenizer.dummy_prefix else ""
+    begin = "".join(s.text for s in segments[:len(template.begin)])
+    untrained = begin + prefix + "".join(s.text for s in segments[len(template.begin):]
+                                         if not s.trainable)
+    assert _text_of(ids[mask], reference) == trained
+    assert _text_of(ids[~mask], reference) == untrained
+
+
+@pytest.mark.parametrize("name", TEMPLATE_NAMES)
+@settings(max_examples=25, deadline=None)
+@given(messages=chats())
+def test_generation_prompt_ids_are_the_rendered_prompt_tokenized(vocabulary, name, messages):
+    tokenizer, reference = vocabulary
+    template = get_template(name)
+    prompt = messages[:-1]
+    assert prompt_token_ids(prompt, template, tokenizer) == _natural(
+        template.render_prompt(prompt), template, reference)
+
+
+def test_dummy_prefix_comes_once_at_the_start():
+    tokenizer, reference = _vocabulary(dummy_prefix=True)
+    chat = Example((Message("user", "Hi"), Message("assistant", "ok"),
+                    Message("user", "Why?"), Message("assistant", "fox")))
+    ids = tokenize_example(chat, get_template("instruction"), tokenizer, 256).token_ids
+    pieces = [reference.id_to_piece(int(i)) for i in ids]
+    assert pieces[0] == "<bos>" and pieces[1].startswith("\u2581")
+    assert sum(p.startswith("\u2581") for p in pieces) == 1, pieces
