@@ -10,6 +10,7 @@ import dataclasses
 import json
 import logging
 import os
+import sys
 from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
@@ -43,19 +44,27 @@ class Result:
 
 
 def finetune(cfg: Config) -> Result:
-    """Fine-tunes `cfg.preset` with LoRA on `cfg.data`; see `Config`."""
+    """Fine-tunes `cfg.preset` with LoRA on `cfg.data`; see `Config`.
+
+    Each phase is logged as it starts (logger `keras_ft`; shown on stdout when
+    logging is not configured, e.g. in a notebook), so no phase is silent.
+    """
+    ensure_log_output()
     keras.utils.set_random_seed(cfg.seed)
     run_dir = Path(cfg.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.json")
 
     template = get_template(cfg.template)
+    log.info("Loading the tokenizer of %s...", cfg.preset)
     tokenizer = TextTokenizer.from_preset(resolve_preset(cfg.preset))
+    log.info("Reading and tokenizing the data (%s)...", ", ".join(cfg.data))
     train_tokens, val_tokens, report = cache_tokenized(cfg, template, tokenizer)
     if cfg.show_examples:
         show_examples(train_tokens[: cfg.show_examples], tokenizer)
         return Result(run_dir, {}, {}, [], None, {}, report)
 
+    log.info("Loading the model %s (dtype %s)...", cfg.preset, cfg.dtype)
     causal_lm = build_model(cfg)
     log.info("LoRA: %d trainable parameters", count_lora_parameters(causal_lm.backbone))
     train_data = BatchSequence(train_tokens, cfg.batch_size, cfg.sequence_length,
@@ -63,18 +72,25 @@ def finetune(cfg: Config) -> Result:
     val_data = (BatchSequence(val_tokens, cfg.batch_size, cfg.sequence_length,
                               tokenizer.pad_id, cfg.seed, shuffle=False)
                 if val_tokens else None)
-    trainer = build_trainer(cfg, causal_lm.backbone, steps_plan(cfg, len(train_data))[1])
+    epochs, total_steps = steps_plan(cfg, len(train_data))
+    trainer = build_trainer(cfg, causal_lm.backbone, total_steps)
 
-    metrics_before = evaluate_tokens(trainer, val_data) if val_data else {}
-    samples_before = generate(causal_lm, list(cfg.sample_prompts), cfg, tokenizer)
+    metrics_before = _evaluate(trainer, val_data, val_tokens, "base")
+    samples_before = _samples(causal_lm, cfg, tokenizer, "base")
+    log.info("Training: %d optimizer steps of batch %d%s (%d epoch%s of %d training "
+             "examples)...", total_steps, cfg.batch_size,
+             f" x {cfg.gradient_accumulation_steps} accumulated"
+             if cfg.gradient_accumulation_steps > 1 else "",
+             epochs, "" if epochs == 1 else "s", len(train_tokens))
     throughput = Throughput(train_data)
     history = train(cfg, trainer, train_data, val_data, run_dir, callbacks=[throughput],
                     sample_fn=lambda: generate(causal_lm, list(cfg.sample_prompts), cfg,
                                                tokenizer),
                     data_fingerprint=report["fingerprint"])
-    metrics_after = evaluate_tokens(trainer, val_data) if val_data else {}
-    samples_after = generate(causal_lm, list(cfg.sample_prompts), cfg, tokenizer)
+    metrics_after = _evaluate(trainer, val_data, val_tokens, "tuned")
+    samples_after = _samples(causal_lm, cfg, tokenizer, "tuned")
 
+    log.info("Saving the adapter and the run's outputs to %s...", run_dir)
     adapter_path = save_adapter(causal_lm, run_dir, cfg)
     samples = [{"prompt": p, "before": b, "after": a}
                for p, b, a in zip(cfg.sample_prompts, samples_before, samples_after)]
@@ -86,6 +102,37 @@ def finetune(cfg: Config) -> Result:
     log_summary(metrics_before, metrics_after, samples)
     return Result(run_dir, metrics_before, metrics_after, samples, adapter_path,
                   dict(history.history), report)
+
+
+def ensure_log_output() -> None:
+    """Shows keras_ft's INFO lines on stdout when nothing configured logging.
+
+    A notebook (or a script) that never calls `logging.basicConfig` would
+    otherwise drop them, progress included. Configured logging is left alone.
+    """
+    package = logging.getLogger("keras_ft")
+    if logging.getLogger().handlers or package.handlers:
+        return
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    package.addHandler(handler)
+    if package.level == logging.NOTSET:
+        package.setLevel(logging.INFO)
+
+
+def _evaluate(trainer, val_data, val_tokens, which: str) -> dict:
+    if not val_data:
+        return {}
+    log.info("Evaluating the %s model on %d validation examples...", which,
+             len(val_tokens))
+    return evaluate_tokens(trainer, val_data)
+
+
+def _samples(causal_lm, cfg: Config, tokenizer, which: str) -> list[str]:
+    prompts = list(cfg.sample_prompts)
+    log.info("Generating %d sample%s from the %s model (up to %d new tokens)...",
+             len(prompts), "" if len(prompts) == 1 else "s", which, cfg.max_new_tokens)
+    return generate(causal_lm, prompts, cfg, tokenizer)
 
 
 def show_examples(tokenized, tokenizer) -> None:

@@ -24,9 +24,9 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_ft.callbacks import (JsonlLogger, PeriodicCheckpoint, PeriodicEval, SampleText,
-                                StepTracker, StopOnNonFiniteLoss, TensorBoardLogger,
-                                plot_loss_curve)
+from keras_ft.callbacks import (JsonlLogger, PeriodicCheckpoint, PeriodicEval, ProgressLog,
+                                SampleText, StepTracker, StopOnNonFiniteLoss,
+                                TensorBoardLogger, plot_loss_curve)
 from keras_ft.checkpoint import Checkpoints, resume_or_start
 from keras_ft.config import Config
 from keras_ft.loss import output_projection, reference_token_loss_stats, token_loss_stats
@@ -353,9 +353,11 @@ def train(cfg: Config, trainer: CausalLMTrainer, train_data: BatchSequence,
              TensorBoardLogger(run_dir / "tensorboard", state)]
     if cfg.checkpoint_every_steps:
         loop.append(PeriodicCheckpoint(state, cfg.checkpoint_every_steps, save))
+    stop = total_batches(cfg, train_data.batches_per_epoch)
+    if not sys.stdout.isatty():  # Keras prints one line per epoch there (verbose=2)
+        loop.append(ProgressLog(state, max(stop // cfg.gradient_accumulation_steps, 1)))
 
-    history = _fit_epochs(trainer, train_data, validation_data, loop, state,
-                          total_batches(cfg, train_data.batches_per_epoch))
+    history = _fit_epochs(trainer, train_data, validation_data, loop, state, stop)
     if non_finite.failure:
         raise NonFiniteLossError(_non_finite_message(non_finite.failure, cfg,
                                                      checkpoints.latest()))

@@ -1,4 +1,7 @@
 import json
+import logging
+import re
+import sys
 
 import pytest
 from click.testing import CliRunner
@@ -97,3 +100,38 @@ def test_cli_packing_trains_on_rows_of_several_examples(tiny_gemma3, pairs_file,
         seen = sum((s["examples"] for s in steps[epoch * per_epoch:(epoch + 1) * per_epoch]), [])
         assert sorted(seen) == list(range(8))
     assert json.loads((out / "config.json").read_text())["packing"] is True
+
+
+def test_non_tty_output_shows_progress_during_the_epoch_and_each_phase(
+        tiny_gemma, pairs_file, tmp_path, capsys, caplog):
+    # capsys: stdout is a capture stream, not a TTY (as under nohup, tee, CI).
+    # Log lines go to the same stream as Keras' epoch line, so order is visible.
+    handler = logging.StreamHandler(sys.stdout)
+    logger = logging.getLogger("keras_ft")
+    logger.addHandler(handler)
+    caplog.set_level(logging.INFO)
+    try:
+        finetune(Config(preset=str(tiny_gemma), data=(str(pairs_file),), batch_size=1,
+                        validation_fraction=0.2, sequence_length=64, shuffle=False,
+                        sample_prompts=("Hi",), max_new_tokens=2,
+                        output_dir=str(tmp_path / "run"),
+                        tokenized_cache_dir=str(tmp_path / "tokens")))
+    finally:
+        logger.removeHandler(handler)
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    epoch_end = next(i for i, line in enumerate(lines) if line.startswith("8/8 "))
+    progress = [i for i, line in enumerate(lines) if line.startswith("step ")
+                and "/8 (" in line]
+    assert len(progress) >= 4, out
+    # Lines during the epoch, before Keras' one line at its end (verbose=2).
+    assert progress[-2] < epoch_end, out
+    middle = lines[progress[2]]
+    assert re.fullmatch(r"step 3/8 \(37%\): loss \d+\.\d{4}, \d+ tokens/s, "
+                        r"elapsed \d:\d\d:\d\d, ETA \d:\d\d:\d\d", middle), middle
+    phases = ["Loading the model", "Evaluating the base model on 2 validation examples",
+              "Generating 1 sample from the base model", "Training: 8 optimizer steps of "
+              "batch 1 (1 epoch of 8 training examples)", "Evaluating the tuned model",
+              "Generating 1 sample from the tuned model", "Saving the adapter"]
+    at = [next(i for i, line in enumerate(lines) if line.startswith(p)) for p in phases]
+    assert at == sorted(at) and at[3] < progress[0] and epoch_end < at[4], out
