@@ -55,17 +55,20 @@ def main() -> None:
 @click.option(
     "--chat-template",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="File with a Jinja chat template (default: Gemma's turn template).",
+    help="File with a Jinja chat template (default: the keras_ft template recorded "
+    "with --adapter, as Jinja; without one, Gemma's turn template).",
 )
 def gguf_command(
     preset: str, adapter: Path | None, out_path: Path, dtype: str, chat_template: Path | None
 ) -> None:
     """Write PRESET (+ ADAPTER, merged) as a llama.cpp GGUF file OUT_PATH."""
     from keras_ft.gguf_export import export_gguf
+    from keras_ft.gguf_export import recorded_template
 
     causal_lm = load_causal_lm(preset, adapter)
     template = chat_template.read_text() if chat_template else None
-    export_gguf(causal_lm, out_path, dtype=dtype, chat_template=template)
+    export_gguf(causal_lm, out_path, dtype=dtype, chat_template=template,
+                template=recorded_template(adapter))
     click.echo(str(out_path))
 
 

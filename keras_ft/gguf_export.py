@@ -17,27 +17,15 @@ import numpy as np
 
 from keras_ft import convert
 from keras_ft import gguf_tokenizer
+from keras_ft.templates import TEMPLATES
+from keras_ft.templates import get_template
 
 logger = logging.getLogger(__name__)
 
-# Gemma's turn format; a system message is folded into the first user turn,
-# as in Google's own template (Gemma has no system role).
-GEMMA_CHAT_TEMPLATE = (
-    "{{ bos_token }}"
-    "{%- if messages[0]['role'] == 'system' -%}"
-    "{%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}"
-    "{%- set loop_messages = messages[1:] -%}"
-    "{%- else -%}"
-    "{%- set first_user_prefix = '' -%}"
-    "{%- set loop_messages = messages -%}"
-    "{%- endif -%}"
-    "{%- for message in loop_messages -%}"
-    "{%- set role = 'model' if message['role'] == 'assistant' else message['role'] -%}"
-    "{{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else '')"
-    " + message['content'] | trim + '<end_of_turn>\n' }}"
-    "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}{{ '<start_of_turn>model\n' }}{%- endif -%}"
-)
+# The default chat template: keras_ft's `gemma` turn format (a system message
+# goes first in the first user turn, as in Google's template; Gemma has no
+# system role). An adapter's own template replaces it (`template`).
+GEMMA_CHAT_TEMPLATE = TEMPLATES["gemma"].chat_template()
 
 _QTYPES = {
     "f32": (gguf.GGMLQuantizationType.F32, gguf.LlamaFileType.ALL_F32),
@@ -53,6 +41,7 @@ def export_gguf(
     dtype: str = "f16",
     chat_template: str | None = None,
     context_length: int = 32768,
+    template: str | None = None,
 ) -> Path:
     """Writes a (LoRA-merged) causal LM and its tokenizer as a GGUF file.
 
@@ -63,14 +52,20 @@ def export_gguf(
         dtype: Matrix storage type: `"f32"`, `"f16"`, `"bf16"` or `"q8_0"`.
             Norm vectors are always f32, as in llama.cpp.
         chat_template: Jinja chat template for `tokenizer.chat_template`;
-            `None` writes Gemma's `<start_of_turn>` template.
+            `None` writes `template`'s.
         context_length: Training context written as `<arch>.context_length`.
+        template: The keras_ft template the model was tuned with (a name or
+            a custom format, as in `Config.template` and an adapter's
+            `adapter_config.json`), written as Jinja
+            (`Template.chat_template`) that llama.cpp and transformers render
+            as keras_ft does. `None`: Gemma's `<start_of_turn>` format.
 
     Returns:
         `out_path` as a `Path`.
 
     Raises:
-        ValueError: If `dtype` is unknown or the model has no tokenizer.
+        ValueError: If `dtype` or `template` is unknown, or the model has no
+            tokenizer.
         NotImplementedError: If the architecture or quantization is unsupported.
     """
     if dtype not in _QTYPES:
@@ -78,6 +73,11 @@ def export_gguf(
     arch_name = _architecture_name(causal_lm)
     if causal_lm.preprocessor is None:
         raise ValueError("The causal LM needs a preprocessor with a tokenizer to export.")
+    if chat_template is None:
+        chat_template = GEMMA_CHAT_TEMPLATE
+        if template:
+            chat_template = get_template(template).chat_template()
+            _check_template_tokens(template, causal_lm.preprocessor.tokenizer)
     backbone = causal_lm.backbone
     _check_not_quantized(backbone)
     qtype, file_type = _QTYPES[dtype]
@@ -92,7 +92,7 @@ def export_gguf(
         writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
         _HPARAM_WRITERS[arch_name](writer, backbone, context_length)
         _write_tokenizer(writer, causal_lm.preprocessor.tokenizer.proto)
-        writer.add_chat_template(chat_template or GEMMA_CHAT_TEMPLATE)
+        writer.add_chat_template(chat_template)
         _add_tensors(writer, backbone, convert.ARCHITECTURES[arch_name], qtype)
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
@@ -104,6 +104,34 @@ def export_gguf(
             os.remove(tmp)
     logger.info("Wrote %s (%s)", out_path, dtype)
     return out_path
+
+
+def recorded_template(adapter: str | os.PathLike | None) -> str | None:
+    """The keras_ft template an adapter was trained with (its
+    `adapter_config.json`), or None without an adapter or a record."""
+    if adapter is None:
+        return None
+    from keras_ft.model import read_adapter
+
+    return read_adapter(adapter)[1].get("template")
+
+
+def _check_template_tokens(template: str, keras_tokenizer) -> None:
+    """Refuses a template whose special tokens this vocabulary lacks."""
+    from keras_ft.templates import Message
+    from keras_ft.tokens import TextTokenizer
+
+    tokenizer = TextTokenizer(keras_tokenizer)
+    probe = [Message("system", "s"), Message("user", "u"), Message("assistant", "a")]
+    for segment in get_template(template).render(probe):
+        if segment.special:
+            try:
+                tokenizer.special_id(segment.text)
+            except ValueError:
+                raise ValueError(
+                    f"The template uses the token {segment.text!r}, which this model's "
+                    "vocabulary lacks; llama.cpp would read it as plain text. Received: "
+                    f"template={template!r}") from None
 
 
 def _architecture_name(causal_lm: keras.Model) -> str:

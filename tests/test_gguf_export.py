@@ -23,6 +23,7 @@ from keras_ft import model
 from keras_ft.config import Config
 from keras_ft.gguf_export import GEMMA_CHAT_TEMPLATE
 from keras_ft.gguf_export import export_gguf
+from keras_ft.templates import TEMPLATES
 
 TOKEN_IDS = np.array([[2, 105, 605, 497, 107, 310, 713, 106, 140, 0]], np.int32)  # < 1024
 
@@ -128,13 +129,16 @@ def test_chat_template_renders_gemma_turns():
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "Hi "},
         {"role": "assistant", "content": "Hello."},
+        {"role": "user", "content": "Why?"},
     ]
     text = jinja2.Template(GEMMA_CHAT_TEMPLATE).render(
         messages=messages, bos_token="<bos>", add_generation_prompt=True
     )
+    # As keras_ft trains: text kept as it is (no trim), as keras_ft renders it.
     assert text == (
-        "<bos><start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n"
-        "<start_of_turn>model\nHello.<end_of_turn>\n<start_of_turn>model\n"
+        "<bos><start_of_turn>user\nBe brief.\n\nHi <end_of_turn>\n"
+        "<start_of_turn>model\nHello.<end_of_turn>\n"
+        "<start_of_turn>user\nWhy?<end_of_turn>\n<start_of_turn>model\n"
     )
 
 
@@ -152,6 +156,8 @@ def test_cli_export_with_adapter_then_convert(tiny_proto, tmp_path):
     args = ["gguf", "--preset", str(tmp_path / "base"), "--adapter", str(adapter)]
     result = runner.invoke(export.main, [*args, str(out), "--dtype", "f32"])
     assert result.exit_code == 0, result.output
+    written = convert.read_metadata(gguf.GGUFReader(out))["tokenizer.chat_template"]
+    assert written == TEMPLATES["instruction"].chat_template()  # the adapter's (default)
     result = runner.invoke(convert.main, ["gguf", str(out), str(tmp_path / "back")])
     assert result.exit_code == 0, result.output
     reloaded = keras_hub.models.Gemma3CausalLM.from_preset(str(tmp_path / "back"))
@@ -175,3 +181,110 @@ def test_full_vocabulary_round_trips_to_shipped_gguf(gemma3_preset):
     shipped = gguf.GGUFReader(gemma3_preset.parent / "gguf" / MODEL_NAME)
     proto = (gemma3_preset / "assets/tokenizer/vocabulary.spm").read_bytes()
     assert gguf_tokenizer.build_gguf_vocab(proto) == gguf_tokenizer.read_gguf_vocab(shipped)
+
+
+# ------------------------------------------------- chat templates as Jinja
+
+CUSTOM = "Context: {prompt}\n'{{Q}}' \\ A:\n{response}"  # quote, braces, backslash
+CHAT = [{"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "How do I boil an egg?"},
+        {"role": "assistant", "content": "1. Fill a pot with water."},
+        {"role": "user", "content": "And then?"},
+        {"role": "assistant", "content": "2. Bring the water to a boil."}]
+
+
+def apply_chat_template(source: str, messages, tokenizer, add_generation_prompt: bool) -> str:
+    """Renders as transformers' `apply_chat_template` does (its sandboxed env)."""
+    from jinja2.ext import loopcontrols
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                                        extensions=[loopcontrols])
+    vocab = tokenizer.keras_tokenizer
+    return env.from_string(source).render(
+        messages=messages, add_generation_prompt=add_generation_prompt,
+        bos_token=vocab.id_to_token(vocab.start_token_id),
+        eos_token=vocab.id_to_token(vocab.end_token_id))
+
+
+def tokenize_with_specials(text: str, tokenizer, specials) -> list[int]:
+    """Text as llama.cpp / transformers tokenize it: specials are single tokens,
+    the text between them is encoded whole."""
+    import re
+
+    pattern = "(" + "|".join(re.escape(s) for s in sorted(specials, key=len, reverse=True)) + ")"
+    ids = []
+    for k, part in enumerate(re.split(pattern, text)):
+        ids += [tokenizer.special_id(part)] if k % 2 else tokenizer.encode(part)
+    return ids
+
+
+@pytest.mark.parametrize("preset, name", [
+    ("tiny_gemma", "instruction"), ("tiny_gemma", "gemma"), ("tiny_gemma", CUSTOM),
+    ("tiny_llama3", "instruction"), ("tiny_llama3", "llama3"), ("tiny_llama3", CUSTOM)])
+@pytest.mark.parametrize("system", [True, False], ids=["system", "no_system"])
+def test_chat_template_renders_as_keras_ft_token_for_token(request, preset, name, system):
+    from keras_ft.templates import Example, Message, get_template
+    from keras_ft.tokens import TextTokenizer, prompt_token_ids, tokenize_example
+
+    tokenizer = TextTokenizer.from_preset(str(request.getfixturevalue(preset)))
+    template = get_template(name)
+    chat = CHAT if system else CHAT[1:]
+    messages = [Message(m["role"], m["content"]) for m in chat]
+    vocab = tokenizer.keras_tokenizer
+    names = {"<bos>": vocab.id_to_token(vocab.start_token_id),
+             "<eos>": vocab.id_to_token(vocab.end_token_id)}
+    segments = template.render(messages)
+    specials = {names.get(s.text, s.text) for s in segments if s.special} | set(names.values())
+
+    text = apply_chat_template(template.chat_template(), chat, tokenizer, False)
+    assert text == "".join(names.get(s.text, s.text) if s.special else s.text
+                           for s in segments)
+    trained = tokenize_example(Example(tuple(messages)), template, tokenizer, 10_000)
+    assert tokenize_with_specials(text, tokenizer, specials) == trained.token_ids.tolist()
+
+    prompt = apply_chat_template(template.chat_template(), chat[:-1], tokenizer, True)
+    assert tokenize_with_specials(prompt, tokenizer, specials) == prompt_token_ids(
+        messages[:-1], template, tokenizer)
+    assert prompt == text[: len(prompt)]  # the prompt is where the last reply starts
+
+
+def tiny_gemma3_lm():
+    """A tiny-vocabulary Gemma 3 that llama.cpp can run (post norms on)."""
+    from keras_ft.testing import TINY_BACKBONE, train_tiny_sentencepiece
+
+    keras.utils.set_random_seed(0)
+    tokenizer = keras_hub.models.Gemma3Tokenizer(proto=train_tiny_sentencepiece(),
+                                                 has_vision_tokens=False)
+    backbone = keras_hub.models.Gemma3Backbone(
+        vocabulary_size=tokenizer.vocabulary_size(), image_size=None,
+        use_sliding_window_attention=True, sliding_window_size=16,
+        use_post_ffw_norm=True, use_post_attention_norm=True, **TINY_BACKBONE)
+    preprocessor = keras_hub.models.Gemma3CausalLMPreprocessor(tokenizer, sequence_length=16)
+    return keras_hub.models.Gemma3CausalLM(backbone=backbone, preprocessor=preprocessor)
+
+
+@pytest.mark.parametrize("name", ["instruction", CUSTOM])
+def test_cli_export_writes_the_adapters_template(tmp_path, name):
+    from keras_ft.templates import get_template
+
+    causal_lm = tiny_gemma3_lm()
+    causal_lm.save_to_preset(str(tmp_path / "base"))
+    cfg = Config(lora_rank=2, template=name)
+    model.enable_lora(causal_lm.backbone, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets)
+    model.save_adapter(causal_lm, tmp_path / "run", cfg)
+    out = tmp_path / "tuned.gguf"
+    result = CliRunner().invoke(export.main, ["gguf", "--preset", str(tmp_path / "base"),
+                                              "--adapter", str(tmp_path / "run"), str(out),
+                                              "--dtype", "f32"])
+    assert result.exit_code == 0, result.output
+    written = convert.read_metadata(gguf.GGUFReader(out))["tokenizer.chat_template"]
+    assert written == get_template(name).chat_template() != GEMMA_CHAT_TEMPLATE
+
+
+def test_export_refuses_a_template_the_vocabulary_cannot_write(tmp_path):
+    with pytest.raises(ValueError, match="token '<\\|begin_of_text\\|>'.*template='llama3'"):
+        export_gguf(tiny_gemma3_lm(), tmp_path / "x.gguf", template="llama3")
+    with pytest.raises(ValueError, match="no `{prompt}`"):
+        export_gguf(tiny_gemma3_lm(), tmp_path / "x.gguf", template="A: {response}")
+    assert not list(tmp_path.iterdir())

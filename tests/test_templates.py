@@ -89,3 +89,11 @@ def test_split_turns_groups_system_with_first_user():
     turns = split_turns(CHAT)
     assert [len(p) for p, _ in turns] == [2, 1]
     assert [r for _, r in turns] == ["Hello!", "1. One."]
+
+
+def test_a_plain_function_template_has_no_jinja_form():
+    from keras_ft.templates import Segment, Template
+
+    template = Template("mine", lambda prompt, reply: [Segment("x")])
+    with pytest.raises(ValueError, match="'mine' has no Jinja form"):
+        template.chat_template()
