@@ -2,7 +2,8 @@
 
 `evaluate_tokens` gives held-out loss, perplexity and token accuracy over
 loss-bearing (response) tokens. `compare_base_and_tuned` loads a preset, scores
-it, applies a LoRA adapter and scores it again on the same examples:
+it as the adapter was trained on (quantized, for a QLoRA adapter), applies the
+LoRA adapter and scores it again on the same examples:
 token metrics, greedy generations against references (exact match, ROUGE-L;
 see `metrics_text`), the task checks named in `checks` (`steps`, `label`,
 `length`) and generation latency. `python -m keras_ft.evaluate` writes the
@@ -29,7 +30,7 @@ import numpy as np
 from keras_ft import metrics_text
 from keras_ft.config import Config, load_config
 from keras_ft.templates import Example, Template, get_template
-from keras_ft.tokens import TextTokenizer, prompt_token_ids
+from keras_ft.tokens import TextTokenizer
 
 log = logging.getLogger(__name__)
 CHECKS = ("steps", "label", "length")
@@ -162,7 +163,10 @@ def encode_prompt(example: Example, template: Template, tokenizer: TextTokenizer
     Prompts longer than `max_tokens` keep the begin tokens and the end (the
     latest turns). Returns (ids, truncated).
     """
-    ids = prompt_token_ids(example.messages[:-1], template, tokenizer)
+    ids = []
+    for segment in template.render_prompt(example.messages[:-1]):
+        ids += ([tokenizer.special_id(segment.text)] if segment.special
+                else tokenizer.encode(segment.text))
     if len(ids) <= max_tokens:
         return ids, False
     head = len(template.begin)
@@ -295,21 +299,30 @@ def score_generations(predictions: list[str], references: list[str],
 def compare_base_and_tuned(cfg: Config, adapter: str, heldout: HeldOut,
                            checks: tuple[str, ...] = ("length",), num_generate: int = 32,
                            batch_size: int = 8, latency: bool = True) -> dict:
-    """Scores `cfg.preset`, then the same model with `adapter` applied.
+    """Scores `cfg.preset` as the adapter was trained on, then with `adapter`.
+
+    The base is the one the adapter was trained on: quantized as recorded in
+    its `adapter_config.json` (else `cfg.quantize`) for a QLoRA adapter, so the
+    change from base to tuned is the adapter's alone, not quantization error.
 
     Returns:
         {"setup", "base", "tuned", "reference", "samples"}; see the report.
     """
     from keras_ft.model import (check_sequence_length, load_adapter, load_causal_lm,
-                                resolve_preset)
+                                quantize_backbone, read_adapter, resolve_preset)
 
-    tokenizer = TextTokenizer.from_preset(resolve_preset(cfg.preset))
-    causal_lm = load_causal_lm(resolve_preset(cfg.preset), dtype=cfg.dtype)
+    _, recorded = read_adapter(adapter)
+    quantize = recorded.get("quantize", cfg.quantize) or ""
+    preset = resolve_preset(cfg.preset)
+    tokenizer = TextTokenizer.from_preset(preset)
+    causal_lm = load_causal_lm(preset, dtype=cfg.dtype)
     check_sequence_length(causal_lm, cfg.sequence_length)
+    quantize_backbone(causal_lm.backbone, quantize)
     args = (heldout, cfg, tokenizer, checks, num_generate, batch_size, latency)
-    log.info("Scoring the base model on %d held-out examples.", len(heldout.examples))
+    log.info("Scoring the base model (%s) on %d held-out examples.",
+             base_description(cfg.preset, quantize), len(heldout.examples))
     base = score_model(causal_lm, *args)
-    meta = load_adapter(causal_lm, adapter)
+    meta = load_adapter(causal_lm, adapter)  # base already quantized: adds LoRA only
     log.info("Scoring the tuned model (adapter %s).", adapter)
     tuned = score_model(causal_lm, *args)
     examples = heldout.examples[:num_generate]
@@ -320,7 +333,9 @@ def compare_base_and_tuned(cfg: Config, adapter: str, heldout: HeldOut,
                 "reference": r, "base": b, "tuned": t}
                for e, r, b, t in zip(examples, references, base["generations"],
                                      tuned["generations"])]
-    setup = {"preset": cfg.preset, "adapter": str(adapter), "adapter_config": meta,
+    setup = {"preset": cfg.preset, "quantize": quantize,
+             "base": base_description(cfg.preset, quantize),
+             "adapter": str(adapter), "adapter_config": meta,
              "data": heldout.source, "num_examples": len(heldout.examples),
              "num_generated": len(examples), "overlap_removed": heldout.num_overlap_removed,
              "labels": heldout.labels, "label_source": heldout.label_source,
@@ -329,6 +344,12 @@ def compare_base_and_tuned(cfg: Config, adapter: str, heldout: HeldOut,
              "checks": list(checks)}
     return {"setup": setup, "base": base, "tuned": tuned, "reference": reference,
             "samples": samples}
+
+
+def base_description(preset: str, quantize: str) -> str:
+    """How the base model was scored, e.g. "gemma3_270m quantized int8, as trained"."""
+    return (f"{preset} quantized {quantize}, as trained" if quantize
+            else f"{preset} (float, as trained)")
 
 
 # ------------------------------------------------------------------------ CLI

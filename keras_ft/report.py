@@ -191,7 +191,7 @@ def evaluation_blocks(results: dict) -> list[tuple]:
     """The blocks of the base-vs-tuned report."""
     setup = results["setup"]
     blocks = [("table", ["setting", "value"], [
-        ["base preset", setup["preset"]], ["adapter", setup["adapter"]],
+        ["base", setup.get("base", setup["preset"])], ["adapter", setup["adapter"]],
         ["held-out data", setup["data"]],
         ["examples (loss / generated)", f"{setup['num_examples']} / {setup['num_generated']}"],
         ["removed: also in training", setup["overlap_removed"]],
@@ -200,7 +200,9 @@ def evaluation_blocks(results: dict) -> list[tuple]:
         ["checks", ", ".join(setup["checks"])]] +
         ([["command", setup["command"]]] if setup.get("command") else []))]
     blocks += [("h2", "Scores"),
-               ("p", "Loss and perplexity are over response tokens only (prompt "
+               ("p", f"The base column scores {setup.get('base', setup['preset'])}, "
+                "without the adapter; the tuned column, the same base with it. "
+                "Loss and perplexity are over response tokens only (prompt "
                 "tokens bear no loss). Exact match and ROUGE-L F1 (LCS of lowercase "
                 "word tokens) compare each generation with the reference reply; "
                 "generations stop at the end-of-turn or after max_new_tokens, which "
