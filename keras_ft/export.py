@@ -1,6 +1,12 @@
 """Export commands: turn a preset (+ LoRA adapter) into other formats.
 
     python -m keras_ft.export gguf --preset P [--adapter X.lora.h5] OUT.gguf --dtype f16
+    python -m keras_ft.export gguf --adapter RUN_DIR OUT.gguf   # the run's preset
+
+A QLoRA adapter (trained on a quantized base) is merged into the FLOAT base
+weights: GGUF stores float (or its own q8_0) matrices, not Keras' int8/int4
+kernels, so the exported model is float base + LoRA, not the quantized base
+it was trained on. The command says so.
 """
 
 import logging
@@ -12,14 +18,16 @@ _GGUF_DTYPES = ["f32", "f16", "bf16", "q8_0"]
 
 
 def load_causal_lm(preset: str, adapter: Path | None = None):
-    """Loads a causal LM preset and, if given, applies its LoRA adapter.
+    """Loads a causal LM preset in float and, if given, applies its LoRA adapter.
 
     Args:
         preset: Anything `keras_ft.model.resolve_preset` accepts: a preset
             name or directory, a `.gguf` file, or `EMBEDDED_PRESET`.
         adapter: A `.lora.h5` file or a run directory holding one; its
             rank, alpha and targets come from the `adapter_config.json` beside
-            it (`keras_ft.model.load_adapter`).
+            it (`keras_ft.model.load_adapter`). A QLoRA adapter is applied to
+            the float base, not quantized again: merged, it lands in float
+            weights.
 
     Returns:
         The `keras_hub.models.CausalLM`, LoRA-enabled when `adapter` is given.
@@ -31,8 +39,34 @@ def load_causal_lm(preset: str, adapter: Path | None = None):
 
     causal_lm = keras_hub.models.CausalLM.from_preset(resolve_preset(preset))
     if adapter is not None:
-        load_adapter(causal_lm, adapter)
+        load_adapter(causal_lm, adapter, quantize=False)
     return causal_lm
+
+
+def export_preset(preset: str | None, adapter: Path | None) -> tuple[str, str]:
+    """(preset to load, note on the base) for an export: `preset`, else the
+    one recorded with `adapter`. The note says when a QLoRA adapter is
+    merged into the float base instead of the quantized one it was trained on."""
+    from keras_ft.model import ADAPTER_CONFIG_FILE
+    from keras_ft.model import read_adapter
+
+    meta = {}
+    if adapter is not None:
+        try:
+            adapter_file, meta = read_adapter(adapter)
+        except FileNotFoundError as e:
+            raise click.UsageError(f"--adapter {adapter}: {e}") from None
+    preset = preset or meta.get("preset")
+    if not preset:
+        where = (f"{adapter_file.parent / ADAPTER_CONFIG_FILE} records none"
+                 if adapter is not None else "no --adapter given")
+        raise click.UsageError(f"Pass --preset: {where}.")
+    note = ""
+    if meta.get("quantize"):
+        note = (f"The adapter was trained on {meta.get('preset', preset)} quantized "
+                f"{meta['quantize']} (QLoRA); it is merged into the FLOAT base "
+                f"{preset}, not the quantized base it was trained on.")
+    return preset, note
 
 
 @click.group()
@@ -43,7 +77,10 @@ def main() -> None:
 
 @main.command("gguf")
 @click.option(
-    "--preset", required=True, help="Preset name or directory, .gguf file, or embedded:gemma3_270m."
+    "--preset",
+    default=None,
+    help="Preset name or directory, .gguf file, or embedded:gemma3_270m "
+    "(default: the preset recorded with --adapter).",
 )
 @click.option(
     "--adapter",
@@ -55,20 +92,32 @@ def main() -> None:
 @click.option(
     "--chat-template",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="File with a Jinja chat template (default: the keras_ft template recorded "
-    "with --adapter, as Jinja; without one, Gemma's turn template).",
+    help="File with a Jinja chat template (default: Gemma's turn template).",
 )
 def gguf_command(
-    preset: str, adapter: Path | None, out_path: Path, dtype: str, chat_template: Path | None
+    preset: str | None,
+    adapter: Path | None,
+    out_path: Path,
+    dtype: str,
+    chat_template: Path | None,
 ) -> None:
-    """Write PRESET (+ ADAPTER, merged) as a llama.cpp GGUF file OUT_PATH."""
-    from keras_ft.gguf_export import export_gguf
-    from keras_ft.gguf_export import recorded_template
+    """Write PRESET (+ ADAPTER, merged) as a llama.cpp GGUF file OUT_PATH.
 
-    causal_lm = load_causal_lm(preset, adapter)
-    template = chat_template.read_text() if chat_template else None
-    export_gguf(causal_lm, out_path, dtype=dtype, chat_template=template,
-                template=recorded_template(adapter))
+    A QLoRA adapter is merged into the float base weights (said on stderr).
+    """
+    from keras_ft.gguf_export import export_gguf
+
+    preset, note = export_preset(preset, adapter)
+    if note:
+        click.echo(note, err=True)
+    from keras_ft.model import PresetUnavailableError
+
+    try:
+        causal_lm = load_causal_lm(preset, adapter)
+        template = chat_template.read_text() if chat_template else None
+        export_gguf(causal_lm, out_path, dtype=dtype, chat_template=template)
+    except (ValueError, NotImplementedError, PresetUnavailableError) as e:
+        raise click.ClickException(str(e)) from None
     click.echo(str(out_path))
 
 
