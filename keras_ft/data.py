@@ -21,7 +21,9 @@ import itertools
 import json
 import logging
 import os
+import re
 import shutil
+import socket
 import sys
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
@@ -279,14 +281,24 @@ class TokenizedDataset(collections.abc.Sequence):
     @classmethod
     def load(cls, directory: Path, name: str, index: np.ndarray | None = None
              ) -> "TokenizedDataset":
-        def mapped(key, dtype):
-            path = directory / f"{name}.{key}.bin"
-            return (np.memmap(path, dtype, mode="r") if path.stat().st_size
-                    else np.zeros(0, dtype))
+        """Memory-maps the stream `name` that a `TokenWriter` wrote to `directory`.
 
-        return cls(mapped("tokens", np.int32), mapped("mask", np.uint8),
-                   np.load(directory / f"{name}.offsets.npy"),
-                   np.load(directory / f"{name}.lengths.npy"), index)
+        Raises:
+            TokenCacheError: naming the file when one is missing or unreadable,
+                or when the arrays disagree (e.g. a truncated token file).
+        """
+        def mapped(key, dtype):
+            return _read(directory, f"{name}.{key}.bin", lambda path: (
+                np.memmap(path, dtype, mode="r") if path.stat().st_size
+                else np.zeros(0, dtype)))
+
+        tokens, mask = mapped("tokens", np.int32), mapped("mask", np.uint8)
+        offsets = _read(directory, f"{name}.offsets.npy", np.load)
+        lengths = _read(directory, f"{name}.lengths.npy", np.load)
+        problem = _stream_problem(tokens, mask, offsets, lengths, index)
+        if problem:
+            raise TokenCacheError(directory, f"stream {name!r}: {problem}")
+        return cls(tokens, mask, offsets, lengths, index)
 
 
 class TokenWriter:
@@ -336,6 +348,209 @@ class TokenWriter:
 
 def _concat(parts: list[np.ndarray], dtype) -> np.ndarray:
     return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
+
+
+class TokenCacheError(ValueError):
+    """A token-cache entry that cannot be trusted; `reason` says which file and why."""
+
+    def __init__(self, path: Path, reason: str):
+        super().__init__(f"token cache entry {path}: {reason}")
+        self.path, self.reason = Path(path), reason
+
+
+MANIFEST = "manifest.json"  # written last: an entry without one is unfinished
+OWNER = "owner.json"  # the host and process that wrote (or are writing) an entry
+STREAMS = ("data", "validation_data")
+ENTRY_FILES = ("report.json", "train.index.npy", "validation.index.npy") + tuple(
+    f"{stream}.{part}" for stream in STREAMS
+    for part in ("tokens.bin", "mask.bin", "offsets.npy", "lengths.npy"))
+BIN_DTYPES = {"tokens.bin": np.int32, "mask.bin": np.uint8}
+# `.KEY.PID.tmp`: an entry being written; `.KEY.PID.bad.tmp`: a bad one being removed.
+TMP_NAME = re.compile(r"\.(?P<key>[0-9a-f]{20})\.(?P<pid>\d+)(?:\.bad)?\.tmp")
+
+
+def _read(directory: Path, name: str, loader: Callable[[Path], object]):
+    """`loader(directory / name)`, its errors as a TokenCacheError naming the file."""
+    try:
+        return loader(directory / name)
+    except FileNotFoundError as e:
+        raise TokenCacheError(directory, f"{name} is missing") from e
+    except (OSError, ValueError, EOFError) as e:  # numpy's errors for a bad file
+        raise TokenCacheError(directory, f"{name} is unreadable "
+                                         f"({type(e).__name__}: {e})") from e
+
+
+def _npy_header(path: Path) -> tuple[str, list[int]]:
+    """(dtype, shape) of a .npy file, reading only its header."""
+    with path.open("rb") as f:
+        version = np.lib.format.read_magic(f)
+        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                       else np.lib.format.read_array_header_2_0)
+        shape, _, dtype = read_header(f)
+    return np.dtype(dtype).str, list(shape)
+
+
+def _digest(path: Path) -> str:
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "blake2b").hexdigest()
+
+
+def _stream_problem(tokens, mask, offsets, lengths, index) -> str | None:
+    """What is inconsistent between a stream's arrays (and a split index), if anything."""
+    for name, array in (("offsets", offsets), ("lengths", lengths)):
+        if array.ndim != 1 or array.dtype != np.int64:
+            return f"{name} is {array.dtype}{list(array.shape)}, not a 1-D int64 array"
+    if len(offsets) != len(lengths) + 1:
+        return f"{len(offsets)} offsets for {len(lengths)} examples"
+    if offsets[0] != 0 or (np.diff(offsets) < 0).any():
+        return "the offsets do not increase from 0"
+    if not len(tokens) == len(mask) == offsets[-1]:
+        return (f"the offsets end at {offsets[-1]} tokens, but tokens.bin holds "
+                f"{len(tokens)} and mask.bin {len(mask)}")
+    if index is not None:
+        index = np.asarray(index)
+        if index.ndim != 1 or (index.size and (index.dtype.kind not in "iu" or index.min() < 0
+                                               or index.max() >= len(lengths))):
+            return f"the split index points outside its {len(lengths)} stored examples"
+    return None
+
+
+def write_manifest(directory: Path) -> dict:
+    """Records what a finished entry holds (sizes, dtypes, shapes, checksums).
+
+    Written last, so an entry with a manifest was written to the end;
+    `verify_entry` checks an entry against it.
+    """
+    files = {}
+    for name in ENTRY_FILES:
+        path = directory / name
+        entry = {"bytes": path.stat().st_size, "blake2b": _digest(path)}
+        if name.endswith(".npy"):
+            entry["dtype"], entry["shape"] = _npy_header(path)
+        elif name.endswith(".bin"):
+            dtype = np.dtype(BIN_DTYPES[name.split(".", 1)[1]])
+            entry["dtype"], entry["count"] = dtype.str, entry["bytes"] // dtype.itemsize
+        files[name] = entry
+    manifest = {"format": CACHE_FORMAT, "files": files}
+    (directory / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    return manifest
+
+
+def verify_entry(directory: Path, checksums: bool = False) -> dict:
+    """Checks a cache entry against its manifest; returns the manifest.
+
+    Cheap by default: the manifest is there and every file has the size (and
+    each .npy the dtype and shape) it records. `checksums=True` also reads
+    every byte and compares the checksums.
+
+    Raises:
+        TokenCacheError: naming the file and what is wrong with it.
+    """
+    manifest = _read(directory, MANIFEST, lambda path: json.loads(path.read_text()))
+    if not isinstance(manifest, dict) or manifest.get("format") != CACHE_FORMAT:
+        raise TokenCacheError(directory, f"{MANIFEST} is not a format-{CACHE_FORMAT} manifest")
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not all(
+            isinstance(files.get(name), dict) and isinstance(files[name].get("bytes"), int)
+            for name in ENTRY_FILES):
+        raise TokenCacheError(directory, f"{MANIFEST} does not list every file with its size")
+    for name in ENTRY_FILES:
+        expected = files[name]
+        size = _read(directory, name, lambda path: path.stat().st_size)
+        if size != expected["bytes"]:
+            raise TokenCacheError(directory, f"{name} holds {size} bytes; {MANIFEST} says "
+                                             f"{expected['bytes']} (truncated or overwritten)")
+        if name.endswith(".npy"):
+            dtype, shape = _read(directory, name, _npy_header)
+            if [dtype, shape] != [expected.get("dtype"), expected.get("shape")]:
+                raise TokenCacheError(directory, f"{name} is {dtype}{shape}; {MANIFEST} says "
+                                                 f"{expected.get('dtype')}{expected.get('shape')}")
+        if checksums and _read(directory, name, _digest) != expected.get("blake2b"):
+            raise TokenCacheError(directory, f"{name} does not match its checksum in {MANIFEST}")
+    return manifest
+
+
+def _process_stat(pid: int) -> list[str] | None:
+    """Fields 3.. of /proc/PID/stat (state, ..., [19] = start time), or None."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (OSError, ValueError):
+        return None
+    return stat.rsplit(")", 1)[-1].split()
+
+
+def _owner() -> dict:
+    stat = _process_stat(os.getpid())
+    return {"host": socket.gethostname(), "pid": os.getpid(),
+            "start": stat[19] if stat and len(stat) > 19 else None}
+
+
+def _writer_alive(tmp: Path, pid: int) -> bool:
+    """Whether process `pid`, which named temporary entry `tmp`, may still write it.
+
+    A run on another host (its owner.json says) is left alone; here, a PID
+    that is gone, a zombie, or reused by a later process (another start time)
+    is dead.
+    """
+    try:
+        owner = json.loads((tmp / OWNER).read_text())
+    except (OSError, ValueError):
+        owner = None  # not written yet (or a `.bad.tmp` of an older entry)
+    owner = owner if isinstance(owner, dict) else {}
+    if owner.get("host", socket.gethostname()) != socket.gethostname():
+        return True
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:  # alive, another user's
+        pass
+    stat = _process_stat(pid)
+    if stat and stat[0] == "Z":
+        return False
+    start = owner.get("start")
+    return not (start and stat and len(stat) > 19 and stat[19] != start)
+
+
+def remove_stale_entries(root: Path) -> list[Path]:
+    """Removes the temporary entries in cache dir `root` whose writer is gone.
+
+    A run killed while tokenizing leaves its `.KEY.PID.tmp` dir behind; one
+    whose process still runs (a concurrent run) is left alone.
+    """
+    removed = []
+    try:
+        children = list(root.iterdir())
+    except OSError:  # no cache yet
+        return removed
+    for child in children:
+        match = TMP_NAME.fullmatch(child.name)
+        if not match or _writer_alive(child, int(match["pid"])):
+            continue
+        log.info("Removing %s: a temporary token cache entry of process %s, which is gone.",
+                 child, match["pid"])
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
+        removed.append(child)
+    return removed
+
+
+def _discard(path: Path) -> None:
+    """Removes a bad entry, renamed aside first so no run reads half of it."""
+    aside = path.with_name(f".{path.name}.{os.getpid()}.bad.tmp")
+    shutil.rmtree(aside, ignore_errors=True)
+    try:
+        os.replace(path, aside)
+    except FileNotFoundError:  # another run removed it first
+        return
+    if aside.is_dir() and not aside.is_symlink():
+        shutil.rmtree(aside, ignore_errors=True)
+    else:
+        aside.unlink(missing_ok=True)
 
 
 def template_fingerprint(template: Template) -> str:
@@ -406,15 +621,27 @@ def tokenize_split(cfg: Config, template: Template, tokenizer: TextTokenizer,
     return stored["data"].select(plan.train), held_out.select(plan.validation), report
 
 
-def load_token_split(directory: Path) -> tuple[TokenizedDataset, TokenizedDataset, dict]:
-    """The split `tokenize_split` wrote to `directory`, memory-mapped."""
-    report = json.loads((directory / "report.json").read_text())
-    train = TokenizedDataset.load(directory, "data", np.load(directory / "train.index.npy"))
+def load_token_split(directory: Path, checksums: bool = False
+                     ) -> tuple[TokenizedDataset, TokenizedDataset, dict]:
+    """The split `tokenize_split` wrote to `directory`, memory-mapped.
+
+    The entry is checked against its manifest first (`verify_entry`; the
+    checksums too if `checksums`), then each stream's arrays against each other.
+
+    Raises:
+        TokenCacheError: naming the entry, the file and what is wrong with it.
+    """
+    verify_entry(directory, checksums)
+    report = _read(directory, "report.json", lambda path: json.loads(path.read_text()))
+    if not isinstance(report, dict):
+        raise TokenCacheError(directory, "report.json does not hold a JSON object")
+    train = TokenizedDataset.load(directory, "data",
+                                  _read(directory, "train.index.npy", np.load))
     # A validation_data stream holds examples exactly when it was used (an
     # empty one is an error), so it says where the validation indices point.
-    separate = len(np.load(directory / "validation_data.lengths.npy"))
+    separate = len(_read(directory, "validation_data.lengths.npy", np.load))
     validation = TokenizedDataset.load(directory, "validation_data" if separate else "data",
-                                       np.load(directory / "validation.index.npy"))
+                                       _read(directory, "validation.index.npy", np.load))
     return train, validation, report
 
 
@@ -425,6 +652,12 @@ def cache_tokenized(cfg: Config, template: Template, tokenizer: TextTokenizer
     A second run with the same data files, data options, template, tokenizer
     vocabulary and sequence length loads memory-mapped tokens instead of
     reading and tokenizing again. Without a cache dir it tokenizes in memory.
+
+    An entry is trusted only if it checks out against the manifest written
+    as its last step (sizes, dtypes, shapes; see `verify_entry`); a bad one
+    (unfinished, truncated, unreadable) is rebuilt with a warning, and
+    report["cache"]["rebuilt"] says why. Temporary entries left by killed
+    runs are removed; a concurrent run's are kept.
 
     Returns:
         (train, validation, report): the report is the LoadReport as a dict,
@@ -438,22 +671,63 @@ def cache_tokenized(cfg: Config, template: Template, tokenizer: TextTokenizer
                        fingerprint)
     key = cache_key(cfg, template, tokenizer, fingerprint)
     path = Path(cfg.tokenized_cache_dir).expanduser() / key
-    hit = (path / "report.json").exists()
-    if not hit:
-        tmp = path.with_name(f".{key}.{os.getpid()}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+    *split, cache = _cached_split(cfg, template, tokenizer, path)
+    return _finish(*split, cache, fingerprint)
+
+
+def _cached_split(cfg: Config, template: Template, tokenizer: TextTokenizer, path: Path
+                  ) -> tuple[TokenizedDataset, TokenizedDataset, dict, dict]:
+    """The cache entry `path` loaded, or (re)built if missing or bad; + cache details."""
+    remove_stale_entries(path.parent)
+    cache = {"hit": False, "path": str(path)}
+    if path.exists():
         try:
-            tokenize_split(cfg, template, tokenizer, tmp)
-            os.replace(tmp, path)  # atomic: a crash never leaves a half cache
-        except OSError:  # another run finished first; its copy is identical
-            if not (path / "report.json").exists():
-                raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    else:
-        log.info("Using tokenized data cached in %s.", path)
-    return _finish(*load_token_split(path), {"hit": hit, "path": str(path)}, fingerprint)
+            split = load_token_split(path)
+        except TokenCacheError as e:
+            log.warning("Rebuilding the token cache entry %s: %s.", path, e.reason)
+            cache["rebuilt"] = e.reason
+            _discard(path)
+        else:
+            log.info("Using tokenized data cached in %s.", path)
+            return (*split, {**cache, "hit": True})
+    return (*_build_entry(cfg, template, tokenizer, path), cache)
+
+
+def _build_entry(cfg: Config, template: Template, tokenizer: TextTokenizer, path: Path
+                 ) -> tuple[TokenizedDataset, TokenizedDataset, dict]:
+    """Tokenizes into `.KEY.PID.tmp`, checks it, then renames it to `path`.
+
+    The rename is atomic, so a run killed midway leaves only its temporary
+    dir (removed by a later run). If another run published the entry first,
+    its copy (the same tokens) is used once it checks out.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        (tmp / OWNER).write_text(json.dumps(_owner()))
+        tokenize_split(cfg, template, tokenizer, tmp)
+        write_manifest(tmp)
+        # Memory maps follow their files through the rename (and outlive them).
+        split = load_token_split(tmp)
+        for _ in range(3):
+            try:
+                os.replace(tmp, path)
+                return split
+            except OSError:  # a non-empty dir is there: another run finished first
+                if not path.exists():
+                    raise
+            try:
+                theirs = load_token_split(path)
+            except TokenCacheError as e:
+                log.warning("Replacing the token cache entry %s: %s.", path, e.reason)
+                _discard(path)
+            else:
+                log.info("Another run cached %s first; using its copy.", path)
+                return theirs
+        return split  # still racing: keep ours, unpublished
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _finish(train, validation, report, cache, fingerprint):

@@ -239,3 +239,247 @@ def test_a_large_file_streams_to_the_token_cache(tmp_path, tokenizers):
     assert report["train"]["truncated"] == 2970  # every example is cut to 32 tokens
     held_out = {tuple(t.token_ids) for t in validation}
     assert len(held_out) == 30 and not any(tuple(t.token_ids) in held_out for t in train)
+
+
+# ------------------------------------------- token cache: damaged and stale entries
+
+
+def cached_run(tmp_path, tokenizer, cache_dir=None):
+    """A cached tokenization of 30 pairs: (cfg, template, (train, validation, report))."""
+    path = tmp_path / "d.jsonl"
+    if not path.exists():
+        write_jsonl(path, pairs("How do I boil an egg ", 30))
+    cfg = Config(data=(str(path),), sequence_length=64,
+                 tokenized_cache_dir=str(cache_dir or tmp_path / "cache"))
+    template = get_template(cfg.template)
+    return cfg, template, cache_tokenized(cfg, template, tokenizer)
+
+
+def as_lists(split):
+    return [(t.token_ids.tolist(), t.loss_mask.tolist(), t.num_tokens_before_truncation)
+            for t in split]
+
+
+def assert_same_tokens(result, expected):
+    assert as_lists(result[0]) == as_lists(expected[0])
+    assert as_lists(result[1]) == as_lists(expected[1])
+
+
+def truncate(path: Path) -> None:
+    with path.open("r+b") as f:
+        f.truncate(path.stat().st_size // 2)
+
+
+def overwrite(path: Path, text: str = "") -> None:
+    size = path.stat().st_size  # same size: only the content checks see it
+    path.write_bytes((text.encode() * size)[:size] if text else b"\0" * size)
+
+
+@pytest.mark.parametrize("damage, name, reason", [
+    (truncate, "data.tokens.bin", "data.tokens.bin holds"),
+    (truncate, "data.mask.bin", "data.mask.bin holds"),
+    (truncate, "data.offsets.npy", "data.offsets.npy holds"),
+    (truncate, "train.index.npy", "train.index.npy holds"),
+    (truncate, "report.json", "report.json holds"),
+    (Path.unlink, "data.lengths.npy", "data.lengths.npy is missing"),
+    (overwrite, "data.offsets.npy", "data.offsets.npy is unreadable"),
+    (lambda path: path.unlink(missing_ok=True), "manifest.json", "manifest.json is missing"),
+    (lambda path: overwrite(path, "{"), "manifest.json", "manifest.json is unreadable"),
+])
+def test_a_damaged_cache_entry_is_rebuilt_with_a_warning(tmp_path, tokenizers, caplog,
+                                                         damage, name, reason):
+    # A truncated, missing or unreadable file (or an entry without its
+    # manifest, e.g. one from before manifests) is never trusted: the next run
+    # warns, naming the entry and the file, and tokenizes again, to the same
+    # tokens as a fresh tokenization; the run after that is a cache hit again.
+    cfg, template, first = cached_run(tmp_path, tokenizers[0])
+    entry = Path(first[2]["cache"]["path"])
+    fresh = cache_tokenized(dataclasses.replace(cfg, tokenized_cache_dir=""), template,
+                            tokenizers[0])
+    assert_same_tokens(first, fresh)
+    damage(entry / name)
+    caplog.set_level("INFO", logger="keras_ft.data")
+    rebuilt = cache_tokenized(cfg, template, tokenizers[0])
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"
+                and "token cache" in r.getMessage()]
+    assert len(warnings) == 1 and str(entry) in warnings[0] and reason in warnings[0]
+    assert rebuilt[2]["cache"]["hit"] is False and reason in rebuilt[2]["cache"]["rebuilt"]
+    assert_same_tokens(rebuilt, fresh)
+    assert rebuilt[2]["num_train"] == fresh[2]["num_train"]
+    caplog.clear()
+    again = cache_tokenized(cfg, template, tokenizers[0])
+    assert again[2]["cache"] == {"hit": True, "path": str(entry)}
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    assert_same_tokens(again, fresh)
+    assert sorted(p.name for p in entry.parent.iterdir()) == [entry.name]  # no leftovers
+
+
+def test_load_token_split_names_the_bad_file_and_checksums_catch_overwrites(
+        tmp_path, tokenizers):
+    _, _, first = cached_run(tmp_path, tokenizers[0])
+    entry = Path(first[2]["cache"]["path"])
+    manifest = json.loads((entry / "manifest.json").read_text())
+    assert manifest["files"]["data.tokens.bin"]["count"] == len(first[0].tokens)
+    assert manifest["files"]["data.offsets.npy"]["shape"] == [len(first[0].offsets)]
+    overwrite(entry / "data.tokens.bin", "\x07")  # same size, other tokens
+    data.load_token_split(entry)  # the cheap checks (sizes) cannot see it ...
+    with pytest.raises(data.TokenCacheError, match="data.tokens.bin does not match its "
+                                                   "checksum in manifest.json"):
+        data.load_token_split(entry, checksums=True)  # ... the checksums do
+    # A stream whose arrays disagree (here offsets past the end of the tokens)
+    # is refused by name, not left to fail in numpy at batch time.
+    offsets = np.load(entry / "data.offsets.npy")
+    offsets[-1] += 1
+    np.save(entry / "data.offsets.npy", offsets)
+    with pytest.raises(data.TokenCacheError, match=r"stream 'data': the offsets end at \d+ "
+                                                   r"tokens, but tokens.bin holds"):
+        data.load_token_split(entry)
+
+
+def dead_pid() -> int:
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # reaped: its PID names no process now
+    return child.pid
+
+
+@pytest.fixture
+def live_pid():
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    yield child.pid
+    child.kill()
+    child.wait()
+
+
+def test_stale_temporary_entries_are_removed_and_live_ones_kept(tmp_path, tokenizers,
+                                                                caplog, live_pid):
+    import socket
+
+    cache = tmp_path / "cache"
+    _, _, first = cached_run(tmp_path, tokenizers[0], cache)
+    key = Path(first[2]["cache"]["path"]).name
+
+    def tmp_entry(name, owner=None):
+        path = cache / name
+        path.mkdir()
+        (path / "data.tokens.bin").write_bytes(b"\0" * 12)  # half written
+        if owner is not None:
+            (path / "owner.json").write_text(json.dumps(owner))
+        return path
+
+    pid = dead_pid()
+    here = socket.gethostname()
+    stale = [tmp_entry(f".{key}.{pid}.tmp"),  # killed while tokenizing
+             tmp_entry(f".0123456789abcdef0123.{pid}.bad.tmp"),  # killed while removing
+             # the live PID was reused: the writer that named it started at another time
+             tmp_entry(f".{key}.{live_pid}.tmp", {"host": here, "pid": live_pid,
+                                                  "start": "1"})]
+    kept = [tmp_entry(f".0123456789abcdef0123.{live_pid}.tmp"),  # a concurrent run
+            tmp_entry(f".{key}.{pid}1.tmp", {"host": here + "-other", "pid": pid}),
+            tmp_entry(f".not-a-cache-key.{pid}.tmp")]  # another tool's, in the same dir
+    caplog.set_level("INFO", logger="keras_ft.data")
+    second = cache_tokenized(*cached_run(tmp_path, tokenizers[0], cache)[:2], tokenizers[0])
+    assert second[2]["cache"]["hit"] is True
+    assert_same_tokens(second, first)
+    assert [p.exists() for p in stale] == [False] * 3
+    assert [p.exists() for p in kept] == [True] * 3
+    removals = [r for r in caplog.records if r.getMessage().startswith("Removing ")]
+    assert sorted(r.getMessage().split(":")[0] for r in removals) == \
+        sorted(f"Removing {p}" for p in stale)
+    assert {r.levelname for r in removals} == {"INFO"}
+
+
+def test_a_run_killed_while_tokenizing_leaves_nothing_a_later_run_keeps(tmp_path, tokenizers,
+                                                                       caplog):
+    # A real `kill -9` in the middle of tokenization (the run SIGKILLs itself
+    # at the 10th example): its `.KEY.PID.tmp` dir is left behind; the next
+    # run removes it and tokenizes to the same tokens as a fresh run.
+    import subprocess
+    import sys
+
+    write_jsonl(tmp_path / "d.jsonl", pairs("How do I boil an egg ", 30))
+    (tmp_path / "spm.model").write_bytes(tokenizers[0].keras_tokenizer.proto)
+    script = f"""
+import os, signal, keras_hub
+from pathlib import Path
+from keras_ft import data
+from keras_ft.config import Config
+from keras_ft.templates import get_template
+from keras_ft.tokens import TextTokenizer
+tokenizer = TextTokenizer(keras_hub.models.GemmaTokenizer(
+    proto=Path({str(tmp_path / "spm.model")!r}).read_bytes()))
+seen, tokenize = [], data.tokenize_example
+def tokenize_then_die(*args):
+    seen.append(1)
+    if len(seen) == 10:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return tokenize(*args)
+data.tokenize_example = tokenize_then_die
+cfg = Config(data=({str(tmp_path / "d.jsonl")!r},), sequence_length=64,
+             tokenized_cache_dir={str(tmp_path / "cache")!r})
+data.cache_tokenized(cfg, get_template(cfg.template), tokenizer)
+"""
+    child = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
+    stderr = child.communicate(timeout=600)[1]
+    assert child.returncode == -9, stderr[-3000:]
+    cfg = Config(data=(str(tmp_path / "d.jsonl"),), sequence_length=64,
+                 tokenized_cache_dir=str(tmp_path / "cache"))
+    key = data.cache_key(cfg, get_template(cfg.template), tokenizers[0])
+    left = list((tmp_path / "cache").iterdir())
+    assert [p.name for p in left] == [f".{key}.{child.pid}.tmp"]
+    caplog.set_level("INFO", logger="keras_ft.data")
+    cfg, template, rebuilt = cached_run(tmp_path, tokenizers[0])
+    assert not left[0].exists()
+    assert any(r.levelname == "INFO" and str(left[0]) in r.getMessage()
+               for r in caplog.records)
+    assert rebuilt[2]["cache"]["hit"] is False
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [Path(
+        rebuilt[2]["cache"]["path"]).name]
+    fresh = cache_tokenized(dataclasses.replace(cfg, tokenized_cache_dir=""), template,
+                            tokenizers[0])
+    assert_same_tokens(rebuilt, fresh)
+
+
+@pytest.mark.parametrize("theirs_ok", [True, False])
+def test_concurrent_runs_with_the_same_key_use_one_entry(tmp_path, tokenizers, caplog,
+                                                         monkeypatch, theirs_ok):
+    # Another run with the same key publishes the entry while this one is
+    # tokenizing: this run's rename onto it fails, and it uses their copy once
+    # that checks out, or replaces it (with a warning) if it does not.
+    import shutil
+
+    cfg, template, first = cached_run(tmp_path, tokenizers[0])
+    entry = Path(first[2]["cache"]["path"])
+    shutil.copytree(entry, tmp_path / "theirs")
+    shutil.rmtree(entry)
+    tokenize_split, published = data.tokenize_split, {}
+
+    def tokenize_while_the_other_run_publishes(*args):
+        result = tokenize_split(*args)
+        shutil.copytree(tmp_path / "theirs", entry)
+        if not theirs_ok:
+            truncate(entry / "data.tokens.bin")
+        published["inode"] = entry.stat().st_ino
+        return result
+
+    monkeypatch.setattr(data, "tokenize_split", tokenize_while_the_other_run_publishes)
+    caplog.set_level("INFO", logger="keras_ft.data")
+    second = cache_tokenized(cfg, template, tokenizers[0])
+    assert published and second[2]["cache"]["hit"] is False
+    messages = [(r.levelname, r.getMessage()) for r in caplog.records]
+    if theirs_ok:
+        assert entry.stat().st_ino == published["inode"]  # theirs stays
+        assert ("INFO", f"Another run cached {entry} first; using its copy.") in messages
+    else:
+        assert entry.stat().st_ino != published["inode"]  # ours replaced it
+        assert any(level == "WARNING" and f"Replacing the token cache entry {entry}: "
+                   "data.tokens.bin holds" in message for level, message in messages)
+    assert_same_tokens(second, first)
+    monkeypatch.undo()
+    assert_same_tokens(data.load_token_split(entry), first)
+    assert sorted(p.name for p in entry.parent.iterdir()) == [entry.name]
