@@ -92,7 +92,8 @@ def main() -> None:
 @click.option(
     "--chat-template",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="File with a Jinja chat template (default: Gemma's turn template).",
+    help="File with a Jinja chat template (default: the keras_ft template recorded "
+    "with --adapter, as Jinja; without one, Gemma's turn template).",
 )
 def gguf_command(
     preset: str | None,
@@ -106,6 +107,7 @@ def gguf_command(
     A QLoRA adapter is merged into the float base weights (said on stderr).
     """
     from keras_ft.gguf_export import export_gguf
+    from keras_ft.gguf_export import recorded_template
 
     preset, note = export_preset(preset, adapter)
     if note:
@@ -115,7 +117,8 @@ def gguf_command(
     try:
         causal_lm = load_causal_lm(preset, adapter)
         template = chat_template.read_text() if chat_template else None
-        export_gguf(causal_lm, out_path, dtype=dtype, chat_template=template)
+        export_gguf(causal_lm, out_path, dtype=dtype, chat_template=template,
+                    template=recorded_template(adapter))
     except (ValueError, NotImplementedError, PresetUnavailableError) as e:
         raise click.ClickException(str(e)) from None
     click.echo(str(out_path))
