@@ -90,3 +90,15 @@ def test_exponent_floats_load_from_yaml_and_a_run_config(tmp_path):
     (tmp_path / "bad.yaml").write_text("learning_rate: fast\n")
     with pytest.raises(ValueError, match="`learning_rate` must be of type float"):
         load_config(tmp_path / "bad.yaml")
+
+
+@pytest.mark.parametrize("dtype", ["float16", "mixed_float16"])
+def test_float16_is_refused_with_the_reason_and_the_alternatives(dtype):
+    # keras_ft applies no loss scaling, without which float16 gradients underflow.
+    with pytest.raises(ValueError) as error:
+        Config(dtype=dtype)
+    message = str(error.value)
+    assert f"`dtype` {dtype} is not supported" in message and "loss scaling" in message
+    assert "mixed_bfloat16" in message and message.endswith(f"Received: dtype={dtype!r}")
+    for supported in ("float32", "bfloat16", "mixed_bfloat16"):
+        assert Config(dtype=supported).dtype == supported
