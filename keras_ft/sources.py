@@ -21,20 +21,18 @@ import importlib.util
 import logging
 import os
 import re
-import socket
-import threading
 from pathlib import Path
 from typing import Any, Iterator, Protocol, Sequence, TypeVar
 
 import numpy as np
 
+from keras_ft import hub
+from keras_ft.hub import OFFLINE_ENV
 from keras_ft.readers import list_data_files, read_file
 from keras_ft.records import DataError, FieldMapping
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-OFFLINE_ENV = "KERAS_FT_OFFLINE"
-_TRUE = ("1", "true", "yes", "on")
 
 
 class Source(Protocol):
@@ -190,7 +188,7 @@ class KaggleSource:
         return self.local.fingerprint()
 
 
-def resolve_kaggle(source: KaggleSource, timeout: float = 3.0) -> Path:
+def resolve_kaggle(source: KaggleSource, timeout: float = hub.PROBE_TIMEOUT) -> Path:
     """Local path of a Kaggle dataset: from kagglehub's cache or downloaded.
 
     Offline (`KERAS_FT_OFFLINE=1`, or Kaggle unreachable within `timeout`
@@ -202,8 +200,8 @@ def resolve_kaggle(source: KaggleSource, timeout: float = 3.0) -> Path:
             saying how to fix it (network, credentials, cache, local file).
     """
     cached = cached_kaggle_path(source)
-    offline = os.environ.get(OFFLINE_ENV, "").lower() in _TRUE
-    unreachable = None if offline else _unreachable(_kaggle_host(), timeout)
+    offline = hub.offline()
+    unreachable = None if offline else hub.unreachable(hub.kaggle_host(), timeout)
     if cached and (offline or unreachable or source.version is not None):
         log.info("Using %s from the kagglehub cache (%s), without the network.",
                  source.spec, cached)
@@ -229,60 +227,21 @@ def resolve_kaggle(source: KaggleSource, timeout: float = 3.0) -> Path:
 
 
 def cached_kaggle_path(source: KaggleSource) -> Path | None:
-    """The newest complete copy in kagglehub's cache, in its own layout."""
-    from kagglehub.config import get_cache_folder
-
-    root = Path(get_cache_folder()) / "datasets" / source.owner / source.dataset
-    versions = [source.version] if source.version is not None else sorted(
-        (int(p.name) for p in (root / "versions").glob("*") if p.name.isdigit()),
-        reverse=True)
-    for version in versions:
-        path = root / "versions" / str(version)
-        bundle_done = (root / f"{version}.complete").exists()
-        if source.file:
-            file_done = (root / ".complete" / str(version) / f"{source.file}.complete").exists()
-            if (bundle_done or file_done) and (path / source.file).exists():
-                return path / source.file
-        elif bundle_done and path.is_dir():
-            return path
-    return None
-
-
-def _kaggle_host() -> str:
-    from kagglesdk.kaggle_env import get_endpoint, get_env
-
-    return re.sub(r"^\w+://", "", get_endpoint(get_env())).split("/")[0].split(":")[0]
-
-
-def _unreachable(host: str, timeout: float) -> str | None:
-    """None if `host:443` accepts a connection within `timeout`, else why not.
-
-    Runs in a daemon thread because name resolution ignores socket timeouts.
-    """
-    result: list[str | None] = ["timed out"]
-
-    def connect():
-        try:
-            socket.create_connection((host, 443), timeout=timeout).close()
-            result[0] = None
-        except OSError as e:
-            result[0] = f"{type(e).__name__}: {e}"
-
-    thread = threading.Thread(target=connect, daemon=True)
-    thread.start()
-    thread.join(timeout + 0.5)
-    return result[0]
+    """The newest complete copy in kagglehub's cache (see `hub.cached_kaggle`)."""
+    handle = f"{source.owner}/{source.dataset}"
+    if source.version is not None:
+        handle += f"/versions/{source.version}"
+    cached = hub.cached_kaggle("dataset", handle, (source.file,) if source.file else ())
+    return cached / source.file if cached and source.file else cached
 
 
 def _kaggle_error(source: KaggleSource, why: str) -> DataError:
-    from kagglehub.config import get_cache_folder
-
     return DataError(
         f"cannot be loaded: {why} Do one of: connect to the internet; for private "
         "or consent-gated datasets set KAGGLE_USERNAME and KAGGLE_KEY (or "
         "~/.kaggle/kaggle.json) and accept the dataset's rules on kaggle.com; "
         "download the file elsewhere and pass its local path to --data; or copy "
-        f"a kagglehub cache into {get_cache_folder()} (set KAGGLEHUB_CACHE to "
+        f"a kagglehub cache into {hub.kaggle_cache_folder()} (set KAGGLEHUB_CACHE to "
         f"move it) and set {OFFLINE_ENV}=1.",
         location=source.spec, reason="download_failed")
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from keras_ft import sources
+from keras_ft import hub, sources
 from keras_ft.config import Config
 from keras_ft.data import load_examples
 from keras_ft.records import DataError
@@ -137,7 +137,7 @@ def test_kaggle_offline_without_cache_fails_fast_and_says_what_to_do(kaggle_cach
 
 def test_kaggle_unreachable_uses_cache_or_fails_fast(kaggle_cache, monkeypatch):
     monkeypatch.delenv("KERAS_FT_OFFLINE", raising=False)
-    monkeypatch.setattr(sources, "_unreachable", lambda host, timeout: "no route to host")
+    monkeypatch.setattr(hub, "unreachable", lambda host, timeout: "no route to host")
     with pytest.raises(DataError, match="unreachable \\(no route to host\\)"):
         sources.resolve_kaggle(parse_spec(f"kaggle:{NEWS}"))
     folder = _populate_cache(kaggle_cache)
@@ -149,7 +149,7 @@ def test_kaggle_download_errors_become_actionable(kaggle_cache, monkeypatch, tmp
     import requests
 
     monkeypatch.delenv("KERAS_FT_OFFLINE", raising=False)
-    monkeypatch.setattr(sources, "_unreachable", lambda host, timeout: None)
+    monkeypatch.setattr(hub, "unreachable", lambda host, timeout: None)
 
     def forbidden(handle, path=None):
         raise requests.HTTPError("403 Client Error: Forbidden")
@@ -166,8 +166,41 @@ def test_kaggle_download_errors_become_actionable(kaggle_cache, monkeypatch, tmp
 
 def test_unreachable_probe_is_bounded():
     start = time.monotonic()
-    assert sources._unreachable("host.invalid", timeout=1.0) is not None
+    assert hub.unreachable("host.invalid", timeout=1.0) is not None
     assert time.monotonic() - start < 3
+
+
+def test_kaggle_data_fails_fast_with_a_resolver_that_hangs(kaggle_cache, monkeypatch):
+    # Name resolution ignores socket timeouts; the probe must not wait for it.
+    import socket
+
+    def slow_getaddrinfo(*args, **kwargs):
+        time.sleep(10)
+        raise socket.gaierror("slow resolver gave up")
+
+    monkeypatch.delenv("KERAS_FT_OFFLINE", raising=False)
+    monkeypatch.setattr(socket, "getaddrinfo", slow_getaddrinfo)
+    start = time.monotonic()
+    with pytest.raises(DataError, match="Kaggle is unreachable .*KAGGLE_USERNAME"):
+        sources.resolve_kaggle(parse_spec(f"kaggle:{NEWS}"))
+    assert time.monotonic() - start < 5
+
+
+def test_a_file_is_cached_by_its_own_marker_or_the_bundle_marker(kaggle_cache):
+    dataset = kaggle_cache / "datasets" / "rmisra" / "news-category-dataset"
+    folder = dataset / "versions" / "2"
+    folder.mkdir(parents=True)
+    (folder / NEWS_FILE).write_text("{}\n")
+    source = parse_spec(f"kaggle:{NEWS}/{NEWS_FILE}")
+    assert sources.cached_kaggle_path(source) is None  # no marker: a partial download
+    marker = dataset / ".complete" / "2" / f"{NEWS_FILE}.complete"
+    marker.parent.mkdir(parents=True)
+    marker.touch()
+    assert sources.cached_kaggle_path(source) == folder / NEWS_FILE
+    assert sources.cached_kaggle_path(parse_spec(f"kaggle:{NEWS}")) is None  # not the bundle
+    marker.unlink()
+    (dataset / "2.complete").touch()
+    assert sources.cached_kaggle_path(source) == folder / NEWS_FILE
 
 
 # ---------------------------------------------------------------- mixtures
