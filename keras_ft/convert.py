@@ -1,14 +1,20 @@
-"""GGUF checkpoint -> keras-hub preset directory.
+"""GGUF checkpoint -> keras-hub preset directory (Gemma 3 text models only).
 
 `convert_gguf(path, out_dir)` reads a llama.cpp GGUF file tensor by tensor,
 dequantizes each one to float32, maps it onto a freshly built keras-hub
 backbone, rebuilds the SentencePiece tokenizer and saves a preset that plain
-`keras_hub.models.Gemma3CausalLM.from_preset(out_dir)` loads.
+`keras_hub.models.Gemma3CausalLM.from_preset(out_dir)` loads. The file's
+`<arch>.context_length` is recorded as `context_length` in the preset's
+metadata.json, where `model.check_sequence_length` reads it.
 
 Architectures are rows of `ARCHITECTURES`, keyed on `general.architecture`:
 a metadata -> backbone-config function and a table of GGUF tensor names ->
-keras variable paths with a layout. Gemma 1/2 reuse the Gemma 3 layer names;
-Llama needs a layout that undoes llama.cpp's q/k rope permutation.
+keras variable paths with a layout. Only `gemma3` is supported (checked
+against llama.cpp on Gemma 3 270M, tests/test_convert.py; 27B's query scale
+and non-linear rope scaling are refused); any other architecture (`gemma`,
+`gemma2`, `llama`, ...) is refused with the list of supported ones. Adding one means a new row: Gemma 1/2 could reuse most of
+the Gemma 3 names (without the q/k norms); Llama would also need a layout
+that undoes llama.cpp's q/k rope permutation and a byte-level BPE tokenizer.
 
     python -m keras_ft.convert gguf model.gguf out_dir/
 """
@@ -34,6 +40,14 @@ from keras_ft import gguf_tokenizer
 logger = logging.getLogger(__name__)
 
 SOURCE_FILENAME = "gguf_source.json"  # provenance + file sizes, for caching
+
+
+class UnsupportedModelError(NotImplementedError, ValueError):
+    """A GGUF file keras_ft cannot convert (architecture or a setting of it).
+
+    A ValueError too, so that callers reporting bad input (`keras-ft
+    --preset x.gguf`) show its message instead of a traceback.
+    """
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,18 +141,18 @@ def _gemma3_config(meta: Mapping[str, Any]) -> dict:
     for name, expected in fixed.items():
         value = meta.get(f"gemma3.{name}", expected)
         if value != expected:
-            raise NotImplementedError(
+            raise UnsupportedModelError(
                 f"keras-hub's Gemma3Backbone hard-codes gemma3.{name}="
                 f"{expected}. Received: {value!r}"
             )
     if num_layers == 62:  # llama.cpp scales 27B queries by 1/sqrt(hidden / heads)
-        raise NotImplementedError(
+        raise UnsupportedModelError(
             "Gemma 3 27B scales queries by 1/sqrt(hidden_dim / num_heads), which keras-hub's "
             f"Gemma3DecoderBlock cannot express. Received: block_count={num_layers}"
         )
     rope_type = meta.get("gemma3.rope.scaling.type", "none")
     if rope_type not in ("none", "linear"):
-        raise NotImplementedError(
+        raise UnsupportedModelError(
             "Only linear rope scaling is supported for gemma3. "
             f"Received: gemma3.rope.scaling.type={rope_type!r}"
         )
@@ -194,13 +208,19 @@ def read_metadata(reader: gguf.GGUFReader) -> dict[str, Any]:
     return {name: field.contents() for name, field in reader.fields.items()}
 
 
-def get_architecture(meta: Mapping[str, Any]) -> Architecture:
-    """Looks up the `ARCHITECTURES` row for a GGUF file's metadata."""
+def get_architecture(meta: Mapping[str, Any], source: Any = "the GGUF file") -> Architecture:
+    """Looks up the `ARCHITECTURES` row for a GGUF file's metadata.
+
+    Raises:
+        UnsupportedModelError: naming the file's architecture and the supported ones.
+    """
     name = meta.get("general.architecture")
     if name not in ARCHITECTURES:
-        raise NotImplementedError(
-            f"Unsupported GGUF architecture. Supported: {sorted(ARCHITECTURES)}."
-            f" Received: general.architecture={name!r}"
+        raise UnsupportedModelError(
+            f"{source}: GGUF architecture {name!r} cannot be converted; keras_ft "
+            f"converts only {', '.join(sorted(ARCHITECTURES))} (Gemma 3 text models). "
+            "Use a Gemma 3 GGUF file, or a keras-hub preset of this model "
+            f"(--preset NAME or a preset directory). Received: general.architecture={name!r}"
         )
     return ARCHITECTURES[name]
 
@@ -276,7 +296,8 @@ def convert_gguf(
 
     Raises:
         FileExistsError: If `out_dir` exists and `overwrite` is False.
-        NotImplementedError: If the architecture is not supported.
+        UnsupportedModelError: If the architecture is not gemma3 (see
+            `ARCHITECTURES`) or uses what keras-hub's Gemma3Backbone cannot express.
         ValueError: If a tensor is unmapped, missing or misshapen.
     """
     gguf_path, out_dir = Path(gguf_path), Path(out_dir)
@@ -286,7 +307,7 @@ def convert_gguf(
         )
     reader = gguf.GGUFReader(gguf_path)
     meta = read_metadata(reader)
-    arch = get_architecture(meta)
+    arch = get_architecture(meta, gguf_path)
     config = arch.build_config(meta)
     logger.info("Converting %s (%s): %s", gguf_path, meta["general.architecture"], config)
     causal_lm = _build_causal_lm(arch, config, reader, dtype)
@@ -295,6 +316,7 @@ def convert_gguf(
     try:
         causal_lm.save_to_preset(str(tmp_dir))
         del causal_lm
+        _record_context_length(tmp_dir, meta)
         _write_source(tmp_dir, gguf_path)
         tmp_dir.chmod(0o755)  # mkdtemp makes it owner-only
         _replace_dir(tmp_dir, out_dir)
@@ -313,6 +335,21 @@ def _build_causal_lm(arch, config, reader, dtype):
     tokenizer = preprocessor_cls.tokenizer_cls(proto=proto, has_vision_tokens=False)
     preprocessor = preprocessor_cls(tokenizer=tokenizer)
     return arch.causal_lm_cls(backbone=backbone, preprocessor=preprocessor)
+
+
+def _record_context_length(preset_dir: Path, meta: Mapping[str, Any]) -> None:
+    """Records the GGUF's `<arch>.context_length` in the preset's metadata.json
+    (keras-hub's Gemma 3 config has no field for it; see
+    `model.record_context_length`)."""
+    from keras_ft.model import record_context_length
+
+    arch = meta["general.architecture"]
+    length = meta.get(f"{arch}.context_length")
+    if not length:
+        logger.info("%s records no %s.context_length; the preset records none either.",
+                    meta.get("general.name", "The GGUF file"), arch)
+        return
+    record_context_length(preset_dir, int(length))
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -367,8 +404,14 @@ def main() -> None:
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing OUT_DIR.")
 def gguf_command(gguf_path: Path, out_dir: Path, dtype: str, overwrite: bool) -> None:
-    """Convert GGUF_PATH (llama.cpp checkpoint) into the preset OUT_DIR."""
-    convert_gguf(gguf_path, out_dir, dtype=dtype, overwrite=overwrite)
+    """Convert GGUF_PATH (a llama.cpp Gemma 3 checkpoint) into the preset OUT_DIR.
+
+    Only `general.architecture` gemma3 converts; others are refused, naming it.
+    """
+    try:
+        convert_gguf(gguf_path, out_dir, dtype=dtype, overwrite=overwrite)
+    except (ValueError, FileExistsError) as e:  # UnsupportedModelError included
+        raise click.ClickException(str(e)) from None
     click.echo(str(out_dir))
 
 

@@ -315,8 +315,8 @@ def compare_base_and_tuned(cfg: Config, adapter: str, heldout: HeldOut,
     quantize = recorded.get("quantize", cfg.quantize) or ""
     preset = resolve_preset(cfg.preset)
     tokenizer = TextTokenizer.from_preset(preset)
+    check_sequence_length(preset, cfg.sequence_length)
     causal_lm = load_causal_lm(preset, dtype=cfg.dtype)
-    check_sequence_length(causal_lm, cfg.sequence_length)
     quantize_backbone(causal_lm.backbone, quantize)
     args = (heldout, cfg, tokenizer, checks, num_generate, batch_size, latency)
     log.info("Scoring the base model (%s) on %d held-out examples.",

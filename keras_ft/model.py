@@ -8,12 +8,12 @@ import gc
 import json
 import logging
 import os
-import socket
 import warnings
 from pathlib import Path
 
 import keras
 
+from keras_ft import hub
 from keras_ft.config import EMBEDDED_PRESET, Config
 
 log = logging.getLogger(__name__)
@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 ATTENTION_LAYERS = ("query", "key", "value", "attention_output")
 ADAPTER_FILE = "adapter.lora.h5"
 ADAPTER_CONFIG_FILE = "adapter_config.json"
-HUB_HOSTS = {"kaggle://": "www.kaggle.com", "hf://": "huggingface.co"}
+HF_HOST = "huggingface.co"  # Kaggle's host comes from kagglesdk (hub.kaggle_host)
 
 
 class PresetUnavailableError(RuntimeError):
@@ -35,8 +35,8 @@ def build_model(cfg: Config):
         The CausalLM; its backbone is frozen except for the LoRA kernels.
     """
     preset = resolve_preset(cfg.preset)
+    check_sequence_length(preset, cfg.sequence_length)  # before loading weights
     causal_lm = load_causal_lm(preset, dtype=cfg.dtype)
-    check_sequence_length(causal_lm, cfg.sequence_length)
     causal_lm.preprocessor.sequence_length = cfg.sequence_length
     quantize_backbone(causal_lm.backbone, cfg.quantize)
     enable_lora(causal_lm.backbone, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets)
@@ -147,7 +147,10 @@ def resolve_preset(preset: str) -> str:
     """Turns a preset spec into something `from_preset` loads, or fails fast.
 
     Accepts the embedded default, a `.gguf` file, a local preset directory,
-    `kaggle://` and `hf://` handles, and keras-hub preset names.
+    `kaggle://` and `hf://` handles, and keras-hub preset names. A hub preset
+    not complete in kagglehub's cache is refused at once under
+    `KERAS_FT_OFFLINE=1`, and within `hub.PROBE_TIMEOUT` seconds when its
+    host cannot be reached (see `hub`).
 
     Raises:
         PresetUnavailableError: a hub preset that cannot be reached from here.
@@ -177,8 +180,7 @@ def resolve_preset(preset: str) -> str:
                 "a kaggle:// or hf:// handle, a local preset directory, a .gguf "
                 f"file, or {EMBEDDED_PRESET!r} (the offline default).")
         handle = known[preset]
-    _check_reachable(preset, handle)
-    return preset
+    return _check_reachable(preset, handle)
 
 
 def _known_presets() -> dict[str, str]:
@@ -188,45 +190,113 @@ def _known_presets() -> dict[str, str]:
             for name, meta in keras_hub.models.CausalLM.presets.items()}
 
 
-def _check_reachable(preset: str, handle: str) -> None:
-    scheme = next((s for s in HUB_HOSTS if handle.startswith(s)), None)
-    if scheme is None or _in_local_cache(handle) or _host_reachable(HUB_HOSTS[scheme]):
-        return
+def _check_reachable(preset: str, handle: str) -> str:
+    """`preset` if it can be loaded from here, else a fast, actionable error.
+
+    A Kaggle preset complete in kagglehub's cache needs no network (an
+    unversioned one is then loaded from its cached directory, as kagglehub
+    would otherwise ask the server for the current version). Otherwise the
+    hub is probed with `hub.unreachable`, bounded even when name resolution
+    hangs; `KERAS_FT_OFFLINE=1` skips the probe.
+    """
+    if not handle.startswith(("kaggle://", "hf://")):
+        return preset
+    cached = _in_local_cache(handle)
+    if cached:
+        versioned = len(handle[len("kaggle://"):].strip("/").split("/")) == 5
+        return preset if versioned else str(cached)
+    host = hub.kaggle_host() if handle.startswith("kaggle://") else HF_HOST
+    if hub.offline():
+        why = f"{hub.OFFLINE_ENV} is set"
+    else:
+        reason = hub.unreachable(host)
+        if reason is None:
+            return preset
+        why = f"{host} is not reachable ({reason})"
     raise PresetUnavailableError(
-        f"Cannot load preset {preset!r}: {HUB_HOSTS[scheme]} is not reachable "
-        "from this machine and the preset is not in the local cache. Either "
-        "connect to the network (Kaggle presets also need credentials: "
-        "KAGGLE_USERNAME/KAGGLE_KEY or ~/.kaggle/kaggle.json, and the model's "
-        "license accepted on kaggle.com), pass a local preset directory or a "
-        f".gguf file with --preset, or run without --preset to use the "
-        f"offline default model ({EMBEDDED_PRESET}).")
+        f"Cannot load preset {preset!r}: {why} and the preset is not in the "
+        "local cache. Either connect to the network (Kaggle presets also need "
+        "credentials: KAGGLE_USERNAME/KAGGLE_KEY or ~/.kaggle/kaggle.json, and "
+        "the model's license accepted on kaggle.com), pass a local preset "
+        "directory or a .gguf file with --preset, or run without --preset to "
+        f"use the offline default model ({EMBEDDED_PRESET}).")
 
 
-def _in_local_cache(handle: str) -> bool:
+def _in_local_cache(handle: str) -> Path | None:
+    """The cached directory of a `kaggle://` preset whose config and weights
+    kagglehub has completely downloaded (keras-hub fetches them file by file)."""
     if not handle.startswith("kaggle://"):
-        return False
-    root = Path(os.environ.get("KAGGLEHUB_CACHE", Path.home() / ".cache" / "kagglehub"))
-    owner, model, framework, variation, *version = handle[len("kaggle://"):].split("/")
-    path = root / "models" / owner / model / framework / variation
-    return (path / version[0]).is_dir() if version else path.is_dir()
+        return None
+    kaggle_handle = handle[len("kaggle://"):].strip("/")
+    for weights in ("model.weights.h5", "model.weights.json"):  # single or sharded
+        cached = hub.cached_kaggle("model", kaggle_handle, ("config.json", weights))
+        if cached:
+            return cached
+    return None
 
 
-def _host_reachable(host: str, timeout: float = 3.0) -> bool:
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
+CONTEXT_LENGTH_KEY = "context_length"  # in a preset's metadata.json (keras_ft's record)
 
 
-def check_sequence_length(causal_lm, sequence_length: int) -> None:
-    """Refuses a sequence length above what the model was built for."""
-    backbone = causal_lm.backbone
-    limit = getattr(backbone, "max_sequence_length", None)
-    if limit and sequence_length > limit:
+def preset_context_length(preset: str) -> tuple[int, str] | None:
+    """The longest sequence a preset records it was trained for, and where.
+
+    Read from the preset's small JSON files, before any weight is loaded:
+    the backbone config's `max_sequence_length` (keras-hub backbones with
+    learned positions, e.g. GPT-2), else `context_length` in metadata.json,
+    which keras_ft records for presets it converts from GGUF (the file's
+    `<arch>.context_length`); for a Transformers checkpoint (`hf://`), its
+    config's `max_position_embeddings`. keras-hub's Gemma, Gemma 3 and Llama
+    backbone configs record no limit (rotary positions): then None.
+    """
+    from keras_hub.src.utils import preset_utils
+
+    config = preset_utils.load_json(preset, preset_utils.CONFIG_FILE)
+    if "class_name" not in config:  # a Transformers checkpoint (hf://), converted on load
+        limit = config.get("max_position_embeddings")
+        return (int(limit), "config.json max_position_embeddings") if limit else None
+    limit = (config.get("config") or {}).get("max_sequence_length")
+    if limit:
+        return int(limit), f"{preset_utils.CONFIG_FILE} max_sequence_length"
+    if not preset_utils.check_file_exists(preset, preset_utils.METADATA_FILE):
+        return None
+    metadata = preset_utils.load_json(preset, preset_utils.METADATA_FILE)
+    limit = metadata.get(CONTEXT_LENGTH_KEY)
+    if limit:
+        return int(limit), f"{preset_utils.METADATA_FILE} {CONTEXT_LENGTH_KEY}"
+    return None
+
+
+def record_context_length(preset_dir: str | Path, length: int) -> None:
+    """Records `length` as the context length in a preset directory's metadata.json.
+
+    keras-hub writes metadata.json when it saves a preset and never reads it
+    back, so an extra key there loads anywhere; its backbone configs (Gemma,
+    Gemma 3, Llama) have no field for it.
+    """
+    path = Path(preset_dir) / "metadata.json"
+    metadata = json.loads(path.read_text()) if path.exists() else {}
+    metadata[CONTEXT_LENGTH_KEY] = int(length)
+    path.write_text(json.dumps(metadata, indent=4))
+
+
+def check_sequence_length(preset: str, sequence_length: int) -> None:
+    """Refuses a `sequence_length` above the context length `preset` records.
+
+    Call it with the resolved preset before loading the model. A preset that
+    records no context length is said so in the log, and nothing is refused.
+    """
+    found = preset_context_length(preset)
+    if found is None:
+        log.info("Preset %s records no context length (no `max_sequence_length` in "
+                 "its config.json, no `%s` in its metadata.json); sequence_length=%d "
+                 "is not checked against one.", preset, CONTEXT_LENGTH_KEY, sequence_length)
+        return
+    limit, where = found
+    if sequence_length > limit:
         raise ValueError(
-            f"`sequence_length` must be at most the model's maximum of {limit}. "
-            f"Received: sequence_length={sequence_length}")
+            f"`sequence_length` must be at most the model's context length of {limit} "
+            f"({where} of preset {preset}). Received: sequence_length={sequence_length}")
 
 
 def lora_target_names(backbone, targets: str) -> list[str]:

@@ -59,13 +59,16 @@ def train_tiny_sentencepiece(vocab_size: int = 160, add_dummy_prefix: bool = Fal
 
 
 def make_tiny_preset(directory: str | Path, architecture: str = "gemma",
-                     seed: int = 0) -> Path:
+                     seed: int = 0, context_length: int | None = None) -> Path:
     """Builds and saves a 2-layer causal LM preset with a tiny vocabulary.
 
     Args:
         directory: where to write the preset (created).
         architecture: "gemma", "gemma3" or "llama3".
         seed: initialisation seed, so two calls give identical weights.
+        context_length: recorded in the preset's metadata.json, as keras_ft
+            does for presets converted from GGUF; None records none (as
+            keras-hub's own Gemma/Llama presets).
 
     Returns:
         The preset directory, loadable by `keras_hub.models.CausalLM.from_preset`.
@@ -81,6 +84,10 @@ def make_tiny_preset(directory: str | Path, architecture: str = "gemma",
     causal_lm = builders[architecture](keras_hub)
     directory = Path(directory)
     causal_lm.save_to_preset(str(directory))
+    if context_length is not None:
+        from keras_ft.model import record_context_length
+
+        record_context_length(directory, context_length)
     return directory
 
 

@@ -1,4 +1,7 @@
+import logging
+import socket
 import time
+from pathlib import Path
 
 import keras
 import keras_hub
@@ -6,10 +9,11 @@ import numpy as np
 import pytest
 
 from keras_ft.config import Config
-from keras_ft.model import (PresetUnavailableError, build_model, count_lora_parameters,
-                            enable_lora, load_adapter, load_causal_lm, quantize_backbone,
-                            resolve_preset, save_adapter)
-from keras_ft.testing import TINY_BACKBONE
+from keras_ft.model import (PresetUnavailableError, build_model, check_sequence_length,
+                            count_lora_parameters, enable_lora, load_adapter, load_causal_lm,
+                            preset_context_length, quantize_backbone, resolve_preset,
+                            save_adapter)
+from keras_ft.testing import TINY_BACKBONE, make_tiny_preset
 
 
 def _lora_count(rank, query_heads, kv_heads, hidden, head_dim, layers):
@@ -80,27 +84,140 @@ def test_unknown_preset_name_suggests_close_matches():
         resolve_preset("gemma_2b_enn")
 
 
-def test_hub_preset_fails_fast_and_says_what_to_do(monkeypatch, tmp_path):
+def _slow_getaddrinfo(*args, **kwargs):
+    time.sleep(10)  # a resolver that hangs: socket timeouts do not bound this
+    raise socket.gaierror("the slow resolver gave up")
+
+
+def test_hub_preset_fails_fast_with_a_resolver_that_hangs(monkeypatch, tmp_path):
     monkeypatch.setenv("KAGGLEHUB_CACHE", str(tmp_path))
-    monkeypatch.setattr("keras_ft.model._host_reachable", lambda host, timeout=3.0: False)
+    monkeypatch.delenv("KERAS_FT_OFFLINE", raising=False)
+    monkeypatch.setattr(socket, "getaddrinfo", _slow_getaddrinfo)
     start = time.monotonic()
     with pytest.raises(PresetUnavailableError) as error:
         resolve_preset("gemma_2b_en")
     assert time.monotonic() - start < 5
     message = str(error.value)
+    assert "kaggle.com is not reachable (no answer within 3 s)" in message
     assert "KAGGLE_USERNAME" in message and "local preset directory" in message
     assert "embedded:gemma3_270m" in message
 
 
+def test_offline_switch_refuses_a_hub_preset_without_probing(monkeypatch, tmp_path):
+    monkeypatch.setenv("KAGGLEHUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("KERAS_FT_OFFLINE", "1")
+    monkeypatch.setattr(socket, "getaddrinfo", _slow_getaddrinfo)
+    start = time.monotonic()
+    with pytest.raises(PresetUnavailableError, match="KERAS_FT_OFFLINE is set and the "
+                                                     "preset is not in the local cache"):
+        resolve_preset("gemma_2b_en")
+    assert time.monotonic() - start < 1
+
+
+def _cache_preset_files(handle, files):
+    """Marks files complete in kagglehub's cache, as `model_download(handle, f)` does."""
+    from kagglehub.cache import Cache, get_cached_path
+    from kagglehub.handle import parse_model_handle
+
+    parsed = parse_model_handle(handle.removeprefix("kaggle://"))
+    for name in files:
+        path = Path(get_cached_path(parsed, name))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("{}")
+        Cache().mark_as_complete(parsed, name)
+
+
 def test_cached_kaggle_preset_is_used_offline(monkeypatch, tmp_path):
     monkeypatch.setenv("KAGGLEHUB_CACHE", str(tmp_path))
-    monkeypatch.setattr("keras_ft.model._host_reachable", lambda host, timeout=3.0: False)
-    (tmp_path / "models/keras/gemma/keras/gemma_2b_en/3").mkdir(parents=True)
+    monkeypatch.setenv("KERAS_FT_OFFLINE", "1")
     handle = keras_hub.models.CausalLM.presets["gemma_2b_en"]["kaggle_handle"]
-    if handle.rstrip("/").split("/")[-1] != "3":
-        (tmp_path / "models/keras/gemma/keras/gemma_2b_en" /
-         handle.rstrip("/").split("/")[-1]).mkdir()
-    assert resolve_preset("gemma_2b_en") == "gemma_2b_en"
+    _cache_preset_files(handle, ["config.json"])
+    with pytest.raises(PresetUnavailableError):  # the weights are not cached
+        resolve_preset("gemma_2b_en")
+    _cache_preset_files(handle, ["model.weights.h5"])
+    assert resolve_preset("gemma_2b_en") == "gemma_2b_en"  # versioned: kagglehub serves it
+    unversioned = handle.rsplit("/", 1)[0]
+    assert resolve_preset(unversioned) == str(Path(_cached_dir(handle)))
+
+
+def _cached_dir(handle):
+    from kagglehub.cache import get_cached_path
+    from kagglehub.handle import parse_model_handle
+
+    return get_cached_path(parse_model_handle(handle.removeprefix("kaggle://")))
+
+
+def test_sequence_length_above_the_recorded_context_length_is_refused_before_loading(
+        tmp_path, monkeypatch):
+    preset = str(make_tiny_preset(tmp_path / "p", "gemma3", context_length=32))
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the weights were loaded before sequence_length was checked")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(keras_hub.models.CausalLM, "from_preset", refuse)
+        patched.setattr(keras_hub.models.Backbone, "from_preset", refuse)
+        with pytest.raises(ValueError, match=r"context length of 32 \(metadata.json "
+                                             r"context_length of preset .*\)\. Received: "
+                                             r"sequence_length=33"):
+            build_model(Config(preset=preset, sequence_length=33))
+    assert build_model(Config(preset=preset, sequence_length=32)).preprocessor.sequence_length == 32
+
+
+def _tiny_exportable_gemma3():
+    """A 2-layer Gemma 3 with the norms llama.cpp's gemma3 graph needs."""
+    import io
+
+    import sentencepiece
+
+    from keras_ft.testing import GEMMA_SPECIALS, TINY_CORPUS
+
+    proto = io.BytesIO()  # with Gemma's 256 byte pieces, as the GGUF tokenizer has
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(TINY_CORPUS * 4), model_writer=proto, vocab_size=420,
+        model_type="BPE", pad_id=0, eos_id=1, bos_id=2, unk_id=3, pad_piece="<pad>",
+        eos_piece="<eos>", bos_piece="<bos>", unk_piece="<unk>",
+        user_defined_symbols=GEMMA_SPECIALS + ["<mask>", "\n"], add_dummy_prefix=False,
+        byte_fallback=True, normalization_rule_name="identity", minloglevel=2)
+    tokenizer = keras_hub.models.Gemma3Tokenizer(proto=proto.getvalue(),
+                                                 has_vision_tokens=False)
+    backbone = keras_hub.models.Gemma3Backbone(
+        vocabulary_size=tokenizer.vocabulary_size(), image_size=None,
+        use_post_ffw_norm=True, use_post_attention_norm=True,
+        use_sliding_window_attention=True, sliding_window_size=16, **TINY_BACKBONE)
+    preprocessor = keras_hub.models.Gemma3CausalLMPreprocessor(tokenizer=tokenizer)
+    return keras_hub.models.Gemma3CausalLM(backbone=backbone, preprocessor=preprocessor)
+
+
+def test_a_converted_gguf_preset_records_the_gguf_context_length(tmp_path, monkeypatch):
+    from keras_ft.gguf_export import export_gguf
+
+    monkeypatch.setenv("KERAS_FT_CACHE", str(tmp_path / "cache"))
+    export_gguf(_tiny_exportable_gemma3(), tmp_path / "tiny.gguf", dtype="f32",
+                context_length=48)
+    preset = resolve_preset(str(tmp_path / "tiny.gguf"))
+    assert preset_context_length(preset) == (48, "metadata.json context_length")
+    check_sequence_length(preset, 48)
+    with pytest.raises(ValueError, match="context length of 48 .* sequence_length=49"):
+        check_sequence_length(preset, 49)
+
+
+def test_a_backbone_with_a_maximum_length_is_checked_from_its_config(tmp_path):
+    keras_hub.models.GPT2Backbone(vocabulary_size=8, num_layers=1, num_heads=1, hidden_dim=4,
+                                  intermediate_dim=8, max_sequence_length=16
+                                  ).save_to_preset(str(tmp_path))
+    assert preset_context_length(str(tmp_path)) == (16, "config.json max_sequence_length")
+    with pytest.raises(ValueError, match="context length of 16 .* sequence_length=17"):
+        check_sequence_length(str(tmp_path), 17)
+
+
+@pytest.mark.parametrize("architecture", ["tiny_gemma", "tiny_gemma3", "tiny_llama3"])
+def test_a_preset_without_a_context_length_says_so(request, architecture, caplog):
+    preset = str(request.getfixturevalue(architecture))
+    assert preset_context_length(preset) is None  # keras-hub's configs record none
+    with caplog.at_level(logging.INFO, logger="keras_ft.model"):
+        check_sequence_length(preset, 1_000_000)
+    assert f"Preset {preset} records no context length" in caplog.text
 
 
 def test_local_directory_without_config_is_refused(tmp_path):
