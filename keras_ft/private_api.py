@@ -1,0 +1,230 @@
+"""Every private or undocumented keras / keras-hub (and kagglehub) API keras_ft uses.
+
+keras_ft relies on names that their libraries do not promise to keep: names
+starting with `_`, modules under `keras.src` / `keras_hub.src`, and a few
+public-looking but undocumented methods. Each is listed once here, with where
+keras_ft uses it and why. `check()` resolves them all against the installed
+versions and fails naming every missing one, so an upgrade that removes one
+fails tests/test_private_api.py with a clear message instead of a traceback
+deep inside a training run. setup.cfg pins the versions they were checked on.
+
+Adding a use of a private API? Add its entry here in the same change.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any
+
+
+@dataclasses.dataclass(frozen=True)
+class PrivateAPI:
+    """One private API keras_ft relies on.
+
+    Attributes:
+        name: dotted path, `package.module.Class.attribute`; the longest
+            importable prefix is imported, the rest looked up with getattr.
+        used_in: keras_ft's function(s) that use it.
+        why: what it gives that no public API does.
+        probe: for what `name` alone cannot show (an instance attribute, a
+            global-state key): returns truthy when the API is there.
+    """
+
+    name: str
+    used_in: str
+    why: str
+    probe: Callable[[], Any] | None = None
+
+
+def _set_by(function: Callable, attribute: str) -> Callable[[], bool]:
+    """A probe: `function`'s source still sets/reads the instance `attribute`."""
+    return lambda: attribute in inspect.getsource(function)
+
+
+def _lora_enabled_layers() -> bool:
+    import keras_hub
+
+    return _set_by(keras_hub.models.Backbone.enable_lora, "self._lora_enabled_layers")()
+
+
+def _optimizer_learning_rate() -> bool:
+    import keras
+
+    return keras.optimizers.AdamW(learning_rate=0.25)._learning_rate == 0.25
+
+
+def _deferred_variables_registry() -> bool:
+    """A variable made in `StatelessScope(initialize_variables=False)` is
+    deferred (`_value` None) and listed under "uninitialized_variables"."""
+    import keras
+    from keras.src.backend.common import global_state
+
+    key = "uninitialized_variables"
+    before = list(global_state.get_global_attribute(key, []) or [])
+    with keras.StatelessScope(initialize_variables=False):
+        variable = keras.Variable(initializer=keras.initializers.Zeros(), shape=(1,))
+    pending = global_state.get_global_attribute(key, []) or []
+    found = any(v is variable for v in pending) and variable._value is None
+    global_state.set_global_attribute(key, before)  # leave nothing pending
+    return found
+
+
+_PRESETS = "keras_hub.src.utils.preset_utils"
+_CAUSAL_LMS = ("GemmaCausalLM", "Gemma3CausalLM", "Llama3CausalLM")
+
+PRIVATE_APIS: tuple[PrivateAPI, ...] = (
+    # ---- loading presets without random initialisation (model.py)
+    PrivateAPI(f"{_PRESETS}.get_preset_loader", "model.load_backbone",
+               "the loader keras-hub's from_preset uses, to load weights ourselves"),
+    PrivateAPI(f"{_PRESETS}.KerasPresetLoader", "model.load_backbone",
+               "only keras-format presets (not hf:// conversions) take the lean path"),
+    PrivateAPI(f"{_PRESETS}.KerasPresetLoader._load_backbone_weights", "model.load_backbone",
+               "assigns the stored weights into a backbone built without initialisers"),
+    PrivateAPI(f"{_PRESETS}.check_file_exists", "model.load_causal_lm, "
+               "model.preset_context_length", "does a preset hold an optional file"),
+    PrivateAPI(f"{_PRESETS}.TASK_WEIGHTS_FILE", "model.load_causal_lm",
+               "presets with task weights take from_preset as is"),
+    PrivateAPI(f"{_PRESETS}.load_json", "model.preset_context_length",
+               "reads config.json/metadata.json of any preset (local, kaggle://, hf://) "
+               "before the weights load, to check sequence_length"),
+    PrivateAPI(f"{_PRESETS}.CONFIG_FILE", "model.preset_context_length",
+               "the backbone config's file name"),
+    PrivateAPI(f"{_PRESETS}.METADATA_FILE", "model.preset_context_length",
+               "the preset metadata file, where keras_ft records context_length"),
+    PrivateAPI("keras.src.backend.common.stateless_scope.in_stateless_scope",
+               "model.load_backbone", "the lean load must not run inside a caller's scope"),
+    PrivateAPI("keras.src.backend.common.global_state.get_global_attribute",
+               "model._deferred_variables", "finds the variables created deferred"),
+    PrivateAPI("keras.src.backend.common.global_state.set_global_attribute",
+               "model._deferred_variables",
+               "takes loaded variables off Keras' pending list, so that no later "
+               "scope initialises them again"),
+    PrivateAPI("global_state 'uninitialized_variables' + Variable._value",
+               "model._deferred_variables, model.load_backbone",
+               "the pending-variable list's key, and an unset variable's None value",
+               _deferred_variables_registry),
+    # ---- LoRA and quantization (model.py, gguf_export.py)
+    PrivateAPI("keras.layers.Layer._flatten_layers",
+               "model.quantize_backbone, model.lora_target_names, model._lora_layers, "
+               "gguf_export._check_not_quantized",
+               "every sublayer in keras-hub's own order (enable_lora indexes it)"),
+    PrivateAPI("keras_hub.models.Backbone._lora_enabled_layers",
+               "model.enable_lora, model._lora_layers",
+               "which layers keras-hub's enable_lora enabled, to set lora_alpha on them",
+               _lora_enabled_layers),
+    # ---- the compiled generation loop (decode.py)
+    *(PrivateAPI(f"keras_hub.models.{cls}._build_cache", "decode.GenerateLoop",
+                 "the prefill: runs the prompt and returns its KV cache")
+      for cls in _CAUSAL_LMS),
+    *(PrivateAPI(f"keras_hub.models.{cls}.call_with_cache", "decode.GenerateLoop",
+                 "one cached decode step (public name, undocumented signature)")
+      for cls in _CAUSAL_LMS),
+    PrivateAPI("keras_hub.samplers.Sampler.run_loop", "decode.GenerateLoop",
+               "the sampler's while-loop (undocumented)"),
+    PrivateAPI("keras_hub.samplers.Sampler.compute_probabilities", "decode.GenerateLoop",
+               "logits -> probabilities with the sampler's temperature (undocumented)"),
+    PrivateAPI("keras_hub.samplers.Sampler.get_next_token", "decode.GenerateLoop",
+               "the sampler's choice of the next token (undocumented)"),
+    PrivateAPI("keras_hub.src.utils.tensor_utils.any_equal", "decode.GenerateLoop",
+               "stop-token test, as keras-hub's generate_step does it"),
+    # ---- packed training (packing.py)
+    PrivateAPI("keras_hub.src.models.gemma.gemma_decoder_block.GemmaDecoderBlock"
+               "._compute_attention_mask", "packing.segment_attention",
+               "narrowed to a block-diagonal mask for packed rows (Gemma)"),
+    PrivateAPI("keras_hub.src.models.gemma3.gemma3_decoder_block.Gemma3DecoderBlock"
+               "._compute_attention_mask", "packing.segment_attention",
+               "narrowed to a block-diagonal mask for packed rows (Gemma 3)"),
+    PrivateAPI("keras_hub.src.models.llama.llama_decoder.LlamaTransformerDecoder"
+               "._compute_self_attention_mask", "packing.segment_attention",
+               "narrowed to a block-diagonal mask for packed rows (Llama)"),
+    # ---- training (train.py, callbacks.py, checkpoint.py)
+    PrivateAPI("keras.optimizers.Optimizer._learning_rate", "train.learning_rate_logger",
+               "the schedule object passed in (learning_rate gives only its value now)",
+               _optimizer_learning_rate),
+    PrivateAPI("keras.Model.jax_state_sync", "train.train, callbacks.PeriodicEval, "
+               "callbacks.SampleText, checkpoint", "fit keeps the newest weights in its "
+               "JAX state; this writes them back (public name, undocumented)"),
+    # ---- kagglehub's cache (hub.py)
+    PrivateAPI("kagglehub.cache.Cache.load_from_cache", "hub.cached_kaggle",
+               "kagglehub's own completeness test (its .complete markers)"),
+    PrivateAPI("kagglehub.cache.get_cached_path", "hub.cached_kaggle",
+               "where kagglehub keeps a model or dataset version"),
+    PrivateAPI("kagglehub.handle.parse_model_handle", "hub.cached_kaggle",
+               "owner/model/framework/variation[/version] -> handle"),
+    PrivateAPI("kagglehub.handle.parse_dataset_handle", "hub.cached_kaggle",
+               "owner/dataset[/versions/N] -> handle"),
+    PrivateAPI("kagglehub.config.get_cache_folder", "hub.kaggle_cache_folder",
+               "the cache root, as kagglehub resolves $KAGGLEHUB_CACHE"),
+    PrivateAPI("kagglesdk.kaggle_env.get_endpoint", "hub.kaggle_host",
+               "the Kaggle host to probe (honours KAGGLE_API_ENDPOINT)"),
+    PrivateAPI("kagglesdk.kaggle_env.get_env", "hub.kaggle_host",
+               "the Kaggle environment the endpoint depends on"),
+)
+
+
+def resolve(name: str) -> Any:
+    """Imports the longest importable prefix of `name`, then getattr's the rest.
+
+    Raises:
+        ImportError / AttributeError: when a part is missing.
+    """
+    parts = name.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            value = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            if cut == 1:
+                raise
+            continue
+        for attribute in parts[cut:]:
+            value = getattr(value, attribute)
+        return value
+    raise ImportError(name)  # unreachable: the loop returns or raises
+
+
+def versions() -> str:
+    """The installed versions these APIs come from, for error messages."""
+    from importlib import metadata
+
+    found = []
+    for package in ("keras", "keras-hub", "kagglehub", "kagglesdk"):
+        try:
+            found.append(f"{package} {metadata.version(package)}")
+        except metadata.PackageNotFoundError:
+            found.append(f"{package} (not installed)")
+    return ", ".join(found)
+
+
+def missing(apis: Sequence[PrivateAPI] = PRIVATE_APIS) -> list[str]:
+    """One line per API that the installed libraries lack: name, where, why, error."""
+    problems = []
+    for api in apis:
+        try:
+            if api.probe is None:
+                resolve(api.name)
+                error = None
+            else:
+                error = None if api.probe() else "no longer there (its probe failed)"
+        except Exception as e:  # any failure to find it is the answer
+            error = f"{type(e).__name__}: {e}"
+        if error:
+            problems.append(f"{api.name} (used in {api.used_in}, for: {api.why}): {error}")
+    return problems
+
+
+def check(apis: Sequence[PrivateAPI] = PRIVATE_APIS) -> None:
+    """Raises RuntimeError naming every listed private API that is missing.
+
+    Raises:
+        RuntimeError: naming each missing API, where keras_ft uses it, and the
+            installed keras / keras-hub versions.
+    """
+    problems = missing(apis)
+    if problems:
+        raise RuntimeError(
+            f"keras_ft relies on {len(problems)} private API(s) that the installed "
+            f"libraries ({versions()}) lack; install the versions setup.cfg names, "
+            "or port keras_ft (see keras_ft/private_api.py):\n  " + "\n  ".join(problems))
