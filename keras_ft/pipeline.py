@@ -17,6 +17,7 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 
 import keras
 
+from keras_ft import filtered_stderr
 from keras_ft.callbacks import Throughput
 from keras_ft.config import Config, save_config
 from keras_ft.data import cache_tokenized
@@ -57,7 +58,8 @@ def finetune(cfg: Config) -> Result:
 
     template = get_template(cfg.template)
     log.info("Loading the tokenizer of %s...", cfg.preset)
-    tokenizer = TextTokenizer.from_preset(resolve_preset(cfg.preset))
+    with filtered_stderr():  # SentencePiece's INFO line on stderr
+        tokenizer = TextTokenizer.from_preset(resolve_preset(cfg.preset))
     log.info("Reading and tokenizing the data (%s)...", ", ".join(cfg.data))
     train_tokens, val_tokens, report = cache_tokenized(cfg, template, tokenizer)
     if cfg.show_examples:

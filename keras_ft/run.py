@@ -58,7 +58,10 @@ def overrides_from_flags(values: dict) -> dict:
               default=None, help="Experiment YAML file; flags override its keys.")
 def main(config_path, **flags):
     """Fine-tune a causal LM with LoRA (default: the embedded Gemma 3 270M)."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    # keras_ft's INFO lines; other libraries' warnings only (JAX logs its failed
+    # accelerator probes, e.g. "Unable to initialize backend 'tpu'", as INFO).
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stdout)
+    logging.getLogger("keras_ft").setLevel(logging.INFO)
     try:
         cfg = load_config(config_path, overrides_from_flags(flags))
     except ValueError as e:

@@ -1,6 +1,8 @@
 import json
 import logging
+import os
 import re
+import subprocess
 import sys
 
 import pytest
@@ -135,3 +137,40 @@ def test_non_tty_output_shows_progress_during_the_epoch_and_each_phase(
               "Generating 1 sample from the tuned model", "Saving the adapter"]
     at = [next(i for i, line in enumerate(lines) if line.startswith(p)) for p in phases]
     assert at == sorted(at) and at[3] < progress[0] and epoch_end < at[4], out
+
+
+TF_STARTUP_NOISE = ("absl::InitializeLog", "oneDNN custom operations", "cudart_stub",
+                    "cpu_feature_guard", "cuInit", "Unable to initialize backend")
+
+
+def test_filtered_stderr_drops_only_the_known_startup_noise(capfd):
+    from keras_ft import filtered_stderr
+
+    noise = ("WARNING: All log messages before absl::InitializeLog() is called are "
+             "written to STDERR\n"
+             "I0000 00:00:1.5  42 port.cc:153] oneDNN custom operations are on. You may "
+             "see slightly different numerical results\n"
+             "E0000 00:00:1.6  42 cuda_platform.cc:52] failed call to cuInit: INTERNAL\n")
+    with pytest.raises(RuntimeError):
+        with filtered_stderr():
+            os.write(2, noise.encode() + b"E0000 a real native error\n")
+            sys.stderr.write("a Python warning\n")
+            raise RuntimeError("the body failed")
+    err = capfd.readouterr().err
+    # Held lines come after the body; pytest's sys.stderr may bypass descriptor 2.
+    assert sorted(err.splitlines()) == ["E0000 a real native error", "a Python warning"], err
+
+
+def test_startup_prints_no_tensorflow_noise_and_still_shows_errors(tiny_gemma):
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("TF_CPP_MIN_LOG_LEVEL", "KERAS_FT_NATIVE_LOGS")}
+    # Importing keras-hub loads TensorFlow; a tokenizer runs its first TF ops.
+    load = ("import keras_ft\nfrom keras_ft.tokens import TextTokenizer\n"
+            f"TextTokenizer.from_preset({str(tiny_gemma)!r})\nprint('loaded')\n")
+    done = subprocess.run([sys.executable, "-c", load], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0 and done.stdout == "loaded\n", done.stderr
+    assert not [n for n in TF_STARTUP_NOISE if n in done.stderr], done.stderr
+    bad = subprocess.run([sys.executable, "-m", "keras_ft.run", "--no-such-flag"], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 2 and "No such option '--no-such-flag'" in bad.stderr, bad.stderr

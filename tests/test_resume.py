@@ -89,6 +89,10 @@ def test_sigkill_at_a_random_step_then_resume_matches_an_uninterrupted_run(
         assert start(args, log, cache).wait() == 0, (tmp_path / "resumed.log").read_text()
     resumed_log = (tmp_path / "resumed.log").read_text()
     assert "Resuming from" in resumed_log and "step-" in resumed_log
+    # stdout and stderr: keras_ft's lines, none of TensorFlow's or JAX's start-up noise.
+    for noise in ("absl::InitializeLog", "oneDNN custom operations", "cudart_stub",
+                  "cuInit", "Unable to initialize backend", "precompiled_charsmap"):
+        assert noise not in resumed_log, resumed_log
 
     reference = tmp_path / "reference"  # uninterrupted, same flags and seed
     with (tmp_path / "reference.log").open("w") as log:
