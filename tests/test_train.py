@@ -172,3 +172,26 @@ def _tensorboard_tags(log_dir):
                      for event in tf.compat.v1.train.summary_iterator(str(path))
                      for value in event.summary.value}
     return tags
+
+
+def test_progress_log_cadence_every_twentieth_of_the_run_or_30_seconds(monkeypatch, caplog):
+    from keras_ft import callbacks
+    from keras_ft.checkpoint import TrainState
+
+    clock = [0.0]
+    monkeypatch.setattr(callbacks.time, "perf_counter", lambda: clock[0])
+    state = TrainState(accumulation=2)  # 2 batches per optimizer step
+    progress = callbacks.ProgressLog(state, total_steps=100, every_s=30.0)
+    progress.on_train_begin()
+    with caplog.at_level("INFO", logger="keras_ft.callbacks"):
+        for batch in range(200):
+            clock[0] += 60.0 if batch == 2 * 11 else 0.5  # one slow batch, in step 12
+            state.batches_done += 1
+            progress.on_train_batch_end(batch, {"step_loss": 1.25, "tokens_per_s": 80.0})
+    steps = [int(re.match(r"step (\d+)/100", r.getMessage())[1]) for r in caplog.records]
+    # The first step, every 5th (1/20 of 100), and step 12: 30 s had passed.
+    assert steps == [1, 5, 10, 12] + list(range(15, 101, 5)), steps
+    assert caplog.records[2].getMessage() == (
+        "step 10/100 (10%): loss 1.2500, 80 tokens/s, elapsed 0:00:10, ETA 0:01:30")
+    with pytest.raises(ValueError, match="every_s=0"):
+        callbacks.ProgressLog(state, 100, every_s=0)
