@@ -174,3 +174,17 @@ def test_startup_prints_no_tensorflow_noise_and_still_shows_errors(tiny_gemma):
     bad = subprocess.run([sys.executable, "-m", "keras_ft.run", "--no-such-flag"], env=env,
                          capture_output=True, text=True, timeout=600)
     assert bad.returncode == 2 and "No such option '--no-such-flag'" in bad.stderr, bad.stderr
+
+
+def test_keras_ft_lines_show_on_stdout_when_logging_is_unconfigured(monkeypatch, capsys):
+    from keras_ft.pipeline import ensure_log_output
+
+    package = logging.getLogger("keras_ft")
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])  # as in a fresh notebook
+    monkeypatch.setattr(package, "handlers", [])
+    monkeypatch.setattr(package, "level", logging.NOTSET)
+    ensure_log_output()
+    ensure_log_output()  # once only: no doubled lines
+    logging.getLogger("keras_ft.train").info("step 3/8 (37%%): loss %.4f", 1.5)
+    logging.getLogger("jax").info("not ours")
+    assert capsys.readouterr().out == "step 3/8 (37%): loss 1.5000\n"
