@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import typing
 from pathlib import Path
 from typing import Any, Mapping
@@ -90,33 +91,54 @@ class Config:
         _check_values(self)
 
 
-def _positive(name: str, value: float, allow_zero: bool = False) -> None:
-    if value < 0 or (value == 0 and not allow_zero):
-        bound = "non-negative" if allow_zero else "positive"
-        raise ValueError(f"`{name}` must be {bound}. Received: {name}={value!r}")
+POSITIVE_FIELDS = ("lora_rank", "epochs", "batch_size", "sequence_length",
+                   "max_new_tokens", "learning_rate", "top_k", "temperature",
+                   "gradient_accumulation_steps", "keep_checkpoints", "data_weights")
+# name -> (low, high, low included, high included)
+INTERVAL_FIELDS = {
+    "validation_fraction": (0, 1, True, False),
+    "top_p": (0, 1, False, True),
+    "seed": (0, 2**32 - 1, True, True),  # the seeds NumPy and keras accept
+}
+
+
+def _check_numbers(cfg: Config) -> None:
+    """Checks every int/float (or list of them) field, found by its declared
+    type: finite, then in its range. Fields in neither POSITIVE_FIELDS nor
+    INTERVAL_FIELDS must be non-negative, so a new numeric field is covered."""
+    hints = typing.get_type_hints(type(cfg))
+    for field in dataclasses.fields(cfg):
+        name, tp, value = field.name, hints[field.name], getattr(cfg, field.name)
+        if typing.get_origin(tp) is tuple and typing.get_args(tp)[0] in (int, float):
+            values, every = value, "all "
+        elif tp in (int, float):
+            values, every = (value,), ""
+        else:
+            continue
+        received = f"Received: {name}={value!r}"
+        if not all(math.isfinite(v) for v in values):
+            what = "all be finite numbers" if every else "be a finite number"
+            raise ValueError(f"`{name}` must {what}. {received}")
+        if name in INTERVAL_FIELDS:
+            low, high, low_in, high_in = INTERVAL_FIELDS[name]
+            if not all((low <= v if low_in else low < v) and
+                       (v <= high if high_in else v < high) for v in values):
+                span = f"{'[' if low_in else '('}{low}, {high}{']' if high_in else ')'}"
+                raise ValueError(f"`{name}` must {every}be in {span}. {received}")
+        elif name in POSITIVE_FIELDS:
+            if not all(v > 0 for v in values):
+                raise ValueError(f"`{name}` must {every}be positive. {received}")
+        elif not all(v >= 0 for v in values):
+            raise ValueError(f"`{name}` must {every}be non-negative. {received}")
 
 
 def _check_values(cfg: Config) -> None:
-    for name in ("lora_rank", "epochs", "batch_size", "sequence_length",
-                 "max_new_tokens", "learning_rate", "top_k", "temperature",
-                 "gradient_accumulation_steps", "keep_checkpoints"):
-        _positive(name, getattr(cfg, name))
-    for name in ("lora_alpha", "max_steps", "num_examples", "weight_decay",
-                 "show_examples", "warmup_steps", "clip_norm", "eval_every_steps",
-                 "early_stopping_patience", "sample_every_steps",
-                 "checkpoint_every_steps"):
-        _positive(name, getattr(cfg, name), allow_zero=True)
+    _check_numbers(cfg)
     if cfg.early_stopping_patience and not cfg.eval_every_steps:
         raise ValueError(
             "`early_stopping_patience` needs periodic evaluation: set "
             "`eval_every_steps` > 0. Received: early_stopping_patience="
             f"{cfg.early_stopping_patience}, eval_every_steps=0")
-    if not 0.0 <= cfg.validation_fraction < 1.0:
-        raise ValueError(
-            "`validation_fraction` must be in [0, 1). "
-            f"Received: validation_fraction={cfg.validation_fraction!r}")
-    if not 0.0 < cfg.top_p <= 1.0:
-        raise ValueError(f"`top_p` must be in (0, 1]. Received: top_p={cfg.top_p!r}")
     _check_choice("sampler", cfg.sampler, SAMPLERS)
     if cfg.dtype in UNSCALED_DTYPES:
         raise ValueError(
@@ -147,7 +169,7 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
 
 
 def _check_types(cfg: Config) -> None:
-    hints = typing.get_type_hints(Config)
+    hints = typing.get_type_hints(type(cfg))
     for field in dataclasses.fields(cfg):
         value = getattr(cfg, field.name)
         expected = hints[field.name]

@@ -103,3 +103,121 @@ def test_a_llama_gguf_is_refused_naming_its_architecture(tmp_path, monkeypatch):
 def test_r64_alpha16_is_expressible():
     cfg = Config(lora_rank=64, lora_alpha=16)
     assert (cfg.lora_rank, cfg.lora_alpha) == (64, 16.0)
+
+
+# Issue 13: non-finite and out-of-range numbers, every numeric field.
+
+import dataclasses
+import math
+import typing
+
+
+def _numeric_fields():
+    hints = typing.get_type_hints(Config)
+    for field in dataclasses.fields(Config):
+        tp = hints[field.name]
+        if tp in (int, float) or (typing.get_origin(tp) is tuple
+                                  and typing.get_args(tp)[0] in (int, float)):
+            yield field.name, tp
+
+
+NUMERIC_FIELDS = list(_numeric_fields())
+FLOAT_FIELDS = [name for name, tp in NUMERIC_FIELDS if tp is not int]
+
+
+def _valid(name, tp, number):
+    return (number,) if typing.get_origin(tp) is tuple else number
+
+
+def test_the_numeric_fields_are_found_by_type():
+    from keras_ft.config import INTERVAL_FIELDS, POSITIVE_FIELDS
+
+    names = [name for name, _ in NUMERIC_FIELDS]
+    assert {"temperature", "learning_rate", "top_p", "validation_fraction", "seed",
+            "lora_rank", "data_weights", "clip_norm"} <= set(names)
+    assert set(POSITIVE_FIELDS) | set(INTERVAL_FIELDS) <= set(names)
+
+
+@pytest.mark.parametrize("name", FLOAT_FIELDS)
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_every_float_field_refuses_non_finite_values(name, bad):
+    tp = typing.get_type_hints(Config)[name]
+    value = _valid(name, tp, bad)
+    with pytest.raises(ValueError, match="finite") as info:
+        Config(**{name: value})
+    assert f"Received: {name}={value!r}" in str(info.value)
+
+
+@pytest.mark.parametrize("name, tp", NUMERIC_FIELDS)
+def test_every_numeric_field_refuses_a_negative_value(name, tp):
+    value = _valid(name, tp, tp(-1) if tp in (int, float) else -1.0)
+    with pytest.raises(ValueError) as info:
+        Config(**{name: value})
+    assert f"`{name}` must" in str(info.value)
+    assert f"Received: {name}={value!r}" in str(info.value)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"top_p": 0.0}, "`top_p` must be in (0, 1]. Received: top_p=0.0"),
+    ({"top_p": 1.5}, "Received: top_p=1.5"),
+    ({"validation_fraction": 1.0}, "`validation_fraction` must be in [0, 1). "
+                                   "Received: validation_fraction=1.0"),
+    ({"seed": 2**32}, "`seed` must be in [0, 4294967295]. Received: seed=4294967296"),
+    ({"data": ("a", "b"), "data_weights": (1.0, 0.0)},
+     "`data_weights` must all be positive. Received: data_weights=(1.0, 0.0)"),
+    ({"data": ("a", "b"), "data_weights": (1.0, math.nan)},
+     "`data_weights` must all be finite numbers. Received: data_weights=(1.0, nan)"),
+    ({"temperature": 0.0}, "`temperature` must be positive. Received: temperature=0.0"),
+])
+def test_out_of_range_values_name_the_field(kwargs, message):
+    with pytest.raises(ValueError) as info:
+        Config(**kwargs)
+    assert message in str(info.value)
+
+
+def test_boundary_values_are_accepted():
+    cfg = Config(top_p=1.0, validation_fraction=0.0, seed=2**32 - 1, lora_alpha=0,
+                 clip_norm=0, max_steps=0)
+    assert (cfg.top_p, cfg.validation_fraction, cfg.seed) == (1.0, 0.0, 2**32 - 1)
+
+
+def test_a_new_numeric_field_is_checked_without_being_listed():
+    @dataclasses.dataclass(frozen=True, kw_only=True)
+    class Extended(Config):
+        new_scale: float = 1.0
+        new_count: int = 1
+
+    assert Extended(new_scale=2.5).new_scale == 2.5
+    with pytest.raises(ValueError, match=r"Received: new_scale=nan"):
+        Extended(new_scale=math.nan)
+    with pytest.raises(ValueError, match=r"`new_count` must be non-negative"):
+        Extended(new_count=-3)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--temperature", "nan"], "`temperature` must be a finite number. "
+                               "Received: temperature=nan"),
+    (["--learning-rate", "inf"], "Received: learning_rate=inf"),
+    (["--top-p", "-inf"], "Received: top_p=-inf"),
+    (["--lora-alpha", "nan"], "Received: lora_alpha=nan"),
+    (["--weight-decay", "NaN"], "Received: weight_decay=nan"),
+    (["--data", "a", "--data", "b", "--data-weights", "1", "--data-weights", "inf"],
+     "Received: data_weights=(1.0, inf)"),
+    (["--seed", "-1"], "Received: seed=-1"),
+    (["--validation-fraction", "1"], "Received: validation_fraction=1.0"),
+    (["--top-p", "1.01"], "Received: top_p=1.01"),
+    (["--max-steps", "-5"], "Received: max_steps=-5"),
+])
+def test_cli_refuses_non_finite_and_out_of_range_flags(no_model_loading, flags, message):
+    result = CliRunner().invoke(main, flags)
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.output.split()), result.output
+
+
+def test_yaml_nan_is_refused_naming_the_file_key(no_model_loading, tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text("temperature: .nan\nclip_norm: .inf\n")
+    result = CliRunner().invoke(main, ["--config", str(path)])
+    assert result.exit_code == 2, result.output
+    assert "Received: clip_norm=inf" in " ".join(result.output.split())
+
