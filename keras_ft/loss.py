@@ -8,8 +8,12 @@ step. `token_loss_stats` computes the same cross-entropy as
 - only for rows that bear loss: rows are reordered so loss-bearing ones come
   first, and chunks holding none (padding, prompt tokens) are skipped;
 - chunk by chunk, so at most `[chunk_size, vocab]` logits exist at once;
-- with the gradient w.r.t. the hidden states formed in the same pass (the
-  output matrix is frozen under LoRA), so the backward pass re-computes nothing.
+- with the gradient w.r.t. the hidden states formed in the same pass when the
+  output matrix is frozen (LoRA elsewhere), so the backward pass re-computes
+  nothing. When the matrix trains (LoRA on a tied `token_embedding`, which is
+  also the head), the backward pass recomputes each chunk's logits and forms
+  both gradients, the matrix's summed chunk by chunk: the custom VJP sees
+  (`symbolic_zeros`) whether the matrix is differentiated at all.
 
 keras-hub's `CausalLM` has none of this; the straightforward computation stays
 in `reference_token_loss_stats` and tests hold the two equal.
@@ -22,7 +26,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import keras
-import numpy as np
+from jax.custom_derivatives import SymbolicZero
 from keras import ops
 
 STATS = ("loss_sum", "weight_sum", "correct_sum")  # columns of the stats
@@ -63,7 +67,8 @@ def token_loss_stats(hidden, matrix, labels, weights, soft_cap=None, chunk_size=
 
     Args:
         hidden: [batch, length, hidden] final hidden states.
-        matrix: [vocab, hidden] output projection (tied embeddings).
+        matrix: [vocab, hidden] output projection (tied embeddings); may
+            carry trainable weights (e.g. LoRA), which then get gradients.
         labels: [batch, length] int next-token ids.
         weights: [batch, length] float loss weights.
         soft_cap: Gemma 2 style final logit soft cap, or None.
@@ -86,8 +91,9 @@ def token_loss_stats(hidden, matrix, labels, weights, soft_cap=None, chunk_size=
     h = jnp.pad(h[order], ((0, pad), (0, 0)))
     lab = jnp.pad(lab[order], (0, pad))
     w = jnp.pad(w[order], (0, pad))
-    # Cast the (frozen) head once, not once per chunk.
-    matrix = jax.lax.stop_gradient(matrix).astype(h.dtype)
+    # Cast the head once, not once per chunk (if the head trains, the
+    # gradient flows back through the cast to its float32 weights).
+    matrix = jnp.asarray(matrix).astype(h.dtype)
     sizes = chunk_sizes(chunk_size, row_step)
     loss, correct = _chunked_cross_entropy(h, matrix, lab, w, soft_cap, sizes)
     example = order // length
@@ -104,29 +110,42 @@ def chunk_sizes(chunk_size: int, row_step: int | None = None) -> tuple[int, ...]
                          for i in range(1, -(-chunk_size // step) + 1)}))
 
 
-def _rows_forward(h, matrix, lab, w, soft_cap, with_grad):
-    """Cross-entropy (and d loss / d h) of rows h; logits exist only here."""
+def _rows(h, matrix, lab, w, soft_cap, want, scale=None, acc=None):
+    """Cross-entropy terms of rows h; logits exist only here.
+
+    Args:
+        want: what to return, in this order, from "loss", "correct" (per row),
+            "dh" (d loss / d h per row) and "dmatrix" (d loss / d matrix
+            summed over the rows, added to `acc`).
+        scale: per-row factor on the gradients (the loss cotangent), or None.
+    """
     logits = jnp.dot(h, matrix.T, preferred_element_type=jnp.float32)
     if soft_cap:
         capped = jnp.tanh(logits / soft_cap)
         logits = capped * soft_cap
     lse = jax.nn.logsumexp(logits, axis=-1)
-    picked = jnp.take_along_axis(logits, lab[:, None], axis=1)[:, 0]
-    loss = (lse - picked) * w
-    correct = (jnp.argmax(logits, axis=-1) == lab).astype(jnp.float32) * w
-    if not with_grad:
-        return loss, correct
-    # d(loss)/d(logits) = softmax - one_hot, scaled by the row weight.
-    dz = jnp.exp(logits - lse[:, None])
-    dz = dz.at[jnp.arange(h.shape[0]), lab].add(-1.0) * w[:, None]
-    if soft_cap:
-        dz = dz * (1.0 - capped * capped)
-    dh = jnp.dot(dz.astype(matrix.dtype), matrix,
-                 preferred_element_type=jnp.float32).astype(h.dtype)
-    return loss, correct, dh
+    out = {}
+    if "loss" in want:
+        picked = jnp.take_along_axis(logits, lab[:, None], axis=1)[:, 0]
+        out["loss"] = (lse - picked) * w
+    if "correct" in want:
+        out["correct"] = (jnp.argmax(logits, axis=-1) == lab).astype(jnp.float32) * w
+    if "dh" in want or "dmatrix" in want:
+        # d(loss)/d(logits) = softmax - one_hot, scaled by the row weight.
+        row_scale = w if scale is None else w * scale
+        dz = jnp.exp(logits - lse[:, None])
+        dz = dz.at[jnp.arange(h.shape[0]), lab].add(-1.0) * row_scale[:, None]
+        if soft_cap:
+            dz = dz * (1.0 - capped * capped)
+        dz = dz.astype(matrix.dtype)
+        if "dh" in want:
+            out["dh"] = jnp.dot(dz, matrix, preferred_element_type=jnp.float32).astype(h.dtype)
+        if "dmatrix" in want:
+            out["dmatrix"] = acc + jnp.dot(dz.T, h, preferred_element_type=jnp.float32)
+    return tuple(out[name] for name in want)
 
 
-def _chunk_forward(h, matrix, lab, w, soft_cap, sizes, with_grad):
+def _chunk(h, matrix, lab, w, scale, acc, soft_cap, sizes, want):
     """One chunk, computed on only as many leading rows as bear loss.
 
     Rows are sorted loss-bearing first, so a chunk's loss rows are a prefix.
@@ -134,50 +153,80 @@ def _chunk_forward(h, matrix, lab, w, soft_cap, sizes, with_grad):
     (or skips the chunk): under 1/8 of a chunk is computed for nothing, while
     every shape stays static. (A single fixed size wasted ~45 % of the head's
     work on Dolly at batch 1: 71 loss rows on average, padded to 128.)
+    Returns `want`'s values; per-row ones cover the whole chunk.
     """
     size = h.shape[0]
 
     def branch(rows):
-        def run(_):
-            if rows == 0:
-                out = (jnp.zeros((size,), jnp.float32),) * 2
-                return out + (jnp.zeros_like(h),) if with_grad else out
-            out = _rows_forward(h[:rows], matrix, lab[:rows], w[:rows], soft_cap, with_grad)
-            return tuple(jnp.pad(o, ((0, size - rows),) + ((0, 0),) * (o.ndim - 1))
-                         for o in out)
+        def run(acc):
+            if rows == 0:  # no loss row: zeros, and the matrix gradient unchanged
+                zeros = {"loss": jnp.zeros((size,), jnp.float32),
+                         "correct": jnp.zeros((size,), jnp.float32),
+                         "dh": jnp.zeros_like(h), "dmatrix": acc}
+                return tuple(zeros[name] for name in want)
+            out = _rows(h[:rows], matrix, lab[:rows], w[:rows], soft_cap, want,
+                        None if scale is None else scale[:rows], acc)
+            return tuple(o if name == "dmatrix" else
+                         jnp.pad(o, ((0, size - rows),) + ((0, 0),) * (o.ndim - 1))
+                         for name, o in zip(want, out))
         return run
 
     used = jnp.sum(w != 0)
     index = jnp.searchsorted(jnp.asarray(sizes), used)  # sizes[index-1] < used <= sizes[index]
     index = jnp.where(used == 0, 0, index + 1)
-    return jax.lax.switch(index, [branch(0)] + [branch(r) for r in sizes], None)
+    return jax.lax.switch(index, [branch(0)] + [branch(r) for r in sizes], acc)
 
 
-def _map_chunks(h, matrix, lab, w, soft_cap, sizes, with_grad):
+def _map_chunks(h, matrix, lab, w, soft_cap, sizes, want, scale=None):
+    """`want` over all rows, chunk by chunk; "dmatrix" is summed over chunks."""
     chunk_size = sizes[-1]
     n = h.shape[0] // chunk_size
-    split = lambda a: a.reshape((n, chunk_size) + a.shape[1:])
-    fn = lambda args: _chunk_forward(*args[:1], matrix, *args[1:], soft_cap, sizes, with_grad)
-    out = jax.lax.map(fn, (split(h), split(lab), split(w)))
-    return tuple(o.reshape((n * chunk_size,) + o.shape[2:]) for o in out)
+    split = lambda a: None if a is None else a.reshape((n, chunk_size) + a.shape[1:])
+    per_row = [name for name in want if name != "dmatrix"]
+
+    def step(acc, xs):
+        h_c, lab_c, w_c, scale_c = xs
+        out = dict(zip(want, _chunk(h_c, matrix, lab_c, w_c, scale_c, acc, soft_cap,
+                                    sizes, want)))
+        return out.get("dmatrix"), tuple(out[name] for name in per_row)
+
+    acc = jnp.zeros(matrix.shape, jnp.float32) if "dmatrix" in want else None
+    acc, rows = jax.lax.scan(step, acc, (split(h), split(lab), split(w), split(scale)))
+    out = dict(zip(per_row, (o.reshape((n * chunk_size,) + o.shape[2:]) for o in rows)))
+    out["dmatrix"] = acc
+    return tuple(out[name] for name in want)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
 def _chunked_cross_entropy(h, matrix, lab, w, soft_cap, sizes):
-    return _map_chunks(h, matrix, lab, w, soft_cap, sizes, with_grad=False)
+    return _map_chunks(h, matrix, lab, w, soft_cap, sizes, ("loss", "correct"))
 
 
 def _fwd(h, matrix, lab, w, soft_cap, sizes):
-    loss, correct, dh = _map_chunks(h, matrix, lab, w, soft_cap, sizes, with_grad=True)
-    return (loss, correct), (dh, matrix, lab, w)
+    # symbolic_zeros: each array argument comes as (value, perturbed).
+    args = (h.value, matrix.value, lab.value, w.value)
+    if matrix.perturbed:
+        # The head trains (LoRA on a tied embedding). Its gradient needs each
+        # row's loss cotangent, so the backward pass recomputes the logits.
+        out = _map_chunks(*args, soft_cap, sizes, ("loss", "correct"))
+        return out, (None, args)
+    # The head is frozen (LoRA elsewhere): d loss / d h comes from this same
+    # pass, and the backward pass only scales it.
+    loss, correct, dh = _map_chunks(*args, soft_cap, sizes, ("loss", "correct", "dh"))
+    return (loss, correct), (dh, None)
 
 
 def _bwd(soft_cap, sizes, residuals, cotangents):
-    dh, matrix, lab, w = residuals
-    g_loss, _ = cotangents
-    # The output matrix is frozen under LoRA: its cotangent is never needed.
-    return (dh * g_loss[:, None].astype(dh.dtype), jnp.zeros_like(matrix),
-            np.zeros(lab.shape, dtype=jax.dtypes.float0), jnp.zeros_like(w))
+    dh, saved = residuals
+    g_loss = cotangents[0]  # `correct` (an argmax) has no gradient
+    if isinstance(g_loss, SymbolicZero):
+        return None, None, None, None
+    if saved is None:
+        return dh * g_loss[:, None].astype(dh.dtype), None, None, None
+    h, matrix, lab, w = saved
+    dh, dmatrix = _map_chunks(h, matrix, lab, w, soft_cap, sizes, ("dh", "dmatrix"),
+                              scale=g_loss)
+    return dh, dmatrix.astype(matrix.dtype), None, None
 
 
-_chunked_cross_entropy.defvjp(_fwd, _bwd)
+_chunked_cross_entropy.defvjp(_fwd, _bwd, symbolic_zeros=True)
