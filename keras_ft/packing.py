@@ -4,11 +4,15 @@ With `packing`, a row holds several examples end to end (`tokens.pack_rows`)
 and `segment_ids` numbers them (0 on padding). keras-hub's decoder blocks
 build their causal mask from a `[batch, length]` padding mask only, so while
 the trainer calls the backbone, `segment_attention` narrows each block's mask
-to pairs of positions in the same example. Nothing else needs to change: the
-models' rotary position embeddings make attention scores depend only on the
+to pairs of positions in the same example. Nothing else needs to change for
+models with rotary position embeddings: attention scores depend only on the
 distance between two positions, so an example placed at offset 100 scores as
-it does at offset 0 (tests/test_packing.py checks the loss and gradients
-against the same examples unpacked).
+it does at offset 0. Models with learned absolute positions (GPT-2, OPT) would
+see each packed example at its offset in the row, so its loss would differ.
+
+Packing is therefore admitted only for `PACKING_BACKBONES`, the exact classes
+for which tests/test_packing.py checks the loss and gradients against the
+same examples unpacked (that test is parametrized over this list).
 """
 
 from __future__ import annotations
@@ -22,10 +26,32 @@ from keras import ops
 MASK_METHODS = ("_compute_attention_mask", "_compute_self_attention_mask")
 
 
+# keras-hub backbone classes (by name, exact class: a subclass may change the
+# decoder) whose packed loss and gradients equal unpacked, by test.
+PACKING_BACKBONES = ("GemmaBackbone", "Gemma3Backbone", "LlamaBackbone", "Llama3Backbone")
+
+
 def supports_packing(backbone) -> bool:
-    """Whether every decoder block of `backbone` has a mask method we can narrow."""
+    """Whether packing is proven correct for `backbone`'s architecture."""
     layers = getattr(backbone, "transformer_layers", None)
-    return bool(layers) and all(_mask_method(layer) for layer in layers)
+    return (type(backbone).__name__ in PACKING_BACKBONES
+            and type(backbone).__module__.startswith("keras_hub.")
+            and bool(layers) and all(_mask_method(layer) for layer in layers))
+
+
+def check_packing(backbone) -> None:
+    """Refuses packing for an architecture it is not proven correct for."""
+    if supports_packing(backbone):
+        return
+    name = type(backbone).__name__
+    raise ValueError(
+        f"`packing` is not supported for {name}: packing is only admitted for "
+        f"architectures whose packed loss is tested equal to unpacked "
+        f"({', '.join(PACKING_BACKBONES)}; rotary positions and a decoder mask "
+        f"keras_ft narrows to each example). {name}'s packed examples would not "
+        "train as they do alone (e.g. learned absolute positions see each "
+        "example at its offset in the row). Set `packing: false` in the config or "
+        "pass --no-packing. Received: packing=True")
 
 
 @contextlib.contextmanager
@@ -36,10 +62,7 @@ def segment_attention(backbone, segment_ids):
         segment_ids: int [batch, length], 1, 2, ... per example of a row, 0 on
             padding (padding is also masked by the padding mask).
     """
-    if not supports_packing(backbone):
-        raise ValueError(
-            f"Packing is not supported for {type(backbone).__name__}: its decoder "
-            f"blocks have none of {MASK_METHODS}. Train with packing=False.")
+    check_packing(backbone)
     same = ops.expand_dims(segment_ids, 2) == ops.expand_dims(segment_ids, 1)
     patched = []
     try:

@@ -135,3 +135,21 @@ def train_tiny_byte_bpe(vocab_size: int = 320) -> tuple[dict[str, int], list[str
     state = json.loads(tokenizer.to_str())["model"]
     merges = [m if isinstance(m, str) else " ".join(m) for m in state["merges"]]
     return state["vocab"], merges
+
+
+def make_tiny_absolute_position_backbone(architecture: str = "gpt2", seed: int = 0):
+    """A 2-layer GPT-2 or OPT backbone (learned absolute positions), in memory.
+
+    For tests of what keras_ft refuses for such models (e.g. packing).
+    """
+    import keras
+    import keras_hub
+
+    classes = {"gpt2": keras_hub.models.GPT2Backbone, "opt": keras_hub.models.OPTBackbone}
+    if architecture not in classes:
+        raise ValueError(f"Unknown tiny architecture {architecture!r}; "
+                         f"choose from {sorted(classes)}.")
+    keras.utils.set_random_seed(seed)
+    return classes[architecture](vocabulary_size=160, num_layers=2, num_heads=2,
+                                 hidden_dim=16, intermediate_dim=32, dropout=0.0,
+                                 max_sequence_length=64)

@@ -31,7 +31,7 @@ from keras_ft.checkpoint import Checkpoints, resume_or_start
 from keras_ft.config import Config
 from keras_ft.loss import output_projection, reference_token_loss_stats, token_loss_stats
 from keras_ft.model import ADAPTER_FILE, save_adapter
-from keras_ft.packing import segment_attention, supports_packing
+from keras_ft.packing import check_packing, segment_attention
 from keras_ft.tokens import (TokenizedExample, fitted_bucket_lengths, make_packed_batch,
                              pack_rows)
 
@@ -289,10 +289,8 @@ def epoch_spans(start: int, stop: int, batches_per_epoch: int) -> list[tuple[int
 
 
 def build_trainer(cfg: Config, backbone, total_steps: int) -> CausalLMTrainer:
-    if cfg.packing and not supports_packing(backbone):
-        raise ValueError(f"`packing` is not supported for {type(backbone).__name__} "
-                         "(its decoder blocks build their own attention mask). "
-                         "Received: packing=True; set packing=False.")
+    if cfg.packing:
+        check_packing(backbone)  # only architectures proven equal to unpacked
     trainer = CausalLMTrainer(backbone)
     trainer.compile(optimizer=build_optimizer(cfg, total_steps))
     return trainer

@@ -1,8 +1,10 @@
 """Packing: several examples per row, each attending only to itself.
 
 The loss and LoRA gradients of a packed batch equal those of the same
-examples unpacked (one per row), on Gemma, Gemma 3 (sliding window shorter
-than the rows) and Llama 3; without the segment mask they do not.
+examples unpacked (one per row), for every architecture packing admits
+(`packing.PACKING_BACKBONES`): Gemma, Gemma 2 (soft caps, sliding window),
+Gemma 3 (sliding window shorter than the rows), Llama and Llama 3; without
+the segment mask they do not.
 """
 
 import jax
@@ -12,8 +14,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from keras_ft.packing import PACKING_BACKBONES, supports_packing
+from keras_ft.testing import TINY_BACKBONE
 from keras_ft.tokens import TokenizedExample, make_batch, make_packed_batch, pack_rows
 from keras_ft.train import BatchSequence
+
+# The equivalence cases of each admitted backbone class: a tiny preset fixture
+# or an in-process configuration. Admitting a class needs an entry here.
+EQUIVALENCE_CASES = {
+    "GemmaBackbone": ("tiny_gemma", "gemma2"),
+    "Gemma3Backbone": ("tiny_gemma3",),
+    "LlamaBackbone": ("llama",),
+    "Llama3Backbone": ("tiny_llama3",),
+}
 
 
 def _example(rng, n, prompt):
@@ -28,13 +41,27 @@ def examples():
     return [_example(rng, n, p) for n, p in ((13, 4), (30, 9), (7, 2), (11, 11))]
 
 
-def _trainer(preset):
+def _backbone(request, case):
     import keras_hub
 
+    keras.utils.set_random_seed(0)
+    if case == "gemma2":  # GemmaBackbone in Gemma 2's configuration
+        return keras_hub.models.GemmaBackbone(
+            vocabulary_size=160, final_logit_soft_cap=30.0, attention_logit_soft_cap=50.0,
+            query_head_dim_normalize=False, use_post_ffw_norm=True,
+            use_post_attention_norm=True, use_sliding_window_attention=True,
+            sliding_window_size=16, **TINY_BACKBONE)
+    if case == "llama":  # Llama 2 / TinyLlama
+        return keras_hub.models.LlamaBackbone(
+            vocabulary_size=160, num_layers=2, num_query_heads=2, num_key_value_heads=1,
+            hidden_dim=16, intermediate_dim=32)
+    return keras_hub.models.Backbone.from_preset(str(request.getfixturevalue(case)))
+
+
+def _trainer(backbone):
     from keras_ft.train import CausalLMTrainer
 
     keras.utils.set_random_seed(0)
-    backbone = keras_hub.models.Backbone.from_preset(str(preset))
     backbone.enable_lora(2)
     for v in backbone.trainable_variables:  # non-zero B: gradients reach A
         v.assign(np.random.default_rng(3).normal(size=v.shape).astype("float32") * 0.05)
@@ -52,9 +79,19 @@ def _loss_and_grads(trainer, x):
     return jax.jit(jax.value_and_grad(loss))(trainable)
 
 
-@pytest.mark.parametrize("architecture", ["tiny_gemma", "tiny_gemma3", "tiny_llama3"])
-def test_packed_loss_and_gradients_equal_unpacked(request, architecture, examples):
-    trainer = _trainer(request.getfixturevalue(architecture))
+def test_every_admitted_architecture_has_an_equivalence_case():
+    assert sorted(EQUIVALENCE_CASES) == sorted(PACKING_BACKBONES)
+
+
+@pytest.mark.parametrize("backbone_class, case", [
+    (name, case) for name in PACKING_BACKBONES
+    for case in EQUIVALENCE_CASES.get(name, ("missing",))])
+def test_packed_loss_and_gradients_equal_unpacked(request, backbone_class, case, examples):
+    if case == "missing":
+        pytest.fail(f"{backbone_class} is admitted for packing without an equivalence case")
+    backbone = _backbone(request, case)
+    assert type(backbone).__name__ == backbone_class and supports_packing(backbone)
+    trainer = _trainer(backbone)
     unpacked, _, _ = make_batch(examples, [32], pad_id=0)
     # Two rows: [13 + 30 tokens], [7 + 11 tokens], padded to 48.
     packed, _, _ = make_packed_batch([examples[:2], examples[2:]], [48], pad_id=0)

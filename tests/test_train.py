@@ -174,6 +174,26 @@ def _tensorboard_tags(log_dir):
     return tags
 
 
+@pytest.mark.parametrize("architecture, name", [("gpt2", "GPT2Backbone"),
+                                                ("opt", "OPTBackbone")])
+def test_packing_is_refused_for_learned_absolute_positions(architecture, name):
+    from keras_ft.packing import segment_attention
+    from keras_ft.testing import make_tiny_absolute_position_backbone
+
+    backbone = make_tiny_absolute_position_backbone(architecture)
+    cfg = Config(preset="unused", data=("train.jsonl",), packing=True)
+    with pytest.raises(ValueError, match=rf"`packing` is not supported for {name}:.*"
+                       r"`packing: false`.*--no-packing"):
+        build_trainer(cfg, backbone, total_steps=1)
+    # The trainer refuses it too when handed packed rows directly.
+    with pytest.raises(ValueError, match=name):
+        with segment_attention(backbone, np.ones((1, 4), "int32")):
+            pass
+    # Unpacked, the same backbone trains.
+    trainer = build_trainer(Config(preset="unused", data=("train.jsonl",)), backbone, 1)
+    assert trainer.backbone is backbone
+
+
 def test_progress_log_cadence_every_twentieth_of_the_run_or_30_seconds(monkeypatch, caplog):
     from keras_ft import callbacks
     from keras_ft.checkpoint import TrainState
