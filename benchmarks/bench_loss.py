@@ -1,8 +1,10 @@
 """The output head + cross-entropy alone: what each loss.py lever buys.
 
 Gemma 3's tied 262,144 x 640 head, forward and gradient w.r.t. the hidden
-states (LoRA never trains it), on Dolly-like rows (a bucket of n rows of which
-n_loss bear loss). Contenders, alternating A B C D per round, medians:
+states (the head frozen, as with LoRA on any layer but `token_embedding`; a
+trained head recomputes the logits in the backward pass), on Dolly-like rows
+(a bucket of n rows of which n_loss bear loss). Contenders, alternating
+A B C D per round, medians:
 
 - full logits: `[n, vocab]` logits + keras sparse cross-entropy (keras-hub's way);
 - whole chunks: `token_loss_stats(..., row_step=chunk_size)`, i.e. 128-row
