@@ -10,6 +10,7 @@ import dataclasses
 import difflib
 import json
 import math
+import re
 import typing
 from pathlib import Path
 from typing import Any, Mapping
@@ -150,14 +151,29 @@ def _check_values(cfg: Config) -> None:
     _check_choice("dtype", cfg.dtype, DTYPES)
     _check_choice("quantize", cfg.quantize, QUANTIZE_MODES)
     _check_choice("lr_schedule", cfg.lr_schedule, LR_SCHEDULES)
-    if "," not in cfg.lora_targets:
-        _check_choice("lora_targets", cfg.lora_targets, LORA_TARGET_SETS)
+    _check_lora_targets(cfg.lora_targets)
     if not cfg.data:
         raise ValueError("`data` must name at least one file. Received: data=()")
     if "{" not in cfg.template:
         from keras_ft.templates import TEMPLATES  # local: templates imports us
 
         _check_choice("template", cfg.template, tuple(TEMPLATES))
+
+
+def _check_lora_targets(targets: str) -> None:
+    """A target set name, or layer names (one, or comma-separated).
+
+    Whether the layers exist is checked against the model once it is built
+    (`model.lora_target_names`); here only the form is checked.
+    """
+    if targets in LORA_TARGET_SETS:
+        return
+    names = [n.strip() for n in targets.split(",")]
+    if not any(names) or not all(re.fullmatch(r"[A-Za-z_][\w.]*", n) for n in names if n):
+        raise ValueError(
+            f"`lora_targets` must be one of {list(LORA_TARGET_SETS)} or layer names "
+            f"separated by commas (e.g. query,value,token_embedding). "
+            f"Received: lora_targets={targets!r}")
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:

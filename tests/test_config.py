@@ -102,3 +102,16 @@ def test_float16_is_refused_with_the_reason_and_the_alternatives(dtype):
     assert "mixed_bfloat16" in message and message.endswith(f"Received: dtype={dtype!r}")
     for supported in ("float32", "bfloat16", "mixed_bfloat16"):
         assert Config(dtype=supported).dtype == supported
+
+
+@pytest.mark.parametrize("targets", ["token_embedding", "query,value", "query, value ,",
+                                     "default", "attention", "all"])
+def test_lora_targets_accept_a_set_or_layer_names_even_a_single_one(targets):
+    assert Config(lora_targets=targets).lora_targets == targets
+
+
+@pytest.mark.parametrize("targets", ["", ",", "query;value", "query value", "1query"])
+def test_lora_targets_of_no_layer_name_form_are_refused(targets):
+    with pytest.raises(ValueError, match=r"`lora_targets` must be one of .*Received: "
+                                         r"lora_targets="):
+        Config(lora_targets=targets)
