@@ -14,6 +14,24 @@ import tempfile
 
 # JAX unless the user chose another backend; must precede the first keras import.
 os.environ.setdefault("KERAS_BACKEND", "jax")
+
+
+def _require_jax_backend() -> None:
+    """keras_ft is JAX code (the chunked loss, the decode loop, evaluation):
+    refuse another Keras backend at import, not with a traceback mid-run."""
+    chosen = os.environ["KERAS_BACKEND"]
+    keras = sys.modules.get("keras")
+    if keras is not None and hasattr(keras, "config"):
+        chosen = keras.config.backend()  # keras was imported first: its choice holds
+    if chosen != "jax":
+        raise ImportError(
+            f"keras_ft needs the JAX backend of Keras, but Keras uses {chosen!r}. "
+            "Set KERAS_BACKEND=jax (or unset it) before Keras is imported, e.g. "
+            "restart the notebook kernel and import keras_ft first. "
+            f"Received: KERAS_BACKEND={os.environ['KERAS_BACKEND']!r}")
+
+
+_require_jax_backend()
 # TensorFlow (keras-hub's tokenizers, TensorBoard files) logs INFO lines a user
 # cannot act on; warnings and errors still show. The user's value wins.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
