@@ -290,6 +290,14 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ValueError(f"Experiment file not found: {path}") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"Experiment file {path} is not UTF-8 text (byte {e.start}: "
+                         f"{e.reason}); save it as UTF-8 YAML.") from None
+    except IsADirectoryError:
+        raise ValueError(f"Experiment file {path} is a directory; pass a YAML file.") from None
+    except OSError as e:
+        raise ValueError(f"Experiment file {path} cannot be read: "
+                         f"{e.strerror or e}") from None
     except yaml.YAMLError as e:
         raise ValueError(f"Experiment file {path} is not valid YAML: {e}") from None
     if loaded is None:

@@ -749,10 +749,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """`python -m keras_ft.data stats --data FILE ...`: print and plot stats."""
     from keras_ft import stats
 
-    parser = argparse.ArgumentParser(prog="python -m keras_ft.data")
+    # allow_abbrev=False: a misspelt `--data-weight` is refused, not taken as another flag
+    parser = argparse.ArgumentParser(prog="python -m keras_ft.data", allow_abbrev=False)
     commands = parser.add_subparsers(dest="command", required=True)
-    cmd = commands.add_parser("stats", help="counts, token lengths, labels, "
-                              "duplicates and rendered examples of the data")
+    cmd = commands.add_parser("stats", allow_abbrev=False, help="counts, token lengths, "
+                              "labels, duplicates and rendered examples of the data")
     cmd.add_argument("--config", help="experiment YAML; flags override it")
     cmd.add_argument("--data", action="append", help="data spec; repeatable")
     cmd.add_argument("--data-weights", type=float, action="append")
@@ -767,6 +768,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     cmd.add_argument("--plot", default="data_stats.png", help="PNG to write ('' = none)")
     cmd.add_argument("--show", type=int, default=3, help="rendered examples to print")
     args = parser.parse_args(argv)
+    if args.show < 0:
+        parser.error(f"argument --show: must be non-negative. Received: --show {args.show}")
+    if args.plot and Path(args.plot).suffix.lower() != ".png":
+        parser.error(f"argument --plot: must name a .png file ('' = no plot). "
+                     f"Received: --plot {args.plot}")
+    if args.plot and Path(args.plot).is_dir():
+        parser.error(f"argument --plot: {args.plot} is a directory; name a .png file.")
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     names = ("data", "data_weights", "fields", "template", "preset", "sequence_length",
              "num_examples", "seed", "skip_bad_records", "drop_with_context")
@@ -780,7 +788,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     print(stats.format_stats(result))
     if args.plot:
-        print(f"plot: {stats.plot_stats(result, args.plot)}")
+        try:
+            print(f"plot: {stats.plot_stats(result, args.plot)}")
+        except OSError as e:
+            print(f"error: could not write the plot --plot {args.plot}: "
+                  f"{e.strerror or e}", file=sys.stderr)
+            return 1
     return 0
 
 

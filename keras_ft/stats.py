@@ -209,6 +209,8 @@ def plot_stats(stats: DataStats, path: str | Path) -> Path:
     right.set_title("labels" if stats.labels else "prompt topics")
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    try:
+        figure.savefig(path, dpi=100, format="png")
+    finally:
+        plt.close(figure)
     return path

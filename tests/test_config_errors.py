@@ -221,3 +221,18 @@ def test_yaml_nan_is_refused_naming_the_file_key(no_model_loading, tmp_path):
     assert result.exit_code == 2, result.output
     assert "Received: clip_norm=inf" in " ".join(result.output.split())
 
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"\xff\xfe\x00\x01garbage", "is not UTF-8 text"),
+    ("lora_rank: 4\n".encode("utf-16"), "is not UTF-8 text"),
+    (None, "is a directory; pass a YAML file"),
+])
+def test_unreadable_experiment_files_are_named(tmp_path, content, message):
+    from keras_ft.config import load_config
+
+    path = tmp_path / "exp.yaml"
+    path.mkdir() if content is None else path.write_bytes(content)
+    with pytest.raises(ValueError) as info:
+        load_config(path)
+    assert f"Experiment file {path} {message}" in str(info.value)
