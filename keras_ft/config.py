@@ -286,6 +286,9 @@ def load_config(path: str | Path | None = None,
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
+    if "\0" in str(path):  # open() raises a bare "embedded null byte"
+        raise ValueError(f"Experiment file {str(path)!r} is not a valid path: it holds a "
+                         "NUL character.")
     try:
         loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

@@ -236,3 +236,12 @@ def test_unreadable_experiment_files_are_named(tmp_path, content, message):
     with pytest.raises(ValueError) as info:
         load_config(path)
     assert f"Experiment file {path} {message}" in str(info.value)
+
+
+def test_an_experiment_path_with_a_nul_byte_is_named():
+    from keras_ft.config import load_config
+
+    with pytest.raises(ValueError) as info:
+        load_config("exp\0.yaml")
+    assert str(info.value) == ("Experiment file 'exp\\x00.yaml' is not a valid path: "
+                               "it holds a NUL character.")
