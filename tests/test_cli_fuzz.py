@@ -391,8 +391,11 @@ def _problems(case: Case, result, before: dict, after: dict) -> list[str]:
             problems.append("no error message ('Error: ...') in the output")
         else:
             message = output[starts[-1]:].strip()
-            if "\n\n" in message or len(message) > 2500:
-                problems.append("the error message is not one paragraph")
+            if "\n\n" in message:
+                problems.append("the error message is not one paragraph (a blank line)")
+            elif len(message) > 2500:
+                problems.append(f"the error message is not one paragraph "
+                                f"({len(message)} characters)")
             dump = REPR_DUMP.search(message)
             if dump:
                 problems.append(f"an exception repr in the message: {dump.group(0)!r}")
@@ -535,7 +538,7 @@ def _mutate_common(rng, world: World, base: list, out: Path, command: str,
         # a field mapping may instead be refused naming the column it maps
         named = tuple(re.findall(r"=(\w+)", value)) if flag == "--fields" else ()
         return Case(command, f"bad_choice:{flag}", _set(args, flag, value),
-                    (flag, value, *named), out)
+                    (flag, flag[2:].replace("-", "_"), value, *named), out)
     if kind == "missing_path":
         flag = rng.choice(sorted(paths))
         missing = world.inputs / "missing" / rng.choice(["nope.jsonl", "nope.h5", "nope",
@@ -546,9 +549,9 @@ def _mutate_common(rng, world: World, base: list, out: Path, command: str,
         flag = rng.choice(sorted(paths))
         name = rng.choice(sorted(world.unreadable))
         path = world.unreadable[name]
-        shown = Path(path).name.replace("\0", "\\x00")  # a NUL is shown escaped
+        shown = Path(path).name.replace("\0", "\\x00")  # a NUL, shown escaped or raw
         return Case(command, f"unreadable_path:{name}:{flag}", _set(args, flag, path),
-                    (shown, flag), out)
+                    (shown, Path(path).name, flag), out)
     if kind == "dir_as_file":
         flag = rng.choice(sorted(paths))
         directory = world.inputs / "bad_data" / "empty_dir"
