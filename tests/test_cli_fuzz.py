@@ -589,6 +589,11 @@ def gen_run(rng, world: World) -> Case:
     choices = {"--sampler": ["greedyy", "nucleus", ""], "--dtype": ["float64", "float16", "fp8"],
                "--template": ["gema", "llama", "nosuch"], "--lr-schedule": ["cosin", "step"],
                "--quantize": ["int3", "fp4"], "--lora-targets": ["qkv", "everything"]}
+    if rng.random() < 0.05:  # an output dir keras_ft did not write, or a file: untouched
+        target = rng.choice([world.presets["llama3"], world.inputs / "bad_data",
+                             world.good_data, world.cwd])
+        return Case("run", f"foreign_output_dir:{target.name}", _set(base, "--output-dir", target),
+                    (target.name, str(target), "--output-dir", "output_dir"), None)
     case = _mutate_common(rng, world, base, out, "run", numeric, choices,
                           {"--data": "file", "--config": "file", "--preset": "dir"}, "--data")
     if case.kind == "bad_number:--data-weights":
@@ -675,8 +680,12 @@ def gen_export(rng, world: World) -> Case:
         directory = world.inputs / "bad_data" / "empty_dir"
         return Case("export", "dir_as_file:--chat-template",
                     base + ["--chat-template", directory], (directory.name,), out)
-    if r < 0.8:
+    if r < 0.75:
         return Case("export", "missing:--preset", ["gguf", target], ("--preset",), out)
+    if r < 0.8:  # OUT_PATH an existing directory: refused, untouched
+        target = rng.choice([world.presets["gemma"], world.cwd])
+        return Case("export", "out_path_is_dir", ["gguf", "--preset", world.presets["gemma3"],
+                                                  target], (target.name, "OUT_PATH"), None)
     if r < 0.9:
         return Case("export", "missing:OUT_PATH", ["gguf", "--preset", world.presets["gemma3"]],
                     ("OUT_PATH",), out)
@@ -714,6 +723,10 @@ def gen_convert(rng, world: World) -> Case:
         target = world.presets["gemma"]
         return Case("convert", "existing_out_dir", ["gguf", world.ggufs["llama"], target],
                     (target.name, "llama"), None)
+    if r < 0.96:  # OUT_DIR an existing file: refused, untouched
+        return Case("convert", "out_dir_is_file", ["gguf", world.ggufs["llama"],
+                                                   world.good_data, "--overwrite"],
+                    (world.good_data.name, "OUT_DIR", "llama"), None)
     return Case("convert", "missing:OUT_DIR", ["gguf", world.ggufs["llama"]], ("OUT_DIR",),
                 out.parent)
 
@@ -823,6 +836,23 @@ def model_cases(world: World) -> list[Case]:
                           ["--preset", gguf, "--data", world.good_data, "--output-dir", out,
                            "--max-steps", "1", "--tokenized-cache-dir", ""], (gguf.name,), out))
     out = world.out()
+    cases.append(Case("export", "bad_adapter:garbage",
+                      ["gguf", "--preset", p["gemma"], "--adapter", world.bad_adapters["garbage"],
+                       out / "m.gguf"], (world.bad_adapters["garbage"].name,), out))
+    out = world.out()
+    utf16 = world.bad_data["jsonl_utf16"][0]
+    cases.append(Case("export", "chat_template_not_utf8",
+                      ["gguf", "--preset", p["gemma3"], "--chat-template", utf16,
+                       out / "m.gguf"], (utf16.name, "--chat-template"), out))
+    out = world.out()  # a run directory whose config.json is broken
+    run_dir = world.inputs / "bad_run"
+    if not run_dir.exists():
+        shutil.copytree(world.adapter_dir, run_dir)
+        (run_dir / "config.json").write_text('{"preset": ')
+    cases.append(Case("evaluate", "run_dir_config_not_json",
+                      ["--adapter", run_dir, "--data", world.good_data, "--output-dir", out,
+                       "--num-generate", "1", "--no-latency"], ("config.json",), out))
+    out = world.out()
     cases.append(Case("export", "non_gemma3_export",
                       ["gguf", "--preset", p["llama3"], out / "m.gguf"], ("llama", "Llama"), out))
     out = world.out()
@@ -842,7 +872,7 @@ def model_cases(world: World) -> list[Case]:
 
 def test_bad_model_files_and_mismatched_adapters_fail_cleanly(isolated, monkeypatch):
     cases = model_cases(isolated)
-    assert 20 <= len(cases) <= 40
+    assert 20 <= len(cases) <= 40, len(cases)
     failures, elapsed = _run_cases(isolated, cases, monkeypatch)
     print(f"model cases: {len(cases)} invocations in {elapsed:.1f} s", file=sys.stderr)
     assert not failures, _report("model-loading", cases, failures, elapsed)
