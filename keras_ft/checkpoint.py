@@ -31,6 +31,7 @@ import numpy as np
 
 from keras_ft.config import Config
 from keras_ft.model import ADAPTER_FILE, save_adapter
+from keras_ft.rundir import accept
 
 log = logging.getLogger(__name__)
 
@@ -39,14 +40,13 @@ STATE_FILE = "state.json"
 ARRAYS_FILE = "trainer_state.npz"
 MANIFEST_FILE = "manifest.json"
 TMP_PREFIX = ".tmp-"
-RUN_OUTPUTS = ("metrics.jsonl", "samples.jsonl", "loss_curve.png", "tensorboard", "best")
 # Config fields that may change between a run and its resumption: they do not
 # touch the weights, the data order or the learning-rate schedule.
 RESUME_FREE_FIELDS = frozenset({
     "resume", "output_dir", "checkpoint_every_steps", "keep_checkpoints",
     "eval_every_steps", "early_stopping_patience", "sample_every_steps",
     "sample_prompts", "sampler", "top_k", "top_p", "temperature",
-    "max_new_tokens", "show_examples", "tokenized_cache_dir"})
+    "max_new_tokens", "show_examples", "tokenized_cache_dir", "overwrite"})
 
 
 @dataclasses.dataclass
@@ -156,13 +156,22 @@ def resume_or_start(cfg: Config, trainer, checkpoints: Checkpoints, run_dir: Pat
 
     Resuming drops the log lines written after the checkpoint (by the run that
     was cut off), so metrics.jsonl and samples.jsonl hold each step once.
+    Only once the checkpoint took the settings (or on a fresh start) is the
+    run accepted (`rundir.accept`): config.json and the run marker are
+    written then, so a refused resume leaves them as they were. A fresh
+    start deletes only what keras_ft wrote (`rundir.owned_outputs`).
 
     Returns:
         The state to continue from (a fresh one when starting over).
+
+    Raises:
+        CheckpointError: the checkpoint was written under other settings/data.
+        rundir.RunDirError: starting over in a directory keras_ft did not write.
     """
     latest = checkpoints.latest()
     if cfg.resume and latest is not None:
         state = restore(latest, trainer, cfg, data)
+        accept(run_dir, cfg, fresh=False)
         for name in ("metrics.jsonl", "samples.jsonl"):
             truncate_jsonl(run_dir / name, state.step)
         epoch, batch = divmod(state.batches_done, data["batches_per_epoch"])
@@ -172,13 +181,8 @@ def resume_or_start(cfg: Config, trainer, checkpoints: Checkpoints, run_dir: Pat
     if checkpoints.all():
         log.warning("Starting over in %s: removing its checkpoints (resume=%s).",
                     run_dir, cfg.resume)
-    checkpoints.clear()
-    for name in RUN_OUTPUTS:
-        path = run_dir / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
+    accept(run_dir, cfg, fresh=True)  # deletes keras_ft's outputs, checkpoints included
+    checkpoints.clear()  # a `checkpoints` directory outside the run directory
     return TrainState(accumulation=cfg.gradient_accumulation_steps)
 
 
@@ -233,7 +237,7 @@ def restore(path: Path, trainer, cfg: Config, data: dict) -> TrainState:
         CheckpointError: the checkpoint was written by a run with different
             training settings or data, so resuming would not continue it.
     """
-    record = json.loads((path / STATE_FILE).read_text())
+    record = read_state(path)
     check_resumable(record["config"], cfg, path)
     check_same_data(record["data"], data, path)
     state = TrainState(**record["state"])
@@ -254,6 +258,11 @@ def restore(path: Path, trainer, cfg: Config, data: dict) -> TrainState:
             if f"seed/{variable.path}" in arrays.files:
                 variable.assign(arrays[f"seed/{variable.path}"])
     return state
+
+
+def read_state(path: Path) -> dict:
+    """The `state.json` record of checkpoint `path`: state, data and config."""
+    return json.loads((Path(path) / STATE_FILE).read_text())
 
 
 def check_resumable(saved: dict, cfg: Config, path: Path) -> None:

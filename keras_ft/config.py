@@ -86,6 +86,7 @@ class Config:
     checkpoint_every_steps: int = 0  # checkpoint every N steps (always at the end); 0 = end only
     keep_checkpoints: int = 3  # newest checkpoints kept on disk
     resume: bool = True  # continue from the newest checkpoint in output_dir, if any
+    overwrite: bool = False  # use a non-empty non-run output_dir; replaces only keras_ft's outputs
 
     def __post_init__(self):
         _check_types(self)

@@ -355,23 +355,47 @@ def base_description(preset: str, quantize: str) -> str:
 # ------------------------------------------------------------------------ CLI
 
 
-def load_run_config(path: str | Path, overrides: dict | None = None) -> Config:
-    """A run's resolved `config.json`, plus overrides.
+def load_run_config(source: str | Path | Config | dict,
+                    overrides: dict | None = None) -> Config:
+    """A run's resolved `config.json` (or a Config / dict of its values), plus
+    overrides.
 
     Read as JSON, not through the YAML loader: YAML 1.1 reads JSON's `5e-05`
     as a string.
     """
-    values = json.loads(Path(path).read_text())
+    if isinstance(source, Config):
+        values = dataclasses.asdict(source)
+    elif isinstance(source, dict):
+        values = dict(source)
+    else:
+        values = json.loads(Path(source).read_text())
     return load_config(None, {**values, **{k: v for k, v in (overrides or {}).items()
                                            if v is not None}})
 
 
 def resolve_run(adapter: str) -> tuple[Path | None, Config | None]:
-    """(run directory, its config) when `adapter` lies in a run directory."""
+    """(run directory, the config of the run that wrote `adapter`), else (None, None).
+
+    The config is the one stored with the adapter: a checkpoint
+    (`checkpoints/step-N/` or a file in it) carries its run's config in its
+    `state.json`; a run directory's adapter (or its `best/` one) has the run's
+    `config.json`, which keras_ft writes only once a run is accepted (a
+    refused rerun leaves it as it was) and whose fresh start first deletes
+    the previous run's adapter.
+    """
+    from keras_ft.checkpoint import STATE_FILE, read_state
+    from keras_ft.rundir import MARKER
+
     path = Path(adapter)
-    run_dir = path if path.is_dir() else path.parent
-    if (run_dir / "config.json").exists():
-        return run_dir, load_run_config(run_dir / "config.json")
+    directory = path if path.is_dir() else path.parent
+    if (directory / STATE_FILE).is_file():
+        run_dir = (directory.parent.parent if directory.parent.name == "checkpoints"
+                   else directory)
+        return run_dir, load_run_config(read_state(directory)["config"])
+    if directory.name == "best" and (directory.parent / MARKER).is_file():
+        directory = directory.parent
+    if (directory / "config.json").exists():
+        return directory, load_run_config(directory / "config.json")
     return None, None
 
 
@@ -434,7 +458,7 @@ def main(adapter, preset, data, skip_examples, num_examples, num_generate, check
         overrides = {**adapter_defaults(adapter),
                      **{k: v for k, v in overrides.items() if v is not None}}
     try:
-        cfg = (load_run_config(run_dir / "config.json", overrides)
+        cfg = (load_run_config(run_cfg, overrides)
                if run_dir and not config_path else load_config(config_path, overrides))
         heldout = load_heldout(cfg, data, skip_examples, num_examples, run_cfg)
         results = compare_base_and_tuned(cfg, adapter, heldout, names, num_generate,

@@ -19,11 +19,12 @@ import keras
 
 from keras_ft import filtered_stderr
 from keras_ft.callbacks import Throughput
-from keras_ft.config import Config, save_config
+from keras_ft.config import Config
 from keras_ft.data import cache_tokenized
 from keras_ft.evaluate import evaluate_tokens
 from keras_ft.generate import generate
 from keras_ft.model import build_model, count_lora_parameters, resolve_preset, save_adapter
+from keras_ft.rundir import RunDir, check_writable_dir
 from keras_ft.templates import get_template
 from keras_ft.tokens import TextTokenizer, format_marked
 from keras_ft.train import BatchSequence, build_trainer, steps_plan, train
@@ -52,25 +53,49 @@ def finetune(cfg: Config) -> Result:
     """
     ensure_log_output()
     keras.utils.set_random_seed(cfg.seed)
-    run_dir = Path(cfg.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / "config.json")
+    if cfg.show_examples:  # writes nothing into the run directory
+        if cfg.tokenized_cache_dir:
+            check_writable_dir(cfg.tokenized_cache_dir, "tokenized_cache_dir")
+        template, tokenizer = _tokenizer(cfg)
+        train_tokens, _, report = _read_data(cfg, template, tokenizer)
+        show_examples(train_tokens[: cfg.show_examples], tokenizer)
+        return Result(Path(cfg.output_dir), {}, {}, [], None, {}, report)
+    # Checked, locked, and its settings checked against its checkpoint before
+    # any data is read; config.json is written once the run is accepted
+    # (`checkpoint.resume_or_start`), so a refused rerun changes nothing there.
+    with RunDir.open(cfg) as run:
+        return _finetune(cfg, run)
 
+
+def _tokenizer(cfg: Config):
     template = get_template(cfg.template)
     log.info("Loading the tokenizer of %s...", cfg.preset)
     with filtered_stderr():  # SentencePiece's INFO line on stderr
         tokenizer = TextTokenizer.from_preset(resolve_preset(cfg.preset))
+    return template, tokenizer
+
+
+def _read_data(cfg: Config, template, tokenizer):
     log.info("Reading and tokenizing the data (%s)...", ", ".join(cfg.data))
-    train_tokens, val_tokens, report = cache_tokenized(cfg, template, tokenizer)
-    if cfg.show_examples:
-        show_examples(train_tokens[: cfg.show_examples], tokenizer)
-        return Result(run_dir, {}, {}, [], None, {}, report)
+    return cache_tokenized(cfg, template, tokenizer)
+
+
+def _finetune(cfg: Config, run: RunDir) -> Result:
+    run_dir = run.path
+    template, tokenizer = _tokenizer(cfg)
+    train_tokens, val_tokens, report = _read_data(cfg, template, tokenizer)
+    train_data = BatchSequence(train_tokens, cfg.batch_size, cfg.sequence_length,
+                               tokenizer.pad_id, cfg.seed, cfg.shuffle, packing=cfg.packing)
+    # The data as `train` records it in checkpoints: refused here, before the model loads.
+    data = {"num_examples": len(train_data.examples),
+            "batches_per_epoch": train_data.batches_per_epoch}
+    if report.get("fingerprint") is not None:
+        data["fingerprint"] = dict(report["fingerprint"])
+    run.check_resume_data(cfg, data)
 
     log.info("Loading the model %s (dtype %s)...", cfg.preset, cfg.dtype)
     causal_lm = build_model(cfg)
     log.info("LoRA: %d trainable parameters", count_lora_parameters(causal_lm.backbone))
-    train_data = BatchSequence(train_tokens, cfg.batch_size, cfg.sequence_length,
-                               tokenizer.pad_id, cfg.seed, cfg.shuffle, packing=cfg.packing)
     val_data = (BatchSequence(val_tokens, cfg.batch_size, cfg.sequence_length,
                               tokenizer.pad_id, cfg.seed, shuffle=False)
                 if val_tokens else None)

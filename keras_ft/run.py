@@ -73,6 +73,12 @@ def main(config_path, **flags):
         result = finetune(cfg)
     except (PresetUnavailableError, ValueError, FileNotFoundError) as e:
         raise click.ClickException(str(e)) from None
+    except OSError as e:  # a disk that fills or turns read-only mid-run
+        where = f": {e.filename}" if e.filename else ""
+        raise click.ClickException(
+            f"{e.strerror or e}{where}. Check the disk and the permissions of "
+            f"--output-dir ({cfg.output_dir}) and --tokenized-cache-dir "
+            f"({cfg.tokenized_cache_dir or 'off'}).") from None
     click.echo(f"Run directory: {result.run_dir}")
 
 

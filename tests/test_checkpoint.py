@@ -11,6 +11,7 @@ from keras_ft.checkpoint import (CheckpointError, Checkpoints, TrainState, resto
                                  resume_or_start, verify)
 from keras_ft.config import Config
 from keras_ft.model import build_model
+from keras_ft.rundir import MARKER, RunDirError
 from keras_ft.train import BatchSequence, build_trainer, train
 
 from test_train import synthetic_examples
@@ -99,7 +100,26 @@ def test_no_resume_starts_over(trained, tmp_path):
     state = resume_or_start(dataclasses.replace(cfg, resume=False), trainer, checkpoints,
                             tmp_path / "run", DATA)
     assert state.batches_done == 0
-    assert not list((tmp_path / "run").iterdir())  # checkpoints, logs, curves: gone
+    # checkpoints, logs, curves: gone; the accepted run's identity written
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [MARKER, "config.json"]
+    assert json.loads((tmp_path / "run/config.json").read_text())["resume"] is False
+
+
+def test_starting_over_in_a_folder_keras_ft_did_not_write_deletes_nothing(trained,
+                                                                          tmp_path):
+    cfg, trainer, _ = trained
+    mine = tmp_path / "mine"
+    (mine / "best").mkdir(parents=True)
+    (mine / "best/weights.h5").write_text("the user's")
+    (mine / "metrics.jsonl").write_text("the user's\n")
+    checkpoints = Checkpoints(mine / "checkpoints", 2)
+    with pytest.raises(RunDirError, match=r"not a keras_ft run directory.*--overwrite"):
+        resume_or_start(cfg, trainer, checkpoints, mine, DATA)
+    assert sorted(str(p.relative_to(mine)) for p in mine.rglob("*")) == [
+        "best", "best/weights.h5", "metrics.jsonl"]
+    resume_or_start(dataclasses.replace(cfg, overwrite=True), trainer, checkpoints, mine,
+                    DATA)
+    assert sorted(p.name for p in mine.iterdir()) == [MARKER, "config.json"]
 
 
 def test_resume_drops_the_lines_logged_after_the_checkpoint(trained, tmp_path):
