@@ -30,6 +30,7 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 import click
 
 from keras_ft.config import Config, coerce_value, field_types, load_config, save_config
+from keras_ft.rundir import claim
 from keras_ft.run import config_options, overrides_from_flags
 
 log = logging.getLogger(__name__)
@@ -108,7 +109,7 @@ def run_worker(cfg: Config) -> dict:
 def launch(run: Run, timeout: float | None = None) -> dict:
     """Runs one worker process; returns its measurements, or an error."""
     out = Path(run.cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    claim(out)  # a keras_ft run directory before worker.log is written into it
     (out / RESULT_FILE).unlink(missing_ok=True)
     request = out / "requested_config.json"
     save_config(run.cfg, request)

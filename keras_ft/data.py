@@ -781,6 +781,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     overrides = {name: getattr(args, name) for name in names}
     try:
         cfg = load_config(args.config, overrides)
+        if args.plot:  # before reading the data: a plot path that cannot be written
+            from keras_ft.rundir import check_writable_file
+
+            check_writable_file(args.plot, "--plot")
         result = stats.collect_stats(cfg, use_tokenizer=not args.no_tokens,
                                      num_rendered=args.show)
     except ValueError as e:  # DataError included: file, line and field
