@@ -668,11 +668,11 @@ def cache_tokenized(cfg: Config, template: Template, tokenizer: TextTokenizer
     fingerprint = data_fingerprint(cfg)
     if not cfg.tokenized_cache_dir:
         return _finish(*tokenize_split(cfg, template, tokenizer), {"hit": False, "path": ""},
-                       fingerprint)
+                       fingerprint, cfg.sequence_length)
     key = cache_key(cfg, template, tokenizer, fingerprint)
     path = Path(cfg.tokenized_cache_dir).expanduser() / key
     *split, cache = _cached_split(cfg, template, tokenizer, path)
-    return _finish(*split, cache, fingerprint)
+    return _finish(*split, cache, fingerprint, cfg.sequence_length)
 
 
 def _cached_split(cfg: Config, template: Template, tokenizer: TextTokenizer, path: Path
@@ -730,13 +730,20 @@ def _build_entry(cfg: Config, template: Template, tokenizer: TextTokenizer, path
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _finish(train, validation, report, cache, fingerprint):
+def _finish(train, validation, report, cache, fingerprint, sequence_length):
     for name, split in (("train", train), ("validation", validation)):
         counts = split.counts
         if counts["truncated"] or counts["dropped_fully_truncated"]:
             log.warning("%s: %d examples truncated; %d dropped because their response "
                         "was cut off entirely.", name, counts["truncated"],
                         counts["dropped_fully_truncated"])
+    dropped = train.counts["dropped_fully_truncated"]
+    if not len(train) and dropped:
+        raise ValueError(
+            f"No training examples are left: all {dropped} were dropped because their "
+            f"response starts after token {sequence_length}, the `sequence_length`. "
+            "Raise `sequence_length` (--sequence-length), or shorten the prompts. "
+            f"Received: sequence_length={sequence_length}")
     return train, validation, {**report, "train": train.counts,
                                "validation": validation.counts, "cache": cache,
                                "fingerprint": fingerprint}

@@ -283,25 +283,34 @@ def check_columns(columns: Iterable[str], mapping: FieldMapping | None,
         raise _unknown_shape(columns, location, field="header", reason="bad_header")
 
 
+def _field_names(fields, limit: int = 20) -> str:
+    """The fields a record holds, bounded: junk input can hold thousands."""
+    names = sorted(str(f) for f in fields)
+    shown = ", ".join(_short(n) for n in names[:limit])
+    more = f", ... ({len(names) - limit} more)" if len(names) > limit else ""
+    return f"[{shown}{more}]"
+
+
 def _unknown_shape(fields, location, field="", reason="unknown_shape") -> DataError:
+    present = _field_names(fields)
     fields = sorted(str(f) for f in fields)
     known = ("instruction", "context", "input", "response", "output", "prompt",
              "completion", "messages", "conversations", "label", "text")
     typos = [f"{f!r} -> {difflib.get_close_matches(f, known, n=1)[0]!r}"
              for f in fields if f not in known and difflib.get_close_matches(f, known, n=1)]
-    hint = f" Possible typos: {', '.join(typos)}." if typos else ""
+    hint = f" Possible typos: {', '.join(typos[:5])}." if typos else ""
     return DataError(
         f"{'' if field else 'The record '}matches no known record shape: need "
         "`messages`, `conversations`, "
         "`instruction`+`response`/`output`, `prompt`+`completion`, or "
-        f"`label`+`text`. Fields present: {fields}.{hint} Map other fields with "
+        f"`label`+`text`. Fields present: {present}.{hint} Map other fields with "
         "--fields, e.g. --fields instruction=headline,response=category.",
         location=location, field=field, reason=reason)
 
 
 def _get(record: dict, key: str, location: str, field: str = "") -> Any:
     if record.get(key) is None:
-        present = "" if field else f" Fields present: {sorted(str(k) for k in record)}."
+        present = "" if field else f" Fields present: {_field_names(record)}."
         raise DataError(f"is missing.{present}", location=location,
                         field=field or key, reason="missing_field")
     return record[key]

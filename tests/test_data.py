@@ -483,3 +483,15 @@ def test_concurrent_runs_with_the_same_key_use_one_entry(tmp_path, tokenizers, c
     monkeypatch.undo()
     assert_same_tokens(data.load_token_split(entry), first)
     assert sorted(p.name for p in entry.parent.iterdir()) == [entry.name]
+
+
+@pytest.mark.parametrize("cache", [False, True])
+def test_every_example_cut_off_names_sequence_length(tmp_path, tokenizers, cache):
+    long = [{"prompt": f"Explain {i}. " + "Explain. " * 40, "completion": "Paris."}
+            for i in range(5)]
+    path = write_jsonl(tmp_path / "d.jsonl", long)
+    cfg = Config(data=(path,), sequence_length=24, validation_fraction=0.0,
+                 tokenized_cache_dir=str(tmp_path / "cache") if cache else "")
+    with pytest.raises(ValueError, match=r"all 5 were dropped .* `sequence_length`.*"
+                                         r"Received: sequence_length=24"):
+        cache_tokenized(cfg, get_template(cfg.template), tokenizers[0])

@@ -237,3 +237,14 @@ def test_malformed_records_error_or_skip_never_lose_data(tmp_path, lines):
     assert report.num_kept == len(kept)
     assert report.num_kept + report.num_skipped == len(lines) == report.num_seen
 
+
+
+def test_a_junk_record_lists_its_fields_boundedly():
+    from keras_ft.records import parse_record
+
+    junk = {f"\x00\x01junk{i}" + "x" * 200: "v" for i in range(500)}
+    with pytest.raises(DataError) as info:
+        parse_record(junk, "junk.jsonl:1")
+    message = str(info.value)
+    assert "(480 more)" in message and "junk.jsonl:1" in message
+    assert len(message) < 2000, len(message)
