@@ -174,9 +174,18 @@ def owned_outputs(run_dir: Path, overwrite: bool) -> list[str]:
         raise RunDirError(
             f"`output_dir` {run_dir} is not empty ({shown}) and is not a keras_ft run "
             f"directory (no {MARKER}). Choose another --output-dir, or pass --overwrite "
-            f"to use it anyway: keras_ft then replaces only its own outputs "
+            f"to use it anyway: keras_ft then adds its own outputs "
             f"({', '.join(OUTPUTS)}) and keeps every other file.")
-    return list(OUTPUTS)
+    # --overwrite in a folder keras_ft did not write: never delete a user's
+    # file, even one at an output name; refuse instead, naming them.
+    taken = [n for n in others if n in OUTPUTS]
+    if taken:
+        raise RunDirError(
+            f"`output_dir` {run_dir} already holds {', '.join(taken)}, which keras_ft "
+            "did not write (no " + MARKER + "), and keras_ft never deletes files it "
+            "did not write, even with --overwrite. Move them, or choose another "
+            "--output-dir.")
+    return []
 
 
 def _plain_name(name) -> bool:
@@ -189,8 +198,9 @@ def accept(run_dir: str | Path, cfg, fresh: bool) -> None:
     """Makes `run_dir` the run of `cfg`: the settings were accepted.
 
     On a fresh start, first deletes the outputs keras_ft wrote there before
-    (those the marker lists; with `cfg.overwrite`, keras_ft's output names
-    in a directory it did not write), never other files. Then writes the
+    (those the marker lists), never other files: with `cfg.overwrite`, a
+    directory it did not write is used only when none of its output names
+    are taken. Then writes the
     marker and config.json atomically.
     """
     from keras_ft.config import save_config

@@ -123,13 +123,20 @@ def test_a_user_folder_is_refused_and_overwrite_touches_only_keras_ft_outputs(
             "--overwrite", "notes.txt")
     assert tree(out) == before
 
+    # --overwrite never deletes a user's file, even at one of keras_ft's names:
+    # the user's tensorboard/ and best/ make it refuse, naming them.
+    refused(invoke(args(tiny_gemma, pairs, out, "--overwrite")), "best, tensorboard",
+            "never deletes files it did not write")
+    assert tree(out) == before
+
+    shutil.rmtree(out / "tensorboard")
+    shutil.rmtree(out / "best")
+    before = tree(out)
     result = invoke(args(tiny_gemma, pairs, out, "--overwrite"))
     assert result.exit_code == 0, result.output
     after = tree(out)
-    for name in ("notes.txt", "data", "data/train.jsonl"):  # the user's other files
-        assert after[name] == before[name]
-    # keras_ft's output names were replaced by this run's outputs.
-    assert "tensorboard/events.out.mine" not in after and "best/weights.h5" not in after
+    for name in before:  # every file of the user's is still there, unchanged
+        assert after[name] == before[name], name
     assert {p.split("/")[0] for p in after} <= set(OUTPUTS) | {"notes.txt", "data", MARKER}
     assert json.loads((out / MARKER).read_text())["outputs"] == sorted(OUTPUTS)
 
