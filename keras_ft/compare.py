@@ -29,6 +29,7 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 
 import click
 
+from keras_ft import cli_errors
 from keras_ft.config import Config, coerce_value, field_types, load_config, save_config
 from keras_ft.rundir import claim
 from keras_ft.run import config_options, overrides_from_flags
@@ -165,6 +166,7 @@ def _write_json(path: Path, value) -> None:
 @click.option("--vary", default=None, help="Also vary one field: FIELD=V1,V2.")
 @click.option("--timeout", type=float, default=None, help="Seconds per run.")
 @click.option("--worker", default=None, hidden=True)
+@cli_errors.reported
 def main(config_path, presets, templates, vary, timeout, worker, **flags):
     """Run one experiment over several presets; write one table and plots."""
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)

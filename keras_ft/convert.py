@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import shutil
+import struct
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -35,6 +36,7 @@ import gguf
 import keras_hub
 import numpy as np
 
+from keras_ft import cli_errors
 from keras_ft import gguf_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -208,6 +210,26 @@ def read_metadata(reader: gguf.GGUFReader) -> dict[str, Any]:
     return {name: field.contents() for name, field in reader.fields.items()}
 
 
+def open_gguf(gguf_path: str | os.PathLike) -> tuple[gguf.GGUFReader, dict[str, Any]]:
+    """(reader, metadata) of a GGUF file.
+
+    Raises:
+        CorruptFileError: the file is empty, truncated or not GGUF (gguf's
+            reader fails with an IndexError or a bare ValueError), naming it.
+    """
+    from keras_ft.model import CorruptFileError
+
+    try:
+        reader = gguf.GGUFReader(gguf_path)
+        return reader, read_metadata(reader)
+    except (IndexError, ValueError, KeyError, struct.error) as e:
+        size = os.path.getsize(gguf_path)
+        raise CorruptFileError(
+            f"{gguf_path} is not a readable GGUF file ({size} bytes; gguf says: "
+            f"{type(e).__name__}: {e}): it is truncated, damaged or not GGUF. Download "
+            "it again (or export it again) and check its size or checksum.") from None
+
+
 def get_architecture(meta: Mapping[str, Any], source: Any = "the GGUF file") -> Architecture:
     """Looks up the `ARCHITECTURES` row for a GGUF file's metadata.
 
@@ -305,8 +327,7 @@ def convert_gguf(
         raise FileExistsError(
             f"The preset directory exists; pass overwrite=True. Received: {out_dir}"
         )
-    reader = gguf.GGUFReader(gguf_path)
-    meta = read_metadata(reader)
+    reader, meta = open_gguf(gguf_path)
     arch = get_architecture(meta, gguf_path)
     config = arch.build_config(meta)
     logger.info("Converting %s (%s): %s", gguf_path, meta["general.architecture"], config)
@@ -403,6 +424,7 @@ def main() -> None:
     help="Saved weight dtype.",
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing OUT_DIR.")
+@cli_errors.reported
 def gguf_command(gguf_path: Path, out_dir: Path, dtype: str, overwrite: bool) -> None:
     """Convert GGUF_PATH (a llama.cpp Gemma 3 checkpoint) into the preset OUT_DIR.
 
@@ -410,8 +432,9 @@ def gguf_command(gguf_path: Path, out_dir: Path, dtype: str, overwrite: bool) ->
     """
     try:
         convert_gguf(gguf_path, out_dir, dtype=dtype, overwrite=overwrite)
-    except (ValueError, FileExistsError) as e:  # UnsupportedModelError included
-        raise click.ClickException(str(e)) from None
+    except FileExistsError:
+        raise click.UsageError(f"OUT_DIR {out_dir} exists; pass --overwrite to "
+                               "replace it.") from None
     click.echo(str(out_dir))
 
 

@@ -27,7 +27,7 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 import click
 import numpy as np
 
-from keras_ft import metrics_text
+from keras_ft import cli_errors, metrics_text
 from keras_ft.config import Config, load_config
 from keras_ft.templates import Example, Template, get_template
 from keras_ft.tokens import TextTokenizer
@@ -308,15 +308,17 @@ def compare_base_and_tuned(cfg: Config, adapter: str, heldout: HeldOut,
     Returns:
         {"setup", "base", "tuned", "reference", "samples"}; see the report.
     """
-    from keras_ft.model import (check_sequence_length, load_adapter, load_causal_lm,
-                                quantize_backbone, read_adapter, resolve_preset)
+    from keras_ft.model import (check_adapter, check_sequence_length, load_adapter,
+                                load_causal_lm, quantize_backbone, read_adapter,
+                                resolve_preset)
 
-    _, recorded = read_adapter(adapter)
+    adapter_file, recorded = read_adapter(adapter)
     quantize = recorded.get("quantize", cfg.quantize) or ""
     preset = resolve_preset(cfg.preset)
     tokenizer = TextTokenizer.from_preset(preset)
     check_sequence_length(preset, cfg.sequence_length)
     causal_lm = load_causal_lm(preset, dtype=cfg.dtype)
+    check_adapter(causal_lm.backbone, adapter_file, recorded)  # before scoring the base
     quantize_backbone(causal_lm.backbone, quantize)
     args = (heldout, cfg, tokenizer, checks, num_generate, batch_size, latency)
     log.info("Scoring the base model (%s) on %d held-out examples.",
@@ -401,10 +403,9 @@ def resolve_run(adapter: str) -> tuple[Path | None, Config | None]:
 
 def adapter_defaults(adapter: str) -> dict:
     """preset, template and sequence_length recorded beside an adapter file."""
-    from keras_ft.model import ADAPTER_CONFIG_FILE
+    from keras_ft.model import read_adapter
 
-    path = Path(adapter).parent / ADAPTER_CONFIG_FILE
-    meta = json.loads(path.read_text()) if path.exists() else {}
+    meta = read_adapter(adapter)[1]  # names a damaged adapter_config.json
     return {k: meta[k] for k in ("preset", "template", "sequence_length") if k in meta}
 
 
@@ -432,6 +433,7 @@ def adapter_defaults(adapter: str) -> dict:
 @click.option("--latency/--no-latency", default=True, show_default=True)
 @click.option("--output-dir", default=None, help="Report directory "
               "(default: <run>/eval, or eval_report).")
+@cli_errors.reported
 def main(adapter, preset, data, skip_examples, num_examples, num_generate, checks,
          config_path, template, fields, sequence_length, max_new_tokens, sampler,
          batch_size, latency, output_dir):
@@ -450,6 +452,9 @@ def main(adapter, preset, data, skip_examples, num_examples, num_generate, check
             f"--skip-examples non-negative. Received: --num-generate {num_generate} "
             f"--batch-size {batch_size} --num-examples {num_examples} "
             f"--skip-examples {skip_examples}")
+    from keras_ft.model import read_adapter
+
+    read_adapter(adapter)  # a missing adapter is said before any data or model loads
     run_dir, run_cfg = resolve_run(adapter)
     overrides = {"preset": preset, "template": template, "fields": fields,
                  "sequence_length": sequence_length, "max_new_tokens": max_new_tokens,
@@ -457,14 +462,12 @@ def main(adapter, preset, data, skip_examples, num_examples, num_generate, check
     if not run_dir and not config_path:  # a bare adapter file: its own record
         overrides = {**adapter_defaults(adapter),
                      **{k: v for k, v in overrides.items() if v is not None}}
-    try:
+    with cli_errors.usage_errors():  # a flag or YAML value that does not validate
         cfg = (load_run_config(run_cfg, overrides)
                if run_dir and not config_path else load_config(config_path, overrides))
-        heldout = load_heldout(cfg, data, skip_examples, num_examples, run_cfg)
-        results = compare_base_and_tuned(cfg, adapter, heldout, names, num_generate,
-                                         batch_size, latency)
-    except (ValueError, FileNotFoundError) as e:
-        raise click.ClickException(str(e)) from None
+    heldout = load_heldout(cfg, data, skip_examples, num_examples, run_cfg)
+    results = compare_base_and_tuned(cfg, adapter, heldout, names, num_generate,
+                                     batch_size, latency)
     results["setup"]["command"] = "python -m keras_ft.evaluate " + " ".join(sys.argv[1:])
     out = Path(output_dir or (run_dir / "eval" if run_dir else "eval_report"))
     for path in write_report(results, out):

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import click
 
+from keras_ft import cli_errors
+
 _GGUF_DTYPES = ["f32", "f16", "bf16", "q8_0"]
 
 
@@ -32,12 +34,11 @@ def load_causal_lm(preset: str, adapter: Path | None = None):
     Returns:
         The `keras_hub.models.CausalLM`, LoRA-enabled when `adapter` is given.
     """
-    import keras_hub
-
     from keras_ft.model import load_adapter
+    from keras_ft.model import load_causal_lm as load_preset
     from keras_ft.model import resolve_preset
 
-    causal_lm = keras_hub.models.CausalLM.from_preset(resolve_preset(preset))
+    causal_lm = load_preset(resolve_preset(preset))
     if adapter is not None:
         load_adapter(causal_lm, adapter, quantize=False)
     return causal_lm
@@ -95,6 +96,7 @@ def main() -> None:
     help="File with a Jinja chat template (default: the keras_ft template recorded "
     "with --adapter, as Jinja; without one, Gemma's turn template).",
 )
+@cli_errors.reported
 def gguf_command(
     preset: str | None,
     adapter: Path | None,
@@ -112,15 +114,10 @@ def gguf_command(
     preset, note = export_preset(preset, adapter)
     if note:
         click.echo(note, err=True)
-    from keras_ft.model import PresetUnavailableError
-
-    try:
-        causal_lm = load_causal_lm(preset, adapter)
-        template = chat_template.read_text() if chat_template else None
-        export_gguf(causal_lm, out_path, dtype=dtype, chat_template=template,
-                    template=recorded_template(adapter))
-    except (ValueError, NotImplementedError, PresetUnavailableError) as e:
-        raise click.ClickException(str(e)) from None
+    causal_lm = load_causal_lm(preset, adapter)
+    template = chat_template.read_text() if chat_template else None
+    export_gguf(causal_lm, out_path, dtype=dtype, chat_template=template,
+                template=recorded_template(adapter))
     click.echo(str(out_path))
 
 

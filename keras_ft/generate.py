@@ -15,6 +15,7 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 import click
 import numpy as np
 
+from keras_ft import cli_errors
 from keras_ft.config import Config
 from keras_ft.templates import Message, Template, get_template
 from keras_ft.tokens import TextTokenizer, prompt_token_ids
@@ -109,21 +110,24 @@ def generate_function(causal_lm, cfg: Config):
 @click.option("--max-new-tokens", type=int, default=None)
 @click.option("--seed", type=int, default=None)
 @click.argument("prompt", nargs=-1, required=True)
+@cli_errors.reported
 def main(preset, adapter, config_path, template, sampler, max_new_tokens, seed, prompt):
     """Generate replies to PROMPT from a preset plus an optional LoRA adapter."""
     from keras_ft.config import load_config
-    from keras_ft.model import load_adapter, resolve_preset
-
-    import keras_hub
+    from keras_ft.model import load_adapter, load_causal_lm, read_adapter, resolve_preset
 
     overrides = dict(preset=preset, template=template, sampler=sampler,
                      max_new_tokens=max_new_tokens, seed=seed)
-    cfg = load_config(config_path, overrides)
-    causal_lm = keras_hub.models.CausalLM.from_preset(resolve_preset(cfg.preset))
+    with cli_errors.usage_errors():
+        cfg = load_config(config_path, overrides)
+    if adapter:
+        read_adapter(adapter)  # a missing adapter is said before the model loads
+    causal_lm = load_causal_lm(resolve_preset(cfg.preset))
     if adapter:
         meta = load_adapter(causal_lm, adapter)
         if template is None and meta.get("template"):
-            cfg = load_config(config_path, {**overrides, "template": meta["template"]})
+            with cli_errors.usage_errors():
+                cfg = load_config(config_path, {**overrides, "template": meta["template"]})
     for reply in generate(causal_lm, [" ".join(prompt)], cfg):
         click.echo(reply)
 

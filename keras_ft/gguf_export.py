@@ -85,6 +85,7 @@ def export_gguf(
     out_path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", dir=out_path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600; a new file's mode instead
     try:
         writer = gguf.GGUFWriter(tmp, arch=arch_name)
         writer.add_name(f"keras_ft {arch_name}")
@@ -104,6 +105,13 @@ def export_gguf(
             os.remove(tmp)
     logger.info("Wrote %s (%s)", out_path, dtype)
     return out_path
+
+
+def _umask() -> int:
+    """The process umask (reading it means setting it; set straight back)."""
+    mask = os.umask(0o22)
+    os.umask(mask)
+    return mask
 
 
 def recorded_template(adapter: str | os.PathLike | None) -> str | None:

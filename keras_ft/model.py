@@ -8,6 +8,7 @@ import gc
 import json
 import logging
 import os
+import re
 import warnings
 from pathlib import Path
 
@@ -26,6 +27,20 @@ HF_HOST = "huggingface.co"  # Kaggle's host comes from kagglesdk (hub.kaggle_hos
 
 class PresetUnavailableError(RuntimeError):
     """A preset cannot be loaded here (no network, credentials or cache)."""
+
+
+class CorruptFileError(ValueError):
+    """A model file (preset, GGUF or adapter) that cannot be read: truncated,
+    damaged or not what its name says. The message names the file and what to do."""
+
+
+class AdapterMismatchError(ValueError):
+    """A LoRA adapter applied to a model it was not trained on; the message
+    says what it was trained on and what the model is."""
+
+
+# URI schemes keras-hub's from_preset loads; anything else with "://" is refused.
+PRESET_SCHEMES = ("kaggle", "hf", "gs", "modelscope")
 
 
 def build_model(cfg: Config):
@@ -154,21 +169,39 @@ def resolve_preset(preset: str) -> str:
 
     Raises:
         PresetUnavailableError: a hub preset that cannot be reached from here.
-        ValueError: an unknown preset name (with close matches).
+        ValueError: an unknown preset name (with close matches), or a URI
+            scheme keras-hub does not load (`PRESET_SCHEMES`).
+        FileNotFoundError: a `.gguf` file or preset directory that does not exist.
+        CorruptFileError: a local preset whose files cannot be read
+            (`check_preset_files`), or a GGUF file that is not readable.
     """
     if preset == EMBEDDED_PRESET:
         from keras_ft.default_model import embedded_preset_dir
 
         return str(embedded_preset_dir())
-    if preset.endswith(".gguf") and Path(preset).is_file():
+    scheme = re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://", preset)
+    if scheme and scheme.group(1).lower() not in PRESET_SCHEMES:
+        raise ValueError(
+            f"Unsupported scheme {scheme.group(1)}:// in preset {preset!r}; supported: "
+            "local preset directories, .gguf files, keras-hub preset names, "
+            f"{', '.join(s + '://' for s in PRESET_SCHEMES)}.")
+    if preset.endswith(".gguf") and not scheme:
+        if not Path(preset).is_file():
+            what = "is not a file" if Path(preset).exists() else "does not exist"
+            raise FileNotFoundError(f"The GGUF file {preset} {what}. Pass an existing "
+                                    f".gguf file. Received: preset={preset!r}")
         from keras_ft.default_model import converted_preset_dir
 
         return str(converted_preset_dir(preset))
     if Path(preset).is_dir():
         if not (Path(preset) / "config.json").exists():
             raise ValueError(f"{preset} is a directory but not a keras-hub preset "
-                             "(no config.json). Received: preset={preset!r}")
+                             f"(no config.json). Received: preset={preset!r}")
+        check_preset_files(preset)
         return preset
+    if not scheme and (os.sep in preset or preset.startswith(".")):
+        raise FileNotFoundError(f"The preset directory {preset} does not exist. "
+                                f"Received: preset={preset!r}")
     handle = preset
     if "://" not in preset:
         known = _known_presets()
@@ -181,6 +214,60 @@ def resolve_preset(preset: str) -> str:
                 f"file, or {EMBEDDED_PRESET!r} (the offline default).")
         handle = known[preset]
     return _check_reachable(preset, handle)
+
+
+PRESET_REDO = ("Download the preset again, or write it again (keras-hub's "
+               "`save_to_preset`, or `python -m keras_ft.convert gguf FILE DIR "
+               "--overwrite` for one converted from GGUF).")
+
+
+def check_preset_files(preset_dir: str | Path) -> None:
+    """Refuses a local preset directory whose files cannot be read, naming the file.
+
+    Cheap checks before anything loads (keras-hub would fail later, deep in
+    `json` or `h5py`, without saying which preset file is at fault): every
+    top-level `*.json` parses; a Keras-format file's `registered_name` is a
+    class registered with Keras (keras-hub refuses any other, so a config
+    naming e.g. module `os` never loads code); the weights file exists and
+    opens as HDF5 (HDF5 records its length, so a truncated file fails here).
+
+    Raises:
+        CorruptFileError: naming the file and what to do.
+    """
+    import h5py
+    import keras_hub  # noqa: F401  (registers its classes with Keras)
+
+    directory = Path(preset_dir)
+    keras_format = False
+    for path in sorted(directory.glob("*.json")):
+        try:
+            content = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise CorruptFileError(f"{path} is not valid JSON ({e}): the preset file "
+                                   f"is truncated or damaged. {PRESET_REDO}") from None
+        if not isinstance(content, dict) or "registered_name" not in content:
+            continue
+        keras_format = keras_format or path.name == "config.json"
+        name = content["registered_name"]
+        if name in ("Functional", "Sequential"):  # as keras-hub's check_config_class
+            continue
+        if not isinstance(name, str) or keras.saving.get_registered_object(name) is None:
+            raise CorruptFileError(
+                f"{path} names class {name!r} (module {content.get('module')!r}), which "
+                "is not a class registered with Keras or keras-hub; keras_ft loads only "
+                f"keras-hub presets and refuses it. {PRESET_REDO}")
+    if not keras_format:
+        return  # a Transformers/timm checkpoint: keras-hub converts it on load
+    weights = sorted(directory.glob("*.weights.h5"))
+    if not weights and not (directory / "model.weights.json").exists():
+        raise CorruptFileError(f"{directory} has no model.weights.h5: the preset is "
+                               f"incomplete. {PRESET_REDO}")
+    for path in weights:
+        try:
+            h5py.File(path, "r").close()
+        except OSError as e:
+            raise CorruptFileError(f"{path} cannot be read ({e}): the weights file is "
+                                   f"truncated or damaged. {PRESET_REDO}") from None
 
 
 def _known_presets() -> dict[str, str]:
@@ -351,7 +438,7 @@ def save_adapter(causal_lm, directory: str | Path, cfg: Config) -> Path:
     meta = {"lora_rank": cfg.lora_rank, "lora_alpha": cfg.lora_alpha or cfg.lora_rank,
             "lora_targets": cfg.lora_targets, "preset": cfg.preset,
             "template": cfg.template, "sequence_length": cfg.sequence_length,
-            "quantize": cfg.quantize}
+            "quantize": cfg.quantize, **adapter_record(causal_lm.backbone)}
     tmp_meta = directory / (ADAPTER_CONFIG_FILE + ".tmp")
     tmp_meta.write_text(json.dumps(meta, indent=2) + "\n")
     os.replace(tmp_meta, directory / ADAPTER_CONFIG_FILE)
@@ -369,7 +456,7 @@ def read_adapter(path: str | Path) -> tuple[Path, dict]:
         raise FileNotFoundError(f"No adapter at {path}; expected a `.lora.h5` file "
                                 "or a run directory holding one.")
     meta_path = path.parent / ADAPTER_CONFIG_FILE
-    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    meta = _read_adapter_config(meta_path) if meta_path.exists() else {}
     return path, meta
 
 
@@ -386,9 +473,149 @@ def load_adapter(causal_lm, path: str | Path, quantize: bool = True) -> dict:
         The adapter's recorded hyperparameters.
     """
     path, meta = read_adapter(path)
+    stored = check_adapter(causal_lm.backbone, path, meta)  # before changing the model
     if quantize:  # the adapter was trained on a quantized base: rebuild that base first
         quantize_backbone(causal_lm.backbone, meta.get("quantize", ""))
-    enable_lora(causal_lm.backbone, int(meta.get("lora_rank", 4)),
-                float(meta.get("lora_alpha", 0)), meta.get("lora_targets", "default"))
+    try:
+        enable_lora(causal_lm.backbone, int(meta.get("lora_rank", 4)),
+                    float(meta.get("lora_alpha", 0)), meta.get("lora_targets", "default"))
+    except ValueError as e:  # targets this model does not have
+        raise AdapterMismatchError(_mismatch(path, meta, causal_lm.backbone, str(e))) from None
+    check_lora_variables(causal_lm.backbone, path, meta, stored)
     causal_lm.backbone.load_lora_weights(str(path))
     return meta
+
+
+# ------------------------------------------------ does an adapter fit a model
+
+# Backbone config fields that set LoRA weight shapes (and the layer list that
+# keras-hub's adapter file indexes), compared before an adapter is applied.
+SHAPE_FIELDS = ("vocabulary_size", "num_layers", "hidden_dim", "intermediate_dim",
+                "num_query_heads", "num_heads", "num_key_value_heads", "head_dim")
+
+
+def adapter_record(backbone) -> dict:
+    """What `save_adapter` records about the model an adapter was trained on:
+    the backbone class, the config fields that set its shapes, and each LoRA
+    variable's path and shape (as `adapter.lora.h5` holds them)."""
+    config = backbone.get_config()
+    variables = {v.path: list(v.shape) for layer in _lora_layers(backbone)
+                 for v in layer.weights if v.name.startswith("lora_")}
+    return {"backbone": type(backbone).__name__,
+            "backbone_config": {k: config[k] for k in SHAPE_FIELDS if k in config},
+            "lora_variables": variables}
+
+
+def _read_adapter_config(path: Path) -> dict:
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CorruptFileError(f"{path} is not valid JSON ({e}): the adapter's record is "
+                               "damaged. Use the run's adapter_config.json of the same "
+                               "run, or train the adapter again.") from None
+    if not isinstance(meta, dict):
+        raise CorruptFileError(f"{path} must hold a JSON object (the adapter's "
+                               f"hyperparameters). Received: {type(meta).__name__}")
+    return meta
+
+
+def read_lora_file(path: str | Path) -> tuple[int, dict[int, dict[str, tuple]]]:
+    """(rank, {layer index: {variable name: shape}}) of a `.lora.h5` file.
+
+    The layout is the one keras-hub's `Backbone.save_lora_weights` writes
+    through Keras' H5 store: `lora/vars/rank`, and `lora/<index>/vars/<name>`
+    for each LoRA layer, indexed in the backbone's list of layers with weights.
+
+    Raises:
+        CorruptFileError: the file is truncated, damaged or not a LoRA file.
+    """
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as file:
+            lora = file["lora"]
+            rank = int(lora["vars"]["rank"][()])
+            layers = {int(k): {name: tuple(d.shape) for name, d in lora[k]["vars"].items()}
+                      for k in lora if k.isdigit()}
+    except (OSError, KeyError, TypeError, ValueError) as e:
+        raise CorruptFileError(
+            f"Adapter file {path} cannot be read as a keras-hub LoRA file ({e}): it is "
+            "truncated, damaged or not an adapter. Train the adapter again, or use one "
+            "of the run's checkpoints (checkpoints/step-N/).") from None
+    return rank, layers
+
+
+def _model_description(backbone) -> str:
+    config = backbone.get_config()
+    dims = ", ".join(f"{k} {config[k]}" for k in SHAPE_FIELDS if k in config)
+    return f"{type(backbone).__name__} ({dims})"
+
+
+def _mismatch(path, meta: dict, backbone, detail: str) -> str:
+    """The one sentence: what the adapter was trained on, what the model is, why."""
+    recorded = [f"rank {meta['lora_rank']}" if "lora_rank" in meta else "",
+                f"targets {meta['lora_targets']}" if "lora_targets" in meta else ""]
+    trained = meta.get("backbone") or "another model"
+    preset = meta.get("preset")
+    inside = ", ".join(x for x in [str(preset) if preset else "", *recorded] if x)
+    again = f" Apply it to the preset it was trained on (--preset {preset})." if preset else ""
+    return (f"Adapter {path} was trained on {trained}" + (f" ({inside})" if inside else "")
+            + f" but the model is {_model_description(backbone)}"
+            + (f": {detail}" if detail else "") + f".{again}")
+
+
+def check_adapter(backbone, path: str | Path, meta: dict) -> tuple[int, dict]:
+    """Refuses an adapter recorded as trained on another model, before any change.
+
+    Compares the recorded backbone class and shape fields (`adapter_record`)
+    with `backbone`'s, and the recorded rank with the file's; adapters saved
+    before these were recorded are checked by `check_lora_variables` alone.
+
+    Returns:
+        `read_lora_file(path)`, for `check_lora_variables`.
+
+    Raises:
+        AdapterMismatchError: one sentence, what was trained on what.
+        CorruptFileError: the adapter file cannot be read.
+    """
+    stored = read_lora_file(path)
+    trained, have = meta.get("backbone"), type(backbone).__name__
+    if trained and trained != have:
+        raise AdapterMismatchError(_mismatch(path, meta, backbone, ""))
+    config = backbone.get_config()
+    differ = [f"{k} {v} in the adapter's model, {config[k]} in this one"
+              for k, v in (meta.get("backbone_config") or {}).items()
+              if k in config and config[k] != v]
+    if differ:
+        raise AdapterMismatchError(_mismatch(path, meta, backbone, "; ".join(differ)))
+    if "lora_rank" in meta and int(meta["lora_rank"]) != stored[0]:
+        raise CorruptFileError(
+            f"{Path(path).parent / ADAPTER_CONFIG_FILE} records lora_rank "
+            f"{meta['lora_rank']} but {path} holds rank {stored[0]}: the two files come "
+            "from different runs. Keep each adapter.lora.h5 with its own "
+            f"{ADAPTER_CONFIG_FILE}.")
+    return stored
+
+
+def check_lora_variables(backbone, path: str | Path, meta: dict, stored: tuple) -> None:
+    """After `enable_lora`: the model's LoRA layers and variable shapes must be
+    the file's, else keras-hub's `load_lora_weights` fails deep in h5py
+    (`KeyError: 'lora_kernel_a'`) or in an assign (a shape dump).
+
+    Raises:
+        AdapterMismatchError: naming the first layer or variable that differs.
+    """
+    _, in_file = stored
+    layers = dict(zip(backbone._lora_enabled_layers, _lora_layers(backbone)))
+    if set(layers) != set(in_file):
+        detail = (f"its LoRA layers are not this model's (the file holds layers "
+                  f"{sorted(in_file)[:8]}, by index among the backbone's layers with "
+                  f"weights; here its targets are layers {sorted(layers)[:8]})")
+        raise AdapterMismatchError(_mismatch(path, meta, backbone, detail))
+    for index, layer in layers.items():
+        model = {v.name: tuple(v.shape) for v in layer.weights
+                 if v.name.startswith("lora_")}
+        if model != in_file[index]:
+            detail = (f"layer {layer.path} has LoRA weights {in_file[index]} in the "
+                      f"adapter but {model} in this model")
+            raise AdapterMismatchError(_mismatch(path, meta, backbone, detail))

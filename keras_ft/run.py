@@ -16,6 +16,7 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 
 import click
 
+from keras_ft import cli_errors
 from keras_ft.config import Config, field_docs, field_types, load_config
 
 
@@ -56,23 +57,22 @@ def overrides_from_flags(values: dict) -> dict:
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "config_path", type=click.Path(dir_okay=False),
               default=None, help="Experiment YAML file; flags override its keys.")
+@cli_errors.reported
 def main(config_path, **flags):
     """Fine-tune a causal LM with LoRA (default: the embedded Gemma 3 270M)."""
     # keras_ft's INFO lines; other libraries' warnings only (JAX logs its failed
     # accelerator probes, e.g. "Unable to initialize backend 'tpu'", as INFO).
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stdout)
     logging.getLogger("keras_ft").setLevel(logging.INFO)
-    try:
+    with cli_errors.usage_errors():
         cfg = load_config(config_path, overrides_from_flags(flags))
-    except ValueError as e:
-        raise click.UsageError(str(e)) from None
     from keras_ft.model import PresetUnavailableError
     from keras_ft.pipeline import finetune
 
     try:
         result = finetune(cfg)
     except (PresetUnavailableError, ValueError, FileNotFoundError) as e:
-        raise click.ClickException(str(e)) from None
+        raise cli_errors.to_click(e) from None  # not the disk message below
     except OSError as e:  # a disk that fills or turns read-only mid-run
         where = f": {e.filename}" if e.filename else ""
         raise click.ClickException(

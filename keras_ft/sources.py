@@ -49,7 +49,7 @@ def parse_spec(spec: str) -> Source:
     """Returns the source that a `--data` string names (nothing is read yet).
 
     Raises:
-        DataError: for a malformed `tfds:`/`kaggle:` spec.
+        DataError: for a malformed `tfds:`/`kaggle:` spec, or another URI scheme.
     """
     if spec.startswith("tfds:"):
         name, _, split = spec[len("tfds:"):].partition(":")
@@ -67,6 +67,12 @@ def parse_spec(spec: str) -> Source:
         if len(parts) >= 4 and parts[2] == "versions" and parts[3].isdigit():
             version, parts = int(parts[3]), parts[:2] + parts[4:]
         return KaggleSource(spec, parts[0], parts[1], version, "/".join(parts[2:]))
+    scheme = re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://", spec)
+    if scheme:  # pathlib would read s3://bucket/x as the local path s3:/bucket/x
+        raise DataError(f"unsupported scheme {scheme.group(1)}://; supported: local "
+                        "paths (a file or a directory), tfds:NAME[/CONFIG][:SPLIT], "
+                        "kaggle:OWNER/DATASET (also kaggle://OWNER/DATASET).",
+                        location=spec, reason="bad_spec")
     return LocalSource(spec, Path(spec).expanduser())
 
 
