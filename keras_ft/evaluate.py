@@ -370,7 +370,12 @@ def load_run_config(source: str | Path | Config | dict,
     elif isinstance(source, dict):
         values = dict(source)
     else:
-        values = json.loads(Path(source).read_text())
+        try:
+            values = json.loads(Path(source).read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(f"{source} is not valid JSON ({e}): the run's resolved "
+                             "config is damaged. Pass --config with the experiment's "
+                             "YAML instead, or train the run again.") from None
     return load_config(None, {**values, **{k: v for k, v in (overrides or {}).items()
                                            if v is not None}})
 

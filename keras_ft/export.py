@@ -114,11 +114,19 @@ def gguf_command(
     preset, note = export_preset(preset, adapter)
     if note:
         click.echo(note, err=True)
+    template = _read_chat_template(chat_template) if chat_template else None
     causal_lm = load_causal_lm(preset, adapter)
-    template = chat_template.read_text() if chat_template else None
     export_gguf(causal_lm, out_path, dtype=dtype, chat_template=template,
                 template=recorded_template(adapter))
     click.echo(str(out_path))
+
+
+def _read_chat_template(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise click.UsageError(f"--chat-template {path} is not UTF-8 text ({e}); save the "
+                               "Jinja template as UTF-8.") from None
 
 
 if __name__ == "__main__":

@@ -181,6 +181,22 @@ def test_evaluate_refuses_a_mismatched_adapter_before_scoring_the_base(
     assert not (tmp_path / "eval").exists()
 
 
+def test_a_damaged_run_config_is_named(gemma_adapter, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(gemma_adapter, run_dir)
+    (run_dir / "config.json").write_text('{"preset": ')
+    out = invoke(evaluate.main, ["--adapter", run_dir, "--data", _heldout(tmp_path)])
+    assert f"{run_dir / 'config.json'} is not valid JSON" in out
+
+
+def test_a_chat_template_that_is_not_utf8_is_named(tiny_gemma3, tmp_path):
+    template = tmp_path / "chat.jinja"
+    template.write_text("{{ messages }}", encoding="utf-16")
+    out = invoke(export.main, ["gguf", "--preset", tiny_gemma3, "--chat-template", template,
+                               tmp_path / "m.gguf"], 2)
+    assert f"--chat-template {template} is not UTF-8 text" in out
+
+
 def test_a_missing_adapter_is_said_first(tiny_gemma, tmp_path):
     missing = tmp_path / "nowhere" / ADAPTER_FILE
     out = invoke(generate.main, ["--preset", tiny_gemma, "--adapter", missing, "hi"])
