@@ -176,7 +176,7 @@ def main(config_path, presets, templates, vary, timeout, worker, **flags):
         run_worker(load_run_config(worker))
         return
     overrides = overrides_from_flags(flags)
-    if not presets or "preset" in overrides:
+    if not _split(presets) or "preset" in overrides:
         raise click.UsageError("Pass the presets as --presets a,b (not --preset).")
     varied = None
     if vary:

@@ -329,9 +329,12 @@ def convert_gguf(
         )
     reader, meta = open_gguf(gguf_path)
     arch = get_architecture(meta, gguf_path)
-    config = arch.build_config(meta)
-    logger.info("Converting %s (%s): %s", gguf_path, meta["general.architecture"], config)
-    causal_lm = _build_causal_lm(arch, config, reader, dtype)
+    try:
+        config = arch.build_config(meta)
+        logger.info("Converting %s (%s): %s", gguf_path, meta["general.architecture"], config)
+        causal_lm = _build_causal_lm(arch, config, reader, dtype)
+    except ValueError as e:  # a missing field or tensor: say which file
+        raise type(e)(f"{gguf_path}: {e}") from None
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:

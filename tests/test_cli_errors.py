@@ -356,6 +356,13 @@ def test_a_corrupt_gguf_names_its_file(tmp_path, kind, monkeypatch):
         assert f"{bad} is not a readable GGUF file" in out
 
 
+def test_a_gguf_missing_a_field_is_named(tmp_path):
+    bare = tmp_path / "bare.gguf"
+    _small_gguf(bare)
+    out = invoke(convert.main, ["gguf", bare, tmp_path / "out"])
+    assert f"{bare}: The GGUF file lacks the `gemma3." in out
+
+
 def test_convert_onto_an_existing_directory_is_a_usage_error(tmp_path):
     good = tmp_path / "good.gguf"
     _small_gguf(good)
@@ -364,12 +371,14 @@ def test_convert_onto_an_existing_directory_is_a_usage_error(tmp_path):
     assert f"OUT_DIR {tmp_path / 'out'} exists; pass --overwrite" in out
 
 
-def test_compare_worker_reports_a_missing_request(tmp_path):
+def test_compare_reports_a_missing_request_and_no_presets(tmp_path):
     from keras_ft import compare
 
     missing = tmp_path / "requested_config.json"
     out = invoke(compare.main, ["--worker", missing])
     assert f"No such file or directory: {missing}" in out
+    out = invoke(compare.main, ["--presets", ",", "--output-dir", tmp_path / "out"], 2)
+    assert "Pass the presets as --presets a,b" in out and not (tmp_path / "out").exists()
 
 
 # -------------------------------------------------------------- the helper
