@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import re
 import resource
@@ -175,6 +176,9 @@ def main(config_path, presets, templates, vary, timeout, worker, **flags):
 
         run_worker(load_run_config(worker))
         return
+    if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
+        raise click.UsageError(f"--timeout must be a positive number of seconds. "
+                               f"Received: --timeout {timeout}")
     overrides = overrides_from_flags(flags)
     if not _split(presets) or "preset" in overrides:
         raise click.UsageError("Pass the presets as --presets a,b (not --preset).")

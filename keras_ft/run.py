@@ -55,7 +55,7 @@ def overrides_from_flags(values: dict) -> dict:
 
 @config_options
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+@click.option("--config", "config_path",  # load_config names a missing/odd path
               default=None, help="Experiment YAML file; flags override its keys.")
 @cli_errors.reported
 def main(config_path, **flags):

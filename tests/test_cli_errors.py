@@ -379,6 +379,16 @@ def test_compare_reports_a_missing_request_and_no_presets(tmp_path):
     assert f"No such file or directory: {missing}" in out
     out = invoke(compare.main, ["--presets", ",", "--output-dir", tmp_path / "out"], 2)
     assert "Pass the presets as --presets a,b" in out and not (tmp_path / "out").exists()
+    for bad in ("-inf", "nan", "0"):
+        out = invoke(compare.main, ["--presets", "a,b", "--timeout", bad,
+                                    "--output-dir", tmp_path / "out"], 2)
+        assert "--timeout must be a positive number of seconds. Received: --timeout" in out
+    assert not (tmp_path / "out").exists()
+
+
+def test_run_names_a_config_path_holding_a_nul(tmp_path):
+    out = invoke(run.main, ["--config", "a\0b.yaml"], 2)
+    assert "Experiment file 'a\\x00b.yaml' is not a valid path" in out
 
 
 # -------------------------------------------------------------- the helper
