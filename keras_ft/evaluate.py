@@ -30,7 +30,7 @@ import numpy as np
 from keras_ft import cli_errors, metrics_text
 from keras_ft.config import Config, load_config
 from keras_ft.templates import Example, Template, get_template
-from keras_ft.tokens import TextTokenizer
+from keras_ft.tokens import TextTokenizer, prompt_token_ids
 
 log = logging.getLogger(__name__)
 CHECKS = ("steps", "label", "length")
@@ -163,10 +163,7 @@ def encode_prompt(example: Example, template: Template, tokenizer: TextTokenizer
     Prompts longer than `max_tokens` keep the begin tokens and the end (the
     latest turns). Returns (ids, truncated).
     """
-    ids = []
-    for segment in template.render_prompt(example.messages[:-1]):
-        ids += ([tokenizer.special_id(segment.text)] if segment.special
-                else tokenizer.encode(segment.text))
+    ids = prompt_token_ids(example.messages[:-1], template, tokenizer)
     if len(ids) <= max_tokens:
         return ids, False
     head = len(template.begin)
