@@ -50,6 +50,28 @@ def _lora_enabled_layers() -> bool:
     return _set_by(keras_hub.models.Backbone.enable_lora, "self._lora_enabled_layers")()
 
 
+def _lora_file_layout() -> bool:
+    """keras-hub's `save_lora_weights` still writes the H5 layout that
+    `model.read_lora_file` reads (`lora/vars/rank`, `lora/<index>/vars/...`)."""
+    import tempfile
+    from pathlib import Path
+
+    import keras_hub
+
+    from keras_ft.model import read_lora_file
+
+    backbone = keras_hub.models.GemmaBackbone(
+        vocabulary_size=16, num_layers=1, num_query_heads=2, num_key_value_heads=1,
+        hidden_dim=8, intermediate_dim=16, head_dim=4)
+    backbone.enable_lora(2)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "probe.lora.h5"
+        backbone.save_lora_weights(str(path))
+        rank, layers = read_lora_file(path)
+    return rank == 2 and len(layers) == 2 and all(
+        set(v) == {"lora_kernel_a", "lora_kernel_b"} for v in layers.values())
+
+
 def _optimizer_learning_rate() -> bool:
     import keras
 
@@ -108,13 +130,20 @@ PRIVATE_APIS: tuple[PrivateAPI, ...] = (
                _deferred_variables_registry),
     # ---- LoRA and quantization (model.py, gguf_export.py)
     PrivateAPI("keras.layers.Layer._flatten_layers",
-               "model.quantize_backbone, model.lora_target_names, model._lora_layers, "
+               "model.quantize_backbone, model.lora_target_names, model._lora_layers "
+               "(and through it model.adapter_record, model.check_lora_variables), "
                "gguf_export._check_not_quantized",
                "every sublayer in keras-hub's own order (enable_lora indexes it)"),
     PrivateAPI("keras_hub.models.Backbone._lora_enabled_layers",
-               "model.enable_lora, model._lora_layers",
+               "model.enable_lora, model._lora_layers (model.adapter_record, "
+               "model.check_lora_variables)",
                "which layers keras-hub's enable_lora enabled, to set lora_alpha on them",
                _lora_enabled_layers),
+    PrivateAPI("keras_hub.models.Backbone.save_lora_weights",
+               "model.read_lora_file (model.check_adapter, model.check_lora_variables)",
+               "the .lora.h5 layout it writes (undocumented), read with h5py to compare "
+               "an adapter's shapes with a model before loading it",
+               _lora_file_layout),
     # ---- the compiled generation loop (decode.py)
     *(PrivateAPI(f"keras_hub.models.{cls}._build_cache", "decode.GenerateLoop",
                  "the prefill: runs the prompt and returns its KV cache")
