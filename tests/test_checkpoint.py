@@ -117,9 +117,18 @@ def test_starting_over_in_a_folder_keras_ft_did_not_write_deletes_nothing(traine
         resume_or_start(cfg, trainer, checkpoints, mine, DATA)
     assert sorted(str(p.relative_to(mine)) for p in mine.rglob("*")) == [
         "best", "best/weights.h5", "metrics.jsonl"]
-    resume_or_start(dataclasses.replace(cfg, overwrite=True), trainer, checkpoints, mine,
-                    DATA)
-    assert sorted(p.name for p in mine.iterdir()) == [MARKER, "config.json"]
+    # --overwrite deletes none of them either: they sit at keras_ft's output
+    # names, so it refuses, naming them.
+    overwrite = dataclasses.replace(cfg, overwrite=True)
+    with pytest.raises(RunDirError, match=r"already holds best, metrics.jsonl.*never "
+                                          r"deletes files it did not write"):
+        resume_or_start(overwrite, trainer, checkpoints, mine, DATA)
+    shutil.rmtree(mine / "best")
+    (mine / "metrics.jsonl").rename(mine / "my_metrics.jsonl")
+    resume_or_start(overwrite, trainer, checkpoints, mine, DATA)
+    assert sorted(p.name for p in mine.iterdir()) == [MARKER, "config.json",
+                                                      "my_metrics.jsonl"]
+    assert (mine / "my_metrics.jsonl").read_text() == "the user's\n"
 
 
 def test_resume_drops_the_lines_logged_after_the_checkpoint(trained, tmp_path):
