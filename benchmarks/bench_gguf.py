@@ -183,7 +183,8 @@ def main() -> None:
         "660-token GPL-3 preamble. Peak RSS of the export rows includes two models "
         "(original + reconverted) and the exporter's copy of the weights.")
     common.append_results("GGUF convert/export (bench_gguf.py)",
-                          "KERAS_BACKEND=jax python benchmarks/bench_gguf.py", body)
+                          " ".join(["KERAS_BACKEND=jax python benchmarks/bench_gguf.py",
+                                    *sys.argv[1:]]), body)
     print(body)
 
 
