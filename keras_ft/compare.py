@@ -32,6 +32,7 @@ import click
 
 from keras_ft import cli_errors
 from keras_ft.config import Config, coerce_value, field_types, load_config, save_config
+from keras_ft.files import write_json
 from keras_ft.rundir import claim
 from keras_ft.run import config_options, overrides_from_flags
 
@@ -104,7 +105,7 @@ def run_worker(cfg: Config) -> dict:
     prompt = encode_prompt(cfg.sample_prompts[0], get_template(cfg.template), tokenizer)
     record["latency"] = measure_latency(generate_fn, prompt, cfg.max_new_tokens,
                                         tokenizer.pad_id)
-    _write_json(Path(cfg.output_dir) / RESULT_FILE, record)
+    write_json(Path(cfg.output_dir) / RESULT_FILE, record)
     return record
 
 
@@ -151,11 +152,6 @@ def read_run(run_dir: Path) -> dict:
             "tokens_per_s": summary.get("tokens_per_s"), "train_compile_s": summary.get(
                 "compile_s"), "steps": curve[-1][0] if curve else 0}
 
-
-def _write_json(path: Path, value) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(value, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
 
 
 @config_options

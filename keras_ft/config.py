@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
 import math
 import re
 import typing
@@ -16,6 +15,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
+
+from keras_ft.files import write_json
 
 EMBEDDED_PRESET = "embedded:gemma3_270m"  # Gemma 3 270M shipped on PyPI as GGUF
 SAMPLERS = ("greedy", "top_k", "top_p", "random")
@@ -315,7 +316,4 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 def save_config(cfg: Config, path: str | Path) -> None:
     """Writes the resolved config as JSON (atomically)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
-    tmp.replace(path)
+    write_json(path, dataclasses.asdict(cfg))

@@ -7,7 +7,6 @@ evaluate tuned -> sample before/after -> save adapter and run directory.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import sys
@@ -22,6 +21,7 @@ from keras_ft.callbacks import Throughput
 from keras_ft.config import Config
 from keras_ft.data import cache_tokenized
 from keras_ft.evaluate import evaluate_tokens
+from keras_ft.files import write_json
 from keras_ft.generate import generate
 from keras_ft.model import build_model, count_lora_parameters, resolve_preset, save_adapter
 from keras_ft.rundir import RunDir, check_writable_dir
@@ -124,8 +124,8 @@ def _finetune(cfg: Config, run: RunDir) -> Result:
     summary = {"metrics_before": metrics_before, "metrics_after": metrics_after,
                "data": report, "tokens_per_s": throughput.tokens / max(throughput.seconds, 1e-9),
                "compile_s": throughput.compile_s}
-    _write_json(run_dir / "samples.json", samples)
-    _write_json(run_dir / "summary.json", summary)
+    write_json(run_dir / "samples.json", samples)
+    write_json(run_dir / "summary.json", summary)
     log_summary(metrics_before, metrics_after, samples)
     return Result(run_dir, metrics_before, metrics_after, samples, adapter_path,
                   dict(history.history), report)
@@ -178,8 +178,3 @@ def log_summary(before: dict, after: dict, samples: list[dict]) -> None:
         log.info("PROMPT: %s\n  BASE : %s\n  TUNED: %s", sample["prompt"],
                  sample["before"], sample["after"])
 
-
-def _write_json(path: Path, value) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(value, indent=2, default=str) + "\n")
-    os.replace(tmp, path)

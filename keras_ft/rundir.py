@@ -33,6 +33,8 @@ import socket
 import tempfile
 from pathlib import Path
 
+from keras_ft.files import write_json
+
 log = logging.getLogger(__name__)
 
 MARKER = ".keras_ft_run.json"
@@ -216,7 +218,7 @@ def accept(run_dir: str | Path, cfg, fresh: bool) -> None:
             elif os.path.lexists(path):
                 path.unlink()
     marker = read_marker(run_dir) or {}
-    _write_json(run_dir / MARKER, {
+    write_json(run_dir / MARKER, {
         "keras_ft_run": 1,
         "created": marker.get("created") if not fresh and marker.get("created")
         else _now(),
@@ -234,14 +236,9 @@ def claim(run_dir: str | Path) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     if read_marker(run_dir) is None and not any(
             p.name not in INTERNAL for p in run_dir.iterdir()):
-        _write_json(run_dir / MARKER, {"keras_ft_run": 1, "created": _now(),
+        write_json(run_dir / MARKER, {"keras_ft_run": 1, "created": _now(),
                                        "outputs": sorted(OUTPUTS)})
 
-
-def _write_json(path: Path, value) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(value, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def _now() -> str:
