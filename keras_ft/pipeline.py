@@ -27,7 +27,7 @@ from keras_ft.model import build_model, count_lora_parameters, resolve_preset, s
 from keras_ft.rundir import RunDir, check_writable_dir
 from keras_ft.templates import get_template
 from keras_ft.tokens import TextTokenizer, format_marked
-from keras_ft.train import BatchSequence, build_trainer, steps_plan, train
+from keras_ft.train import BatchSequence, build_trainer, checkpoint_data, steps_plan, train
 
 log = logging.getLogger(__name__)
 
@@ -87,11 +87,7 @@ def _finetune(cfg: Config, run: RunDir) -> Result:
     train_data = BatchSequence(train_tokens, cfg.batch_size, cfg.sequence_length,
                                tokenizer.pad_id, cfg.seed, cfg.shuffle, packing=cfg.packing)
     # The data as `train` records it in checkpoints: refused here, before the model loads.
-    data = {"num_examples": len(train_data.examples),
-            "batches_per_epoch": train_data.batches_per_epoch}
-    if report.get("fingerprint") is not None:
-        data["fingerprint"] = dict(report["fingerprint"])
-    run.check_resume_data(cfg, data)
+    run.check_resume_data(cfg, checkpoint_data(train_data, report.get("fingerprint")))
 
     log.info("Loading the model %s (dtype %s)...", cfg.preset, cfg.dtype)
     causal_lm = build_model(cfg)

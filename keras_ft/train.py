@@ -296,6 +296,16 @@ def build_trainer(cfg: Config, backbone, total_steps: int) -> CausalLMTrainer:
     return trainer
 
 
+def checkpoint_data(train_data: BatchSequence,
+                    fingerprint: dict[str, str] | None = None) -> dict:
+    """The data as checkpoints record it; resuming refuses data that differs."""
+    data = {"num_examples": len(train_data.examples),
+            "batches_per_epoch": train_data.batches_per_epoch}
+    if fingerprint is not None:
+        data["fingerprint"] = dict(fingerprint)
+    return data
+
+
 def train(cfg: Config, trainer: CausalLMTrainer, train_data: BatchSequence,
           validation_data: BatchSequence | None, run_dir: str | Path,
           callbacks=(), sample_fn: Callable[[], list[str]] | None = None,
@@ -327,10 +337,7 @@ def train(cfg: Config, trainer: CausalLMTrainer, train_data: BatchSequence,
         raise ValueError("`eval_every_steps` needs held-out data: set "
                          "`validation_fraction` > 0 or `validation_data`. Received: "
                          f"eval_every_steps={cfg.eval_every_steps}, no validation split")
-    data = {"num_examples": len(train_data.examples),
-            "batches_per_epoch": train_data.batches_per_epoch}
-    if data_fingerprint is not None:
-        data["fingerprint"] = dict(data_fingerprint)
+    data = checkpoint_data(train_data, data_fingerprint)
     checkpoints = Checkpoints(run_dir / "checkpoints", cfg.keep_checkpoints)
     state = resume_or_start(cfg, trainer, checkpoints, run_dir, data)
     start = state.batches_done
