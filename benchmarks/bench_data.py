@@ -64,8 +64,8 @@ def worker(contender: str, data_path: str, cache_dir: str, sequence_length: int)
     common.reset_peak_rss()
     start = time.perf_counter()
     if contender == "seed":
-        from keras_ft.records import LoadReport, iter_examples
-        from keras_ft.tokens import tokenize_example
+        from keras_ft.data.records import LoadReport, iter_examples
+        from keras_ft.data.tokenizer import tokenize_example
 
         with open(data_path) as f:
             records = [(f"{data_path}:{i}", json.loads(line)) for i, line in enumerate(f, 1)]
@@ -75,7 +75,7 @@ def worker(contender: str, data_path: str, cache_dir: str, sequence_length: int)
         count = sum(t is not None for t in tokenized)
         cache_hit = False
     else:
-        from keras_ft.data import cache_tokenized
+        from keras_ft.data.token_cache import cache_tokenized
 
         cfg = Config(data=(data_path,), template="gemma", sequence_length=sequence_length,
                      skip_bad_records=True, tokenized_cache_dir=cache_dir)

@@ -39,9 +39,9 @@ CONTENDERS = {
 
 
 def prompt_ids(preset: str) -> list[int]:
-    from keras_ft.generate import encode_prompt
+    from keras_ft.generation.generate import encode_prompt
     from keras_ft.templates import get_template
-    from keras_ft.tokens import TextTokenizer
+    from keras_ft.data.tokenizer import TextTokenizer
 
     return encode_prompt(PROMPT, get_template("instruction"), TextTokenizer.from_preset(preset))
 
@@ -59,8 +59,8 @@ def worker_keras_ft(preset: str, repeats: int) -> dict:
     import keras_hub
 
     from keras_ft.config import Config
-    from keras_ft.generate import generate
-    from keras_ft.tokens import TextTokenizer
+    from keras_ft.generation.generate import generate
+    from keras_ft.data.tokenizer import TextTokenizer
 
     start = time.perf_counter()
     causal_lm = keras_hub.models.CausalLM.from_preset(preset)
@@ -148,7 +148,7 @@ def gguf_files(preset: str) -> dict:
     """f32/f16 GGUF exports of the embedded preset (cached), and the shipped Q4_K_M."""
     files = {"llama_q4": common.gguf_path()}
     try:
-        from keras_ft.gguf_export import export_gguf
+        from keras_ft.export.gguf import export_gguf
     except ImportError:
         return files
     for dtype in ("f32", "f16"):

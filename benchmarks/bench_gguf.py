@@ -35,7 +35,7 @@ FIXTURES = common.REPO / "tests" / "fixtures"
 
 
 def convert_worker() -> None:
-    from keras_ft.convert import convert_gguf
+    from keras_ft.gguf.convert import convert_gguf
 
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
@@ -60,8 +60,8 @@ def export_worker(dtype: str, template: str) -> None:
     import keras_hub
     import numpy as np
 
-    from keras_ft.convert import convert_gguf
-    from keras_ft.gguf_export import export_gguf
+    from keras_ft.gguf.convert import convert_gguf
+    from keras_ft.export.gguf import export_gguf
 
     def logits(causal_lm, ids):
         tv = [v.value for v in causal_lm.trainable_variables]
@@ -124,7 +124,7 @@ def _llamacpp_chat(path: Path, template_name: str, keras_tokenizer) -> str:
     except ImportError:
         return "n/a (no llama_cpp)"
     from keras_ft.templates import Example, Message, get_template
-    from keras_ft.tokens import TextTokenizer, prompt_token_ids, tokenize_example
+    from keras_ft.data.tokenizer import TextTokenizer, prompt_token_ids, tokenize_example
 
     template, tokenizer = get_template(template_name), TextTokenizer(keras_tokenizer)
     llm = llama_cpp.Llama(str(path), vocab_only=True, verbose=False)

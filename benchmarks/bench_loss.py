@@ -36,7 +36,7 @@ def contenders():
     import jax
     import jax.numpy as jnp
 
-    from keras_ft.loss import reference_token_loss_stats, token_loss_stats
+    from keras_ft.model.loss import reference_token_loss_stats, token_loss_stats
 
     def mean(stats):
         return stats[:, 0].sum() / stats[:, 1].sum()

@@ -42,9 +42,11 @@ def worker(variant: str, steps: int) -> None:
     import numpy as np
 
     from keras_ft.config import Config
-    from keras_ft.model import build_model
-    from keras_ft.tokens import TextTokenizer
-    from keras_ft.train import BatchSequence, build_trainer, train
+    from keras_ft.model.causal_lm import build_model
+    from keras_ft.data.tokenizer import TextTokenizer
+    from keras_ft.data.batches import BatchSequence
+    from keras_ft.train.trainer import build_trainer
+    from keras_ft.train.loop import train
 
     preset = common.embedded_preset()
     with tempfile.TemporaryDirectory() as run_dir:
@@ -87,7 +89,8 @@ def worker(variant: str, steps: int) -> None:
 def long_examples(tokenizer, sequence_length: int, count: int) -> list:
     """The first `count` Dolly examples longer than 3/4 of `sequence_length`."""
     from keras_ft.templates import get_template
-    from keras_ft.tokens import bucket_lengths, tokenize_example
+    from keras_ft.data.batches import bucket_lengths
+    from keras_ft.data.tokenizer import tokenize_example
 
     shortest = bucket_lengths(sequence_length, 4)[-2]
     template = get_template("instruction")

@@ -51,7 +51,7 @@ def subset(examples: list, count: int) -> list:
 
 def tokenized_subset(tokenizer, count: int):
     from keras_ft.templates import get_template
-    from keras_ft.tokens import tokenize_example
+    from keras_ft.data.tokenizer import tokenize_example
 
     template = get_template("instruction")
     tokens = [tokenize_example(e, template, tokenizer, common.SEQUENCE_LENGTH)
@@ -133,9 +133,11 @@ def worker_keras_ft(preset: str, count: int, dtype: str = "float32", lean: bool 
     import numpy as np
 
     from keras_ft.config import Config
-    from keras_ft.model import build_model, enable_lora
-    from keras_ft.tokens import TextTokenizer
-    from keras_ft.train import BatchSequence, build_trainer
+    from keras_ft.model.causal_lm import build_model
+    from keras_ft.model.lora import enable_lora
+    from keras_ft.data.tokenizer import TextTokenizer
+    from keras_ft.data.batches import BatchSequence
+    from keras_ft.train.trainer import build_trainer
 
     start = time.perf_counter()
     cfg = Config(preset=preset, data=(str(common.DOLLY),), lora_rank=common.LORA_RANK,
@@ -202,9 +204,10 @@ def worker_keras_ft_jit(preset: str, count: int) -> dict:
     import numpy as np
 
     from keras_ft.config import Config
-    from keras_ft.model import build_model
-    from keras_ft.tokens import TextTokenizer
-    from keras_ft.train import BatchSequence, build_trainer
+    from keras_ft.model.causal_lm import build_model
+    from keras_ft.data.tokenizer import TextTokenizer
+    from keras_ft.data.batches import BatchSequence
+    from keras_ft.train.trainer import build_trainer
 
     start = time.perf_counter()
     cfg = Config(preset=preset, data=(str(common.DOLLY),), lora_rank=common.LORA_RANK,
@@ -254,7 +257,7 @@ def worker_hf(gguf: str, preset: str, count: int) -> dict:
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from keras_ft.tokens import TextTokenizer
+    from keras_ft.data.tokenizer import TextTokenizer
 
     torch.manual_seed(0)
     start = time.perf_counter()
@@ -294,7 +297,7 @@ def worker_logits(gguf: str, preset: str, count: int) -> dict:
     import numpy as np
     import torch
 
-    from keras_ft.tokens import TextTokenizer
+    from keras_ft.data.tokenizer import TextTokenizer
 
     backbone = keras_hub.models.Backbone.from_preset(preset)
     model = load_hf(gguf).eval()

@@ -145,14 +145,14 @@ def embedded_preset() -> str:
     GGUF once with `keras_ft.convert` into a cache directory.
     """
     try:
-        from keras_ft.model import resolve_preset
+        from keras_ft.model.presets import resolve_preset
 
         return resolve_preset("embedded:gemma3_270m")
     except ImportError:
         pass
     out = PRESET_CACHE / "gemma3_270m"
     if not (out / "config.json").exists():
-        from keras_ft.convert import convert_gguf
+        from keras_ft.gguf.convert import convert_gguf
 
         convert_gguf(gguf_path(), out, overwrite=True)
     return str(out)
@@ -168,7 +168,7 @@ def gguf_path() -> str:
 def dolly_examples(num_examples: int | None = None):
     """Dolly records without context, as keras_ft Examples (file order)."""
     from keras_ft.config import Config
-    from keras_ft.data import load_examples
+    from keras_ft.data.split import load_examples
 
     cfg = Config(data=(str(DOLLY),), drop_with_context=True, template="instruction",
                  validation_fraction=0.0, shuffle=False,
@@ -188,7 +188,7 @@ def lean_backbone(preset: str):
     """The preset's backbone alone, loaded without random initialisation
     (`keras_ft.model.load_backbone`, which `build_model` uses): unlike
     `build_model`, it needs no preprocessor, so it loads with TensorFlow blocked."""
-    from keras_ft.model import load_backbone
+    from keras_ft.model.causal_lm import load_backbone
 
     return load_backbone(preset)
 
@@ -200,7 +200,7 @@ def spm_tokenizer(preset: str):
 
     import sentencepiece
 
-    from keras_ft.tokens import TextTokenizer
+    from keras_ft.data.tokenizer import TextTokenizer
 
     proto = (Path(preset) / "assets" / "tokenizer" / "vocabulary.spm").read_bytes()
     spm = sentencepiece.SentencePieceProcessor(model_proto=proto)

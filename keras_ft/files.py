@@ -16,3 +16,8 @@ def write_json(path: str | Path, value) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(value, indent=2, default=str) + "\n")
     os.replace(tmp, path)
+
+
+class CorruptFileError(ValueError):
+    """A model file (preset, GGUF or adapter) that cannot be read: truncated,
+    damaged or not what its name says. The message names the file and what to do."""

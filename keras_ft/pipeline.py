@@ -17,17 +17,20 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 import keras
 
 from keras_ft import filtered_stderr
-from keras_ft.callbacks import Throughput
 from keras_ft.config import Config
-from keras_ft.data import cache_tokenized
-from keras_ft.evaluate import evaluate_tokens
+from keras_ft.data.batches import BatchSequence
+from keras_ft.data.token_cache import cache_tokenized
+from keras_ft.data.tokenizer import TextTokenizer, format_marked
 from keras_ft.files import write_json
-from keras_ft.generate import generate
-from keras_ft.model import build_model, count_lora_parameters, resolve_preset, save_adapter
-from keras_ft.rundir import RunDir, check_writable_dir
+from keras_ft.generation.generate import generate
+from keras_ft.model.causal_lm import build_model
+from keras_ft.model.lora import count_lora_parameters, save_adapter
+from keras_ft.model.presets import resolve_preset
 from keras_ft.templates import get_template
-from keras_ft.tokens import TextTokenizer, format_marked
-from keras_ft.train import BatchSequence, build_trainer, checkpoint_data, steps_plan, train
+from keras_ft.train.callbacks import Throughput
+from keras_ft.train.loop import checkpoint_data, steps_plan, train
+from keras_ft.train.rundir import RunDir, check_writable_dir
+from keras_ft.train.trainer import build_trainer, evaluate_tokens
 
 log = logging.getLogger(__name__)
 

@@ -58,7 +58,7 @@ def _lora_file_layout() -> bool:
 
     import keras_hub
 
-    from keras_ft.model import read_lora_file
+    from keras_ft.model.lora import read_lora_file
 
     backbone = keras_hub.models.GemmaBackbone(
         vocabulary_size=16, num_layers=1, num_query_heads=2, num_key_value_heads=1,

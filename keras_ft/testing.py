@@ -85,7 +85,7 @@ def make_tiny_preset(directory: str | Path, architecture: str = "gemma",
     directory = Path(directory)
     causal_lm.save_to_preset(str(directory))
     if context_length is not None:
-        from keras_ft.model import record_context_length
+        from keras_ft.preset_files import record_context_length
 
         record_context_length(directory, context_length)
     return directory

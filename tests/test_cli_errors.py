@@ -19,9 +19,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from keras_ft import cli_errors, convert, evaluate, export, generate, run
+from keras_ft.cli import errors as cli_errors, export
+from keras_ft.cli import convert, evaluate, generate, run
 from keras_ft.config import Config
-from keras_ft.model import ADAPTER_CONFIG_FILE, ADAPTER_FILE
+from keras_ft.model.lora import ADAPTER_CONFIG_FILE, ADAPTER_FILE
 
 
 def invoke(command, args, code=1):
@@ -39,7 +40,7 @@ def gemma_adapter(tiny_gemma, tmp_path_factory) -> Path:
     """A run directory holding an adapter trained (saved) on tiny Gemma."""
     import keras_hub
 
-    from keras_ft.model import enable_lora, save_adapter
+    from keras_ft.model.lora import enable_lora, save_adapter
 
     causal_lm = keras_hub.models.CausalLM.from_preset(str(tiny_gemma))
     cfg = Config(preset=str(tiny_gemma), lora_rank=4, lora_targets="query,value",
@@ -99,7 +100,7 @@ def test_the_lora_shapes_of_the_file_are_checked(tiny_gemma, gemma_adapter, tmp_
     that keras_ft does not record the shape fields of): named, not a shape dump."""
     import keras_hub
 
-    from keras_ft.model import AdapterMismatchError, load_adapter
+    from keras_ft.model.lora import AdapterMismatchError, load_adapter
 
     run_dir = tmp_path / "run"
     shutil.copytree(gemma_adapter, run_dir)
@@ -128,7 +129,7 @@ def test_recorded_shapes_are_compared_before_the_model_changes(tiny_gemma, gemma
                                                                tmp_path):
     import keras_hub
 
-    from keras_ft.model import AdapterMismatchError, load_adapter
+    from keras_ft.model.lora import AdapterMismatchError, load_adapter
 
     shutil.copytree(gemma_adapter, tmp_path / "run")
     path = tmp_path / "run" / ADAPTER_CONFIG_FILE
@@ -145,7 +146,7 @@ def test_recorded_shapes_are_compared_before_the_model_changes(tiny_gemma, gemma
 def test_a_matching_adapter_still_loads(tiny_gemma, gemma_adapter):
     import keras_hub
 
-    from keras_ft.model import load_adapter
+    from keras_ft.model.lora import load_adapter
 
     causal_lm = keras_hub.models.CausalLM.from_preset(str(tiny_gemma))
     assert load_adapter(causal_lm, gemma_adapter)["backbone"] == "GemmaBackbone"
@@ -259,7 +260,7 @@ def test_a_missing_gguf_file_is_not_an_unknown_preset(tmp_path):
 
 
 def test_a_directory_without_config_json_is_named_in_the_message(tmp_path):
-    from keras_ft.model import resolve_preset
+    from keras_ft.model.presets import resolve_preset
 
     with pytest.raises(ValueError, match="no config.json") as e:
         resolve_preset(str(tmp_path))
@@ -268,7 +269,7 @@ def test_a_directory_without_config_json_is_named_in_the_message(tmp_path):
 
 
 def test_unsupported_schemes_are_named(tmp_path):
-    from keras_ft.sources import parse_spec
+    from keras_ft.data.sources import parse_spec
 
     out = invoke(generate.main, ["--preset", "s3://bucket/x", "hi"])
     assert "Unsupported scheme s3:// in preset 's3://bucket/x'" in out
@@ -372,7 +373,7 @@ def test_convert_onto_an_existing_directory_is_a_usage_error(tmp_path):
 
 
 def test_compare_reports_a_missing_request_and_no_presets(tmp_path):
-    from keras_ft import compare
+    from keras_ft.cli import compare
 
     missing = tmp_path / "requested_config.json"
     out = invoke(compare.main, ["--worker", missing])
@@ -395,7 +396,7 @@ def test_run_names_a_config_path_holding_a_nul(tmp_path):
 
 
 def test_reported_turns_known_errors_into_messages_and_keeps_bugs_loud():
-    from keras_ft.model import PresetUnavailableError
+    from keras_ft.model.presets import PresetUnavailableError
 
     def command_raising(error):
         @click.command()
@@ -417,7 +418,7 @@ def test_reported_turns_known_errors_into_messages_and_keeps_bugs_loud():
 def test_exported_gguf_gets_a_normal_file_mode(tmp_path):
     import keras_hub
 
-    from keras_ft.gguf_export import export_gguf
+    from keras_ft.export.gguf import export_gguf
     from keras_ft.testing import TINY_BACKBONE, train_tiny_sentencepiece
 
     tokenizer = keras_hub.models.Gemma3Tokenizer(proto=train_tiny_sentencepiece(),

@@ -249,7 +249,7 @@ def _corrupt_presets(d: Path, good: Path) -> dict:
 def _adapter(directory: Path, preset: Path) -> Path:
     import keras_hub
 
-    from keras_ft.model import enable_lora, save_adapter
+    from keras_ft.model.lora import enable_lora, save_adapter
 
     causal_lm = keras_hub.models.CausalLM.from_preset(str(preset))
     cfg = Config(preset=str(preset), lora_rank=2, template="gemma")
@@ -336,8 +336,8 @@ class Case:
 
 
 def _data_main_command():
-    """`python -m keras_ft.data` (argparse) as a click command, for CliRunner."""
-    from keras_ft import data
+    """`python -m keras_ft data` (argparse) as a click command, for CliRunner."""
+    from keras_ft.cli import data
 
     @click.command(context_settings={"ignore_unknown_options": True,
                                      "allow_extra_args": True, "help_option_names": []})
@@ -349,7 +349,8 @@ def _data_main_command():
 
 
 def _entry(command):
-    from keras_ft import compare, convert, evaluate, export, generate, run
+    from keras_ft.cli import compare, convert, evaluate, generate, run
+    from keras_ft.cli import export
 
     if isinstance(command, click.Command):  # the harness's own self-test
         return command
@@ -416,12 +417,12 @@ def _problems(case: Case, result, before: dict, after: dict) -> list[str]:
 
 
 def _run_cases(world: World, cases: list[Case], monkeypatch, budget_s: float | None = None):
-    import keras_ft.compare
+    import keras_ft.evaluation.compare
 
     def no_worker(*args, **kwargs):  # every case is invalid: nothing may launch
         raise AssertionError("compare launched a worker process for an invalid invocation")
 
-    monkeypatch.setattr(keras_ft.compare.subprocess, "run", no_worker)
+    monkeypatch.setattr(keras_ft.evaluation.compare.subprocess, "run", no_worker)
     failures = {}
     start = time.perf_counter()
     for case in cases:
@@ -887,7 +888,7 @@ def test_bad_model_files_and_mismatched_adapters_fail_cleanly(isolated, monkeypa
     (["--plot", "stats.pdf"], "argument --plot: must name a .png file"),
 ])
 def test_data_stats_refuses_bad_flags(tmp_path, monkeypatch, capsys, extra, message):
-    from keras_ft.data import main
+    from keras_ft.cli.data import main
 
     monkeypatch.chdir(tmp_path)
     data = _write(tmp_path / "d.jsonl", _jsonl(GOOD_RECORDS))
@@ -899,7 +900,7 @@ def test_data_stats_refuses_bad_flags(tmp_path, monkeypatch, capsys, extra, mess
 
 
 def test_data_stats_refuses_a_directory_as_plot(tmp_path, capsys):
-    from keras_ft.data import main
+    from keras_ft.cli.data import main
 
     data = _write(tmp_path / "d.jsonl", _jsonl(GOOD_RECORDS))
     plots = tmp_path / "plots.png"
@@ -911,7 +912,7 @@ def test_data_stats_refuses_a_directory_as_plot(tmp_path, capsys):
 
 
 def test_data_stats_unwritable_plot_is_one_error_line(tmp_path, capsys):
-    from keras_ft.data import main
+    from keras_ft.cli.data import main
 
     data = _write(tmp_path / "d.jsonl", _jsonl(GOOD_RECORDS))
     plot = data / "p.png"  # a file as the parent directory

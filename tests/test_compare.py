@@ -5,7 +5,8 @@ import pytest
 from click.testing import CliRunner
 
 from keras_ft import Config
-from keras_ft.compare import launch, main, plan_runs
+from keras_ft.evaluation.compare import launch, plan_runs
+from keras_ft.cli.compare import main
 
 PAIRS = [("How do I boil an egg?", "1. Fill a pot with water.\n2. Boil it."),
          ("How do I make tea?", "1. Boil water.\n2. Add the tea."),
@@ -66,7 +67,7 @@ def test_presets_are_required(tmp_path):
 def test_a_failing_worker_becomes_an_error_row(tmp_path, monkeypatch):
     run = plan_runs(Config(), ["some_preset"], [], None, tmp_path)[0]
     # Any worker that exits non-zero; a real one would import JAX first.
-    monkeypatch.setattr("keras_ft.compare.sys.executable", "false")
+    monkeypatch.setattr("keras_ft.evaluation.compare.sys.executable", "false")
     record = launch(run)
     assert record["label"] == "some_preset" and record["error"].startswith("exit 1")
     assert (tmp_path / "some_preset" / "requested_config.json").exists()

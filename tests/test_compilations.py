@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_ft.tokens import TokenizedExample
+from keras_ft.data.tokenizer import TokenizedExample
 
 
 class CompileLog(logging.Handler):
@@ -46,7 +46,8 @@ def capture_jax_log(handler: logging.Handler):
 def test_train_step_compiles_at_most_once_per_bucket(tiny_gemma3, packing):
     import keras_hub
 
-    from keras_ft.train import BatchSequence, CausalLMTrainer
+    from keras_ft.data.batches import BatchSequence
+    from keras_ft.train.trainer import CausalLMTrainer
 
     keras.utils.set_random_seed(0)
     backbone = keras_hub.models.Backbone.from_preset(str(tiny_gemma3))

@@ -5,7 +5,8 @@ import pytest
 from click.testing import CliRunner
 
 from keras_ft.config import Config, load_config, save_config
-from keras_ft.run import main, overrides_from_flags
+from keras_ft.cli.run import main
+from keras_ft.cli.flags import overrides_from_flags
 
 
 def _flags_of(command):

@@ -5,7 +5,7 @@ import pytest
 from click.testing import CliRunner
 
 from keras_ft.config import Config
-from keras_ft.run import main
+from keras_ft.cli.run import main
 from keras_ft.testing import make_tiny_preset
 
 
@@ -82,7 +82,7 @@ def test_a_llama_gguf_is_refused_naming_its_architecture(tmp_path, monkeypatch):
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
-    from keras_ft import convert
+    from keras_ft.cli import convert
 
     result = CliRunner().invoke(convert.main, ["gguf", str(path), str(tmp_path / "out")])
     assert result.exit_code == 1 and result.exception.__class__ is SystemExit, result.output

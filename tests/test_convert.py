@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 from sentencepiece import sentencepiece_model_pb2 as sp_pb2
 
-from keras_ft import convert
-from keras_ft import default_model
+from keras_ft.gguf import convert
+from keras_ft.gguf import embedded as default_model
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -7,10 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from keras_ft import data
+from keras_ft.data import split, token_cache
 from keras_ft.config import Config
-from keras_ft.data import cache_tokenized, load_examples, validation_count
-from keras_ft.records import DataError
+from keras_ft.data.token_cache import cache_tokenized
+from keras_ft.data.split import load_examples, validation_count
+from keras_ft.data.records import DataError
 from keras_ft.templates import get_template
 
 DOLLY = "databricks-dolly-15k/dolly_minillm_dev1000.jsonl"
@@ -55,14 +56,14 @@ def test_validation_file_never_overlaps_training(tmp_path):
                                                      validation_data=val_path))
     assert len(validation) == 5 and len(train) == 7
     assert report.num_overlap_removed == 3
-    assert not {data.example_key(e) for e in train} & {data.example_key(e) for e in validation}
+    assert not {split.example_key(e) for e in train} & {split.example_key(e) for e in validation}
 
 
 def test_duplicates_across_a_split_are_removed_from_training(tmp_path):
     path = write_jsonl(tmp_path / "d.jsonl", pairs("q", 5) * 4)
     train, validation, report = load_examples(Config(data=(path,), validation_fraction=0.25))
-    held_out = {data.example_key(e) for e in validation}
-    assert not any(data.example_key(e) in held_out for e in train)
+    held_out = {split.example_key(e) for e in validation}
+    assert not any(split.example_key(e) in held_out for e in train)
     assert report.num_overlap_removed == 20 - 5 - len(train)
 
 
@@ -105,7 +106,7 @@ def tokenizers():
     import keras_hub
 
     from keras_ft.testing import train_tiny_sentencepiece
-    from keras_ft.tokens import TextTokenizer
+    from keras_ft.data.tokenizer import TextTokenizer
 
     return [TextTokenizer(keras_hub.models.GemmaTokenizer(proto=train_tiny_sentencepiece(n)))
             for n in (160, 150)]
@@ -125,8 +126,8 @@ def test_cache_tokenized_reuses_and_invalidates(tmp_path, tokenizers, monkeypatc
     def no_reading(*args):
         raise AssertionError("a cache hit must not read or tokenize the data")
 
-    monkeypatch.setattr(data, "plan_split", no_reading)
-    monkeypatch.setattr(data, "stream_examples", no_reading)
+    monkeypatch.setattr(token_cache, "plan_split", no_reading)
+    monkeypatch.setattr(split, "stream_examples", no_reading)
     second = cache_tokenized(cfg, template, tokenizers[0])
     assert second[2]["cache"] == {"hit": True, "path": first[2]["cache"]["path"]}
     for a, b in zip(first[0], second[0]):
@@ -137,8 +138,8 @@ def test_cache_tokenized_reuses_and_invalidates(tmp_path, tokenizers, monkeypatc
     changes = [(cfg, get_template("gemma"), tokenizers[0]),  # template
                (cfg, template, tokenizers[1]),  # tokenizer vocabulary
                (dataclasses.replace(cfg, sequence_length=64), template, tokenizers[0])]
-    keys = {data.cache_key(*change) for change in changes}
-    keys.add(data.cache_key(cfg, template, tokenizers[0]))
+    keys = {token_cache.cache_key(*change) for change in changes}
+    keys.add(token_cache.cache_key(cfg, template, tokenizers[0]))
     assert len(keys) == 4
     for change in changes:
         assert cache_tokenized(*change)[2]["cache"]["hit"] is False
@@ -188,7 +189,7 @@ def test_streamed_token_split_equals_split_then_tokenize(tmp_path, tokenizers, o
     # The one-pass split (tokenize while reading, split by index) gives the same
     # examples, in the same order, as splitting Examples in memory and then
     # tokenizing; dropped (fully truncated) examples are counted in their split.
-    from keras_ft.tokens import tokenize_example
+    from keras_ft.data.tokenizer import tokenize_example
 
     long = [{"prompt": f"Explain {i}. " + "Explain. " * 40, "completion": "Paris."}
             for i in range(6)]
@@ -298,7 +299,7 @@ def test_a_damaged_cache_entry_is_rebuilt_with_a_warning(tmp_path, tokenizers, c
                             tokenizers[0])
     assert_same_tokens(first, fresh)
     damage(entry / name)
-    caplog.set_level("INFO", logger="keras_ft.data")
+    caplog.set_level("INFO", logger="keras_ft.data.token_cache")
     rebuilt = cache_tokenized(cfg, template, tokenizers[0])
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"
                 and "token cache" in r.getMessage()]
@@ -322,18 +323,18 @@ def test_load_token_split_names_the_bad_file_and_checksums_catch_overwrites(
     assert manifest["files"]["data.tokens.bin"]["count"] == len(first[0].tokens)
     assert manifest["files"]["data.offsets.npy"]["shape"] == [len(first[0].offsets)]
     overwrite(entry / "data.tokens.bin", "\x07")  # same size, other tokens
-    data.load_token_split(entry)  # the cheap checks (sizes) cannot see it ...
-    with pytest.raises(data.TokenCacheError, match="data.tokens.bin does not match its "
+    token_cache.load_token_split(entry)  # the cheap checks (sizes) cannot see it ...
+    with pytest.raises(token_cache.TokenCacheError, match="data.tokens.bin does not match its "
                                                    "checksum in manifest.json"):
-        data.load_token_split(entry, checksums=True)  # ... the checksums do
+        token_cache.load_token_split(entry, checksums=True)  # ... the checksums do
     # A stream whose arrays disagree (here offsets past the end of the tokens)
     # is refused by name, not left to fail in numpy at batch time.
     offsets = np.load(entry / "data.offsets.npy")
     offsets[-1] += 1
     np.save(entry / "data.offsets.npy", offsets)
-    with pytest.raises(data.TokenCacheError, match=r"stream 'data': the offsets end at \d+ "
+    with pytest.raises(token_cache.TokenCacheError, match=r"stream 'data': the offsets end at \d+ "
                                                    r"tokens, but tokens.bin holds"):
-        data.load_token_split(entry)
+        token_cache.load_token_split(entry)
 
 
 def dead_pid() -> int:
@@ -382,7 +383,7 @@ def test_stale_temporary_entries_are_removed_and_live_ones_kept(tmp_path, tokeni
     kept = [tmp_entry(f".0123456789abcdef0123.{live_pid}.tmp"),  # a concurrent run
             tmp_entry(f".{key}.{pid}1.tmp", {"host": here + "-other", "pid": pid}),
             tmp_entry(f".not-a-cache-key.{pid}.tmp")]  # another tool's, in the same dir
-    caplog.set_level("INFO", logger="keras_ft.data")
+    caplog.set_level("INFO", logger="keras_ft.data.token_cache")
     second = cache_tokenized(*cached_run(tmp_path, tokenizers[0], cache)[:2], tokenizers[0])
     assert second[2]["cache"]["hit"] is True
     assert_same_tokens(second, first)
@@ -407,32 +408,32 @@ def test_a_run_killed_while_tokenizing_leaves_nothing_a_later_run_keeps(tmp_path
     script = f"""
 import os, signal, keras_hub
 from pathlib import Path
-from keras_ft import data
+from keras_ft.data import split, token_cache
 from keras_ft.config import Config
 from keras_ft.templates import get_template
-from keras_ft.tokens import TextTokenizer
+from keras_ft.data.tokenizer import TextTokenizer
 tokenizer = TextTokenizer(keras_hub.models.GemmaTokenizer(
     proto=Path({str(tmp_path / "spm.model")!r}).read_bytes()))
-seen, tokenize = [], data.tokenize_example
+seen, tokenize = [], token_cache.tokenize_example
 def tokenize_then_die(*args):
     seen.append(1)
     if len(seen) == 10:
         os.kill(os.getpid(), signal.SIGKILL)
     return tokenize(*args)
-data.tokenize_example = tokenize_then_die
+token_cache.tokenize_example = tokenize_then_die
 cfg = Config(data=({str(tmp_path / "d.jsonl")!r},), sequence_length=64,
              tokenized_cache_dir={str(tmp_path / "cache")!r})
-data.cache_tokenized(cfg, get_template(cfg.template), tokenizer)
+token_cache.cache_tokenized(cfg, get_template(cfg.template), tokenizer)
 """
     child = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
     stderr = child.communicate(timeout=600)[1]
     assert child.returncode == -9, stderr[-3000:]
     cfg = Config(data=(str(tmp_path / "d.jsonl"),), sequence_length=64,
                  tokenized_cache_dir=str(tmp_path / "cache"))
-    key = data.cache_key(cfg, get_template(cfg.template), tokenizers[0])
+    key = token_cache.cache_key(cfg, get_template(cfg.template), tokenizers[0])
     left = list((tmp_path / "cache").iterdir())
     assert [p.name for p in left] == [f".{key}.{child.pid}.tmp"]
-    caplog.set_level("INFO", logger="keras_ft.data")
+    caplog.set_level("INFO", logger="keras_ft.data.token_cache")
     cfg, template, rebuilt = cached_run(tmp_path, tokenizers[0])
     assert not left[0].exists()
     assert any(r.levelname == "INFO" and str(left[0]) in r.getMessage()
@@ -457,7 +458,7 @@ def test_concurrent_runs_with_the_same_key_use_one_entry(tmp_path, tokenizers, c
     entry = Path(first[2]["cache"]["path"])
     shutil.copytree(entry, tmp_path / "theirs")
     shutil.rmtree(entry)
-    tokenize_split, published = data.tokenize_split, {}
+    tokenize_split, published = token_cache.tokenize_split, {}
 
     def tokenize_while_the_other_run_publishes(*args):
         result = tokenize_split(*args)
@@ -467,8 +468,8 @@ def test_concurrent_runs_with_the_same_key_use_one_entry(tmp_path, tokenizers, c
         published["inode"] = entry.stat().st_ino
         return result
 
-    monkeypatch.setattr(data, "tokenize_split", tokenize_while_the_other_run_publishes)
-    caplog.set_level("INFO", logger="keras_ft.data")
+    monkeypatch.setattr(token_cache, "tokenize_split", tokenize_while_the_other_run_publishes)
+    caplog.set_level("INFO", logger="keras_ft.data.token_cache")
     second = cache_tokenized(cfg, template, tokenizers[0])
     assert published and second[2]["cache"]["hit"] is False
     messages = [(r.levelname, r.getMessage()) for r in caplog.records]
@@ -481,7 +482,7 @@ def test_concurrent_runs_with_the_same_key_use_one_entry(tmp_path, tokenizers, c
                    "data.tokens.bin holds" in message for level, message in messages)
     assert_same_tokens(second, first)
     monkeypatch.undo()
-    assert_same_tokens(data.load_token_split(entry), first)
+    assert_same_tokens(token_cache.load_token_split(entry), first)
     assert sorted(p.name for p in entry.parent.iterdir()) == [entry.name]
 
 

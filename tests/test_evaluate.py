@@ -8,11 +8,13 @@ import pytest
 from click.testing import CliRunner
 
 from keras_ft import Config, finetune
-from keras_ft.evaluate import (compare_base_and_tuned, load_heldout, load_run_config,
-                               main, score_generations)
-from keras_ft.model import load_adapter
+from keras_ft.evaluation.scoring import compare_base_and_tuned, score_generations
+from keras_ft.evaluation.heldout import load_heldout
+from keras_ft.evaluation.runs import load_run_config
+from keras_ft.cli.evaluate import main
+from keras_ft.model.lora import load_adapter
 from keras_ft.templates import get_template
-from keras_ft.tokens import TextTokenizer, tokenize_example
+from keras_ft.data.tokenizer import TextTokenizer, tokenize_example
 
 STEPS = [("How do I boil an egg?", "1. Fill a pot with water.\n2. Boil it."),
          ("How do I make tea?", "1. Boil water.\n2. Add the tea."),
@@ -233,10 +235,11 @@ def test_unknown_check_and_missing_data_fail_with_a_message(steps_run, tmp_path)
 def test_evaluate_tokens_compiles_each_shape_once_per_trainer(tiny_gemma3):
     import keras_hub
 
-    from keras_ft.evaluate import evaluate_tokens
+    from keras_ft.train.trainer import evaluate_tokens
     from keras_ft.templates import Example, Message, get_template
-    from keras_ft.tokens import TextTokenizer, tokenize_example
-    from keras_ft.train import BatchSequence, CausalLMTrainer
+    from keras_ft.data.tokenizer import TextTokenizer, tokenize_example
+    from keras_ft.data.batches import BatchSequence
+    from keras_ft.train.trainer import CausalLMTrainer
 
     causal_lm = keras_hub.models.CausalLM.from_preset(str(tiny_gemma3))
     tokenizer = TextTokenizer(causal_lm.preprocessor.tokenizer)

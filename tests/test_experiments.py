@@ -18,13 +18,13 @@ SEED_RECIPES = ("gemma_2b_en_lora_dolly", "gemma_instruct_2b_en_qlora_bitext_ste
 
 
 def header_commands(path: Path) -> list[list[str]]:
-    """The `python -m keras_ft...` commands in the file's header comment."""
+    """The `python -m keras_ft...` (`keras_ft.run` or `keras_ft <command>`) commands in the file's header comment."""
     commands = []
     for line in path.read_text().splitlines():
         if not line.startswith("#"):
             break
         text = line.lstrip("# ").strip()
-        if text.startswith("python -m keras_ft."):
+        if text.startswith(("python -m keras_ft.", "python -m keras_ft ")):
             commands.append(shlex.split(text))
     return commands
 

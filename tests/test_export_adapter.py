@@ -1,4 +1,4 @@
-"""`python -m keras_ft.export gguf --adapter RUN` for a QLoRA run.
+"""`python -m keras_ft export gguf --adapter RUN` for a QLoRA run.
 
 The adapter was trained on an int8 base; GGUF holds float weights, so the
 export merges it into the FLOAT base. Checked end to end: train a QLoRA run on
@@ -15,8 +15,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from keras_ft import Config, convert, export, finetune
-from keras_ft.model import ADAPTER_CONFIG_FILE, load_adapter
+from keras_ft import Config, finetune
+from keras_ft.gguf import convert
+from keras_ft.cli import export
+from keras_ft.model.lora import ADAPTER_CONFIG_FILE, load_adapter
 from keras_ft.testing import GEMMA_SPECIALS, TINY_BACKBONE, TINY_CORPUS
 
 TOKEN_IDS = np.array([[2, 4, 300, 301, 340, 341, 350, 5, 360, 61]], np.int32)  # < 400

@@ -2,12 +2,14 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-import keras_ft.generate as generate_module
+import keras_ft.generation.generate as generate_module
 from keras_ft.config import Config
-from keras_ft.generate import LENGTH_STEP, encode_prompt, generate, generate_function, main
-from keras_ft.model import build_model, save_adapter
+from keras_ft.generation.generate import LENGTH_STEP, encode_prompt, generate, generate_function
+from keras_ft.cli.generate import main
+from keras_ft.model.causal_lm import build_model
+from keras_ft.model.lora import save_adapter
 from keras_ft.templates import get_template
-from keras_ft.tokens import TextTokenizer
+from keras_ft.data.tokenizer import TextTokenizer
 
 
 def test_prompt_is_encoded_like_training_prompts(tiny_gemma3):

@@ -15,14 +15,15 @@ import pytest
 from click.testing import CliRunner
 from sentencepiece import sentencepiece_model_pb2 as sp_pb2
 
-from keras_ft import convert
-from keras_ft import default_model
-from keras_ft import export
-from keras_ft import gguf_tokenizer
-from keras_ft import model
+from keras_ft.cli import convert as convert_cli
+from keras_ft.gguf import convert
+from keras_ft.gguf import embedded as default_model
+from keras_ft.cli import export
+from keras_ft.gguf import tokenizer as gguf_tokenizer
+from keras_ft.model import lora
 from keras_ft.config import Config
-from keras_ft.gguf_export import GEMMA_CHAT_TEMPLATE
-from keras_ft.gguf_export import export_gguf
+from keras_ft.export.gguf import GEMMA_CHAT_TEMPLATE
+from keras_ft.export.gguf import export_gguf
 from keras_ft.templates import TEMPLATES
 
 TOKEN_IDS = np.array([[2, 105, 605, 497, 107, 310, 713, 106, 140, 0]], np.int32)  # < 1024
@@ -147,10 +148,10 @@ def test_cli_export_with_adapter_then_convert(tiny_proto, tmp_path):
     causal_lm.save_to_preset(str(tmp_path / "base"))
     targets = "query,key,value,attention_output"  # all four head layouts
     cfg = Config(lora_rank=2, lora_alpha=8.0, lora_targets=targets)  # scale 4
-    model.enable_lora(causal_lm.backbone, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets)
+    lora.enable_lora(causal_lm.backbone, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets)
     for weight in causal_lm.backbone.trainable_weights:
         weight.assign(keras.random.normal(weight.shape, stddev=0.1))
-    adapter = model.save_adapter(causal_lm, tmp_path / "run", cfg)
+    adapter = lora.save_adapter(causal_lm, tmp_path / "run", cfg)
     runner = CliRunner()
     out = tmp_path / "tuned.gguf"
     args = ["gguf", "--preset", str(tmp_path / "base"), "--adapter", str(adapter)]
@@ -158,7 +159,7 @@ def test_cli_export_with_adapter_then_convert(tiny_proto, tmp_path):
     assert result.exit_code == 0, result.output
     written = convert.read_metadata(gguf.GGUFReader(out))["tokenizer.chat_template"]
     assert written == TEMPLATES["instruction"].chat_template()  # the adapter's (default)
-    result = runner.invoke(convert.main, ["gguf", str(out), str(tmp_path / "back")])
+    result = runner.invoke(convert_cli.main, ["gguf", str(out), str(tmp_path / "back")])
     assert result.exit_code == 0, result.output
     reloaded = keras_hub.models.Gemma3CausalLM.from_preset(str(tmp_path / "back"))
     np.testing.assert_allclose(logits(reloaded), logits(causal_lm), atol=1e-5)
@@ -225,7 +226,7 @@ def tokenize_with_specials(text: str, tokenizer, specials) -> list[int]:
 @pytest.mark.parametrize("system", [True, False], ids=["system", "no_system"])
 def test_chat_template_renders_as_keras_ft_token_for_token(request, preset, name, system):
     from keras_ft.templates import Example, Message, get_template
-    from keras_ft.tokens import TextTokenizer, prompt_token_ids, tokenize_example
+    from keras_ft.data.tokenizer import TextTokenizer, prompt_token_ids, tokenize_example
 
     tokenizer = TextTokenizer.from_preset(str(request.getfixturevalue(preset)))
     template = get_template(name)
@@ -271,8 +272,8 @@ def test_cli_export_writes_the_adapters_template(tmp_path, name):
     causal_lm = tiny_gemma3_lm()
     causal_lm.save_to_preset(str(tmp_path / "base"))
     cfg = Config(lora_rank=2, template=name)
-    model.enable_lora(causal_lm.backbone, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets)
-    model.save_adapter(causal_lm, tmp_path / "run", cfg)
+    lora.enable_lora(causal_lm.backbone, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets)
+    lora.save_adapter(causal_lm, tmp_path / "run", cfg)
     out = tmp_path / "tuned.gguf"
     result = CliRunner().invoke(export.main, ["gguf", "--preset", str(tmp_path / "base"),
                                               "--adapter", str(tmp_path / "run"), str(out),

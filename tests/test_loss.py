@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 
 from keras_ft.config import LORA_TARGET_SETS, Config
-from keras_ft.loss import output_projection, reference_token_loss_stats, token_loss_stats
-from keras_ft.model import enable_lora, lora_target_names
+from keras_ft.model.loss import output_projection, reference_token_loss_stats, token_loss_stats
+from keras_ft.model.lora import enable_lora, lora_target_names
 from keras_ft.testing import TINY_BACKBONE
-from keras_ft.tokens import TokenizedExample, make_batch
+from keras_ft.data.tokenizer import TokenizedExample
+from keras_ft.data.batches import make_batch
 
 
 @pytest.mark.parametrize("soft_cap", [None, 30.0])
@@ -139,7 +140,7 @@ def test_trainer_loss_and_lora_gradients_equal_full_logits(request, architecture
     head's LoRA is thus differentiated only where T holds `token_embedding`,
     which is what selects the loss's frozen-head or trained-head gradient.
     """
-    from keras_ft.train import CausalLMTrainer
+    from keras_ft.train.trainer import CausalLMTrainer
 
     backbone = _backbone(request, architecture)
     every = ",".join(lora_target_names(backbone, "all") + ["token_embedding"])

@@ -1,8 +1,6 @@
 import pytest
 
-from keras_ft.metrics_text import (check_steps, exact_match, label_scores, lcs_length,
-                                   length_stats, normalize_text, rouge_l, steps_summary,
-                                   word_tokens)
+from keras_ft.evaluation.metrics_text import check_steps, exact_match, label_scores, lcs_length, length_stats, normalize_text, rouge_l, steps_summary, word_tokens
 
 
 @pytest.mark.parametrize("a, b, expected", [

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from keras_ft.config import Config
-from keras_ft.model import (PresetUnavailableError, build_model, check_sequence_length,
-                            count_lora_parameters, enable_lora, load_adapter, load_causal_lm,
-                            preset_context_length, quantize_backbone, resolve_preset,
-                            save_adapter)
+from keras_ft.model.presets import PresetUnavailableError, check_sequence_length, resolve_preset
+from keras_ft.model.causal_lm import build_model, load_causal_lm, quantize_backbone
+from keras_ft.model.lora import count_lora_parameters, enable_lora, load_adapter, save_adapter
+from keras_ft.preset_files import preset_context_length
 from keras_ft.testing import TINY_BACKBONE, make_tiny_preset
 
 
@@ -190,7 +190,7 @@ def _tiny_exportable_gemma3():
 
 
 def test_a_converted_gguf_preset_records_the_gguf_context_length(tmp_path, monkeypatch):
-    from keras_ft.gguf_export import export_gguf
+    from keras_ft.export.gguf import export_gguf
 
     monkeypatch.setenv("KERAS_FT_CACHE", str(tmp_path / "cache"))
     export_gguf(_tiny_exportable_gemma3(), tmp_path / "tiny.gguf", dtype="f32",
@@ -243,7 +243,7 @@ def _eager_logits(causal_lm, token_ids):
 
 
 def _trainer_loss(causal_lm, cfg, token_ids):
-    from keras_ft.train import build_trainer
+    from keras_ft.train.trainer import build_trainer
 
     trainer = build_trainer(cfg, causal_lm.backbone, total_steps=10)
     weights = np.ones(token_ids[:, 1:].shape, "float32")

@@ -14,10 +14,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from keras_ft.packing import PACKING_BACKBONES, supports_packing
+from keras_ft.model.packing import PACKING_BACKBONES, supports_packing
 from keras_ft.testing import TINY_BACKBONE
-from keras_ft.tokens import TokenizedExample, make_batch, make_packed_batch, pack_rows
-from keras_ft.train import BatchSequence
+from keras_ft.data.tokenizer import TokenizedExample
+from keras_ft.data.batches import make_batch, make_packed_batch, pack_rows
+from keras_ft.data.batches import BatchSequence
 
 # The equivalence cases of each admitted backbone class: a tiny preset fixture
 # or an in-process configuration. Admitting a class needs an entry here.
@@ -59,7 +60,7 @@ def _backbone(request, case):
 
 
 def _trainer(backbone):
-    from keras_ft.train import CausalLMTrainer
+    from keras_ft.train.trainer import CausalLMTrainer
 
     keras.utils.set_random_seed(0)
     backbone.enable_lora(2)

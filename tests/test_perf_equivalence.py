@@ -19,9 +19,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from keras_ft.loss import chunk_sizes, reference_token_loss_stats, token_loss_stats
-from keras_ft.tokens import (TokenizedExample, bucket_lengths, fitted_bucket_lengths,
-                             make_batch)
+from keras_ft.model.loss import chunk_sizes, reference_token_loss_stats, token_loss_stats
+from keras_ft.data.tokenizer import TokenizedExample
+from keras_ft.data.batches import bucket_lengths, fitted_bucket_lengths, make_batch
 
 
 def _problem(seed, batch, length, vocab=40, dim=8):
@@ -81,7 +81,7 @@ def _example(ids, mask):
 def _trainer(preset, use_chunked_loss=True):
     import keras_hub
 
-    from keras_ft.train import CausalLMTrainer
+    from keras_ft.train.trainer import CausalLMTrainer
 
     keras.utils.set_random_seed(0)
     backbone = keras_hub.models.Backbone.from_preset(str(preset))

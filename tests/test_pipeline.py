@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from keras_ft import Config, finetune
-from keras_ft.run import main as run_main
+from keras_ft.cli.run import main as run_main
 
 PAIRS = [("How do I boil an egg?", "1. Fill a pot with water.\n2. Boil it."),
          ("How do I make tea?", "1. Boil water.\n2. Add the tea."),
@@ -165,7 +165,7 @@ def test_startup_prints_no_tensorflow_noise_and_still_shows_errors(tiny_gemma):
     env = {k: v for k, v in os.environ.items()
            if k not in ("TF_CPP_MIN_LOG_LEVEL", "KERAS_FT_NATIVE_LOGS")}
     # Importing keras-hub loads TensorFlow; a tokenizer runs its first TF ops.
-    load = ("import keras_ft\nfrom keras_ft.tokens import TextTokenizer\n"
+    load = ("import keras_ft\nfrom keras_ft.data.tokenizer import TextTokenizer\n"
             f"TextTokenizer.from_preset({str(tiny_gemma)!r})\nprint('loaded')\n")
     done = subprocess.run([sys.executable, "-c", load], env=env, capture_output=True,
                           text=True, timeout=600)

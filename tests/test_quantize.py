@@ -4,8 +4,11 @@ import numpy as np
 import pytest
 
 from keras_ft.config import Config
-from keras_ft.model import build_model, load_adapter, quantize_backbone, save_adapter
-from keras_ft.train import BatchSequence, build_trainer, train
+from keras_ft.model.causal_lm import build_model, quantize_backbone
+from keras_ft.model.lora import load_adapter, save_adapter
+from keras_ft.data.batches import BatchSequence
+from keras_ft.train.trainer import build_trainer
+from keras_ft.train.loop import train
 
 from test_train import synthetic_examples
 

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from keras_ft.readers import list_data_files, read_file
-from keras_ft.records import DataError, FieldMapping, LoadReport, iter_examples, parse_record
+from keras_ft.data.readers import list_data_files, read_file
+from keras_ft.data.records import DataError, FieldMapping, LoadReport, iter_examples, parse_record
 from keras_ft.templates import Message
 
 DOLLY = "databricks-dolly-15k/dolly_minillm_dev1000.jsonl"
@@ -231,7 +231,7 @@ def test_csv_fields_past_csvs_default_limit_read_like_jsonl(tmp_path):
 
 
 def test_csv_field_over_the_bound_is_a_bad_record(tmp_path):
-    from keras_ft.readers import CSV_FIELD_MAX_CHARS
+    from keras_ft.data.readers import CSV_FIELD_MAX_CHARS
 
     path = tmp_path / "huge.csv"
     with path.open("w", newline="") as f:
@@ -253,7 +253,7 @@ def test_csv_field_over_the_bound_is_a_bad_record(tmp_path):
 def test_csv_field_past_the_parser_limit_refuses_the_file(tmp_path, monkeypatch):
     # Past csv's own limit the parser cannot find the record's end (here an
     # unbalanced quote swallows the rest of the file): refused, not skipped.
-    import keras_ft.readers as readers
+    import keras_ft.data.readers as readers
 
     monkeypatch.setattr(readers, "CSV_FIELD_MAX_CHARS", 50)
     monkeypatch.setattr(readers, "CSV_PARSER_MAX_CHARS", 200)

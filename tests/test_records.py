@@ -6,9 +6,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from keras_ft.readers import read_file
-from keras_ft.records import (DataError, FieldMapping, LoadReport, iter_examples,
-                              parse_record)
+from keras_ft.data.readers import read_file
+from keras_ft.data.records import DataError, FieldMapping, LoadReport, iter_examples, parse_record
 from keras_ft.templates import Message
 
 LOC = "f.jsonl:7"
@@ -240,7 +239,7 @@ def test_malformed_records_error_or_skip_never_lose_data(tmp_path, lines):
 
 
 def test_a_junk_record_lists_its_fields_boundedly():
-    from keras_ft.records import parse_record
+    from keras_ft.data.records import parse_record
 
     junk = {f"\x00\x01junk{i}" + "x" * 200: "v" for i in range(500)}
     with pytest.raises(DataError) as info:

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from keras_ft import Config, finetune
-from keras_ft.checkpoint import CheckpointError
+from keras_ft.train.checkpoint import CheckpointError
 
 from test_pipeline import PAIRS
 
@@ -129,7 +129,7 @@ def test_resume_refuses_an_edited_data_file_with_the_same_row_count(
                  output_dir=str(tmp_path / "run"),
                  tokenized_cache_dir=str(tmp_path / "tokens"))
     finetune(cfg)
-    with caplog.at_level(logging.INFO, logger="keras_ft.checkpoint"):
+    with caplog.at_level(logging.INFO, logger="keras_ft.train.checkpoint"):
         finetune(cfg)  # unchanged data: resumes (at the end, so nothing to train)
     assert "Resuming from" in caplog.text
 

@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from keras_ft.data import main as data_main
-from keras_ft.evaluate import resolve_run
-from keras_ft.rundir import LOCK, MARKER, OUTPUTS, RunLock
-from keras_ft.run import main as run_main
+from keras_ft.cli.data import main as data_main
+from keras_ft.evaluation.runs import resolve_run
+from keras_ft.train.rundir import LOCK, MARKER, OUTPUTS, RunLock
+from keras_ft.cli.run import main as run_main
 
 from test_pipeline import PAIRS
 
@@ -163,7 +163,7 @@ def test_a_fresh_start_deletes_only_what_the_marker_lists(finished_run, tiny_gem
 
 HOLD = textwrap.dedent("""
     import os, signal, sys, time
-    from keras_ft.rundir import RunLock
+    from keras_ft.train.rundir import RunLock
     lock = RunLock(sys.argv[1])
     lock.acquire()
     print("locked", flush=True)
@@ -202,7 +202,7 @@ def test_a_lock_left_by_a_killed_run_is_taken_over(tiny_gemma, pairs, tmp_path, 
     killed = hold_lock(out, "kill")
     assert killed.wait() == -signal.SIGKILL
     assert json.loads((out / LOCK).read_text())["pid"] == killed.pid  # left behind
-    with caplog.at_level(logging.WARNING, logger="keras_ft.rundir"):
+    with caplog.at_level(logging.WARNING, logger="keras_ft.train.rundir"):
         result = invoke(args(tiny_gemma, pairs, out))
     assert result.exit_code == 0, result.output
     assert f"Taking over the stale lock {out / LOCK}" in caplog.text

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from keras_ft import hub, sources
+from keras_ft import hub
+from keras_ft.data import sources
 from keras_ft.config import Config
-from keras_ft.data import load_examples
-from keras_ft.records import DataError
-from keras_ft.sources import (KaggleSource, LocalSource, TfdsSource, interleave,
-                              parse_spec)
+from keras_ft.data.split import load_examples
+from keras_ft.data.records import DataError
+from keras_ft.data.sources import KaggleSource, LocalSource, TfdsSource, interleave, parse_spec
 
 NEWS = "rmisra/news-category-dataset"
 NEWS_FILE = "News_Category_Dataset_v3.json"

@@ -1,10 +1,10 @@
-"""`python -m keras_ft.data stats`: counts, lengths, labels, duplicates, renders."""
+"""`python -m keras_ft data stats`: counts, lengths, labels, duplicates, renders."""
 
 import json
 
-from keras_ft.data import main
-from keras_ft.records import LoadReport
-from keras_ft.stats import compute_stats, format_stats, render_marked
+from keras_ft.cli.data import main
+from keras_ft.data.records import LoadReport
+from keras_ft.data.stats import compute_stats, format_stats, render_marked
 from keras_ft.templates import Example, Message, get_template
 
 NEWS = "news-category-huffpost/News_Category_Dataset_v3.first10000.jsonl"

@@ -4,8 +4,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from keras_ft.templates import Example, Message, get_template
-from keras_ft.tokens import (TextTokenizer, bucket_lengths, format_marked, make_batch,
-                             prompt_token_ids, tokenize_example)
+from keras_ft.data.tokenizer import TextTokenizer, format_marked, prompt_token_ids, tokenize_example
+from keras_ft.data.batches import bucket_lengths, make_batch
 
 THREE_TURNS = Example((
     Message("user", "How do I boil an egg?"), Message("assistant", "1. Fill a pot."),

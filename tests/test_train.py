@@ -7,12 +7,14 @@ import keras
 import numpy as np
 import pytest
 
-from keras_ft.callbacks import Throughput
+from keras_ft.train.callbacks import Throughput
 from keras_ft.config import Config
-from keras_ft.model import build_model
-from keras_ft.tokens import TokenizedExample
-from keras_ft.train import (BatchSequence, NonFiniteLossError, WarmupDecay, build_trainer,
-                            epoch_spans, steps_plan, train)
+from keras_ft.model.causal_lm import build_model
+from keras_ft.data.tokenizer import TokenizedExample
+from keras_ft.data.batches import BatchSequence
+from keras_ft.train.loop import NonFiniteLossError, epoch_spans, steps_plan, train
+from keras_ft.train.optimizer import WarmupDecay
+from keras_ft.train.trainer import build_trainer
 
 
 def synthetic_examples(n, length=12, loss_tokens=6, seed=0):
@@ -118,7 +120,7 @@ def test_eval_samples_early_stopping_logging_and_progress_bar(tiny_gemma, tmp_pa
         return {"loss": loss, "perplexity": math.exp(loss), "accuracy": 0.5,
                 "num_tokens": 10}
 
-    monkeypatch.setattr("keras_ft.evaluate.evaluate_tokens", fake_evaluate)
+    monkeypatch.setattr("keras_ft.train.trainer.evaluate_tokens", fake_evaluate)
     monkeypatch.setattr(sys.stdout, "isatty", lambda: True)  # Keras' interactive bar
     examples = synthetic_examples(12)
     cfg = Config(preset=str(tiny_gemma), output_dir=str(tmp_path), batch_size=1,
@@ -177,7 +179,7 @@ def _tensorboard_tags(log_dir):
 @pytest.mark.parametrize("architecture, name", [("gpt2", "GPT2Backbone"),
                                                 ("opt", "OPTBackbone")])
 def test_packing_is_refused_for_learned_absolute_positions(architecture, name):
-    from keras_ft.packing import segment_attention
+    from keras_ft.model.packing import segment_attention
     from keras_ft.testing import make_tiny_absolute_position_backbone
 
     backbone = make_tiny_absolute_position_backbone(architecture)
@@ -195,15 +197,15 @@ def test_packing_is_refused_for_learned_absolute_positions(architecture, name):
 
 
 def test_progress_log_cadence_every_twentieth_of_the_run_or_30_seconds(monkeypatch, caplog):
-    from keras_ft import callbacks
-    from keras_ft.checkpoint import TrainState
+    from keras_ft.train import callbacks
+    from keras_ft.train.checkpoint import TrainState
 
     clock = [0.0]
     monkeypatch.setattr(callbacks.time, "perf_counter", lambda: clock[0])
     state = TrainState(accumulation=2)  # 2 batches per optimizer step
     progress = callbacks.ProgressLog(state, total_steps=100, every_s=30.0)
     progress.on_train_begin()
-    with caplog.at_level("INFO", logger="keras_ft.callbacks"):
+    with caplog.at_level("INFO", logger="keras_ft.train.callbacks"):
         for batch in range(200):
             clock[0] += 60.0 if batch == 2 * 11 else 0.5  # one slow batch, in step 12
             state.batches_done += 1

@@ -1,10 +1,10 @@
 """One experiment, several presets: a table and plots side by side.
 
-    python -m keras_ft.compare --config experiments/x.yaml --presets a,b
+    python -m keras_ft compare --config experiments/x.yaml --presets a,b
 
 Every run gets the same Config (data, template, LoRA settings, steps) except
 its preset (and, with `--templates`, its template; with `--vary`, one more
-field). Each run is a separate `python -m keras_ft.compare --worker` process,
+field). Each run is a separate `python -m keras_ft compare --worker` process,
 so its peak memory (the process's `ru_maxrss`) and compile caches are its own
 and one failing preset (say, no Kaggle access) does not stop the others.
 A worker runs `finetune`, then loads the tuned model again to time
@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import os
 import re
 import resource
@@ -27,16 +26,13 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
-
-import click
-
-from keras_ft import cli_errors
 from keras_ft.config import Config, coerce_value, field_types, load_config, save_config
 from keras_ft.files import write_json
-from keras_ft.rundir import claim
-from keras_ft.run import config_options, overrides_from_flags
+from keras_ft.train.rundir import claim
 
 log = logging.getLogger(__name__)
+
+
 RESULT_FILE = "compare_run.json"
 
 
@@ -86,12 +82,14 @@ def _scalar(text: str):
 
 def run_worker(cfg: Config) -> dict:
     """Trains one run in this process, then times generation; writes RESULT_FILE."""
-    from keras_ft.evaluate import measure_latency
-    from keras_ft.generate import encode_prompt, generate_function
-    from keras_ft.model import load_adapter, load_causal_lm, resolve_preset
+    from keras_ft.data.tokenizer import TextTokenizer
+    from keras_ft.generation.generate import encode_prompt, generate_function
+    from keras_ft.generation.replies import measure_latency
+    from keras_ft.model.causal_lm import load_causal_lm
+    from keras_ft.model.lora import load_adapter
+    from keras_ft.model.presets import resolve_preset
     from keras_ft.pipeline import finetune
     from keras_ft.templates import get_template
-    from keras_ft.tokens import TextTokenizer
 
     start = time.perf_counter()
     result = finetune(cfg)
@@ -120,7 +118,7 @@ def launch(run: Run, timeout: float | None = None) -> dict:
     start = time.perf_counter()
     with open(out / "worker.log", "w") as logfile:
         try:
-            code = subprocess.run([sys.executable, "-m", "keras_ft.compare", "--worker",
+            code = subprocess.run([sys.executable, "-m", "keras_ft", "compare", "--worker",
                                    str(request)], stdout=logfile, stderr=subprocess.STDOUT,
                                   timeout=timeout).returncode
         except subprocess.TimeoutExpired:
@@ -151,56 +149,3 @@ def read_run(run_dir: Path) -> dict:
             "val_ppl_after": after.get("perplexity"),
             "tokens_per_s": summary.get("tokens_per_s"), "train_compile_s": summary.get(
                 "compile_s"), "steps": curve[-1][0] if curve else 0}
-
-
-
-@config_options
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--config", "config_path", default=None, help="Experiment YAML file.")
-@click.option("--presets", default=None, help="Comma-separated presets to compare.")
-@click.option("--templates", default=None,
-              help="Comma-separated template per preset (default: the config's).")
-@click.option("--vary", default=None, help="Also vary one field: FIELD=V1,V2.")
-@click.option("--timeout", type=float, default=None, help="Seconds per run.")
-@click.option("--worker", default=None, hidden=True)
-@cli_errors.reported
-def main(config_path, presets, templates, vary, timeout, worker, **flags):
-    """Run one experiment over several presets; write one table and plots."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
-    if worker:
-        from keras_ft.evaluate import load_run_config
-
-        run_worker(load_run_config(worker))
-        return
-    if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
-        raise click.UsageError(f"--timeout must be a positive number of seconds. "
-                               f"Received: --timeout {timeout}")
-    overrides = overrides_from_flags(flags)
-    if not _split(presets) or "preset" in overrides:
-        raise click.UsageError("Pass the presets as --presets a,b (not --preset).")
-    varied = None
-    if vary:
-        name, sep, values = vary.partition("=")
-        if not sep or not values:
-            raise click.UsageError(f"--vary must look like FIELD=V1,V2. Received: {vary}")
-        varied = (name.strip().replace("-", "_"), [v.strip() for v in values.split(",")])
-    try:
-        cfg = load_config(config_path, overrides)
-        out = Path(cfg.output_dir)
-        runs = plan_runs(cfg, _split(presets), _split(templates), varied, out)
-    except ValueError as e:
-        raise click.UsageError(str(e)) from None
-    records = [launch(run, timeout) for run in runs]
-    from keras_ft.report import write_comparison
-
-    command = "python -m keras_ft.compare " + " ".join(sys.argv[1:])
-    for path in write_comparison(records, out, command):
-        click.echo(path)
-
-
-def _split(text: str | None) -> list[str]:
-    return [t.strip() for t in text.split(",") if t.strip()] if text else []
-
-
-if __name__ == "__main__":
-    main()

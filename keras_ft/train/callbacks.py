@@ -21,7 +21,7 @@ from typing import Callable
 import keras
 import numpy as np
 
-from keras_ft.checkpoint import TrainState
+from keras_ft.train.checkpoint import TrainState
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ class PeriodicEval(keras.callbacks.Callback):
         if (not state.at_step_end or state.step % self.every
                 or state.stop_reason == "non_finite_loss"):
             return
-        from keras_ft.evaluate import evaluate_tokens
+        from keras_ft.train.trainer import evaluate_tokens
 
         self.model.jax_state_sync()  # fit holds the newest weights in its JAX state
         metrics = evaluate_tokens(self.model, self.dataset)

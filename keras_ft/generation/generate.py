@@ -11,16 +11,15 @@ import logging
 import os
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
-
-import click
 import numpy as np
 
-from keras_ft import cli_errors
 from keras_ft.config import Config
+from keras_ft.data.tokenizer import TextTokenizer, prompt_token_ids
 from keras_ft.templates import Message, Template, get_template
-from keras_ft.tokens import TextTokenizer, prompt_token_ids
 
 log = logging.getLogger(__name__)
+
+
 LENGTH_STEP = 16  # buffers and prefills round up to this (few compiles); decoding stops exactly
 
 
@@ -90,7 +89,7 @@ def generate_function(causal_lm, cfg: Config):
     is seen; it is rebuilt when the sampler settings or the model's variables
     (e.g. LoRA enabled since) change.
     """
-    from keras_ft.decode import GenerateLoop
+    from keras_ft.generation.decode import GenerateLoop
 
     key = (cfg.sampler, cfg.top_k, cfg.top_p, cfg.temperature, cfg.seed,
            len(causal_lm.weights))
@@ -99,38 +98,3 @@ def generate_function(causal_lm, cfg: Config):
         cached = (key, GenerateLoop(causal_lm, build_sampler(cfg), LENGTH_STEP))
         causal_lm._keras_ft_generate = cached
     return cached[1]
-
-
-@click.command()
-@click.option("--preset", default=None, help="Base preset (default: the config's).")
-@click.option("--adapter", default=None, help="A .lora.h5 file or a run directory.")
-@click.option("--config", "config_path", default=None, help="Experiment YAML file.")
-@click.option("--template", default=None, help="Template name or format string.")
-@click.option("--sampler", default=None)
-@click.option("--max-new-tokens", type=int, default=None)
-@click.option("--seed", type=int, default=None)
-@click.argument("prompt", nargs=-1, required=True)
-@cli_errors.reported
-def main(preset, adapter, config_path, template, sampler, max_new_tokens, seed, prompt):
-    """Generate replies to PROMPT from a preset plus an optional LoRA adapter."""
-    from keras_ft.config import load_config
-    from keras_ft.model import load_adapter, load_causal_lm, read_adapter, resolve_preset
-
-    overrides = dict(preset=preset, template=template, sampler=sampler,
-                     max_new_tokens=max_new_tokens, seed=seed)
-    with cli_errors.usage_errors():
-        cfg = load_config(config_path, overrides)
-    if adapter:
-        read_adapter(adapter)  # a missing adapter is said before the model loads
-    causal_lm = load_causal_lm(resolve_preset(cfg.preset))
-    if adapter:
-        meta = load_adapter(causal_lm, adapter)
-        if template is None and meta.get("template"):
-            with cli_errors.usage_errors():
-                cfg = load_config(config_path, {**overrides, "template": meta["template"]})
-    for reply in generate(causal_lm, [" ".join(prompt)], cfg):
-        click.echo(reply)
-
-
-if __name__ == "__main__":
-    main()

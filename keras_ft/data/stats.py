@@ -3,7 +3,7 @@
 Record counts and skips, token lengths under the chosen template and
 tokenizer (and how many would be truncated at `sequence_length`), the label
 or topic distribution, duplicates, and rendered examples with the loss-bearing
-part marked `[[like this]]`. `python -m keras_ft.data stats` prints this.
+part marked `[[like this]]`. `python -m keras_ft data stats` prints this.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from typing import Iterable
 import numpy as np
 
 from keras_ft.config import Config
-from keras_ft.records import LoadReport
+from keras_ft.data.records import LoadReport
+from keras_ft.data.tokenizer import TextTokenizer, format_marked, tokenize_example
 from keras_ft.templates import Example, Template, get_template
-from keras_ft.tokens import TextTokenizer, format_marked, tokenize_example
 
 log = logging.getLogger(__name__)
 _NO_LIMIT = 1 << 30  # a sequence length nothing reaches: measures full lengths
@@ -51,7 +51,7 @@ def collect_stats(cfg: Config, use_tokenizer: bool = True,
         use_tokenizer: load the preset's tokenizer to measure tokens.
         num_rendered: how many examples to render with the loss marked.
     """
-    from keras_ft.data import read_data  # data's CLI imports this module
+    from keras_ft.data.split import read_data  # data's CLI imports this module
 
     report = LoadReport()
     tokenizer = load_tokenizer(cfg.preset) if use_tokenizer else None
@@ -66,7 +66,7 @@ def load_tokenizer(preset: str) -> TextTokenizer:
         ValueError: when it cannot be loaded, saying what to pass instead.
     """
     try:
-        from keras_ft.model import PresetUnavailableError, resolve_preset
+        from keras_ft.model.presets import PresetUnavailableError, resolve_preset
 
         return TextTokenizer.from_preset(resolve_preset(preset))
     except (ImportError, OSError, ValueError, PresetUnavailableError) as e:

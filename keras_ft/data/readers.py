@@ -28,7 +28,13 @@ import zlib
 from pathlib import Path
 from typing import Any, Iterator
 
-from keras_ft.records import BAD_TEXT, DataError, FieldMapping, check_columns, detect_shape
+from keras_ft.data.records import (
+    BAD_TEXT,
+    DataError,
+    FieldMapping,
+    check_columns,
+    detect_shape,
+)
 
 # A field this long makes its CSV record a bad record (counted when skipping).
 CSV_FIELD_MAX_CHARS = 1 << 24  # 16,777,216 characters, ~4M tokens

@@ -37,15 +37,26 @@ from keras_ft.files import write_json
 
 log = logging.getLogger(__name__)
 
+
 MARKER = ".keras_ft_run.json"
+
+
 LOCK = ".lock"
+
+
 CONFIG_FILE = "config.json"
+
+
 # Everything keras_ft writes at the top of a run directory. A fresh start
 # deletes these (those the marker lists), never any other file.
 OUTPUTS = ("config.json", "checkpoints", "metrics.jsonl", "samples.jsonl",
            "loss_curve.png", "tensorboard", "best", "adapter.lora.h5",
            "adapter_config.json", "samples.json", "summary.json", "eval")
+
+
 INTERNAL = (MARKER, LOCK)
+
+
 PRESET_FILES = ("metadata.json", "model.weights.h5", "tokenizer.json")
 
 
@@ -55,9 +66,6 @@ class RunDirError(ValueError):
 
 class RunDirLockedError(RunDirError):
     """Another live run holds the run directory's lock."""
-
-
-# ----------------------------------------------------------------- writability
 
 
 def check_writable_dir(path: str | Path, setting: str) -> Path:
@@ -116,9 +124,6 @@ def check_paths(cfg) -> None:
     check_writable_dir(cfg.output_dir, "output_dir")
     if cfg.tokenized_cache_dir:
         check_writable_dir(cfg.tokenized_cache_dir, "tokenized_cache_dir")
-
-
-# ------------------------------------------------------------------- contents
 
 
 def read_marker(run_dir: Path) -> dict | None:
@@ -240,12 +245,8 @@ def claim(run_dir: str | Path) -> None:
                                        "outputs": sorted(OUTPUTS)})
 
 
-
 def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-
-
-# ----------------------------------------------------------------------- lock
 
 
 class RunLock:
@@ -324,9 +325,6 @@ def _holder(text: str) -> str:
             "holder not recorded yet"
 
 
-# ----------------------------------------------------------------- lifecycle
-
-
 @dataclasses.dataclass
 class RunDir:
     """The run directory of one `finetune` call; use `with RunDir.open(cfg):`."""
@@ -372,13 +370,13 @@ class RunDir:
     def latest_checkpoint(self, cfg) -> Path | None:
         if not cfg.resume:
             return None
-        from keras_ft.checkpoint import Checkpoints
+        from keras_ft.train.checkpoint import Checkpoints
 
         return Checkpoints(self.path / "checkpoints", cfg.keep_checkpoints).latest()
 
     def check_resume_settings(self, cfg) -> None:
         """Refuses, before any data is read, a resume under other settings."""
-        from keras_ft.checkpoint import check_resumable, read_state
+        from keras_ft.train.checkpoint import check_resumable, read_state
 
         latest = self.latest_checkpoint(cfg)
         if latest is not None:
@@ -386,7 +384,7 @@ class RunDir:
 
     def check_resume_data(self, cfg, data: dict) -> None:
         """Refuses, before the model is loaded, a resume on other data."""
-        from keras_ft.checkpoint import check_same_data, read_state
+        from keras_ft.train.checkpoint import check_same_data, read_state
 
         latest = self.latest_checkpoint(cfg)
         if latest is not None:

@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from keras_ft.config import Config
-from keras_ft.model import ADAPTER_FILE, save_adapter
-from keras_ft.rundir import accept
+from keras_ft.model.lora import ADAPTER_FILE, save_adapter
+from keras_ft.train.rundir import accept
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,7 @@ import logging
 import os
 from pathlib import Path
 
-from keras_ft.convert import SOURCE_FILENAME
-from keras_ft.convert import convert_gguf
-from keras_ft.convert import sha256_file
+from keras_ft.gguf.convert import SOURCE_FILENAME, convert_gguf, sha256_file
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Export commands: turn a preset (+ LoRA adapter) into other formats.
 
-    python -m keras_ft.export gguf --preset P [--adapter X.lora.h5] OUT.gguf --dtype f16
-    python -m keras_ft.export gguf --adapter RUN_DIR OUT.gguf   # the run's preset
+    python -m keras_ft export gguf --preset P [--adapter X.lora.h5] OUT.gguf --dtype f16
+    python -m keras_ft export gguf --adapter RUN_DIR OUT.gguf   # the run's preset
 
 A QLoRA adapter (trained on a quantized base) is merged into the FLOAT base
 weights: GGUF stores float (or its own q8_0) matrices, not Keras' int8/int4
@@ -9,12 +9,14 @@ kernels, so the exported model is float base + LoRA, not the quantized base
 it was trained on. The command says so.
 """
 
+from __future__ import annotations
+
 import logging
 from pathlib import Path
 
 import click
 
-from keras_ft import cli_errors
+from keras_ft.cli import errors as cli_errors
 
 _GGUF_DTYPES = ["f32", "f16", "bf16", "q8_0"]
 
@@ -34,9 +36,9 @@ def load_causal_lm(preset: str, adapter: Path | None = None):
     Returns:
         The `keras_hub.models.CausalLM`, LoRA-enabled when `adapter` is given.
     """
-    from keras_ft.model import load_adapter
-    from keras_ft.model import load_causal_lm as load_preset
-    from keras_ft.model import resolve_preset
+    from keras_ft.model.causal_lm import load_causal_lm as load_preset
+    from keras_ft.model.lora import load_adapter
+    from keras_ft.model.presets import resolve_preset
 
     causal_lm = load_preset(resolve_preset(preset))
     if adapter is not None:
@@ -48,8 +50,7 @@ def export_preset(preset: str | None, adapter: Path | None) -> tuple[str, str]:
     """(preset to load, note on the base) for an export: `preset`, else the
     one recorded with `adapter`. The note says when a QLoRA adapter is
     merged into the float base instead of the quantized one it was trained on."""
-    from keras_ft.model import ADAPTER_CONFIG_FILE
-    from keras_ft.model import read_adapter
+    from keras_ft.model.lora import ADAPTER_CONFIG_FILE, read_adapter
 
     meta = {}
     if adapter is not None:
@@ -108,8 +109,8 @@ def gguf_command(
 
     A QLoRA adapter is merged into the float base weights (said on stderr).
     """
-    from keras_ft.gguf_export import export_gguf
-    from keras_ft.gguf_export import recorded_template
+    from keras_ft.export.gguf import export_gguf
+    from keras_ft.model.lora import recorded_template
 
     preset, note = export_preset(preset, adapter)
     if note:

@@ -6,6 +6,8 @@ EinsumDense's `kernel` property already returns
 `W + (lora_alpha / lora_rank) * A @ B` when LoRA is enabled.
 """
 
+from __future__ import annotations
+
 import logging
 import os
 import tempfile
@@ -15,17 +17,18 @@ import gguf
 import keras
 import numpy as np
 
-from keras_ft import convert
-from keras_ft import gguf_tokenizer
-from keras_ft.templates import TEMPLATES
-from keras_ft.templates import get_template
+from keras_ft.gguf import convert
+from keras_ft.gguf import tokenizer as gguf_tokenizer
+from keras_ft.templates import TEMPLATES, get_template
 
 logger = logging.getLogger(__name__)
+
 
 # The default chat template: keras_ft's `gemma` turn format (a system message
 # goes first in the first user turn, as in Google's template; Gemma has no
 # system role). An adapter's own template replaces it (`template`).
 GEMMA_CHAT_TEMPLATE = TEMPLATES["gemma"].chat_template()
+
 
 _QTYPES = {
     "f32": (gguf.GGMLQuantizationType.F32, gguf.LlamaFileType.ALL_F32),
@@ -114,20 +117,10 @@ def _umask() -> int:
     return mask
 
 
-def recorded_template(adapter: str | os.PathLike | None) -> str | None:
-    """The keras_ft template an adapter was trained with (its
-    `adapter_config.json`), or None without an adapter or a record."""
-    if adapter is None:
-        return None
-    from keras_ft.model import read_adapter
-
-    return read_adapter(adapter)[1].get("template")
-
-
 def _check_template_tokens(template: str, keras_tokenizer) -> None:
     """Refuses a template whose special tokens this vocabulary lacks."""
+    from keras_ft.data.tokenizer import TextTokenizer
     from keras_ft.templates import Message
-    from keras_ft.tokens import TextTokenizer
 
     tokenizer = TextTokenizer(keras_tokenizer)
     probe = [Message("system", "s"), Message("user", "u"), Message("assistant", "a")]

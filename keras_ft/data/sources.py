@@ -27,9 +27,9 @@ from typing import Any, Iterator, Protocol, Sequence, TypeVar
 import numpy as np
 
 from keras_ft import hub
+from keras_ft.data.readers import list_data_files, read_file
+from keras_ft.data.records import DataError, FieldMapping
 from keras_ft.hub import OFFLINE_ENV
-from keras_ft.readers import list_data_files, read_file
-from keras_ft.records import DataError, FieldMapping
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

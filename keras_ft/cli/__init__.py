@@ -1,0 +1,32 @@
+"""`keras-ft <command>` and `python -m keras_ft <command>`: one click group.
+
+Each command lives in `keras_ft/cli/<command>.py` and does flags -> Config ->
+one library call. Nothing outside this wing imports click.
+"""
+
+import click
+
+from keras_ft.cli import compare, convert, data, evaluate, export, generate, run
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Fine-tune, evaluate, compare, convert and export causal LMs with LoRA."""
+
+
+main.add_command(run.main, "run")
+main.add_command(evaluate.main, "evaluate")
+main.add_command(generate.main, "generate")
+main.add_command(compare.main, "compare")
+
+
+@main.command("data", context_settings={"ignore_unknown_options": True,
+                                        "allow_extra_args": True, "help_option_names": []})
+@click.pass_context
+def _data(ctx) -> None:
+    """Data statistics: `keras-ft data stats --data FILE ...`."""
+    ctx.exit(data.main(list(ctx.args)))
+
+
+main.add_command(convert.main, "convert")
+main.add_command(export.main, "export")

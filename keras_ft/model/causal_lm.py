@@ -1,0 +1,99 @@
+"""Loads a causal LM preset lean (no initializers), optionally quantized."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+import keras
+
+from keras_ft.config import Config
+from keras_ft.model.lora import enable_lora, quantize_backbone
+from keras_ft.model.presets import check_sequence_length, resolve_preset
+
+log = logging.getLogger(__name__)
+
+
+def build_model(cfg: Config):
+    """Loads `cfg.preset` as a keras-hub CausalLM with LoRA enabled.
+
+    Returns:
+        The CausalLM; its backbone is frozen except for the LoRA kernels.
+    """
+    preset = resolve_preset(cfg.preset)
+    check_sequence_length(preset, cfg.sequence_length)  # before loading weights
+    causal_lm = load_causal_lm(preset, dtype=cfg.dtype)
+    causal_lm.preprocessor.sequence_length = cfg.sequence_length
+    quantize_backbone(causal_lm.backbone, cfg.quantize)
+    enable_lora(causal_lm.backbone, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets)
+    return causal_lm
+
+
+def load_causal_lm(preset: str, dtype=None):
+    """`CausalLM.from_preset(preset, dtype=dtype)` without its random initialisation.
+
+    `from_preset` creates every variable with its initializer, then overwrites
+    it from the weights file: on Gemma 3 270M, 268 M random weights (~1 GB)
+    made to be thrown away. Here `load_backbone` loads the backbone without
+    them and `from_preset` builds the task (preprocessor included) around it.
+    The weights, the outputs and the random state afterwards (so a seeded LoRA
+    init) are the same bit for bit (tests/test_model.py).
+
+    `dtype=None` (keras-hub then resolves it per preset layout) and presets
+    with task weights take `from_preset` as is.
+    """
+    import keras_hub
+    from keras_hub.src.utils import preset_utils
+
+    if dtype is None or preset_utils.check_file_exists(preset, preset_utils.TASK_WEIGHTS_FILE):
+        return keras_hub.models.CausalLM.from_preset(preset, dtype=dtype)
+    return keras_hub.models.CausalLM.from_preset(
+        preset, dtype=dtype, backbone=load_backbone(preset, dtype), load_weights=False)
+
+
+def load_backbone(preset: str, dtype=None):
+    """`Backbone.from_preset(preset, dtype=dtype)` without its random initialisation.
+
+    The backbone is built under `StatelessScope(initialize_variables=False)`,
+    which defers each variable, then keras-hub's loader assigns the stored
+    values directly. Presets that keras-hub converts on load (e.g. `hf://`
+    Transformers checkpoints), other backends and distributed/NNX setups take
+    `from_preset` as is.
+    """
+    import keras_hub
+    from keras.src.backend.common.stateless_scope import in_stateless_scope
+    from keras_hub.src.utils import preset_utils
+
+    loader = preset_utils.get_preset_loader(preset)
+    if (keras.backend.backend() != "jax" or keras.config.is_nnx_enabled()
+            or keras.distribution.distribution() is not None or in_stateless_scope()
+            or not isinstance(loader, preset_utils.KerasPresetLoader)):
+        return keras_hub.models.Backbone.from_preset(preset, dtype=dtype)
+    with _deferred_variables() as deferred:
+        with keras.StatelessScope(initialize_variables=False):
+            backbone = keras_hub.models.Backbone.from_preset(preset, dtype=dtype,
+                                                             load_weights=False)
+        loader._load_backbone_weights(backbone)  # what from_preset calls
+    unset = [v.path for v in deferred if v._value is None]
+    if unset:  # load_weights fails on a missing weight, so this is a bug
+        raise RuntimeError(f"Loading {preset!r} left variables unset: {unset[:5]}")
+    return backbone
+
+
+@contextlib.contextmanager
+def _deferred_variables():
+    """Yields the variables created deferred inside the block, and takes them
+    off Keras' pending list, so that no later scope initialises them again."""
+    from keras.src.backend.common import global_state
+
+    key = "uninitialized_variables"
+    before = {id(v) for v in global_state.get_global_attribute(key, []) or []}
+    deferred = []
+    try:
+        yield deferred
+    finally:
+        pending = global_state.get_global_attribute(key, []) or []
+        deferred += [v for v in pending if id(v) not in before]
+        global_state.set_global_attribute(key, [v for v in pending if id(v) in before])
+
+

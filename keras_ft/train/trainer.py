@@ -1,0 +1,145 @@
+"""The loss-efficient training model around a causal LM's backbone.
+
+`CausalLMTrainer` shares the causal LM's backbone (and so its LoRA weights)
+and returns, instead of `[batch, length, vocab]` logits, per-example loss
+statistics computed by `keras_ft.model.loss`. The loss is the mean
+cross-entropy over loss-bearing tokens, so padding never changes it (Keras'
+`sum_over_batch_size` would divide by padded positions too).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_ft.config import Config
+from keras_ft.model.loss import (
+    output_projection,
+    reference_token_loss_stats,
+    token_loss_stats,
+)
+from keras_ft.model.packing import check_packing, segment_attention
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+from keras_ft.train.optimizer import build_optimizer
+
+log = logging.getLogger(__name__)
+
+
+class TokenAccuracy(keras.metrics.Metric):
+    """Next-token accuracy over loss-bearing tokens (weighted, as keras-hub's)."""
+
+    def __init__(self, name="accuracy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.correct = self.add_variable((), initializer="zeros", name="correct")
+        self.count = self.add_variable((), initializer="zeros", name="count")
+
+    def update_state(self, stats):
+        self.correct.assign_add(ops.sum(stats[:, 2]))
+        self.count.assign_add(ops.sum(stats[:, 1]))
+
+    def result(self):
+        return self.correct / ops.maximum(self.count, 1.0)
+
+
+class BatchLoss(keras.metrics.Metric):
+    """The latest batch's loss (Keras' `loss` is a running mean per epoch)."""
+
+    def __init__(self, name="batch_loss", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.value = self.add_variable((), initializer="zeros", name="value")
+
+    def update_state(self, stats):
+        self.value.assign(ops.sum(stats[:, 0]) / ops.maximum(ops.sum(stats[:, 1]), 1.0))
+
+    def result(self):
+        return ops.convert_to_tensor(self.value)
+
+
+class CausalLMTrainer(keras.Model):
+    """Trains a keras-hub backbone on batches from `tokens.make_batch`."""
+
+    def __init__(self, backbone, use_chunked_loss: bool = True, chunk_size: int = 128,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.backbone = backbone
+        self.chunk_size = chunk_size
+        self.use_chunked_loss = (use_chunked_loss and keras.backend.backend() == "jax"
+                                 and not getattr(backbone.token_embedding,
+                                                 "quantization_mode", None))
+        self.token_accuracy = TokenAccuracy()
+        self.batch_loss = BatchLoss()
+        self.built = True  # the backbone is built; this wrapper adds no weights
+
+    def call(self, inputs, training=False):
+        backbone_inputs = {"token_ids": inputs["token_ids"],
+                           "padding_mask": inputs["padding_mask"]}
+        if "segment_ids" in inputs:  # packed rows: attend within each example
+            with segment_attention(self.backbone, inputs["segment_ids"]):
+                hidden = self.backbone(backbone_inputs, training=training)
+        else:
+            hidden = self.backbone(backbone_inputs, training=training)
+        labels, weights = inputs["labels"], inputs["loss_weights"]
+        if self.use_chunked_loss:
+            matrix, soft_cap = output_projection(self.backbone)
+            return token_loss_stats(hidden, ops.convert_to_tensor(matrix), labels,
+                                    weights, soft_cap, self.chunk_size)
+        head = lambda h: self.backbone.token_embedding(h, reverse=True)
+        return reference_token_loss_stats(hidden, head, labels, weights)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        return ops.sum(y_pred[:, 0]) / ops.maximum(ops.sum(y_pred[:, 1]), 1.0)
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        self.token_accuracy.update_state(y_pred)
+        self.batch_loss.update_state(y_pred)
+        return self.get_metrics_result()
+
+
+def build_trainer(cfg: Config, backbone, total_steps: int) -> CausalLMTrainer:
+    if cfg.packing:
+        check_packing(backbone)  # only architectures proven equal to unpacked
+    trainer = CausalLMTrainer(backbone)
+    trainer.compile(optimizer=build_optimizer(cfg, total_steps))
+    return trainer
+
+
+def evaluate_tokens(trainer, dataset) -> dict[str, float]:
+    """Exact token-level metrics of `trainer` on every batch of `dataset`.
+
+    The loss is summed over all loss-bearing tokens and divided once, so it is
+    not a mean of per-batch means. The forward pass is one jitted
+    `stateless_call` (Keras' `predict_on_batch` costs seconds more per call),
+    made once per trainer: periodic evaluations reuse its compiled shapes.
+
+    Returns:
+        {"loss", "perplexity", "accuracy", "num_tokens"}.
+    """
+    trainable = [v.value for v in trainer.trainable_variables]
+    frozen = [v.value for v in trainer.non_trainable_variables]
+    forward = _jitted_forward(trainer)
+    stats = np.zeros(3)
+    for index in range(len(dataset)):
+        stats += np.asarray(forward(trainable, frozen, dataset[index])).sum(axis=0)
+    loss = stats[0] / max(stats[1], 1.0)
+    return {"loss": float(loss), "perplexity": float(math.exp(min(loss, 50.0))),
+            "accuracy": float(stats[2] / max(stats[1], 1.0)),
+            "num_tokens": int(stats[1])}
+
+
+def _jitted_forward(trainer):
+    # A new jax.jit(lambda) per call would compile every shape again (seconds
+    # to minutes each on CPU). Variables are arguments, so one per trainer is
+    # exact; it lives on the trainer (bypassing Keras' attribute tracking).
+    forward = getattr(trainer, "_keras_ft_eval_forward", None)
+    if forward is None:
+        import jax
+
+        forward = jax.jit(lambda t, f, x: trainer.stateless_call(t, f, x)[0])
+        object.__setattr__(trainer, "_keras_ft_eval_forward", forward)
+    return forward
