@@ -51,7 +51,7 @@ def test_the_probes_leave_no_deferred_variable_behind():
 def test_every_src_import_in_keras_ft_is_listed():
     # `from keras(_hub).src.x import y` anywhere in keras_ft needs an entry x.y.
     listed = " ".join(api.name for api in PRIVATE_APIS)
-    for path in sorted(PACKAGE.glob("*.py")):
+    for path in sorted(PACKAGE.rglob("*.py")):
         if path.name == "private_api.py":
             continue
         for module, names in re.findall(r"from (keras(?:_hub)?\.src[\w.]*) import ([\w, ]+)",

@@ -170,7 +170,7 @@ def test_first_n_streams_and_stops_reading(tmp_path):
 
 
 def test_sample_data_files_load_and_have_numbered_steps():
-    root = Path(__file__).parents[1] / "data"
+    root = Path(__file__).parents[2] / "data"
     train, validation, report = load_examples(Config(data=(str(root / "how_to_steps.jsonl"),)))
     assert report.num_kept == 300 and report.shapes == {"prompt_completion": 300}
     for example in train + validation:

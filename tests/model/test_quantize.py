@@ -10,7 +10,7 @@ from keras_ft.data.batches import BatchSequence
 from keras_ft.train.trainer import build_trainer
 from keras_ft.train.loop import train
 
-from test_train import synthetic_examples
+from helpers import synthetic_examples
 
 TOKEN_IDS = np.array([[2, 10, 11, 12, 13, 14, 15, 16]], np.int32)
 

@@ -15,7 +15,7 @@ from keras_ft.data.batches import BatchSequence
 from keras_ft.train.trainer import build_trainer
 from keras_ft.train.loop import train
 
-from test_train import synthetic_examples
+from helpers import synthetic_examples
 
 EXAMPLES = synthetic_examples(6)
 DATA = {"num_examples": 6, "batches_per_epoch": 3}  # 6 examples in batches of 2

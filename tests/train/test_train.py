@@ -10,21 +10,11 @@ import pytest
 from keras_ft.train.callbacks import Throughput
 from keras_ft.config import Config
 from keras_ft.model.causal_lm import build_model
-from keras_ft.data.tokenizer import TokenizedExample
 from keras_ft.data.batches import BatchSequence
 from keras_ft.train.loop import NonFiniteLossError, epoch_spans, steps_plan, train
 from keras_ft.train.optimizer import WarmupDecay
 from keras_ft.train.trainer import build_trainer
-
-
-def synthetic_examples(n, length=12, loss_tokens=6, seed=0):
-    """Equal lengths and equal loss-bearing counts: every batch's mean loss then
-    weighs each token alike, whatever the batch size."""
-    rng = np.random.default_rng(seed)
-    mask = np.zeros(length, bool)
-    mask[-loss_tokens:] = True
-    return [TokenizedExample(rng.integers(4, 150, length).astype(np.int32), mask, length)
-            for _ in range(n)]
+from helpers import synthetic_examples
 
 
 def run_training(preset, tmp_path, examples, **overrides):

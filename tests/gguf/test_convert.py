@@ -22,7 +22,7 @@ from sentencepiece import sentencepiece_model_pb2 as sp_pb2
 from keras_ft.gguf import convert
 from keras_ft.gguf import embedded as default_model
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).parents[1] / "fixtures"
 
 
 @pytest.fixture(scope="session")

@@ -26,7 +26,7 @@ from keras_ft.cli.run import main as run_main
 
 from test_pipeline import PAIRS
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

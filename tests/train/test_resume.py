@@ -25,7 +25,7 @@ from keras_ft.train.checkpoint import CheckpointError
 
 from test_pipeline import PAIRS
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 EPOCHS, BATCHES_PER_EPOCH = 6, 5  # 10 examples in batches of 2: 30 steps
 
 
