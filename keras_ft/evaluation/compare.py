@@ -86,7 +86,6 @@ def run_worker(cfg: Config) -> dict:
     from keras_ft.generation.generate import encode_prompt, generate_function
     from keras_ft.generation.replies import measure_latency
     from keras_ft.model.causal_lm import load_causal_lm
-    from keras_ft.model.lora import load_adapter
     from keras_ft.model.presets import resolve_preset
     from keras_ft.pipeline import finetune
     from keras_ft.templates import get_template
@@ -96,8 +95,7 @@ def run_worker(cfg: Config) -> dict:
     record = {"train_wall_s": time.perf_counter() - start,
               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     preset = resolve_preset(cfg.preset)
-    causal_lm = load_causal_lm(preset, dtype=cfg.dtype)
-    load_adapter(causal_lm, result.run_dir)
+    causal_lm = load_causal_lm(preset, dtype=cfg.dtype, adapter=result.run_dir)
     generate_fn = generate_function(causal_lm, dataclasses.replace(cfg, sampler="greedy"))
     tokenizer = TextTokenizer.from_preset(preset)
     prompt = encode_prompt(cfg.sample_prompts[0], get_template(cfg.template), tokenizer)

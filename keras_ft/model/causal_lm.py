@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 
 import keras
 
 from keras_ft.config import Config
-from keras_ft.model.lora import enable_lora, quantize_backbone
+from keras_ft.model.lora import enable_lora, load_adapter, quantize_backbone
 from keras_ft.model.presets import check_sequence_length, resolve_preset
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,31 @@ def build_model(cfg: Config):
     return causal_lm
 
 
-def load_causal_lm(preset: str, dtype=None):
+def load_causal_lm(preset_dir: str, dtype=None, adapter: str | os.PathLike | None = None,
+                   quantize: bool = True):
+    """The one loader of a causal LM: `preset_dir`, optionally with a LoRA adapter.
+
+    Args:
+        preset_dir: A preset as `resolve_preset` returns it (resolve it once
+            per run and hand it down).
+        dtype: The weights' dtype (`cfg.dtype`); None lets keras-hub choose
+            per preset.
+        adapter: A `.lora.h5` file or a run directory holding one, applied
+            with `load_adapter` (its rank, alpha, targets and quantization come
+            from the `adapter_config.json` beside it).
+        quantize: With `adapter`, rebuild the quantized base a QLoRA adapter
+            was trained on first; False applies it to the float base (export).
+
+    Returns:
+        The `keras_hub.models.CausalLM`, LoRA-enabled when `adapter` is given.
+    """
+    causal_lm = _load_lean(preset_dir, dtype)
+    if adapter is not None:
+        load_adapter(causal_lm, adapter, quantize=quantize)
+    return causal_lm
+
+
+def _load_lean(preset: str, dtype=None):
     """`CausalLM.from_preset(preset, dtype=dtype)` without its random initialisation.
 
     `from_preset` creates every variable with its initializer, then overwrites

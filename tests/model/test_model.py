@@ -66,6 +66,26 @@ def test_saved_adapter_reproduces_the_tuned_logits(tiny_gemma3, tmp_path):
     assert np.abs(reloaded - base).max() > 1e-3  # the adapter changed the model
 
 
+def test_load_causal_lm_applies_the_adapter_in_the_dtype_asked(tiny_gemma3, tmp_path):
+    cfg = Config(preset=str(tiny_gemma3), lora_rank=2, lora_targets="all")
+    tuned = build_model(cfg)
+    for w in tuned.backbone.trainable_weights:  # stand-in for training
+        w.assign(np.random.default_rng(0).normal(size=w.shape).astype("float32") * 0.1)
+    save_adapter(tuned, tmp_path, cfg)
+    token_ids = np.array([[2, 10, 11, 12, 13, 14]], np.int32)
+    tuned.preprocessor = None
+    expected = _logits(tuned, token_ids)
+
+    loaded = load_causal_lm(str(tiny_gemma3), dtype="float32", adapter=tmp_path)
+    loaded.preprocessor = None
+    assert loaded.backbone._lora_enabled_layers == tuned.backbone._lora_enabled_layers
+    np.testing.assert_allclose(_logits(loaded, token_ids), expected, rtol=1e-5, atol=1e-5)
+    half = load_causal_lm(str(tiny_gemma3), dtype="bfloat16", adapter=tmp_path)
+    assert {w.dtype for w in half.backbone.weights if "lora" not in w.path} == {"bfloat16"}
+    plain = load_causal_lm(str(tiny_gemma3))
+    assert not any("lora" in w.path for w in plain.backbone.weights)
+
+
 def test_lora_alpha_scales_the_update(tiny_gemma):
     outputs = {}
     for alpha in (4.0, 8.0):
