@@ -18,15 +18,6 @@ main.add_command(run.main, "run")
 main.add_command(evaluate.main, "evaluate")
 main.add_command(generate.main, "generate")
 main.add_command(compare.main, "compare")
-
-
-@main.command("data", context_settings={"ignore_unknown_options": True,
-                                        "allow_extra_args": True, "help_option_names": []})
-@click.pass_context
-def _data(ctx) -> None:
-    """Data statistics: `keras-ft data stats --data FILE ...`."""
-    ctx.exit(data.main(list(ctx.args)))
-
-
+main.add_command(data.main, "data")
 main.add_command(convert.main, "convert")
 main.add_command(export.main, "export")

@@ -12,22 +12,22 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 import click
 
 from keras_ft.cli import errors as cli_errors
-from keras_ft.cli.flags import config_options, overrides_from_flags
+from keras_ft.cli.flags import config_file, config_options, overrides_from_flags
 from keras_ft.config import load_config
 from keras_ft.evaluation.compare import launch, plan_runs, run_worker
 
 log = logging.getLogger(__name__)
 
 
-@config_options
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--config", "config_path", default=None, help="Experiment YAML file.")
+@config_file()
 @click.option("--presets", default=None, help="Comma-separated presets to compare.")
 @click.option("--templates", default=None,
               help="Comma-separated template per preset (default: the config's).")
 @click.option("--vary", default=None, help="Also vary one field: FIELD=V1,V2.")
 @click.option("--timeout", type=float, default=None, help="Seconds per run.")
 @click.option("--worker", default=None, hidden=True)
+@config_options()
 @cli_errors.reported
 def main(config_path, presets, templates, vary, timeout, worker, **flags):
     """Run one experiment over several presets; write one table and plots."""

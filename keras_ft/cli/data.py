@@ -2,72 +2,85 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Sequence
 
+import click
+
+from keras_ft.cli import errors as cli_errors
+from keras_ft.cli.flags import config_file, config_options, overrides_from_flags
 from keras_ft.config import load_config
+from keras_ft.data import stats
+from keras_ft.data.tokenizer import TextTokenizer
+from keras_ft.model.presets import PresetUnavailableError, resolve_preset
+from keras_ft.train.rundir import check_writable_file
 
-log = logging.getLogger(__name__)
 
+class _Group(click.Group):
+    """A flag before the command (`keras-ft data --data x`) says to name it."""
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m keras_ft data stats --data FILE ...`: print and plot stats."""
-    from keras_ft.data import stats
-
-    # allow_abbrev=False: a misspelt `--data-weight` is refused, not taken as another flag
-    parser = argparse.ArgumentParser(prog="keras-ft data", allow_abbrev=False)
-    commands = parser.add_subparsers(dest="command", required=True)
-    cmd = commands.add_parser("stats", allow_abbrev=False, help="counts, token lengths, "
-                              "labels, duplicates and rendered examples of the data")
-    cmd.add_argument("--config", help="experiment YAML; flags override it")
-    cmd.add_argument("--data", action="append", help="data spec; repeatable")
-    cmd.add_argument("--data-weights", type=float, action="append")
-    for flag in ("--fields", "--template", "--preset"):
-        cmd.add_argument(flag)
-    for flag in ("--sequence-length", "--num-examples", "--seed"):
-        cmd.add_argument(flag, type=int)
-    for flag in ("--skip-bad-records", "--drop-with-context"):
-        cmd.add_argument(flag, action="store_true", default=None)
-    cmd.add_argument("--no-tokens", action="store_true",
-                     help="skip tokenization (no preset needed)")
-    cmd.add_argument("--plot", default="data_stats.png", help="PNG to write ('' = none)")
-    cmd.add_argument("--show", type=int, default=3, help="rendered examples to print")
-    args = parser.parse_args(argv)
-    if args.show < 0:
-        parser.error(f"argument --show: must be non-negative. Received: --show {args.show}")
-    if args.plot and Path(args.plot).suffix.lower() != ".png":
-        parser.error(f"argument --plot: must name a .png file ('' = no plot). "
-                     f"Received: --plot {args.plot}")
-    if args.plot and Path(args.plot).is_dir():
-        parser.error(f"argument --plot: {args.plot} is a directory; name a .png file.")
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    names = ("data", "data_weights", "fields", "template", "preset", "sequence_length",
-             "num_examples", "seed", "skip_bad_records", "drop_with_context")
-    overrides = {name: getattr(args, name) for name in names}
-    try:
-        cfg = load_config(args.config, overrides)
-        if args.plot:  # before reading the data: a plot path that cannot be written
-            from keras_ft.train.rundir import check_writable_file
-
-            check_writable_file(args.plot, "--plot")
-        result = stats.collect_stats(cfg, use_tokenizer=not args.no_tokens,
-                                     num_rendered=args.show)
-    except ValueError as e:  # DataError included: file, line and field
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(stats.format_stats(result))
-    if args.plot:
+    def parse_args(self, ctx, args):
         try:
-            print(f"plot: {stats.plot_stats(result, args.plot)}")
+            return super().parse_args(ctx, args)
+        except click.NoSuchOption as e:
+            e.message = (f"{e.message.rstrip('.')}; name the command first: "
+                         f"{ctx.command_path} stats {e.option_name} ...")
+            raise
+
+
+@click.group(cls=_Group, no_args_is_help=False,
+             context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """What is in the data, before training."""
+
+
+@main.command("stats", context_settings={"help_option_names": ["-h", "--help"]})
+@config_file()
+@config_options("data", "data_weights", "fields", "skip_bad_records", "drop_with_context",
+                "num_examples", "seed", "template", "completion_only_loss",
+                "preset", "sequence_length")
+@click.option("--no-tokens", is_flag=True, help="Skip tokenization (no preset needed).")
+@click.option("--plot", default="data_stats.png", show_default=True,
+              help="PNG to write ('' = none).")
+@click.option("--show", type=int, default=3, show_default=True,
+              help="Rendered examples to print.")
+@cli_errors.reported
+def stats_command(config_path, no_tokens, plot, show, **flags):
+    """Counts, token lengths, labels, duplicates and rendered examples of the data."""
+    if show < 0:
+        raise click.UsageError(f"argument --show: must be non-negative. Received: --show {show}")
+    if plot and Path(plot).suffix.lower() != ".png":
+        raise click.UsageError(f"argument --plot: must name a .png file ('' = no plot). "
+                               f"Received: --plot {plot}")
+    if plot and Path(plot).is_dir():
+        raise click.UsageError(f"argument --plot: {plot} is a directory; name a .png file.")
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    with cli_errors.usage_errors():  # a bad flag or YAML value, or data: file, line, field
+        cfg = load_config(config_path, overrides_from_flags(flags))
+        if plot:  # before reading the data: a plot path that cannot be written
+            check_writable_file(plot, "--plot")
+        tokenizer = None if no_tokens else _tokenizer(cfg.preset)
+        result = stats.collect_stats(cfg, tokenizer, num_rendered=show)
+    click.echo(stats.format_stats(result))
+    if plot:
+        try:
+            click.echo(f"plot: {stats.plot_stats(result, plot)}")
         except OSError as e:
-            print(f"error: could not write the plot --plot {args.plot}: "
-                  f"{e.strerror or e}", file=sys.stderr)
-            return 1
-    return 0
+            raise click.ClickException(f"could not write the plot --plot {plot}: "
+                                       f"{e.strerror or e}") from None
+
+
+def _tokenizer(preset: str) -> TextTokenizer:
+    """`preset`'s tokenizer, as training loads it; else a ValueError saying what to pass."""
+    try:
+        return TextTokenizer.from_preset(resolve_preset(preset))
+    except (ImportError, OSError, ValueError, PresetUnavailableError) as e:
+        raise ValueError(
+            f"Could not load the tokenizer of preset {preset!r} ({type(e).__name__}: "
+            f"{e}). Pass --preset with a local preset directory or a reachable "
+            "preset, or --no-tokens to skip the token statistics.") from None
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -1,7 +1,10 @@
 """Click options generated from `Config`: one flag per field, one meaning.
 
-Every Config field has a flag (`lora_rank` <-> `--lora-rank`), generated from
-the dataclass; flags default to None so only the ones given override.
+A Config field's flag (`lora_rank` <-> `--lora-rank`) is generated from the
+dataclass, with the field's type and its trailing comment as help, in every
+command that takes it; flags default to None so only the ones given override.
+A command's own flags (`--adapter`, `--eval-examples`, ...) use names no
+Config field has, so one flag name never means two things.
 """
 
 from __future__ import annotations
@@ -9,39 +12,62 @@ from __future__ import annotations
 import dataclasses
 import os
 import typing
+from typing import Any, Mapping
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 import click
 
 from keras_ft.config import Config, field_docs, field_types
 
+ADAPTER_HELP = "A .lora.h5 file or a run directory holding one."
+
 
 def _flag_name(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _option_for(field: dataclasses.Field, tp, doc: str) -> click.Option:
-    default = field.default
-    shown = ", ".join(map(str, default)) if isinstance(default, tuple) else default
+def _option_for(field: dataclasses.Field, tp, doc: str, default=None):
+    """(declarations, attributes) of `field`'s click option."""
+    shown = field.default if default is None else default
+    shown = ", ".join(map(str, shown)) if isinstance(shown, tuple) else shown
     help_text = f"{doc} [default: {shown!r}]" if doc else f"[default: {shown!r}]"
+    flag = _flag_name(field.name)
     if tp is bool:
-        flag = _flag_name(field.name)
-        return click.Option([f"{flag}/--no-{flag[2:]}", field.name], default=None,
-                            help=help_text)
+        return [f"{flag}/--no-{flag[2:]}", field.name], dict(default=default, help=help_text)
     if typing.get_origin(tp) is tuple:
-        item = typing.get_args(tp)[0]
-        return click.Option([_flag_name(field.name), field.name], multiple=True,
-                            type=item, default=None, help=help_text + " (repeatable)")
-    return click.Option([_flag_name(field.name), field.name], type=tp, default=None,
-                        help=help_text)
+        return [flag, field.name], dict(multiple=True, type=typing.get_args(tp)[0],
+                                        default=default, help=help_text + " (repeatable)")
+    return [flag, field.name], dict(type=tp, default=default, help=help_text)
 
 
-def config_options(command):
-    """Adds one click option per Config field to `command`."""
-    types, docs = field_types(), field_docs()
-    for field in dataclasses.fields(Config):
-        command.params.append(_option_for(field, types[field.name], docs.get(field.name, "")))
-    return command
+def config_options(*names: str, defaults: Mapping[str, Any] | None = None):
+    """Decorates a click command's function with one option per Config field.
+
+    Args:
+        names: the fields to add (default: every field), in `--help` order.
+        defaults: a command's own default for some fields (e.g. evaluate's
+            greedy `sampler`), applied as if given and shown in `--help`.
+    """
+    fields = {f.name: f for f in dataclasses.fields(Config)}
+    unknown = sorted(set(names) - set(fields))
+    if unknown:
+        raise ValueError(f"Not Config fields: {unknown}")
+    types, docs, defaults = field_types(), field_docs(), dict(defaults or {})
+
+    def decorate(function):
+        for name in reversed(names or tuple(fields)):  # click lists options bottom-up
+            declarations, attributes = _option_for(fields[name], types[name],
+                                                   docs.get(name, ""), defaults.get(name))
+            function = click.option(*declarations, **attributes)(function)
+        return function
+
+    return decorate
+
+
+def config_file(help_text: str = "Experiment YAML file; flags override its keys."):
+    """The `--config` option of every command (a plain string, so that
+    `load_config` names a bad path)."""
+    return click.option("--config", "config_path", default=None, help=help_text)
 
 
 def overrides_from_flags(values: dict) -> dict:

@@ -18,6 +18,7 @@ import numpy as np
 
 from keras_ft.config import Config
 from keras_ft.data.records import LoadReport
+from keras_ft.data.split import example_hash, read_data
 from keras_ft.data.tokenizer import TextTokenizer, format_marked, tokenize_example
 from keras_ft.templates import Example, Template, get_template
 
@@ -42,38 +43,19 @@ class DataStats:
     rendered: list = dataclasses.field(default_factory=list)
 
 
-def collect_stats(cfg: Config, use_tokenizer: bool = True,
+def collect_stats(cfg: Config, tokenizer: TextTokenizer | None = None,
                   num_rendered: int = 3) -> DataStats:
     """Reads all of `cfg.data` (no split) and computes `DataStats`.
 
     Args:
-        cfg: data options plus `preset` (for the tokenizer) and `template`.
-        use_tokenizer: load the preset's tokenizer to measure tokens.
+        cfg: data options plus `template` and `sequence_length`.
+        tokenizer: the preset's tokenizer, to measure tokens; None skips
+            the token figures.
         num_rendered: how many examples to render with the loss marked.
     """
-    from keras_ft.data.split import read_data  # data's CLI imports this module
-
     report = LoadReport()
-    tokenizer = load_tokenizer(cfg.preset) if use_tokenizer else None
     return compute_stats(read_data(cfg, report), report, get_template(cfg.template), tokenizer,
                          cfg.sequence_length, cfg.completion_only_loss, num_rendered)
-
-
-def load_tokenizer(preset: str) -> TextTokenizer:
-    """The tokenizer of a preset, as training would load it.
-
-    Raises:
-        ValueError: when it cannot be loaded, saying what to pass instead.
-    """
-    try:
-        from keras_ft.model.presets import PresetUnavailableError, resolve_preset
-
-        return TextTokenizer.from_preset(resolve_preset(preset))
-    except (ImportError, OSError, ValueError, PresetUnavailableError) as e:
-        raise ValueError(
-            f"Could not load the tokenizer of preset {preset!r} ({type(e).__name__}: "
-            f"{e}). Pass --preset with a local preset directory or a reachable "
-            "preset, or --no-tokens to skip the token statistics.") from None
 
 
 def compute_stats(examples: Iterable[Example], report: LoadReport, template: Template,
@@ -81,8 +63,9 @@ def compute_stats(examples: Iterable[Example], report: LoadReport, template: Tem
                   completion_only: bool = True, num_rendered: int = 3) -> DataStats:
     """Computes `DataStats` in one pass; token figures need a tokenizer.
 
-    Memory holds a hash and a few numbers per example, so `examples` can be
-    a stream larger than memory.
+    Memory holds two hashes and a few numbers per example, so `examples` can
+    be a stream larger than memory. Two examples are the same when their
+    `example_key`s are (the identity the split uses).
     """
     seen, prompts = set(), set()
     stats = DataStats(report=report, num_examples=0, num_duplicates=0,
@@ -91,8 +74,8 @@ def compute_stats(examples: Iterable[Example], report: LoadReport, template: Tem
                       char_lengths=np.zeros(0, np.int64), sequence_length=sequence_length)
     char_lengths, token_lengths = [], []
     for example in examples:
-        key = tuple((m.role, m.content) for m in example.messages)
-        key_hash, prompt_hash = hash(key), hash(key[:-1])
+        key_hash = example_hash(example)
+        prompt_hash = example_hash(Example(example.messages[:-1]))  # all but the reply
         stats.num_examples += 1
         stats.num_duplicates += key_hash in seen
         stats.num_duplicate_prompts += prompt_hash in prompts
@@ -187,7 +170,7 @@ def format_stats(stats: DataStats) -> str:
 
 def plot_stats(stats: DataStats, path: str | Path) -> Path:
     """Writes a PNG: the length histogram and the label/topic distribution."""
-    import matplotlib
+    import matplotlib  # heavy: matplotlib, only for --plot
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -335,29 +335,15 @@ class Case:
         return f"python -m keras_ft.{name} " + shlex.join(map(str, self.args))
 
 
-def _data_main_command():
-    """`python -m keras_ft data` (argparse) as a click command, for CliRunner."""
-    from keras_ft.cli import data
-
-    @click.command(context_settings={"ignore_unknown_options": True,
-                                     "allow_extra_args": True, "help_option_names": []})
-    @click.pass_context
-    def command(ctx):
-        sys.exit(data.main(list(ctx.args)))
-
-    return command
-
-
 def _entry(command):
-    from keras_ft.cli import compare, convert, evaluate, generate, run
-    from keras_ft.cli import export
+    from keras_ft.cli import compare, convert, data, evaluate, export, generate, run
 
     if isinstance(command, click.Command):  # the harness's own self-test
         return command
 
     return {"run": run.main, "evaluate": evaluate.main, "generate": generate.main,
             "export": export.main, "convert": convert.main, "compare": compare.main,
-            "data": _data_main_command()}[command]
+            "data": data.main}[command]
 
 
 def _snapshot(*roots: Path) -> dict:
@@ -526,7 +512,7 @@ def _mutate_common(rng, world: World, base: list, out: Path, command: str,
         return Case(command, f"bad_number:{flag}", _set(args, flag, value), (flag, name), out)
     if kind == "unknown_flag":
         flag = rng.choice(UNKNOWN_FLAGS)
-        # after a group's subcommand (argparse reads `--x 1 stats` as command '1')
+        # after a group's subcommand (else it is refused as the group's own option)
         first = 1 if command in ("export", "convert", "data") else 0
         pos = rng.randrange(first, len(args) + 1)
         extra = [flag, "1"] if rng.random() < 0.5 else [flag]
@@ -882,42 +868,43 @@ def test_bad_model_files_and_mismatched_adapters_fail_cleanly(isolated, monkeypa
 # ------------------------------------ focused regressions the fuzzer found
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--show", "-1"], "argument --show: must be non-negative. Received: --show -1"),
-    (["--data-weight", "1"], "unrecognized arguments: --data-weight"),
-    (["--plot", "stats.pdf"], "argument --plot: must name a .png file"),
-])
-def test_data_stats_refuses_bad_flags(tmp_path, monkeypatch, capsys, extra, message):
+def _data_stats(*args):
+    """`keras-ft data stats ARGS`, in-process."""
     from keras_ft.cli.data import main
 
+    return CliRunner().invoke(main, ["stats", *map(str, args)])
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--show", "-1"], "argument --show: must be non-negative. Received: --show -1"),
+    (["--data-weight", "1"], "No such option '--data-weight'"),
+    (["--plot", "stats.pdf"], "argument --plot: must name a .png file"),
+])
+def test_data_stats_refuses_bad_flags(tmp_path, monkeypatch, extra, message):
     monkeypatch.chdir(tmp_path)
     data = _write(tmp_path / "d.jsonl", _jsonl(GOOD_RECORDS))
-    with pytest.raises(SystemExit) as info:
-        main(["stats", "--data", str(data), "--no-tokens", *extra])
-    assert info.value.code == 2
-    assert message in " ".join(capsys.readouterr().err.split())
+    result = _data_stats("--data", data, "--no-tokens", *extra)
+    assert result.exit_code == 2
+    assert message in " ".join(result.stderr.split())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.jsonl"]  # no plot written
 
 
-def test_data_stats_refuses_a_directory_as_plot(tmp_path, capsys):
-    from keras_ft.cli.data import main
-
+def test_data_stats_refuses_a_directory_as_plot(tmp_path):
     data = _write(tmp_path / "d.jsonl", _jsonl(GOOD_RECORDS))
     plots = tmp_path / "plots.png"
     plots.mkdir()
-    with pytest.raises(SystemExit):
-        main(["stats", "--data", str(data), "--no-tokens", "--plot", str(plots)])
-    assert f"{plots} is a directory" in capsys.readouterr().err
+    result = _data_stats("--data", data, "--no-tokens", "--plot", plots)
+    assert isinstance(result.exception, SystemExit)
+    assert f"{plots} is a directory" in result.stderr
     assert not list(tmp_path.glob("*.png.png")) and not list(plots.iterdir())
 
 
-def test_data_stats_unwritable_plot_is_one_error_line(tmp_path, capsys):
-    from keras_ft.cli.data import main
-
+def test_data_stats_unwritable_plot_is_one_error_line(tmp_path):
     data = _write(tmp_path / "d.jsonl", _jsonl(GOOD_RECORDS))
     plot = data / "p.png"  # a file as the parent directory
-    assert main(["stats", "--data", str(data), "--no-tokens", "--plot", str(plot)]) in (1, 2)
-    err = capsys.readouterr().err
+    result = _data_stats("--data", data, "--no-tokens", "--plot", plot)
+    assert result.exit_code in (1, 2)
+    err = result.stderr
     assert "--plot" in err and str(data) in err and "Traceback" not in err
 
 

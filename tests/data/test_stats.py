@@ -2,6 +2,8 @@
 
 import json
 
+from click.testing import CliRunner
+
 from keras_ft.cli.data import main
 from keras_ft.data.records import LoadReport
 from keras_ft.data.stats import compute_stats, format_stats, render_marked
@@ -28,16 +30,21 @@ def test_compute_stats_without_a_tokenizer():
     assert "1 identical examples, 2 repeated prompts" in text and "Labels (2 distinct)" in text
 
 
-def test_stats_cli_with_tokenizer_plot_and_truncation(tmp_path, tiny_gemma, capsys):
+def stats(*args):
+    """`keras-ft data stats ARGS`, in-process."""
+    return CliRunner().invoke(main, ["stats", *map(str, args)])
+
+
+def test_stats_cli_with_tokenizer_plot_and_truncation(tmp_path, tiny_gemma):
     path = tmp_path / "d.jsonl"
     records = [{"prompt": "How do I boil an egg?", "completion": "1. Fill a pot with water."}] * 3
     records.append({"prompt": "Explain. " * 30, "completion": "A compiler translates."})
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     plot = tmp_path / "stats.png"
-    code = main(["stats", "--data", str(path), "--preset", str(tiny_gemma),
-                 "--sequence-length", "40", "--plot", str(plot), "--show", "1"])
-    out = capsys.readouterr().out
-    assert code == 0, out
+    result = stats("--data", path, "--preset", tiny_gemma, "--sequence-length", "40",
+                   "--plot", plot, "--show", "1")
+    out = result.stdout
+    assert result.exit_code == 0, result.output
     assert "Read 4 records: kept 4" in out and "2 identical examples" in out
     assert "Truncated at sequence_length=40: 1 (25.0 %); dropped (response cut off " \
            "entirely): 1" in out
@@ -45,18 +52,20 @@ def test_stats_cli_with_tokenizer_plot_and_truncation(tmp_path, tiny_gemma, caps
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_stats_cli_on_real_news_with_labels(shared_data, tmp_path, capsys):
-    code = main(["stats", "--data", str(shared_data / NEWS), "--no-tokens",
-                 "--fields", "prompt=headline+short_description,label=category",
-                 "--num-examples", "2000", "--plot", str(tmp_path / "n.png")])
-    out = capsys.readouterr().out
-    assert code == 0
+def test_stats_cli_on_real_news_with_labels(shared_data, tmp_path):
+    result = stats("--data", shared_data / NEWS, "--no-tokens",
+                   "--fields", "prompt=headline+short_description,label=category",
+                   "--num-examples", "2000", "--plot", tmp_path / "n.png")
+    out = result.stdout
+    assert result.exit_code == 0
     assert "Read 2000 records: kept 2000" in out and "POLITICS" in out
     assert "record shapes: {'classification': 2000}" in out
 
 
-def test_stats_cli_reports_bad_data_without_a_traceback(tmp_path, capsys):
+def test_stats_cli_reports_bad_data_without_a_traceback(tmp_path):
     path = tmp_path / "bad.jsonl"
     path.write_text('{"prompt": "P", "completion": 3}\n')
-    assert main(["stats", "--data", str(path), "--no-tokens", "--plot", ""]) == 2
-    assert f"error: {path}:1: field `completion` must be a string" in capsys.readouterr().err
+    result = stats("--data", path, "--no-tokens", "--plot", "")
+    assert result.exit_code == 2
+    assert f"Error: {path}:1: field `completion` must be a string" in result.stderr
+    assert "Traceback" not in result.output
