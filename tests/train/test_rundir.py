@@ -275,10 +275,11 @@ def test_an_unwritable_token_cache_dir_is_named(case, tmp_path):
     assert not (tmp_path / "run").exists()  # the run directory was not created
 
 
-def test_data_stats_checks_its_plot_path_before_reading(pairs, tmp_path, capsys):
+def test_data_stats_checks_its_plot_path_before_reading(pairs, tmp_path):
     (tmp_path / "file").write_text("a file")
     plot = tmp_path / "file" / "stats.png"
-    code = data_main(["stats", "--data", str(pairs), "--no-tokens", "--plot", str(plot)])
-    assert code == 2
-    err = capsys.readouterr().err
+    result = CliRunner().invoke(data_main, ["stats", "--data", str(pairs), "--no-tokens",
+                                            "--plot", str(plot)])
+    assert result.exit_code == 2
+    err = result.stderr
     assert "`--plot`" in err and f"{tmp_path / 'file'} is a file" in err
