@@ -21,7 +21,7 @@ from typing import Callable
 import keras
 import numpy as np
 
-from keras_ft.train.checkpoint import TrainState
+from keras_ft.train.checkpoint import NON_FINITE_LOSS, TrainState
 
 log = logging.getLogger(__name__)
 
@@ -70,11 +70,34 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
             return
         self.failure = {"step": (self.state.batches_done - 1) // self.state.accumulation + 1,
                         "loss": loss, "examples": list(self.tracker.step_examples)}
-        self.state.stop_reason = "non_finite_loss"
+        self.state.stop_reason = NON_FINITE_LOSS
         self.model.stop_training = True
 
 
-class PeriodicEval(keras.callbacks.Callback):
+class Periodic(keras.callbacks.Callback):
+    """Runs `on_step(logs)` at the end of every `every`-th optimizer step.
+
+    The one every-N gate of the run (levanter's `add_hook(hook, every=N)`):
+    never at a batch inside an accumulated step, and never once the loss went
+    non-finite, so no evaluation, sample or checkpoint is made of a broken
+    step. Subclasses implement `on_step`.
+    """
+
+    def __init__(self, state: TrainState, every: int):
+        super().__init__()
+        self.state, self.every = state, every
+
+    def on_train_batch_end(self, batch, logs=None):
+        state = self.state
+        if (state.at_step_end and state.step % self.every == 0
+                and state.stop_reason != NON_FINITE_LOSS):
+            self.on_step(logs)
+
+    def on_step(self, logs: dict | None) -> None:
+        raise NotImplementedError
+
+
+class PeriodicEval(Periodic):
     """Held-out loss, perplexity and accuracy every `every` optimizer steps.
 
     With `patience`, stops after that many evaluations without a lower loss;
@@ -83,17 +106,13 @@ class PeriodicEval(keras.callbacks.Callback):
 
     def __init__(self, state: TrainState, dataset, every: int, patience: int = 0,
                  save_best: Callable[[], None] | None = None):
-        super().__init__()
-        self.state, self.dataset, self.every = state, dataset, every
-        self.patience, self.save_best = patience, save_best
+        super().__init__(state, every)
+        self.dataset, self.patience, self.save_best = dataset, patience, save_best
 
-    def on_train_batch_end(self, batch, logs=None):
-        state = self.state
-        if (not state.at_step_end or state.step % self.every
-                or state.stop_reason == "non_finite_loss"):
-            return
+    def on_step(self, logs):
         from keras_ft.train.trainer import evaluate_tokens
 
+        state = self.state
         self.model.jax_state_sync()  # fit holds the newest weights in its JAX state
         metrics = evaluate_tokens(self.model, self.dataset)
         if logs is not None:
@@ -154,20 +173,16 @@ class Throughput(keras.callbacks.Callback):
         return self.tokens / self.seconds if self.seconds else 0.0
 
 
-class SampleText(keras.callbacks.Callback):
+class SampleText(Periodic):
     """Generates for the fixed prompts every `every` steps (to samples.jsonl)."""
 
     def __init__(self, state: TrainState, every: int, prompts: list[str],
                  generate_fn: Callable[[], list[str]], path: str | Path):
-        super().__init__()
-        self.state, self.every, self.prompts = state, every, prompts
-        self.generate_fn, self.path = generate_fn, Path(path)
+        super().__init__(state, every)
+        self.prompts, self.generate_fn, self.path = prompts, generate_fn, Path(path)
 
-    def on_train_batch_end(self, batch, logs=None):
+    def on_step(self, logs):
         state = self.state
-        if (not state.at_step_end or state.step % self.every
-                or state.stop_reason == "non_finite_loss"):
-            return
         self.model.jax_state_sync()
         replies = self.generate_fn()
         for prompt, reply in zip(self.prompts, replies):
@@ -245,18 +260,15 @@ class TensorBoardLogger(keras.callbacks.Callback):
                                  metadata=metadata)
 
 
-class PeriodicCheckpoint(keras.callbacks.Callback):
+class PeriodicCheckpoint(Periodic):
     """Calls `save()` every `every` optimizer steps (never after a bad loss)."""
 
     def __init__(self, state: TrainState, every: int, save: Callable[[], Path]):
-        super().__init__()
-        self.state, self.every, self.save = state, every, save
+        super().__init__(state, every)
+        self.save = save
 
-    def on_train_batch_end(self, batch, logs=None):
-        state = self.state
-        if (state.at_step_end and state.step % self.every == 0
-                and state.stop_reason != "non_finite_loss"):
-            self.save()
+    def on_step(self, logs):
+        self.save()
 
 
 class ProgressLog(keras.callbacks.Callback):

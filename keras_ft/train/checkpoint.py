@@ -49,6 +49,9 @@ RESUME_FREE_FIELDS = frozenset({
     "max_new_tokens", "show_examples", "tokenized_cache_dir", "overwrite"})
 
 
+NON_FINITE_LOSS = "non_finite_loss"  # TrainState.stop_reason of a NaN/Inf loss
+
+
 @dataclasses.dataclass
 class TrainState:
     """Where a run is; everything besides the weights that resuming needs."""
@@ -57,7 +60,7 @@ class TrainState:
     accumulation: int = 1  # batches per optimizer step
     best_loss: float | None = None  # best periodic validation loss so far
     evals_since_best: int = 0  # evaluations without a new best (early stopping)
-    stop_reason: str = ""  # "", "early_stopping" or "non_finite_loss"
+    stop_reason: str = ""  # "", "early_stopping" or NON_FINITE_LOSS
 
     @property
     def step(self) -> int:
