@@ -1,12 +1,16 @@
 """Keras callbacks of a training run, and the loss-curve plot.
 
-`train.train` puts them in this order, because they share one logs dict per
-batch and each reads what the ones before it added:
+They share one logs dict per batch and each reads what the ones before it
+added, so they run in the order of `ORDER` (`loop.build_callbacks` builds
+them so and `check_order` refuses another):
 
 StepTracker (position, step_loss, lr) -> StopOnNonFiniteLoss -> Throughput
 (tokens_per_s) -> PeriodicEval (eval_*) -> SampleText -> JsonlLogger ->
 TensorBoardLogger -> PeriodicCheckpoint -> ProgressLog (not on a TTY) ->
 Keras' progress bar.
+
+No callback imports the trainer or the generator: what they run is handed
+in (`evaluate_fn`, `generate_fn`, `save`), as tunix's hooks do.
 """
 
 from __future__ import annotations
@@ -100,21 +104,22 @@ class Periodic(keras.callbacks.Callback):
 class PeriodicEval(Periodic):
     """Held-out loss, perplexity and accuracy every `every` optimizer steps.
 
+    `evaluate_fn()` returns {"loss", "perplexity", "accuracy", "num_tokens"}
+    of the current weights (`trainer.evaluate_tokens` on the held-out data).
     With `patience`, stops after that many evaluations without a lower loss;
     every new best is handed to `save_best` (the run keeps the best adapter).
     """
 
-    def __init__(self, state: TrainState, dataset, every: int, patience: int = 0,
+    def __init__(self, state: TrainState, every: int,
+                 evaluate_fn: Callable[[], dict[str, float]], patience: int = 0,
                  save_best: Callable[[], None] | None = None):
         super().__init__(state, every)
-        self.dataset, self.patience, self.save_best = dataset, patience, save_best
+        self.evaluate_fn, self.patience, self.save_best = evaluate_fn, patience, save_best
 
     def on_step(self, logs):
-        from keras_ft.train.trainer import evaluate_tokens
-
         state = self.state
         self.model.jax_state_sync()  # fit holds the newest weights in its JAX state
-        metrics = evaluate_tokens(self.model, self.dataset)
+        metrics = self.evaluate_fn()
         if logs is not None:
             logs.update({f"eval_{k}": v for k, v in metrics.items() if k != "num_tokens"})
         log.info("step %d: validation loss %.4f, perplexity %.2f, accuracy %.3f",
@@ -334,6 +339,22 @@ class ProgressLog(keras.callbacks.Callback):
 
     def on_test_begin(self, logs=None):  # fit's own validation, at an epoch's end
         log.info("step %d: validation loss at the end of the epoch...", self.state.step)
+
+
+# The order the callbacks run in (see the module docstring). Callbacks of
+# other types (a caller's) may come anywhere.
+ORDER = (StepTracker, StopOnNonFiniteLoss, Throughput, PeriodicEval, SampleText, JsonlLogger,
+         TensorBoardLogger, PeriodicCheckpoint, ProgressLog)
+
+
+def check_order(callbacks) -> None:
+    """Raises ValueError when `callbacks` break `ORDER` (a logs-dict reader
+    would run before the callback that writes what it reads)."""
+    known = [type(c) for c in callbacks if type(c) in ORDER]
+    if known != sorted(known, key=ORDER.index):
+        raise ValueError("Training callbacks out of order: "
+                         f"{', '.join(t.__name__ for t in known)}. They share one logs dict "
+                         f"and must run as {' -> '.join(t.__name__ for t in ORDER)}.")
 
 
 def _clock(seconds: float) -> str:

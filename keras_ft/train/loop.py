@@ -1,10 +1,4 @@
-"""Training through Keras `fit`: a loss-efficient model around the backbone.
-
-`CausalLMTrainer` shares the causal LM's backbone (and so its LoRA weights)
-and returns, instead of `[batch, length, vocab]` logits, per-example loss
-statistics computed by `keras_ft.loss`. The loss is the mean cross-entropy
-over loss-bearing tokens, so padding never changes it (Keras'
-`sum_over_batch_size` would divide by padded positions too).
+"""The training loop: Keras `fit` over the data, with the run's callbacks.
 
 `train` drives `fit` one data epoch at a time, from the newest checkpoint when
 resuming: Keras cannot start an epoch mid-way, so a resumed run's first `fit`
@@ -35,10 +29,11 @@ from keras_ft.train.callbacks import (
     StepTracker,
     StopOnNonFiniteLoss,
     TensorBoardLogger,
+    check_order,
     plot_loss_curve,
 )
-from keras_ft.train.checkpoint import Checkpoints, resume_or_start
-from keras_ft.train.trainer import CausalLMTrainer
+from keras_ft.train.checkpoint import Checkpoints, TrainState, resume_or_start
+from keras_ft.train.trainer import CausalLMTrainer, evaluate_tokens
 
 log = logging.getLogger(__name__)
 
@@ -119,26 +114,9 @@ def train(cfg: Config, trainer: CausalLMTrainer, train_data: BatchSequence,
     state = resume_or_start(cfg, trainer, checkpoints, run_dir, data)
     start = state.batches_done
     save = lambda: checkpoints.save(trainer, state, cfg, data)
-    tracker = StepTracker(state, train_data, learning_rate_logger(trainer))
-    non_finite = StopOnNonFiniteLoss(state, tracker)
-    # Extra callbacks (e.g. Throughput) run before evaluation, sampling and
-    # checkpointing, so their per-batch timing leaves those out.
-    loop = [tracker, non_finite, *callbacks]
-    if cfg.eval_every_steps:
-        loop.append(PeriodicEval(state, validation_data, cfg.eval_every_steps,
-                                 cfg.early_stopping_patience,
-                                 lambda: _save_best(trainer, run_dir, cfg)))
-    if cfg.sample_every_steps and sample_fn:
-        loop.append(SampleText(state, cfg.sample_every_steps, list(cfg.sample_prompts),
-                               sample_fn, run_dir / "samples.jsonl"))
-    loop += [JsonlLogger(run_dir / "metrics.jsonl", state, tracker),
-             TensorBoardLogger(run_dir / "tensorboard", state)]
-    if cfg.checkpoint_every_steps:
-        loop.append(PeriodicCheckpoint(state, cfg.checkpoint_every_steps, save))
+    loop, non_finite = build_callbacks(cfg, trainer, state, train_data, validation_data,
+                                       run_dir, save, callbacks, sample_fn)
     stop = total_batches(cfg, train_data.batches_per_epoch)
-    if not sys.stdout.isatty():  # Keras prints one line per epoch there (verbose=2)
-        loop.append(ProgressLog(state, max(stop // cfg.gradient_accumulation_steps, 1)))
-
     history = _fit_epochs(trainer, train_data, validation_data, loop, state, stop)
     if non_finite.failure:
         raise NonFiniteLossError(_non_finite_message(non_finite.failure, cfg,
@@ -151,6 +129,42 @@ def train(cfg: Config, trainer: CausalLMTrainer, train_data: BatchSequence,
         save()
     plot_loss_curve(run_dir / "metrics.jsonl", run_dir / "loss_curve.png")
     return history
+
+
+def build_callbacks(cfg: Config, trainer: CausalLMTrainer, state: TrainState,
+                    train_data: BatchSequence, validation_data: BatchSequence | None,
+                    run_dir: Path, save: Callable[[], Path], extra=(),
+                    sample_fn: Callable[[], list[str]] | None = None
+                    ) -> tuple[list[keras.callbacks.Callback], StopOnNonFiniteLoss]:
+    """The run's callbacks in `callbacks.ORDER`, and the one that sees a bad loss.
+
+    They share one logs dict per batch, each reading what the ones before it
+    wrote: StepTracker (step_loss, lr) -> StopOnNonFiniteLoss -> `extra`
+    (e.g. Throughput: tokens_per_s; before evaluation, sampling and
+    checkpointing, so its per-batch timing leaves those out) -> PeriodicEval
+    (eval_*) -> SampleText -> JsonlLogger -> TensorBoardLogger ->
+    PeriodicCheckpoint -> ProgressLog. The order is checked (`check_order`).
+    """
+    tracker = StepTracker(state, train_data, learning_rate_logger(trainer))
+    non_finite = StopOnNonFiniteLoss(state, tracker)
+    loop = [tracker, non_finite, *extra]
+    if cfg.eval_every_steps:
+        loop.append(PeriodicEval(state, cfg.eval_every_steps,
+                                 lambda: evaluate_tokens(trainer, validation_data),
+                                 cfg.early_stopping_patience,
+                                 lambda: _save_best(trainer, run_dir, cfg)))
+    if cfg.sample_every_steps and sample_fn:
+        loop.append(SampleText(state, cfg.sample_every_steps, list(cfg.sample_prompts),
+                               sample_fn, run_dir / "samples.jsonl"))
+    loop += [JsonlLogger(run_dir / "metrics.jsonl", state, tracker),
+             TensorBoardLogger(run_dir / "tensorboard", state)]
+    if cfg.checkpoint_every_steps:
+        loop.append(PeriodicCheckpoint(state, cfg.checkpoint_every_steps, save))
+    if not sys.stdout.isatty():  # Keras prints one line per epoch there (verbose=2)
+        stop = total_batches(cfg, train_data.batches_per_epoch)
+        loop.append(ProgressLog(state, max(stop // cfg.gradient_accumulation_steps, 1)))
+    check_order(loop)
+    return loop, non_finite
 
 
 def learning_rate_logger(trainer: CausalLMTrainer) -> Callable[[int], float]:

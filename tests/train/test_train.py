@@ -110,7 +110,7 @@ def test_eval_samples_early_stopping_logging_and_progress_bar(tiny_gemma, tmp_pa
         return {"loss": loss, "perplexity": math.exp(loss), "accuracy": 0.5,
                 "num_tokens": 10}
 
-    monkeypatch.setattr("keras_ft.train.trainer.evaluate_tokens", fake_evaluate)
+    monkeypatch.setattr("keras_ft.train.loop.evaluate_tokens", fake_evaluate)  # injected
     monkeypatch.setattr(sys.stdout, "isatty", lambda: True)  # Keras' interactive bar
     examples = synthetic_examples(12)
     cfg = Config(preset=str(tiny_gemma), output_dir=str(tmp_path), batch_size=1,
@@ -207,3 +207,37 @@ def test_progress_log_cadence_every_twentieth_of_the_run_or_30_seconds(monkeypat
         "step 10/100 (10%): loss 1.2500, 80 tokens/s, elapsed 0:00:10, ETA 0:01:30")
     with pytest.raises(ValueError, match="every_s=0"):
         callbacks.ProgressLog(state, 100, every_s=0)
+
+
+def test_periodic_hooks_run_every_n_steps_never_after_a_non_finite_loss():
+    from keras_ft.train import callbacks
+    from keras_ft.train.checkpoint import NON_FINITE_LOSS, TrainState
+
+    state, saved = TrainState(accumulation=2), []
+    hook = callbacks.PeriodicCheckpoint(state, every=3, save=lambda: saved.append(state.step))
+    for batch in range(20):  # 10 optimizer steps of 2 batches
+        state.batches_done += 1
+        if state.step == 6:
+            state.stop_reason = NON_FINITE_LOSS
+        hook.on_train_batch_end(batch, {})
+    assert saved == [3]  # at step 3's last batch only; not at the bad step 6, nor after it
+
+
+def test_callbacks_are_built_in_the_order_of_the_logs_they_share(tiny_gemma, tmp_path):
+    from keras_ft.train import callbacks
+    from keras_ft.train.checkpoint import TrainState
+    from keras_ft.train.loop import build_callbacks
+
+    cfg = Config(preset=str(tiny_gemma), output_dir=str(tmp_path), max_steps=4,
+                 eval_every_steps=2, sample_every_steps=2, checkpoint_every_steps=2)
+    trainer = build_trainer(cfg, build_model(cfg).backbone, 4)
+    data, state = BatchSequence(synthetic_examples(4), 1, 16, 0, 0), TrainState()
+    built, non_finite = build_callbacks(cfg, trainer, state, data, data, tmp_path,
+                                        save=lambda: None, extra=[Throughput(data)],
+                                        sample_fn=lambda: ["a"])
+    assert [type(c) for c in built if type(c) is not callbacks.ProgressLog] == list(
+        callbacks.ORDER[:-1])
+    assert non_finite is built[1]
+    swapped = [built[0], built[3], built[2]]  # PeriodicEval before Throughput
+    with pytest.raises(ValueError, match="out of order: StepTracker, PeriodicEval, Throughput"):
+        callbacks.check_order(swapped)
