@@ -26,6 +26,8 @@ DTYPES = ("float32", "bfloat16", "mixed_bfloat16")
 UNSCALED_DTYPES = ("float16", "mixed_float16")
 QUANTIZE_MODES = ("", "int8", "int4")
 LR_SCHEDULES = ("constant", "cosine", "linear")
+# `mesh`: "auto", or "DxM": D devices along the data axis times M along the model axis.
+MESH_PATTERN = r"([1-9][0-9]*)x([1-9][0-9]*)"
 DEFAULT_SAMPLE_PROMPTS = (
     "How do I make a cup of tea?",
     "Explain what a compiler does.",
@@ -35,7 +37,20 @@ DEFAULT_SAMPLE_PROMPTS = (
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Config:
-    """Everything that defines a fine-tuning run. See `load_config`."""
+    """Everything that defines a fine-tuning run. See `load_config`.
+
+    Distribution: `mesh` "DxM" is both the device mesh and the choice between
+    data and model parallelism, so there is no separate switch: M == 1 is
+    data-parallel (`keras.distribution.DataParallel` over D devices, weights
+    replicated, each batch split D ways); M > 1 is model-parallel
+    (`ModelParallel` with the backbone's layout map: its large kernels split
+    over the M x D devices, each batch split D ways). "1x1" is one device;
+    "auto" lets `keras_ft.distribution.choose_mesh` pick from the device count
+    and the model's size. `coordinator_address`, `num_processes` and
+    `process_id` go to `keras.distribution.initialize` in a multi-host run
+    (`num_processes` > 1); without `coordinator_address`, JAX detects the
+    coordinator and the process id (Cloud TPU, SLURM, ...).
+    """
 
     # model
     preset: str = EMBEDDED_PRESET  # keras-hub name, kaggle://, hf://, preset dir, .gguf
@@ -88,6 +103,11 @@ class Config:
     keep_checkpoints: int = 3  # newest checkpoints kept on disk
     resume: bool = True  # continue from the newest checkpoint in output_dir, if any
     overwrite: bool = False  # use a non-empty non-run output_dir; replaces only keras_ft's outputs
+    # distribution (keras.distribution; see keras_ft.distribution.mesh)
+    mesh: str = "auto"  # auto | DxM devices: 8x1 data-parallel, 1x8 or 2x4 model-parallel
+    coordinator_address: str = ""  # multi-host: host:port of process 0; "" = auto/none
+    num_processes: int = 0  # multi-host: number of processes; 0 = single process / auto
+    process_id: int = 0  # multi-host: this process's index (0 = coordinator)
 
     def __post_init__(self):
         _check_types(self)
@@ -154,12 +174,35 @@ def _check_values(cfg: Config) -> None:
     _check_choice("quantize", cfg.quantize, QUANTIZE_MODES)
     _check_choice("lr_schedule", cfg.lr_schedule, LR_SCHEDULES)
     _check_lora_targets(cfg.lora_targets)
+    _check_distribution(cfg)
     if not cfg.data:
         raise ValueError("`data` must name at least one file. Received: data=()")
     if "{" not in cfg.template:
         from keras_ft.templates import TEMPLATES  # local: templates imports us
 
         _check_choice("template", cfg.template, tuple(TEMPLATES))
+
+
+def _check_distribution(cfg: Config) -> None:
+    """The mesh's form and the multi-host settings' consistency; whether the
+    mesh matches the devices present is checked when it is made
+    (`keras_ft.distribution.make_distribution`)."""
+    if cfg.mesh != "auto" and not re.fullmatch(MESH_PATTERN, cfg.mesh):
+        raise ValueError(
+            "`mesh` must be 'auto' or DxM: devices along the data axis x along the model "
+            "axis, each a positive whole number (e.g. 1x1 one device, 8x1 data-parallel, "
+            f"1x8 or 2x4 model-parallel). Received: mesh={cfg.mesh!r}")
+    if cfg.process_id >= max(cfg.num_processes, 1):
+        raise ValueError(
+            f"`process_id` must be below `num_processes` (0 to {max(cfg.num_processes, 1) - 1}"
+            f"; set `num_processes` for a multi-host run). Received: "
+            f"process_id={cfg.process_id}, num_processes={cfg.num_processes}")
+    if cfg.coordinator_address and not re.fullmatch(
+            r"(\[[0-9A-Fa-f:.]+\]|[^\s:,\[\]]+):[0-9]{1,5}", cfg.coordinator_address):
+        raise ValueError(
+            "`coordinator_address` must be host:port of process 0 (e.g. 10.0.0.1:1234, "
+            "localhost:12355 or [::1]:12355). Received: "
+            f"coordinator_address={cfg.coordinator_address!r}")
 
 
 def _check_lora_targets(targets: str) -> None:
