@@ -23,7 +23,8 @@ from keras_ft.config import Config
 from keras_ft.data.tokenizer import TextTokenizer
 from keras_ft.evaluation import metrics_text
 from keras_ft.evaluation.heldout import HeldOut
-from keras_ft.generation.replies import encode_prompt, generate_replies, measure_latency
+from keras_ft.generation.generate import encode_prompt
+from keras_ft.generation.replies import generate_replies, measure_latency
 from keras_ft.templates import get_template
 from keras_ft.train.trainer import evaluate_tokens
 
@@ -53,7 +54,7 @@ def score_model(causal_lm, heldout: HeldOut, cfg: Config, tokenizer: TextTokeniz
 
     generate_fn = generate_function(causal_lm, cfg)
     examples = heldout.examples[:num_generate]
-    prompts = [encode_prompt(e, template, tokenizer, cfg.sequence_length)[0]
+    prompts = [encode_prompt(e.messages[:-1], template, tokenizer, cfg.sequence_length)
                for e in examples]
     start = time.perf_counter()
     replies = generate_replies(generate_fn, prompts, template, tokenizer,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 import numpy as np
@@ -38,9 +39,22 @@ def build_sampler(cfg: Config):
     return keras_hub.samplers.RandomSampler(temperature=cfg.temperature, seed=cfg.seed)
 
 
-def encode_prompt(text: str, template: Template, tokenizer: TextTokenizer) -> list[int]:
-    """Token ids of a user prompt rendered for generation."""
-    return prompt_token_ids([Message("user", text)], template, tokenizer)
+def encode_prompt(prompt: str | Sequence[Message], template: Template,
+                  tokenizer: TextTokenizer, max_tokens: int | None = None) -> list[int]:
+    """Token ids of a prompt rendered for generation, as in training.
+
+    Args:
+        prompt: A user prompt, or a conversation ending on a user turn (a
+            held-out example's messages before its last reply).
+        max_tokens: Longer prompts keep the begin tokens and the end (the
+            latest turns); None keeps every token.
+    """
+    messages = [Message("user", prompt)] if isinstance(prompt, str) else list(prompt)
+    ids = prompt_token_ids(messages, template, tokenizer)
+    if max_tokens is None or len(ids) <= max_tokens:
+        return ids
+    head = len(template.begin)
+    return ids[:head] + ids[len(ids) - (max_tokens - head):]
 
 
 def generate(causal_lm, prompts: list[str], cfg: Config,

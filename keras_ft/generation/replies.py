@@ -9,27 +9,13 @@ import time
 os.environ.setdefault("KERAS_BACKEND", "jax")
 import numpy as np
 
-from keras_ft.data.tokenizer import TextTokenizer, prompt_token_ids
-from keras_ft.templates import Example, Template
+from keras_ft.data.tokenizer import TextTokenizer
+from keras_ft.templates import Template
 
 log = logging.getLogger(__name__)
 
 
 PROMPT_STEP = 32  # prompt lengths are padded up to this: fewer XLA compiles
-
-
-def encode_prompt(example: Example, template: Template, tokenizer: TextTokenizer,
-                  max_tokens: int) -> tuple[list[int], bool]:
-    """Token ids of the conversation before the last reply, ready to generate.
-
-    Prompts longer than `max_tokens` keep the begin tokens and the end (the
-    latest turns). Returns (ids, truncated).
-    """
-    ids = prompt_token_ids(example.messages[:-1], template, tokenizer)
-    if len(ids) <= max_tokens:
-        return ids, False
-    head = len(template.begin)
-    return ids[:head] + ids[len(ids) - (max_tokens - head):], True
 
 
 def generate_replies(generate_fn, prompts: list[list[int]], template: Template,

@@ -22,6 +22,24 @@ def test_prompt_is_encoded_like_training_prompts(tiny_gemma3):
     assert ids.count(tokenizer.special_id("<start_of_turn>")) == 2
 
 
+def test_a_long_conversation_keeps_its_begin_tokens_and_latest_turns(tiny_gemma3):
+    # The one prompt encoder: a string is a user turn; a conversation ending on
+    # a user turn is cut to max_tokens from the front, after the begin tokens.
+    from keras_ft.templates import Message
+
+    tokenizer = TextTokenizer.from_preset(str(tiny_gemma3))
+    template = get_template("gemma")
+    assert encode_prompt([Message("user", "Hi")], template, tokenizer) == encode_prompt(
+        "Hi", template, tokenizer)
+    turns = [Message("user", "one two three"), Message("assistant", "four five"),
+             Message("user", "six seven eight nine")]
+    whole = encode_prompt(turns, template, tokenizer)
+    assert encode_prompt(turns, template, tokenizer, len(whole)) == whole
+    cut = encode_prompt(turns, template, tokenizer, 12)
+    assert len(cut) == 12 and len(whole) > 12
+    assert cut == whole[:1] + whole[-11:]  # <bos>, then the latest 11 tokens
+
+
 def test_replies_stop_at_the_template_end_of_turn(tiny_gemma3, monkeypatch):
     cfg = Config(preset=str(tiny_gemma3), template="gemma", sampler="greedy",
                  max_new_tokens=6)
