@@ -128,7 +128,7 @@ __all__ = ["Config", "load_config", "finetune", "Result"]
 def __getattr__(name):
     # Lazy: `import keras_ft` (and `--help`) stays fast; keras loads on use.
     if name in ("finetune", "Result"):
-        from keras_ft import pipeline
+        from keras_ft import pipeline  # heavy: keras, keras_hub, jax (pipeline loads them)
 
         return getattr(pipeline, name)
     raise AttributeError(f"module 'keras_ft' has no attribute {name!r}")

@@ -54,14 +54,14 @@ def unreachable(host: str, timeout: float = PROBE_TIMEOUT) -> str | None:
 
 def kaggle_host() -> str:
     """The host name of the Kaggle endpoint kagglehub talks to."""
-    from kagglesdk.kaggle_env import get_endpoint, get_env
+    from kagglesdk.kaggle_env import get_endpoint, get_env  # heavy: kagglesdk
 
     return re.sub(r"^\w+://", "", get_endpoint(get_env())).split("/")[0].split(":")[0]
 
 
 def kaggle_cache_folder() -> Path:
     """kagglehub's cache root (`$KAGGLEHUB_CACHE`, default ~/.cache/kagglehub)."""
-    from kagglehub.config import get_cache_folder
+    from kagglehub.config import get_cache_folder  # heavy: kagglehub
 
     return Path(get_cache_folder())
 
@@ -84,8 +84,8 @@ def cached_kaggle(kind: str, handle: str, files: tuple[str, ...] = ()) -> Path |
     Returns:
         The cached version's directory (`files` lie inside it).
     """
-    from kagglehub.cache import Cache, get_cached_path
-    from kagglehub.handle import parse_dataset_handle, parse_model_handle
+    from kagglehub.cache import Cache, get_cached_path  # heavy: kagglehub
+    from kagglehub.handle import parse_dataset_handle, parse_model_handle  # heavy: kagglehub
 
     parse = {"model": parse_model_handle, "dataset": parse_dataset_handle}[kind]
     try:

@@ -31,8 +31,8 @@ def check_preset_files(preset_dir: str | Path) -> None:
     Raises:
         CorruptFileError: naming the file and what to do.
     """
-    import h5py
-    import keras_hub  # noqa: F401  (registers its classes with Keras)
+    import h5py  # heavy: h5py
+    import keras_hub  # noqa: F401  heavy: keras_hub (registers its classes with Keras)
 
     directory = Path(preset_dir)
     keras_format = False
@@ -81,7 +81,7 @@ def preset_context_length(preset: str) -> tuple[int, str] | None:
     config's `max_position_embeddings`. keras-hub's Gemma, Gemma 3 and Llama
     backbone configs record no limit (rotary positions): then None.
     """
-    from keras_hub.src.utils import preset_utils
+    from keras_hub.src.utils import preset_utils  # heavy: keras_hub
 
     config = preset_utils.load_json(preset, preset_utils.CONFIG_FILE)
     if "class_name" not in config:  # a Transformers checkpoint (hf://), converted on load

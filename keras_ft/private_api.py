@@ -16,8 +16,17 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import inspect
+import tempfile
 from collections.abc import Callable, Sequence
+from importlib import metadata
+from pathlib import Path
 from typing import Any
+
+import keras
+import keras_hub
+from keras.src.backend.common import global_state
+
+from keras_ft.model.lora import read_lora_file
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,21 +54,12 @@ def _set_by(function: Callable, attribute: str) -> Callable[[], bool]:
 
 
 def _lora_enabled_layers() -> bool:
-    import keras_hub
-
     return _set_by(keras_hub.models.Backbone.enable_lora, "self._lora_enabled_layers")()
 
 
 def _lora_file_layout() -> bool:
     """keras-hub's `save_lora_weights` still writes the H5 layout that
     `model.read_lora_file` reads (`lora/vars/rank`, `lora/<index>/vars/...`)."""
-    import tempfile
-    from pathlib import Path
-
-    import keras_hub
-
-    from keras_ft.model.lora import read_lora_file
-
     backbone = keras_hub.models.GemmaBackbone(
         vocabulary_size=16, num_layers=1, num_query_heads=2, num_key_value_heads=1,
         hidden_dim=8, intermediate_dim=16, head_dim=4)
@@ -73,17 +73,12 @@ def _lora_file_layout() -> bool:
 
 
 def _optimizer_learning_rate() -> bool:
-    import keras
-
     return keras.optimizers.AdamW(learning_rate=0.25)._learning_rate == 0.25
 
 
 def _deferred_variables_registry() -> bool:
     """A variable made in `StatelessScope(initialize_variables=False)` is
     deferred (`_value` None) and listed under "uninitialized_variables"."""
-    import keras
-    from keras.src.backend.common import global_state
-
     key = "uninitialized_variables"
     before = list(global_state.get_global_attribute(key, []) or [])
     with keras.StatelessScope(initialize_variables=False):
@@ -216,8 +211,6 @@ def resolve(name: str) -> Any:
 
 def versions() -> str:
     """The installed versions these APIs come from, for error messages."""
-    from importlib import metadata
-
     found = []
     for package in ("keras", "keras-hub", "kagglehub", "kagglesdk"):
         try:

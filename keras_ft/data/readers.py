@@ -341,7 +341,7 @@ def _check_row(row: dict, num_columns: int, location: str) -> Any:
 
 def _read_parquet(path: Path, mapping) -> Iterator[tuple[str, Any]]:
     try:
-        import pyarrow.parquet as pq
+        import pyarrow.parquet as pq  # heavy: pyarrow (optional)
     except ImportError:
         raise DataError("needs pyarrow to read Parquet: pip install pyarrow.",
                         location=str(path), reason="bad_format") from None

@@ -115,7 +115,7 @@ class TfdsSource:
             raise DataError(f"needs {' and '.join(missing)}: pip install "
                             f"{' '.join(m.replace('_', '-') for m in missing)}.",
                             location=self.spec, reason="bad_spec")
-        import tensorflow_datasets as tfds
+        import tensorflow_datasets as tfds  # heavy: tensorflow_datasets
 
         try:
             builder = tfds.builder(self.name, data_dir=os.environ.get("TFDS_DATA_DIR"))
@@ -137,7 +137,7 @@ class TfdsSource:
         return builder
 
     def records(self, mapping: FieldMapping | None = None) -> Iterator[tuple[str, Any]]:
-        import tensorflow_datasets as tfds
+        import tensorflow_datasets as tfds  # heavy: tensorflow_datasets
 
         builder = self.builder
         names = {key: feature.names for key, feature in builder.info.features.items()
@@ -215,8 +215,8 @@ def resolve_kaggle(source: KaggleSource, timeout: float = hub.PROBE_TIMEOUT) -> 
     if offline or unreachable:
         why = f"{OFFLINE_ENV} is set" if offline else f"Kaggle is unreachable ({unreachable})"
         raise _kaggle_error(source, f"it is not in the kagglehub cache and {why}.")
-    import kagglehub
-    from kagglehub import exceptions
+    import kagglehub  # heavy: kagglehub
+    from kagglehub import exceptions  # heavy: kagglehub
 
     handle = f"{source.owner}/{source.dataset}"
     if source.version is not None:

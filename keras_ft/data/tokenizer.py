@@ -7,9 +7,12 @@ knows whether it bears loss from its position, not from a text search.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from typing import Iterable, Sequence
 
 import numpy as np
+import sentencepiece
+from sentencepiece import sentencepiece_model_pb2
 
 from keras_ft.templates import Example, Message, Segment, Template
 
@@ -37,9 +40,6 @@ class TextTokenizer:
         self.dummy_prefix = False
         proto = getattr(keras_tokenizer, "proto", None)
         if proto:
-            import sentencepiece
-            from sentencepiece import sentencepiece_model_pb2
-
             self._spm = self._spm_continued = sentencepiece.SentencePieceProcessor(
                 model_proto=proto)
             model = sentencepiece_model_pb2.ModelProto()
@@ -53,7 +53,7 @@ class TextTokenizer:
 
     @classmethod
     def from_preset(cls, preset: str) -> "TextTokenizer":
-        import keras_hub
+        import keras_hub  # heavy: keras_hub (and tensorflow)
 
         return cls(keras_hub.tokenizers.Tokenizer.from_preset(preset))
 
@@ -112,8 +112,6 @@ class TextTokenizer:
 
     def fingerprint(self) -> str:
         """A short hash identifying the vocabulary (for token caches)."""
-        import hashlib
-
         h = hashlib.sha256()
         if self._spm is not None:
             h.update(self._spm.serialized_model_proto())

@@ -251,8 +251,8 @@ class TensorBoardLogger(keras.callbacks.Callback):
         # TensorFlow (a keras-hub dependency) writes the event files. Its
         # `tf.summary.scalar` needs the `tensorboard` package, so we write the
         # summaries that function writes: a float tensor with "scalars" metadata.
-        import tensorflow as tf
-        from tensorflow.core.framework import summary_pb2
+        import tensorflow as tf  # heavy: tensorflow
+        from tensorflow.core.framework import summary_pb2  # heavy: tensorflow
 
         if run not in self._writers:
             self._writers[run] = tf.summary.create_file_writer(str(self.log_dir / run))
@@ -376,7 +376,7 @@ def plot_loss_curve(metrics_path: str | Path, png_path: str | Path) -> Path | No
     if not steps:
         return None
     # A bare Figure renders with Agg and leaves pyplot's backend (a notebook's) alone.
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # heavy: matplotlib
 
     fig = Figure(figsize=(7, 4))
     ax = fig.subplots()

@@ -31,7 +31,6 @@ import numpy as np
 
 from keras_ft.config import Config
 from keras_ft.model.lora import ADAPTER_FILE, save_adapter
-from keras_ft.train.rundir import accept
 
 log = logging.getLogger(__name__)
 
@@ -151,42 +150,6 @@ class Checkpoints:
     def _remove_temporaries(self) -> None:
         for path in self.directory.glob(TMP_PREFIX + "*"):
             shutil.rmtree(path, ignore_errors=True)
-
-
-def resume_or_start(cfg: Config, trainer, checkpoints: Checkpoints, run_dir: Path,
-                    data: dict) -> TrainState:
-    """Restores the newest checkpoint (if `cfg.resume`), else clears old outputs.
-
-    Resuming drops the log lines written after the checkpoint (by the run that
-    was cut off), so metrics.jsonl and samples.jsonl hold each step once.
-    Only once the checkpoint took the settings (or on a fresh start) is the
-    run accepted (`rundir.accept`): config.json and the run marker are
-    written then, so a refused resume leaves them as they were. A fresh
-    start deletes only what keras_ft wrote (`rundir.owned_outputs`).
-
-    Returns:
-        The state to continue from (a fresh one when starting over).
-
-    Raises:
-        CheckpointError: the checkpoint was written under other settings/data.
-        rundir.RunDirError: starting over in a directory keras_ft did not write.
-    """
-    latest = checkpoints.latest()
-    if cfg.resume and latest is not None:
-        state = restore(latest, trainer, cfg, data)
-        accept(run_dir, cfg, fresh=False)
-        for name in ("metrics.jsonl", "samples.jsonl"):
-            truncate_jsonl(run_dir / name, state.step)
-        epoch, batch = divmod(state.batches_done, data["batches_per_epoch"])
-        log.info("Resuming from %s: step %d (epoch %d, %d of %d batches done).", latest,
-                 state.step, epoch + 1, batch, data["batches_per_epoch"])
-        return state
-    if checkpoints.all():
-        log.warning("Starting over in %s: removing its checkpoints (resume=%s).",
-                    run_dir, cfg.resume)
-    accept(run_dir, cfg, fresh=True)  # deletes keras_ft's outputs, checkpoints included
-    checkpoints.clear()  # a `checkpoints` directory outside the run directory
-    return TrainState(accumulation=cfg.gradient_accumulation_steps)
 
 
 def truncate_jsonl(path: str | Path, last_step: int) -> None:

@@ -32,7 +32,8 @@ from keras_ft.train.callbacks import (
     check_order,
     plot_loss_curve,
 )
-from keras_ft.train.checkpoint import Checkpoints, TrainState, resume_or_start
+from keras_ft.train.checkpoint import Checkpoints, TrainState
+from keras_ft.train.rundir import resume_or_start
 from keras_ft.train.trainer import CausalLMTrainer, evaluate_tokens
 
 log = logging.getLogger(__name__)

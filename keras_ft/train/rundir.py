@@ -10,8 +10,8 @@
    refuses a keras-hub preset directory and a non-empty directory keras_ft
    did not write (no `.keras_ft_run.json` marker) unless `overwrite`, and a
    resume whose checkpoint was written under other settings.
-3. `accept` (called by `checkpoint.resume_or_start` once the checkpoint took
-   the settings, or on a fresh start): deletes only the outputs the marker
+3. `accept` (called by `resume_or_start` once the checkpoint took the
+   settings, or on a fresh start): deletes only the outputs the marker
    lists (a fresh start), then writes the marker and `config.json`, each
    atomically. A refused rerun therefore leaves the run's `config.json`
    (its identity: seed, data, split) as it was.
@@ -33,7 +33,17 @@ import socket
 import tempfile
 from pathlib import Path
 
+from keras_ft.config import Config, save_config
 from keras_ft.files import write_json
+from keras_ft.train.checkpoint import (
+    Checkpoints,
+    TrainState,
+    check_resumable,
+    check_same_data,
+    read_state,
+    restore,
+    truncate_jsonl,
+)
 
 log = logging.getLogger(__name__)
 
@@ -210,8 +220,6 @@ def accept(run_dir: str | Path, cfg, fresh: bool) -> None:
     are taken. Then writes the
     marker and config.json atomically.
     """
-    from keras_ft.config import save_config
-
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     owned = owned_outputs(run_dir, getattr(cfg, "overwrite", False))
@@ -230,6 +238,42 @@ def accept(run_dir: str | Path, cfg, fresh: bool) -> None:
         "outputs": sorted(set(OUTPUTS) | ({n for n in marker.get("outputs", [])
                                            if _plain_name(n)} if not fresh else set()))})
     save_config(cfg, run_dir / CONFIG_FILE)
+
+
+def resume_or_start(cfg: Config, trainer, checkpoints: Checkpoints, run_dir: Path,
+                    data: dict) -> TrainState:
+    """Restores the newest checkpoint (if `cfg.resume`), else clears old outputs.
+
+    Resuming drops the log lines written after the checkpoint (by the run that
+    was cut off), so metrics.jsonl and samples.jsonl hold each step once.
+    Only once the checkpoint took the settings (or on a fresh start) is the
+    run accepted (`accept`): config.json and the run marker are written
+    then, so a refused resume leaves them as they were. A fresh start
+    deletes only what keras_ft wrote (`owned_outputs`).
+
+    Returns:
+        The state to continue from (a fresh one when starting over).
+
+    Raises:
+        CheckpointError: the checkpoint was written under other settings/data.
+        RunDirError: starting over in a directory keras_ft did not write.
+    """
+    latest = checkpoints.latest()
+    if cfg.resume and latest is not None:
+        state = restore(latest, trainer, cfg, data)
+        accept(run_dir, cfg, fresh=False)
+        for name in ("metrics.jsonl", "samples.jsonl"):
+            truncate_jsonl(run_dir / name, state.step)
+        epoch, batch = divmod(state.batches_done, data["batches_per_epoch"])
+        log.info("Resuming from %s: step %d (epoch %d, %d of %d batches done).", latest,
+                 state.step, epoch + 1, batch, data["batches_per_epoch"])
+        return state
+    if checkpoints.all():
+        log.warning("Starting over in %s: removing its checkpoints (resume=%s).",
+                    run_dir, cfg.resume)
+    accept(run_dir, cfg, fresh=True)  # deletes keras_ft's outputs, checkpoints included
+    checkpoints.clear()  # a `checkpoints` directory outside the run directory
+    return TrainState(accumulation=cfg.gradient_accumulation_steps)
 
 
 def claim(run_dir: str | Path) -> None:
@@ -370,22 +414,16 @@ class RunDir:
     def latest_checkpoint(self, cfg) -> Path | None:
         if not cfg.resume:
             return None
-        from keras_ft.train.checkpoint import Checkpoints
-
         return Checkpoints(self.path / "checkpoints", cfg.keep_checkpoints).latest()
 
     def check_resume_settings(self, cfg) -> None:
         """Refuses, before any data is read, a resume under other settings."""
-        from keras_ft.train.checkpoint import check_resumable, read_state
-
         latest = self.latest_checkpoint(cfg)
         if latest is not None:
             check_resumable(read_state(latest)["config"], cfg, latest)
 
     def check_resume_data(self, cfg, data: dict) -> None:
         """Refuses, before the model is loaded, a resume on other data."""
-        from keras_ft.train.checkpoint import check_same_data, read_state
-
         latest = self.latest_checkpoint(cfg)
         if latest is not None:
             check_same_data(read_state(latest)["data"], data, latest)

@@ -13,6 +13,7 @@ import logging
 import math
 import os
 
+import jax
 import keras
 import numpy as np
 from keras import ops
@@ -138,8 +139,6 @@ def _jitted_forward(trainer):
     # exact; it lives on the trainer (bypassing Keras' attribute tracking).
     forward = getattr(trainer, "_keras_ft_eval_forward", None)
     if forward is None:
-        import jax
-
         forward = jax.jit(lambda t, f, x: trainer.stateless_call(t, f, x)[0])
         object.__setattr__(trainer, "_keras_ft_eval_forward", forward)
     return forward

@@ -7,10 +7,10 @@ import keras
 import numpy as np
 import pytest
 
-from keras_ft.train.checkpoint import CheckpointError, Checkpoints, TrainState, restore, resume_or_start, verify
+from keras_ft.train.checkpoint import CheckpointError, Checkpoints, TrainState, restore, verify
 from keras_ft.config import Config
 from keras_ft.model.causal_lm import build_model
-from keras_ft.train.rundir import MARKER, RunDirError
+from keras_ft.train.rundir import MARKER, RunDirError, resume_or_start
 from keras_ft.data.batches import BatchSequence
 from keras_ft.train.trainer import build_trainer
 from keras_ft.train.loop import train
