@@ -6,7 +6,7 @@ one library call. Nothing outside this wing imports click.
 
 import click
 
-from keras_ft.cli import compare, convert, data, evaluate, export, generate, run
+from keras_ft.cli import compare, convert, data, evaluate, export, generate, plan, run
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -21,3 +21,4 @@ main.add_command(compare.main, "compare")
 main.add_command(data.main, "data")
 main.add_command(convert.main, "convert")
 main.add_command(export.main, "export")
+main.add_command(plan.main, "plan")

@@ -8,14 +8,13 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 import click
 
 from keras_ft.cli import errors as cli_errors
-from keras_ft.cli.flags import config_options, overrides_from_flags
+from keras_ft.cli.flags import config_file, config_options, overrides_from_flags
 from keras_ft.config import load_config
 
 
-@config_options
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--config", "config_path", default=None,
-              help="Experiment YAML file; flags override its keys.")
+@config_file()
+@config_options()
 @cli_errors.reported
 def main(config_path, **flags):
     """Estimate a run's memory per device (weights, LoRA and AdamW state,
