@@ -129,7 +129,7 @@ def test_resume_refuses_an_edited_data_file_with_the_same_row_count(
                  output_dir=str(tmp_path / "run"),
                  tokenized_cache_dir=str(tmp_path / "tokens"))
     finetune(cfg)
-    with caplog.at_level(logging.INFO, logger="keras_ft.train.checkpoint"):
+    with caplog.at_level(logging.INFO, logger="keras_ft.train.rundir"):  # resume_or_start
         finetune(cfg)  # unchanged data: resumes (at the end, so nothing to train)
     assert "Resuming from" in caplog.text
 
