@@ -29,6 +29,7 @@ import numpy as np
 from keras_ft import hub
 from keras_ft.data.readers import list_data_files, read_file
 from keras_ft.data.records import DataError, FieldMapping
+from keras_ft.files import update_digest
 from keras_ft.hub import OFFLINE_ENV
 
 log = logging.getLogger(__name__)
@@ -92,9 +93,7 @@ class LocalSource:
         for file in list_data_files(self.path):
             digest.update(str(file.relative_to(self.path) if file != self.path
                               else file.name).encode() + b"\0")
-            with open(file, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    digest.update(chunk)
+            update_digest(digest, file)
         return digest.hexdigest()[:16]
 
 

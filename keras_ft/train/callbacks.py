@@ -25,6 +25,7 @@ from typing import Callable
 import keras
 import numpy as np
 
+from keras_ft.files import to_plain
 from keras_ft.train.checkpoint import NON_FINITE_LOSS, TrainState
 
 log = logging.getLogger(__name__)
@@ -401,11 +402,4 @@ def _append_json(path: Path, record: dict) -> None:
 
 
 def _plain_logs(logs) -> dict:
-    return {k: _plain(v) for k, v in (logs or {}).items()}
-
-
-def _plain(value):
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return value
+    return {k: to_plain(v) for k, v in (logs or {}).items()}

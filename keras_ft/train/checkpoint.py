@@ -20,16 +20,15 @@ manifest and falls back to the previous checkpoint if anything is off.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
-import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 
 from keras_ft.config import Config
+from keras_ft.files import fsync_path, replace_dir, sha256_file, write_text
 from keras_ft.model.lora import ADAPTER_FILE, save_adapter
 
 log = logging.getLogger(__name__)
@@ -126,19 +125,13 @@ class Checkpoints:
         (tmp / STATE_FILE).write_text(json.dumps(record, indent=2) + "\n")
         files = sorted(p.name for p in tmp.iterdir())
         manifest = {"format": FORMAT, "step": state.step,
-                    "files": {name: _sha256(tmp / name) for name in files}}
+                    "files": {name: sha256_file(tmp / name) for name in files}}
         (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
         for path in tmp.iterdir():
-            _fsync(path)
-        _fsync(tmp)
-        if final.exists():  # same step again (e.g. the end of an early stop)
-            old = self.directory / f"{TMP_PREFIX}old-{final.name}"
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, final)
-        _fsync(self.directory)
+            fsync_path(path)
+        fsync_path(tmp)
+        replace_dir(tmp, final)  # the same step again: the end of an early stop
+        fsync_path(self.directory)
         for stale in self.all()[: -self.keep]:
             shutil.rmtree(stale)
         return final
@@ -148,8 +141,10 @@ class Checkpoints:
             shutil.rmtree(self.directory)
 
     def _remove_temporaries(self) -> None:
-        for path in self.directory.glob(TMP_PREFIX + "*"):
-            shutil.rmtree(path, ignore_errors=True)
+        # Ours, and a replaced checkpoint that `replace_dir` had moved aside.
+        for pattern in (TMP_PREFIX + "*", ".step-*.old.*"):
+            for path in self.directory.glob(pattern):
+                shutil.rmtree(path, ignore_errors=True)
 
 
 def truncate_jsonl(path: str | Path, last_step: int) -> None:
@@ -164,9 +159,7 @@ def truncate_jsonl(path: str | Path, last_step: int) -> None:
                 kept.append(line)
         except json.JSONDecodeError:  # a line cut off by the crash
             continue
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(kept))
-    tmp.replace(path)
+    write_text(path, "".join(kept))
 
 
 def verify(path: Path) -> str | None:
@@ -183,7 +176,7 @@ def verify(path: Path) -> str | None:
     for name, digest in manifest["files"].items():
         if not (path / name).is_file():
             return f"{name} is missing"
-        if _sha256(path / name) != digest:
+        if sha256_file(path / name) != digest:
             return f"{name} does not match its checksum"
     return None
 
@@ -276,19 +269,3 @@ def _seed_variables(trainer) -> list:
 
 def _plain_config(cfg: Config) -> dict:
     return json.loads(json.dumps(dataclasses.asdict(cfg)))
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -55,6 +55,16 @@ def test_keeps_the_newest_k_and_restores_weights_optimizer_and_position(trained)
     assert saved["config"]["learning_rate"] == 1e-2 and saved["data"]["batches_per_epoch"] == 3
 
 
+def test_saving_the_same_step_again_replaces_it_and_leaves_nothing_aside(trained, tmp_path):
+    cfg, trainer, _ = trained
+    checkpoints = Checkpoints(tmp_path / "checkpoints", 2)
+    first = checkpoints.save(trainer, TrainState(batches_done=3), cfg, DATA)
+    again = checkpoints.save(trainer, TrainState(batches_done=3, best_loss=1.5), cfg, DATA)
+    assert first == again and verify(again) is None
+    assert json.loads((again / "state.json").read_text())["state"]["best_loss"] == 1.5
+    assert sorted(p.name for p in checkpoints.directory.iterdir()) == ["step-00000003"]
+
+
 def test_a_torn_or_corrupted_checkpoint_is_never_loaded(trained, tmp_path, caplog):
     cfg, trainer, run_dir = trained
     shutil.copytree(run_dir / "checkpoints", tmp_path / "checkpoints")
