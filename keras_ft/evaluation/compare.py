@@ -8,7 +8,7 @@ field). Each run is a separate `python -m keras_ft compare --worker` process,
 so its peak memory (the process's `ru_maxrss`) and compile caches are its own
 and one failing preset (say, no Kaggle access) does not stop the others.
 A worker runs `finetune`, then loads the tuned model again to time
-generation (`evaluate.measure_latency`). The report holds training loss
+generation (`generation.generate.measure_latency`). The report holds training loss
 curves, validation loss, training tokens/s, peak memory and generation latency.
 """
 
@@ -83,8 +83,7 @@ def _scalar(text: str):
 def run_worker(cfg: Config) -> dict:
     """Trains one run in this process, then times generation; writes RESULT_FILE."""
     from keras_ft.data.tokenizer import TextTokenizer
-    from keras_ft.generation.generate import encode_prompt, generate_function
-    from keras_ft.generation.replies import measure_latency
+    from keras_ft.generation.generate import encode_prompt, generate_function, measure_latency
     from keras_ft.model.causal_lm import load_causal_lm
     from keras_ft.model.presets import resolve_preset
     from keras_ft.pipeline import finetune

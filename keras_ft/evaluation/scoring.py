@@ -23,8 +23,8 @@ from keras_ft.config import Config
 from keras_ft.data.tokenizer import TextTokenizer
 from keras_ft.evaluation import metrics_text
 from keras_ft.evaluation.heldout import HeldOut
-from keras_ft.generation.generate import encode_prompt
-from keras_ft.generation.replies import generate_replies, measure_latency
+from keras_ft.generation.generate import (encode_prompt, generate_function, generate_replies,
+                                          measure_latency)
 from keras_ft.templates import get_template
 from keras_ft.train.trainer import evaluate_tokens
 
@@ -41,7 +41,6 @@ def score_model(causal_lm, heldout: HeldOut, cfg: Config, tokenizer: TextTokeniz
     from keras_ft.data.batches import BatchSequence
     from keras_ft.data.token_cache import TokenizedDataset
     from keras_ft.data.tokenizer import tokenize_example
-    from keras_ft.generation.generate import generate_function
     from keras_ft.train.trainer import CausalLMTrainer
 
     template = get_template(cfg.template)

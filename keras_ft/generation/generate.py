@@ -1,14 +1,17 @@
-"""Sampled generation with a template, through keras-hub's `generate`.
+"""Generation with a template: prompts -> padded batches -> replies, and latency.
 
 Prompts are rendered and tokenized by keras_ft exactly as in training (the
-same special-token handling), then handed to keras-hub's compiled generation
-loop and sampler as token ids; replies stop at the template's end-of-turn.
+same special-token handling, `encode_prompt`), padded into batches and handed
+to keras_ft's compiled loop (`decode.GenerateLoop`) with keras-hub's sampler as
+token ids; replies are cut at the template's end of turn (`generate_replies`).
+`measure_latency` times the same loop.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Sequence
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
@@ -21,7 +24,11 @@ from keras_ft.templates import Message, Template, get_template
 log = logging.getLogger(__name__)
 
 
-LENGTH_STEP = 16  # buffers and prefills round up to this (few compiles); decoding stops exactly
+# Prompts (the loop's prefill) round up to this, and so do buffers, less the
+# reply's room: few compiled shapes, while decoding stops exactly. 16, not 32:
+# the prefill length is a compiled shape, so a coarser buffer step alone saves
+# no compiles; a finer one halves the padded prefill (tests/generation).
+LENGTH_STEP = 16
 
 
 def build_sampler(cfg: Config):
@@ -61,35 +68,94 @@ def generate(causal_lm, prompts: list[str], cfg: Config,
              tokenizer: TextTokenizer | None = None) -> list[str]:
     """Generates one reply per prompt with `cfg`'s template and sampler.
 
+    The prompts go in one batch, in their own order.
+
     Returns:
         The replies, without the prompt and cut at the first stop token.
     """
     template = get_template(cfg.template)
     tokenizer = tokenizer or TextTokenizer(causal_lm.preprocessor.tokenizer)
     encoded = [encode_prompt(p, template, tokenizer) for p in prompts]
+    replies = generate_replies(generate_function(causal_lm, cfg), encoded, template, tokenizer,
+                               cfg.max_new_tokens)
+    return [r["text"] for r in replies]
+
+
+def generate_replies(generate_fn, prompts: list[list[int]], template: Template,
+                     tokenizer: TextTokenizer, max_new_tokens: int,
+                     batch_size: int | None = None) -> list[dict]:
+    """Pads prompts, generates, and cuts each reply at the template's end of turn.
+
+    `generate_fn` is `generate_function(causal_lm, cfg)`. Prompts are batched
+    by length, `batch_size` rows a batch (short batches repeat their first
+    prompt; None: all prompts in one batch), each batch in the prompts' own
+    order. A batch's buffer is its longest prompt rounded up to `LENGTH_STEP`
+    (the loop's prefill length, a compiled shape) plus `max_new_tokens`, so
+    XLA compiles one loop per batch size and LENGTH_STEP bucket of prompts;
+    decoding stops at the longest prompt plus `max_new_tokens`.
+
+    Returns:
+        Per prompt {"text", "num_tokens", "stopped"} (stopped: an end-of-turn
+        came within `max_new_tokens`).
+    """
     stop_ids = tuple(tokenizer.special_id(t) for t in template.stop_tokens)
-    longest = max(len(e) for e in encoded) + cfg.max_new_tokens
-    length = round_up(longest)
-    token_ids = np.full((len(prompts), length), tokenizer.pad_id, np.int32)
-    padding_mask = np.zeros((len(prompts), length), bool)
-    for row, ids in enumerate(encoded):
-        token_ids[row, :len(ids)], padding_mask[row, :len(ids)] = ids, True
-    generate_fn = generate_function(causal_lm, cfg)
-    out = generate_fn({"token_ids": token_ids, "padding_mask": padding_mask},
-                      stop_token_ids=stop_ids, max_length=longest)
-    replies = []
-    for row, ids in enumerate(encoded):
-        new = np.asarray(out["token_ids"][row])[len(ids):]
-        new = new[np.asarray(out["padding_mask"][row])[len(ids):]]
-        new = new[: cfg.max_new_tokens]
-        stops = [i for i, t in enumerate(new) if t in stop_ids]
-        replies.append(tokenizer.decode(new[: stops[0]] if stops else new).strip())
+    size = batch_size or len(prompts)
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    replies: list[dict] = [{}] * len(prompts)
+    for start in range(0, len(order), size):
+        rows = sorted(order[start:start + size])
+        longest = max(len(prompts[i]) for i in rows)
+        length = round_up(longest) + max_new_tokens
+        token_ids = np.full((size, length), tokenizer.pad_id, np.int32)
+        mask = np.zeros((size, length), bool)
+        for row in range(size):
+            ids = prompts[rows[min(row, len(rows) - 1)]]
+            token_ids[row, :len(ids)], mask[row, :len(ids)] = ids, True
+        out = generate_fn({"token_ids": token_ids, "padding_mask": mask},
+                          stop_token_ids=stop_ids, max_length=longest + max_new_tokens)
+        out_ids = np.asarray(out["token_ids"])
+        for row, index in enumerate(rows):
+            new = out_ids[row, len(prompts[index]):][:max_new_tokens]
+            stops = [j for j, t in enumerate(new) if t in stop_ids]
+            new = new[: stops[0]] if stops else new
+            replies[index] = {"text": tokenizer.decode(new).strip(),
+                              "num_tokens": len(new), "stopped": bool(stops)}
     return replies
 
 
 def round_up(n: int) -> int:
     """`n` rounded up to a multiple of LENGTH_STEP."""
     return -(-n // LENGTH_STEP) * LENGTH_STEP
+
+
+def measure_latency(generate_fn, prompt: list[int], max_new_tokens: int,
+                    pad_id: int, repeats: int = 3) -> dict[str, float]:
+    """Generation latency of one prompt, with compile time kept apart.
+
+    `generate_fn` is `generate_function(causal_lm, cfg)`. Each shape is run
+    once to compile, then `repeats` times; the median is the steady state.
+    Time to first token is a generation of one new token (the prompt's
+    prefill alone); tokens/s is `max_new_tokens` generated with no stop
+    token, divided by the steady-state time. compile_s is what the first
+    calls took beyond the steady state.
+    """
+    def timed(num_new: int) -> float:
+        length = len(prompt) + num_new
+        inputs = {"token_ids": np.full((1, length), pad_id, np.int32),
+                  "padding_mask": np.zeros((1, length), bool)}
+        inputs["token_ids"][0, :len(prompt)] = prompt
+        inputs["padding_mask"][0, :len(prompt)] = True
+        start = time.perf_counter()
+        np.asarray(generate_fn(inputs, stop_token_ids=None)["token_ids"])
+        return time.perf_counter() - start
+
+    first_short, short = timed(1), float(np.median([timed(1) for _ in range(repeats)]))
+    first_long = timed(max_new_tokens)
+    long = float(np.median([timed(max_new_tokens) for _ in range(repeats)]))
+    return {"ttft_s": short, "tokens_per_s": max_new_tokens / long,
+            "generate_s": long, "compile_s": max(first_short - short, 0.0)
+            + max(first_long - long, 0.0), "prompt_tokens": len(prompt),
+            "new_tokens": max_new_tokens}
 
 
 def generate_function(causal_lm, cfg: Config):

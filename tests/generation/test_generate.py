@@ -4,7 +4,8 @@ from click.testing import CliRunner
 
 import keras_ft.generation.generate as generate_module
 from keras_ft.config import Config
-from keras_ft.generation.generate import LENGTH_STEP, encode_prompt, generate, generate_function
+from keras_ft.generation.generate import (LENGTH_STEP, encode_prompt, generate,
+                                          generate_function, generate_replies, round_up)
 from keras_ft.cli.generate import main
 from keras_ft.model.causal_lm import build_model
 from keras_ft.model.lora import save_adapter
@@ -111,6 +112,34 @@ def test_generation_compiles_once_and_sees_new_weights(tiny_gemma3):
         generate(causal_lm, ["Hi there"], Config(**{**cfg.__dict__, "sampler": "top_k"}))
     assert compiles == 1 and log.count("compiled_generate_function") == 2
     assert changed != first
+
+
+def test_batched_replies_compile_once_per_length_bucket(tiny_gemma3):
+    # Held-out prompts of many lengths, in batches of 2 sorted by length: the
+    # loop compiles once per LENGTH_STEP bucket of a batch's longest prompt
+    # (its prefill); the buffer adds exactly max_new_tokens, no second shape.
+    import jax
+    import keras_hub
+
+    from test_compilations import CompileLog, capture_jax_log
+
+    causal_lm = keras_hub.models.CausalLM.from_preset(str(tiny_gemma3))
+    cfg = Config(preset=str(tiny_gemma3), template="gemma", sampler="greedy")
+    tokenizer = TextTokenizer(causal_lm.preprocessor.tokenizer)
+    rng = np.random.default_rng(0)
+    lengths = (40, 3, 17, 9, 33, 5, 14, 20)
+    prompts = [[2] + list(rng.integers(5, 100, n - 1)) for n in lengths]
+    loop = generate_function(causal_lm, cfg)
+    log = CompileLog()
+    with capture_jax_log(log), jax.log_compiles(True):
+        replies = generate_replies(loop, prompts, get_template("gemma"), tokenizer,
+                                   max_new_tokens=3, batch_size=2)
+    ordered = sorted(lengths)
+    buckets = {round_up(max(ordered[i:i + 2])) for i in range(0, len(ordered), 2)}
+    assert log.count("compiled_generate_function") == len(buckets) == 3
+    assert all(0 < r["num_tokens"] <= 3 for r in replies) and len(replies) == len(prompts)
+    alone = generate_replies(loop, prompts[:1], get_template("gemma"), tokenizer, 3)
+    assert alone[0] == replies[0]  # a prompt's reply does not depend on its batch
 
 
 def _buffer(prompts, length, pad_id=0):
