@@ -22,6 +22,7 @@ in `reference_token_loss_stats` and tests hold the two equal.
 from __future__ import annotations
 
 import functools
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -29,7 +30,30 @@ import keras
 from jax.custom_derivatives import SymbolicZero
 from keras import ops
 
-STATS = ("loss_sum", "weight_sum", "correct_sum")  # columns of the stats
+
+
+class LossStats(NamedTuple):
+    """The columns of the per-example statistics both loss functions return.
+
+    `token_loss_stats` and `reference_token_loss_stats` return `[batch, 3]`:
+    per example the summed cross-entropy over its loss-bearing tokens, the sum
+    of its loss weights (the loss-bearing tokens) and the weighted count of
+    correct next-token predictions, in the order of these fields. Read the
+    columns through this view, never by a bare index.
+    """
+
+    loss_sum: Any
+    weight_sum: Any
+    correct_sum: Any
+
+    @classmethod
+    def summed(cls, stats) -> "LossStats":
+        """Each column of `stats` ([batch, 3], a tensor) summed over the batch."""
+        return cls(*(ops.sum(stats[:, column]) for column in range(len(cls._fields))))
+
+    def mean_loss(self):
+        """Mean cross-entropy per loss-bearing token (0 when there are none)."""
+        return self.loss_sum / ops.maximum(self.weight_sum, 1.0)
 
 
 def output_projection(backbone):
@@ -45,7 +69,7 @@ def output_projection(backbone):
 
 
 def reference_token_loss_stats(hidden, logits_fn, labels, weights):
-    """Straightforward per-example [loss_sum, weight_sum, correct_sum].
+    """Straightforward per-example `LossStats` columns [batch, 3].
 
     Args:
         hidden: [batch, length, hidden] final hidden states.
@@ -63,7 +87,7 @@ def reference_token_loss_stats(hidden, logits_fn, labels, weights):
 
 def token_loss_stats(hidden, matrix, labels, weights, soft_cap=None, chunk_size=128,
                      row_step=None):
-    """Per-example [loss_sum, weight_sum, correct_sum], computed in chunks (JAX).
+    """Per-example `LossStats` columns [batch, 3], computed in chunks (JAX).
 
     Args:
         hidden: [batch, length, hidden] final hidden states.

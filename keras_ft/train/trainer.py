@@ -20,6 +20,7 @@ from keras import ops
 
 from keras_ft.config import Config
 from keras_ft.model.loss import (
+    LossStats,
     output_projection,
     reference_token_loss_stats,
     token_loss_stats,
@@ -41,8 +42,9 @@ class TokenAccuracy(keras.metrics.Metric):
         self.count = self.add_variable((), initializer="zeros", name="count")
 
     def update_state(self, stats):
-        self.correct.assign_add(ops.sum(stats[:, 2]))
-        self.count.assign_add(ops.sum(stats[:, 1]))
+        totals = LossStats.summed(stats)
+        self.correct.assign_add(totals.correct_sum)
+        self.count.assign_add(totals.weight_sum)
 
     def result(self):
         return self.correct / ops.maximum(self.count, 1.0)
@@ -56,7 +58,7 @@ class BatchLoss(keras.metrics.Metric):
         self.value = self.add_variable((), initializer="zeros", name="value")
 
     def update_state(self, stats):
-        self.value.assign(ops.sum(stats[:, 0]) / ops.maximum(ops.sum(stats[:, 1]), 1.0))
+        self.value.assign(LossStats.summed(stats).mean_loss())
 
     def result(self):
         return ops.convert_to_tensor(self.value)
@@ -94,7 +96,7 @@ class CausalLMTrainer(keras.Model):
         return reference_token_loss_stats(hidden, head, labels, weights)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        return ops.sum(y_pred[:, 0]) / ops.maximum(ops.sum(y_pred[:, 1]), 1.0)
+        return LossStats.summed(y_pred).mean_loss()  # y_pred: the per-example stats
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         self.token_accuracy.update_state(y_pred)
@@ -124,13 +126,14 @@ def evaluate_tokens(trainer, dataset) -> dict[str, float]:
     trainable = [v.value for v in trainer.trainable_variables]
     frozen = [v.value for v in trainer.non_trainable_variables]
     forward = _jitted_forward(trainer)
-    stats = np.zeros(3)
+    totals = np.zeros(len(LossStats._fields))  # float64 sums over the whole dataset
     for index in range(len(dataset)):
-        stats += np.asarray(forward(trainable, frozen, dataset[index])).sum(axis=0)
-    loss = stats[0] / max(stats[1], 1.0)
+        totals += np.asarray(forward(trainable, frozen, dataset[index])).sum(axis=0)
+    total = LossStats(*totals)
+    loss = total.loss_sum / max(total.weight_sum, 1.0)
     return {"loss": float(loss), "perplexity": float(math.exp(min(loss, 50.0))),
-            "accuracy": float(stats[2] / max(stats[1], 1.0)),
-            "num_tokens": int(stats[1])}
+            "accuracy": float(total.correct_sum / max(total.weight_sum, 1.0)),
+            "num_tokens": int(total.weight_sum)}
 
 
 def _jitted_forward(trainer):

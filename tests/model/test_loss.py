@@ -5,11 +5,33 @@ import numpy as np
 import pytest
 
 from keras_ft.config import LORA_TARGET_SETS, Config
-from keras_ft.model.loss import output_projection, reference_token_loss_stats, token_loss_stats
+from keras_ft.model.loss import (
+    LossStats,
+    output_projection,
+    reference_token_loss_stats,
+    token_loss_stats,
+)
 from keras_ft.model.lora import enable_lora, lora_target_names
 from keras_ft.testing import TINY_BACKBONE
 from keras_ft.data.tokenizer import TokenizedExample
 from keras_ft.data.batches import make_batch
+
+
+def test_loss_stats_name_the_columns_both_loss_functions_return():
+    # Example 0: 2 loss tokens (one predicted right); example 1: 1 token, wrong.
+    labels = jnp.asarray([[1, 2, 3], [0, 1, 0]])
+    weights = jnp.asarray([[1.0, 1.0, 0.0], [0.0, 1.0, 0.0]])
+    hidden = jax.nn.one_hot(jnp.asarray([[1, 0, 3], [0, 2, 0]]), 4) * 10.0  # logits: argmax
+    ref = reference_token_loss_stats(hidden, lambda h: h, labels, weights)
+    fast = token_loss_stats(hidden, jnp.eye(4), labels, weights, chunk_size=8)
+    for stats in (ref, fast):
+        total = LossStats.summed(stats)
+        assert float(total.weight_sum) == 3.0 and float(total.correct_sum) == 1.0
+        loss = -jax.nn.log_softmax(hidden, axis=-1)
+        picked = jnp.take_along_axis(loss, labels[..., None], axis=-1)[..., 0]
+        assert float(total.loss_sum) == pytest.approx(float((picked * weights).sum()), rel=1e-5)
+        assert float(total.mean_loss()) == pytest.approx(float(total.loss_sum) / 3.0)
+    assert float(LossStats.summed(jnp.zeros((2, 3))).mean_loss()) == 0.0  # no loss tokens
 
 
 @pytest.mark.parametrize("soft_cap", [None, 30.0])
