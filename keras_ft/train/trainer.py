@@ -77,6 +77,7 @@ class CausalLMTrainer(keras.Model):
                                                  "quantization_mode", None))
         self.token_accuracy = TokenAccuracy()
         self.batch_loss = BatchLoss()
+        self._eval_forward = None  # made by `eval_forward`
         self.built = True  # the backbone is built; this wrapper adds no weights
 
     def call(self, inputs, training=False):
@@ -103,6 +104,18 @@ class CausalLMTrainer(keras.Model):
         self.batch_loss.update_state(y_pred)
         return self.get_metrics_result()
 
+    def eval_forward(self):
+        """The jitted forward pass of `evaluate_tokens`: (trainable values,
+        non-trainable values, x) -> per-example `LossStats` columns.
+
+        Made once per trainer and kept: a new `jax.jit(lambda)` per call would
+        compile every shape again (seconds to minutes each on CPU). The
+        variables are arguments, so it stays exact as the weights train.
+        """
+        if self._eval_forward is None:
+            self._eval_forward = jax.jit(lambda t, f, x: self.stateless_call(t, f, x)[0])
+        return self._eval_forward
+
 
 def build_trainer(cfg: Config, backbone, total_steps: int) -> CausalLMTrainer:
     if cfg.packing:
@@ -112,20 +125,21 @@ def build_trainer(cfg: Config, backbone, total_steps: int) -> CausalLMTrainer:
     return trainer
 
 
-def evaluate_tokens(trainer, dataset) -> dict[str, float]:
+def evaluate_tokens(trainer: CausalLMTrainer, dataset) -> dict[str, float]:
     """Exact token-level metrics of `trainer` on every batch of `dataset`.
 
     The loss is summed over all loss-bearing tokens and divided once, so it is
     not a mean of per-batch means. The forward pass is one jitted
     `stateless_call` (Keras' `predict_on_batch` costs seconds more per call),
-    made once per trainer: periodic evaluations reuse its compiled shapes.
+    made once per trainer (`CausalLMTrainer.eval_forward`): periodic
+    evaluations reuse its compiled shapes.
 
     Returns:
         {"loss", "perplexity", "accuracy", "num_tokens"}.
     """
     trainable = [v.value for v in trainer.trainable_variables]
     frozen = [v.value for v in trainer.non_trainable_variables]
-    forward = _jitted_forward(trainer)
+    forward = trainer.eval_forward()
     totals = np.zeros(len(LossStats._fields))  # float64 sums over the whole dataset
     for index in range(len(dataset)):
         totals += np.asarray(forward(trainable, frozen, dataset[index])).sum(axis=0)
@@ -134,14 +148,3 @@ def evaluate_tokens(trainer, dataset) -> dict[str, float]:
     return {"loss": float(loss), "perplexity": float(math.exp(min(loss, 50.0))),
             "accuracy": float(total.correct_sum / max(total.weight_sum, 1.0)),
             "num_tokens": int(total.weight_sum)}
-
-
-def _jitted_forward(trainer):
-    # A new jax.jit(lambda) per call would compile every shape again (seconds
-    # to minutes each on CPU). Variables are arguments, so one per trainer is
-    # exact; it lives on the trainer (bypassing Keras' attribute tracking).
-    forward = getattr(trainer, "_keras_ft_eval_forward", None)
-    if forward is None:
-        forward = jax.jit(lambda t, f, x: trainer.stateless_call(t, f, x)[0])
-        object.__setattr__(trainer, "_keras_ft_eval_forward", forward)
-    return forward
