@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import math
 from typing import Sequence
 
@@ -13,11 +12,13 @@ from keras_ft.data.tokenizer import TokenizedExample
 
 
 def bucket_lengths(sequence_length: int, num_buckets: int) -> list[int]:
-    """Padded lengths allowed in batches: a few fixed XLA shapes.
+    """`num_buckets` evenly spaced padded lengths up to `sequence_length`.
 
     Padding every example to `sequence_length` wastes most of the compute on
     short data (63 % on Dolly at 256); padding to the nearest of a few bucket
     lengths removes most of it while compiling only `num_buckets` shapes.
+    Training uses `fitted_bucket_lengths`; these linear buckets are its
+    reference, kept for the tests and benchmarks that measure it against them.
     """
     step = -(-sequence_length // num_buckets)
     return sorted({min(step * i, sequence_length) for i in range(1, num_buckets + 1)})
@@ -59,6 +60,10 @@ def fitted_bucket_lengths(padded_lengths: Sequence[int], num_buckets: int,
 def make_batch(examples: Sequence[TokenizedExample], buckets: Sequence[int],
                pad_id: int) -> tuple[dict, None, None]:
     """Pads examples into one batch shaped for `CausalLMTrainer`, one per row.
+
+    `BatchSequence` batches through `make_packed_batch`; this one-example-
+    per-row form is the unpacked reference the loss and packing tests compare
+    against.
 
     Returns:
         (x, None, None) for keras `fit`: x holds `token_ids`, `padding_mask`,
@@ -129,14 +134,12 @@ def pack_rows(lengths: Sequence[int], row_length: int, seed: int) -> list[np.nda
     return [np.asarray(r, np.int64) for r in rows]
 
 
-log = logging.getLogger(__name__)
-
 
 class BatchSequence(keras.utils.PyDataset):
     """Batches of tokenized examples, reshuffled per epoch from the seed.
 
     A batch holds `batch_size` rows. A row is one example, or with `packing`
-    several examples laid end to end (`tokens.pack_rows`: fixed for the run,
+    several examples laid end to end (`pack_rows`: fixed for the run,
     attention kept within each example by the trainer). Rows are padded to
     the nearest bucket length (`num_buckets` fixed shapes, default 4, or 2
     when packing; fitted to the lengths of epoch 0's batches), so little

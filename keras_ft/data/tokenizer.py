@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 import sentencepiece
@@ -127,11 +127,7 @@ class TextTokenizer:
 class TokenizedExample:
     token_ids: np.ndarray  # int32 [n]: model input and (shifted) labels
     loss_mask: np.ndarray  # bool [n]: True where the token is a training target
-    num_tokens_before_truncation: int
-
-    @property
-    def truncated(self) -> bool:
-        return self.num_tokens_before_truncation > len(self.token_ids)
+    num_tokens_before_truncation: int  # more than n when truncation cut it
 
 
 def tokenize_example(example: Example, template: Template, tokenizer: TextTokenizer,
@@ -200,12 +196,3 @@ def format_marked(tokenized: TokenizedExample, tokenizer: TextTokenizer) -> str:
         piece = tokenizer.display_piece(int(token_id))
         out.append(f"[[{piece}]]" if trained else piece)
     return "".join(out)
-
-
-def count_tokens(examples: Iterable[TokenizedExample]) -> tuple[int, int]:
-    """Returns (real tokens, loss-bearing tokens) over examples."""
-    real = loss = 0
-    for e in examples:
-        real += len(e.token_ids) - 1
-        loss += int(e.loss_mask.sum())
-    return real, loss

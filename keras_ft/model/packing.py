@@ -1,6 +1,6 @@
 """Attention within each packed example: a block-diagonal causal mask.
 
-With `packing`, a row holds several examples end to end (`tokens.pack_rows`)
+With `packing`, a row holds several examples end to end (`data.batches.pack_rows`)
 and `segment_ids` numbers them (0 on padding). keras-hub's decoder blocks
 build their causal mask from a `[batch, length]` padding mask only, so while
 the trainer calls the backbone, `segment_attention` narrows each block's mask

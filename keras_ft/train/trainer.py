@@ -9,9 +9,7 @@ cross-entropy over loss-bearing tokens, so padding never changes it (Keras'
 
 from __future__ import annotations
 
-import logging
 import math
-import os
 
 import jax
 import keras
@@ -26,11 +24,7 @@ from keras_ft.model.loss import (
     token_loss_stats,
 )
 from keras_ft.model.packing import check_packing, segment_attention
-
-os.environ.setdefault("KERAS_BACKEND", "jax")
 from keras_ft.train.optimizer import build_optimizer
-
-log = logging.getLogger(__name__)
 
 
 class TokenAccuracy(keras.metrics.Metric):
@@ -65,7 +59,9 @@ class BatchLoss(keras.metrics.Metric):
 
 
 class CausalLMTrainer(keras.Model):
-    """Trains a keras-hub backbone on batches from `tokens.make_batch`."""
+    """Trains a keras-hub backbone on `data.batches.BatchSequence` batches
+    (`make_packed_batch`: token_ids, padding_mask, labels, loss_weights and,
+    packed, segment_ids); returns per-example `LossStats`, not logits."""
 
     def __init__(self, backbone, use_chunked_loss: bool = True, chunk_size: int = 128,
                  **kwargs):
