@@ -120,7 +120,8 @@ def _lscpu() -> str:
     import subprocess
 
     try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10,
+                             check=False).stdout
     except (OSError, subprocess.SubprocessError):
         return "lscpu unavailable"
     fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
@@ -132,10 +133,20 @@ NOTES = """\
 Measured: the resident high-water mark from just before the weights load to
 the end of training (XLA's compilation of the step included), minus the
 resident memory at that point (Python, JAX, keras-hub imported; the batches
-built). The int8 rows' peak is set by loading: Keras quantizes built layers,
-so the bfloat16 weights are all resident before the int8 kernels replace
-them; the plan's "loading peak" says so. LoRA rank 4 on query/value, the
-embedded Gemma 3 270M (`keras_ft.config.EMBEDDED_PRESET`), chunked loss."""
+built). Training sets every peak here; loading (Keras quantizes built
+layers, so an int8 base is first resident in bfloat16) stays below it. LoRA
+rank 4 on query/value, the embedded Gemma 3 270M
+(`keras_ft.config.EMBEDDED_PRESET`), chunked loss.
+
+Not an out-of-sample test: the model of memory was fitted on this machine
+to earlier runs of this script (bf16 128x1, 256x1, 256x2, int8 256x1, and a
+float32 256x1 run): a bfloat16 run peaked *above* a float32 one by about its
+own weights, so on CPU the plan counts a 4-byte copy of every weight stored
+narrower and 4-byte activations (XLA's CPU backend computes bf16 and int8
+matmuls in float32, even with avx512_bf16/amx_bf16 present); the CPU
+framework overhead (640 MiB: compilation, runtime, allocator slack) is the
+float32 run's remainder. The 128x2, int8 128x1, 128x2 and 256x2 rows were
+not used to fit. GPU/TPU overheads and native bf16 are not measured here."""
 
 
 if __name__ == "__main__":

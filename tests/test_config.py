@@ -116,3 +116,49 @@ def test_lora_targets_of_no_layer_name_form_are_refused(targets):
     with pytest.raises(ValueError, match=r"`lora_targets` must be one of .*Received: "
                                          r"lora_targets="):
         Config(lora_targets=targets)
+
+
+# Issue 15: the distribution fields.
+
+def test_distribution_defaults_are_one_process_and_an_auto_mesh():
+    cfg = Config()
+    assert (cfg.mesh, cfg.coordinator_address, cfg.num_processes, cfg.process_id) == (
+        "auto", "", 0, 0)
+
+
+def test_distribution_flags_reach_the_config():
+    ctx = main.make_context("keras-ft", ["--mesh", "2x4", "--coordinator-address",
+                                         "10.0.0.1:1234", "--num-processes", "2",
+                                         "--process-id", "1"])
+    flags = dict(ctx.params)
+    flags.pop("config_path")
+    cfg = load_config(None, overrides_from_flags(flags))
+    assert (cfg.mesh, cfg.coordinator_address, cfg.num_processes, cfg.process_id) == (
+        "2x4", "10.0.0.1:1234", 2, 1)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"mesh": "8"}, ("`mesh` must be 'auto' or DxM: devices along the data axis x along "
+                     "the model axis")),
+    ({"mesh": "0x8"}, "Received: mesh='0x8'"),
+    ({"mesh": "Auto"}, "(e.g. 1x1 one device, 8x1 data-parallel, 1x8 or 2x4 model-parallel)"),
+    ({"process_id": 1}, ("`process_id` must be below `num_processes` (0 to 0; set "
+                         "`num_processes` for a multi-host run). Received: process_id=1, "
+                         "num_processes=0")),
+    ({"num_processes": 2, "process_id": 2}, "(0 to 1;"),
+    ({"num_processes": -1}, "`num_processes` must be non-negative"),
+    ({"coordinator_address": "localhost", "num_processes": 2},
+     "`coordinator_address` must be host:port of process 0"),
+    ({"coordinator_address": "a:1,b:2", "num_processes": 2},
+     "Received: coordinator_address='a:1,b:2'"),
+])
+def test_distribution_fields_are_checked(kwargs, message):
+    with pytest.raises(ValueError) as error:
+        Config(**kwargs)
+    assert message in str(error.value)
+
+
+@pytest.mark.parametrize("address", ["localhost:12355", "10.0.0.1:1234", "[::1]:8476",
+                                     "tpu-host-0.internal:8476"])
+def test_coordinator_addresses_are_accepted(address):
+    assert Config(coordinator_address=address, num_processes=2).coordinator_address == address

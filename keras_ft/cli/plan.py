@@ -10,6 +10,7 @@ import click
 from keras_ft.cli import errors as cli_errors
 from keras_ft.cli.flags import config_file, config_options, overrides_from_flags
 from keras_ft.config import load_config
+from keras_ft.distribution import memory
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -21,8 +22,6 @@ def main(config_path, **flags):
     activations, the loss chunk) from the preset's config.json alone, and say
     whether it fits the devices present and a T4, TPU v3-8 / v5e-8, A100,
     H100 and this CPU's RAM; when it does not, the cheapest change that does."""
-    from keras_ft.distribution import memory
-
     with cli_errors.usage_errors():
         cfg = load_config(config_path, overrides_from_flags(flags))
     config = memory.backbone_config(cfg.preset)

@@ -45,8 +45,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+import jax
 import keras
 import numpy as np
+from keras.src.backend.common import global_state
+from keras_hub.src.utils import preset_utils
 
 from keras_ft.config import Config
 from keras_ft.distribution.mesh import (
@@ -59,6 +62,8 @@ from keras_ft.distribution.mesh import (
     parse_mesh,
     shard_count,
 )
+from keras_ft.model.lora import enable_lora
+from keras_ft.model.presets import resolve_preset
 
 GIB = 1024**3
 MIB = 1024**2
@@ -147,14 +152,12 @@ def this_cpu() -> Device:
 def present_devices() -> Device:
     """The devices JAX sees here: their count and the memory of one (the
     runtime's `bytes_limit`; simulated CPU devices share the host's RAM)."""
-    import jax
-
     devices = jax.devices()
     platform = devices[0].platform
     stats = {}
     try:
         stats = devices[0].memory_stats() or {}
-    except Exception:  # CPU devices and some runtimes have no memory stats
+    except (AttributeError, NotImplementedError, RuntimeError):  # some runtimes have none
         pass
     memory = stats.get("bytes_limit") or host_memory_bytes() / (
         len(devices) if platform == "cpu" else 1)
@@ -203,10 +206,6 @@ def backbone_config(preset: str) -> dict[str, Any]:
     """
     if preset in KNOWN_CONFIGS:
         return KNOWN_CONFIGS[preset]
-    from keras_hub.src.utils import preset_utils
-
-    from keras_ft.model.presets import resolve_preset
-
     config = preset_utils.load_json(resolve_preset(preset), preset_utils.CONFIG_FILE)
     if "class_name" not in config:
         raise ValueError(f"Preset {preset!r} is a Transformers checkpoint (its config.json "
@@ -229,10 +228,6 @@ def abstract_backbone(config: dict[str, Any], dtype: str | None = None, lora_ran
 
 @functools.lru_cache(maxsize=16)
 def _abstract_backbone(config_json: str, dtype, lora_rank, lora_alpha, lora_targets):
-    from keras.src.backend.common import global_state
-
-    from keras_ft.model.lora import enable_lora
-
     config = json.loads(config_json)
     config.setdefault("module", "keras_hub.src.models")
     if "registered_name" not in config:
@@ -381,10 +376,10 @@ def plan_memory(config: dict[str, Any], *, dtype: str = "float32", quantize: str
                      if v.path in quantized or ITEMSIZE[_std(v.dtype)] < 4)
     table = (
         ("weights", weights, _weights_how(dtype, quantize, mesh, num_params)),
-        ("float32 copies of weights", upcast, "XLA on CPU computes bfloat16 and int8 "
-                                              "matmuls in float32" if upcast else "none"),
-        ("LoRA weights", lora_bytes, f"{lora_params:,} values, rank {lora_rank}, "
-                                     f"{lora_targets}, replicated"),
+        ("float32 copies of weights", upcast,
+         "XLA on CPU computes bfloat16 and int8 matmuls in float32" if upcast else "none"),
+        ("LoRA weights", lora_bytes,
+         f"{lora_params:,} values, rank {lora_rank}, {lora_targets}, replicated"),
         ("LoRA gradients + AdamW moments", lora_state - lora_bytes,
          "gradient + 2 moments" + (" + accumulator" if gradient_accumulation_steps > 1 else "")),
         ("activations kept for backward", activations + head_saved,
@@ -534,8 +529,8 @@ def cheapest_fix(plan: MemoryPlan, device: Device, config: dict[str, Any]) -> st
         batch //= 2
         accumulate = s["gradient_accumulation_steps"] * s["batch_size"] // batch
         single.append(({"batch_size": batch, "gradient_accumulation_steps": accumulate},
-                       f"batch_size {batch} with gradient_accumulation_steps {accumulate} "
-                       "(the same effective batch)"))
+                       (f"batch_size {batch} with gradient_accumulation_steps {accumulate} "
+                        "(the same effective batch)")))
     if s["dtype"] == "float32":
         single.append(({"dtype": "bfloat16"}, "dtype bfloat16"))
     for mode in ("int8", "int4"):

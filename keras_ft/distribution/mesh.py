@@ -31,7 +31,9 @@ import math
 import re
 from typing import NamedTuple
 
+import jax
 import keras
+import keras_hub
 import numpy as np
 
 from keras_ft.config import MESH_PATTERN, Config
@@ -83,7 +85,8 @@ def choose_mesh(num_devices: int, num_params: int, bytes_per_param: float,
     if num_devices <= 1:
         return 1, 1, f"one device ({sizes})"
     if need <= budget:
-        return num_devices, 1, f"data-parallel over {num_devices} devices: one holds the model ({sizes})"
+        return num_devices, 1, (f"data-parallel over {num_devices} devices: one holds the "
+                                f"model ({sizes})")
     return 1, num_devices, (f"model-parallel over {num_devices} devices: one cannot hold the "
                             f"model ({sizes})")
 
@@ -98,8 +101,6 @@ def layout_map(backbone_cls, device_mesh: keras.distribution.DeviceMesh):
     Raises:
         ValueError: a backbone without a layout map (use an Nx1 mesh).
     """
-    import keras_hub
-
     source = backbone_cls
     if not hasattr(source, "get_layout_map"):
         if issubclass(backbone_cls, keras_hub.models.Gemma3Backbone):
@@ -202,8 +203,6 @@ def initialize(cfg: Config) -> bool:
     """
     if cfg.num_processes <= 1 and not cfg.coordinator_address:
         return False
-    import jax
-
     if jax.distributed.is_initialized():
         return True
     explicit = bool(cfg.coordinator_address) or cfg.process_id > 0
@@ -218,8 +217,6 @@ def initialize(cfg: Config) -> bool:
 def is_writer() -> bool:
     """Whether this process writes checkpoints, metrics, events and the
     adapter: process 0 (the only one in a single-process run)."""
-    import jax
-
     return jax.process_index() == 0
 
 
