@@ -15,6 +15,8 @@ from keras_ft.cli import errors as cli_errors
 from keras_ft.cli.flags import config_file, config_options, overrides_from_flags
 from keras_ft.config import load_config
 from keras_ft.evaluation.compare import launch, plan_runs, run_worker
+from keras_ft.evaluation.report import write_comparison
+from keras_ft.evaluation.runs import load_run_config
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +35,6 @@ def main(config_path, presets, templates, vary, timeout, worker, **flags):
     """Run one experiment over several presets; write one table and plots."""
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     if worker:
-        from keras_ft.evaluation.runs import load_run_config
-
         run_worker(load_run_config(worker))
         return
     if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
@@ -56,8 +56,6 @@ def main(config_path, presets, templates, vary, timeout, worker, **flags):
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     records = [launch(run, timeout) for run in runs]
-    from keras_ft.evaluation.report import write_comparison
-
     command = "python -m keras_ft compare " + " ".join(sys.argv[1:])
     for path in write_comparison(records, out, command):
         click.echo(path)

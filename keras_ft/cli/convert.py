@@ -17,27 +17,27 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
 
-@main.command("gguf")
+@main.command("gguf", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("gguf_path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option(
-    "--dtype",
+    "--outtype",
     type=click.Choice(["float32", "bfloat16", "float16"]),
     default="float32",
     show_default=True,
-    help="Saved weight dtype.",
+    help="Dtype of the preset's saved weights.",
 )
-@click.option("--overwrite", is_flag=True, help="Replace an existing OUT_DIR.")
+@click.option("--replace", is_flag=True, help="Replace an existing OUT_DIR.")
 @cli_errors.reported
-def gguf_command(gguf_path: Path, out_dir: Path, dtype: str, overwrite: bool) -> None:
+def gguf_command(gguf_path: Path, out_dir: Path, outtype: str, replace: bool) -> None:
     """Convert GGUF_PATH (a llama.cpp Gemma 3 checkpoint) into the preset OUT_DIR.
 
     Only `general.architecture` gemma3 converts; others are refused, naming it.
     """
     try:
-        convert_gguf(gguf_path, out_dir, dtype=dtype, overwrite=overwrite)
+        convert_gguf(gguf_path, out_dir, dtype=outtype, overwrite=replace)
     except FileExistsError:
-        raise click.UsageError(f"OUT_DIR {out_dir} exists; pass --overwrite to "
+        raise click.UsageError(f"OUT_DIR {out_dir} exists; pass --replace to "
                                "replace it.") from None
     click.echo(str(out_dir))
 

@@ -1,6 +1,6 @@
 """Export commands: turn a preset (+ LoRA adapter) into other formats.
 
-    python -m keras_ft export gguf --preset P [--adapter X.lora.h5] OUT.gguf --dtype f16
+    python -m keras_ft export gguf --preset P [--adapter X.lora.h5] OUT.gguf --outtype f16
     python -m keras_ft export gguf --adapter RUN_DIR OUT.gguf   # the run's preset
 
 A QLoRA adapter (trained on a quantized base) is merged into the FLOAT base
@@ -17,41 +17,19 @@ from pathlib import Path
 import click
 
 from keras_ft.cli import errors as cli_errors
+from keras_ft.cli.flags import config_options
+from keras_ft.export.gguf import export_gguf
+from keras_ft.model.causal_lm import load_causal_lm
+from keras_ft.model.lora import ADAPTER_CONFIG_FILE, read_adapter, recorded_template
+from keras_ft.model.presets import resolve_preset
 
 _GGUF_DTYPES = ["f32", "f16", "bf16", "q8_0"]
-
-
-def load_causal_lm(preset: str, adapter: Path | None = None):
-    """Loads a causal LM preset in float and, if given, applies its LoRA adapter.
-
-    Args:
-        preset: Anything `keras_ft.model.resolve_preset` accepts: a preset
-            name or directory, a `.gguf` file, or `EMBEDDED_PRESET`.
-        adapter: A `.lora.h5` file or a run directory holding one; its
-            rank, alpha and targets come from the `adapter_config.json` beside
-            it (`keras_ft.model.load_adapter`). A QLoRA adapter is applied to
-            the float base, not quantized again: merged, it lands in float
-            weights.
-
-    Returns:
-        The `keras_hub.models.CausalLM`, LoRA-enabled when `adapter` is given.
-    """
-    from keras_ft.model.causal_lm import load_causal_lm as load_preset
-    from keras_ft.model.lora import load_adapter
-    from keras_ft.model.presets import resolve_preset
-
-    causal_lm = load_preset(resolve_preset(preset))
-    if adapter is not None:
-        load_adapter(causal_lm, adapter, quantize=False)
-    return causal_lm
 
 
 def export_preset(preset: str | None, adapter: Path | None) -> tuple[str, str]:
     """(preset to load, note on the base) for an export: `preset`, else the
     one recorded with `adapter`. The note says when a QLoRA adapter is
     merged into the float base instead of the quantized one it was trained on."""
-    from keras_ft.model.lora import ADAPTER_CONFIG_FILE, read_adapter
-
     meta = {}
     if adapter is not None:
         try:
@@ -77,20 +55,16 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
 
-@main.command("gguf")
-@click.option(
-    "--preset",
-    default=None,
-    help="Preset name or directory, .gguf file, or embedded:gemma3_270m "
-    "(default: the preset recorded with --adapter).",
-)
+@main.command("gguf", context_settings={"help_option_names": ["-h", "--help"]})
+@config_options("preset", notes={"preset": "default: the preset recorded with --adapter"})
 @click.option(
     "--adapter",
     type=click.Path(exists=True, path_type=Path),
     help="LoRA adapter (.lora.h5 or run directory) to merge into the weights.",
 )
 @click.argument("out_path", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--dtype", type=click.Choice(_GGUF_DTYPES), default="f16", show_default=True)
+@click.option("--outtype", type=click.Choice(_GGUF_DTYPES), default="f16", show_default=True,
+              help="Type of the GGUF's weight matrices (as llama.cpp's convert_hf_to_gguf.py).")
 @click.option(
     "--chat-template",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -102,22 +76,20 @@ def gguf_command(
     preset: str | None,
     adapter: Path | None,
     out_path: Path,
-    dtype: str,
+    outtype: str,
     chat_template: Path | None,
 ) -> None:
     """Write PRESET (+ ADAPTER, merged) as a llama.cpp GGUF file OUT_PATH.
 
     A QLoRA adapter is merged into the float base weights (said on stderr).
     """
-    from keras_ft.export.gguf import export_gguf
-    from keras_ft.model.lora import recorded_template
-
     preset, note = export_preset(preset, adapter)
     if note:
         click.echo(note, err=True)
     template = _read_chat_template(chat_template) if chat_template else None
-    causal_lm = load_causal_lm(preset, adapter)
-    export_gguf(causal_lm, out_path, dtype=dtype, chat_template=template,
+    # float base: a QLoRA adapter is merged into float weights, not quantized again
+    causal_lm = load_causal_lm(resolve_preset(preset), adapter=adapter, quantize=False)
+    export_gguf(causal_lm, out_path, dtype=outtype, chat_template=template,
                 template=recorded_template(adapter))
     click.echo(str(out_path))
 

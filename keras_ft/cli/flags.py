@@ -26,11 +26,11 @@ def _flag_name(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _option_for(field: dataclasses.Field, tp, doc: str, default=None):
+def _option_for(field: dataclasses.Field, tp, doc: str, default=None, note=None):
     """(declarations, attributes) of `field`'s click option."""
     shown = field.default if default is None else default
     shown = ", ".join(map(str, shown)) if isinstance(shown, tuple) else shown
-    help_text = f"{doc} [default: {shown!r}]" if doc else f"[default: {shown!r}]"
+    help_text = f"{doc} [{note or f'default: {shown!r}'}]".strip()
     flag = _flag_name(field.name)
     if tp is bool:
         return [f"{flag}/--no-{flag[2:]}", field.name], dict(default=default, help=help_text)
@@ -40,24 +40,29 @@ def _option_for(field: dataclasses.Field, tp, doc: str, default=None):
     return [flag, field.name], dict(type=tp, default=default, help=help_text)
 
 
-def config_options(*names: str, defaults: Mapping[str, Any] | None = None):
+def config_options(*names: str, defaults: Mapping[str, Any] | None = None,
+                   notes: Mapping[str, str] | None = None):
     """Decorates a click command's function with one option per Config field.
 
     Args:
         names: the fields to add (default: every field), in `--help` order.
         defaults: a command's own default for some fields (e.g. evaluate's
             greedy `sampler`), applied as if given and shown in `--help`.
+        notes: `--help`'s bracket for some fields, instead of the dataclass
+            default (e.g. "default: the preset recorded with --adapter").
     """
     fields = {f.name: f for f in dataclasses.fields(Config)}
-    unknown = sorted(set(names) - set(fields))
+    defaults, notes = dict(defaults or {}), dict(notes or {})
+    unknown = sorted((set(names) | set(defaults) | set(notes)) - set(fields))
     if unknown:
         raise ValueError(f"Not Config fields: {unknown}")
-    types, docs, defaults = field_types(), field_docs(), dict(defaults or {})
+    types, docs = field_types(), field_docs()
 
     def decorate(function):
         for name in reversed(names or tuple(fields)):  # click lists options bottom-up
             declarations, attributes = _option_for(fields[name], types[name],
-                                                   docs.get(name, ""), defaults.get(name))
+                                                   docs.get(name, ""), defaults.get(name),
+                                                   notes.get(name))
             function = click.option(*declarations, **attributes)(function)
         return function
 

@@ -9,40 +9,37 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 import click
 
 from keras_ft.cli import errors as cli_errors
+from keras_ft.cli.flags import ADAPTER_HELP, config_file, config_options, overrides_from_flags
+from keras_ft.config import load_config
 from keras_ft.generation.generate import generate
+from keras_ft.model.causal_lm import load_causal_lm
+from keras_ft.model.lora import read_adapter
+from keras_ft.model.presets import resolve_preset
 
 log = logging.getLogger(__name__)
 
 
-@click.command()
-@click.option("--preset", default=None, help="Base preset (default: the config's).")
-@click.option("--adapter", default=None, help="A .lora.h5 file or a run directory.")
-@click.option("--config", "config_path", default=None, help="Experiment YAML file.")
-@click.option("--template", default=None, help="Template name or format string.")
-@click.option("--sampler", default=None)
-@click.option("--max-new-tokens", type=int, default=None)
-@click.option("--seed", type=int, default=None)
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--adapter", default=None, help=ADAPTER_HELP)
+@config_file()
+@config_options("preset", "template", "sampler", "top_k", "top_p", "temperature",
+                "max_new_tokens", "seed")
 @click.argument("prompt", nargs=-1, required=True)
 @cli_errors.reported
-def main(preset, adapter, config_path, template, sampler, max_new_tokens, seed, prompt):
-    """Generate replies to PROMPT from a preset plus an optional LoRA adapter."""
-    from keras_ft.config import load_config
-    from keras_ft.model.causal_lm import load_causal_lm
-    from keras_ft.model.lora import load_adapter, read_adapter
-    from keras_ft.model.presets import resolve_preset
+def main(adapter, config_path, prompt, **flags):
+    """Generate replies to PROMPT from a preset plus an optional LoRA adapter.
 
-    overrides = dict(preset=preset, template=template, sampler=sampler,
-                     max_new_tokens=max_new_tokens, seed=seed)
+    Without --template, the template the adapter was trained with is used.
+    """
+    overrides = overrides_from_flags(flags)
     with cli_errors.usage_errors():
         cfg = load_config(config_path, overrides)
-    if adapter:
-        read_adapter(adapter)  # a missing adapter is said before the model loads
-    causal_lm = load_causal_lm(resolve_preset(cfg.preset))
-    if adapter:
-        meta = load_adapter(causal_lm, adapter)
-        if template is None and meta.get("template"):
+    if adapter:  # a missing adapter is said before the model loads
+        recorded = read_adapter(adapter)[1].get("template")
+        if "template" not in overrides and recorded:
             with cli_errors.usage_errors():
-                cfg = load_config(config_path, {**overrides, "template": meta["template"]})
+                cfg = load_config(config_path, {**overrides, "template": recorded})
+    causal_lm = load_causal_lm(resolve_preset(cfg.preset), adapter=adapter or None)
     for reply in generate(causal_lm, [" ".join(prompt)], cfg):
         click.echo(reply)
 

@@ -24,19 +24,7 @@ def main(config_path, **flags):
     H100 and this CPU's RAM; when it does not, the cheapest change that does."""
     with cli_errors.usage_errors():
         cfg = load_config(config_path, overrides_from_flags(flags))
-    config = memory.backbone_config(cfg.preset)
-    present = memory.present_devices()
-    data, model, reason = memory.resolve_mesh(cfg, config, present)
-    plan = memory.plan_for_config(cfg, config, (data, model), present)
-    click.echo(f"Preset {cfg.preset}: {config['class_name']}, "
-               f"{plan.num_params / 1e6:,.0f} M parameters")
-    click.echo(f"Mesh {data}x{model}: {reason}")
-    click.echo(memory.format_plan(plan))
-    click.echo("Fits:")
-    devices = [present] + ([] if present.platform == "cpu" else [memory.this_cpu()])
-    for device in devices + list(memory.NAMED_DEVICES):
-        click.echo(f"  {memory.fits(plan, device, config)}")
-
+    click.echo(str(memory.plan_run(cfg)))
 
 if __name__ == "__main__":
     main()

@@ -12,6 +12,8 @@ import click
 from keras_ft.cli import errors as cli_errors
 from keras_ft.cli.flags import config_file, config_options, overrides_from_flags
 from keras_ft.config import load_config
+from keras_ft.model.presets import PresetUnavailableError
+from keras_ft.pipeline import finetune
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -26,9 +28,6 @@ def main(config_path, **flags):
     logging.getLogger("keras_ft").setLevel(logging.INFO)
     with cli_errors.usage_errors():
         cfg = load_config(config_path, overrides_from_flags(flags))
-    from keras_ft.model.presets import PresetUnavailableError
-    from keras_ft.pipeline import finetune
-
     try:
         result = finetune(cfg)
     except (PresetUnavailableError, ValueError, FileNotFoundError) as e:

@@ -172,7 +172,7 @@ def test_evaluate_refuses_a_mismatched_adapter_before_scoring_the_base(
     """Tiny Gemma 3 has tiny Gemma's shapes: only the recorded class tells them apart."""
     caplog.set_level("INFO", logger="keras_ft")
     out = invoke(evaluate.main, ["--adapter", gemma_adapter, "--preset", tiny_gemma3,
-                                 "--data", _heldout(tmp_path), "--output-dir",
+                                 "--validation-data", _heldout(tmp_path), "--report-dir",
                                  tmp_path / "eval", "--num-generate", "1", "--no-latency"])
     assert "was trained on GemmaBackbone" in out
     assert ("the model is Gemma3Backbone (vocabulary_size 160, num_layers 2, hidden_dim 16, "
@@ -186,7 +186,7 @@ def test_a_damaged_run_config_is_named(gemma_adapter, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(gemma_adapter, run_dir)
     (run_dir / "config.json").write_text('{"preset": ')
-    out = invoke(evaluate.main, ["--adapter", run_dir, "--data", _heldout(tmp_path)])
+    out = invoke(evaluate.main, ["--adapter", run_dir, "--validation-data", _heldout(tmp_path)])
     assert f"{run_dir / 'config.json'} is not valid JSON" in out
 
 
@@ -206,7 +206,7 @@ def test_a_missing_adapter_is_said_first(tiny_gemma, tmp_path):
     config = tmp_path / "x.yaml"
     config.write_text(f"preset: {tiny_gemma}\n")
     out = invoke(evaluate.main, ["--adapter", missing, "--config", config,
-                                 "--data", tmp_path / "missing.jsonl"])
+                                 "--validation-data", tmp_path / "missing.jsonl"])
     assert f"No adapter at {missing}" in out
 
 
@@ -369,7 +369,7 @@ def test_convert_onto_an_existing_directory_is_a_usage_error(tmp_path):
     _small_gguf(good)
     (tmp_path / "out").mkdir()
     out = invoke(convert.main, ["gguf", good, tmp_path / "out"], 2)
-    assert f"OUT_DIR {tmp_path / 'out'} exists; pass --overwrite" in out
+    assert f"OUT_DIR {tmp_path / 'out'} exists; pass --replace" in out
 
 
 def test_compare_reports_a_missing_request_and_no_presets(tmp_path):

@@ -617,10 +617,12 @@ def gen_compare(rng, world: World) -> Case:
 
 def gen_evaluate(rng, world: World) -> Case:
     out = world.out()
-    base = ["--adapter", world.adapter, "--preset", world.presets["gemma"], "--data",
-            world.good_data, "--output-dir", out, "--num-generate", "1", "--no-latency"]
-    ints = [("--skip-examples", "skip_examples", False), ("--num-examples", "num_examples", False),
-            ("--num-generate", "num_generate", True), ("--batch-size", "batch_size", True),
+    base = ["--adapter", world.adapter, "--preset", world.presets["gemma"], "--validation-data",
+            world.good_data, "--report-dir", out, "--num-generate", "1", "--no-latency"]
+    ints = [("--skip-examples", "skip_examples", False),
+            ("--eval-examples", "eval_examples", False),
+            ("--num-generate", "num_generate", True),
+            ("--eval-batch-size", "eval_batch_size", True),
             ("--sequence-length", "sequence_length", True),
             ("--max-new-tokens", "max_new_tokens", True)]
     numeric = []
@@ -630,8 +632,8 @@ def gen_evaluate(rng, world: World) -> Case:
     choices = {"--sampler": ["greedyy", "beam", ""], "--checks": ["lenght", "foo,bar", "json,"],
                "--template": ["gema", "nosuch"]}
     return _mutate_common(rng, world, base, out, "evaluate", numeric, choices,
-                          {"--adapter": "file", "--data": "file", "--config": "file",
-                           "--preset": "dir"}, "--data")
+                          {"--adapter": "file", "--validation-data": "file", "--config": "file",
+                           "--preset": "dir"}, "--validation-data")
 
 
 def gen_generate(rng, world: World) -> Case:
@@ -651,7 +653,8 @@ def gen_export(rng, world: World) -> Case:
     r = rng.random()
     if r < 0.2:
         value = rng.choice(["f64", "nan", "q4", "", "F16 ", "-1"])
-        return Case("export", "bad_choice:--dtype", base + ["--dtype", value], ("--dtype",), out)
+        return Case("export", "bad_choice:--outtype", base + ["--outtype", value], ("--outtype",),
+                    out)
     if r < 0.35:
         flag = rng.choice(UNKNOWN_FLAGS)
         return Case("export", "unknown_flag", base + [flag], (flag,), out)
@@ -699,20 +702,21 @@ def gen_convert(rng, world: World) -> Case:
                     (missing.name,), out.parent)
     if r < 0.75:
         value = rng.choice(["float64", "nan", "int8", ""])
-        return Case("convert", "bad_choice:--dtype",
-                    ["gguf", world.ggufs["llama"], out, "--dtype", value], ("--dtype",), out.parent)
+        return Case("convert", "bad_choice:--outtype",
+                    ["gguf", world.ggufs["llama"], out, "--outtype", value], ("--outtype",),
+                    out.parent)
     if r < 0.85:
         flag = rng.choice(UNKNOWN_FLAGS)
         return Case("convert", "unknown_flag", ["gguf", world.ggufs["llama"], out, flag],
                     (flag,), out.parent)
     if r < 0.93:
-        # OUT_DIR exists (an input preset) and no --overwrite: refused, untouched.
+        # OUT_DIR exists (an input preset) and no --replace: refused, untouched.
         target = world.presets["gemma"]
         return Case("convert", "existing_out_dir", ["gguf", world.ggufs["llama"], target],
                     (target.name, "llama"), None)
     if r < 0.96:  # OUT_DIR an existing file: refused, untouched
         return Case("convert", "out_dir_is_file", ["gguf", world.ggufs["llama"],
-                                                   world.good_data, "--overwrite"],
+                                                   world.good_data, "--replace"],
                     (world.good_data.name, "OUT_DIR", "llama"), None)
     return Case("convert", "missing:OUT_DIR", ["gguf", world.ggufs["llama"]], ("OUT_DIR",),
                 out.parent)
@@ -777,8 +781,8 @@ def model_cases(world: World) -> list[Case]:
                           (world.adapter.name, "adapter"), None))
         out = world.out()
         cases.append(Case("evaluate", f"mismatched_adapter:{arch}",
-                          ["--adapter", world.adapter, "--preset", p[arch], "--data",
-                           world.good_data, "--output-dir", out, "--num-generate", "1",
+                          ["--adapter", world.adapter, "--preset", p[arch], "--validation-data",
+                           world.good_data, "--report-dir", out, "--num-generate", "1",
                            "--no-latency"], (world.adapter.name, "adapter"), out))
     out = world.out()
     cases.append(Case("export", "mismatched_adapter:gemma3",
@@ -791,8 +795,9 @@ def model_cases(world: World) -> list[Case]:
     out = world.out()
     cases.append(Case("evaluate", "bad_adapter:truncated",
                       ["--adapter", world.bad_adapters["truncated"], "--preset", p["gemma"],
-                       "--data", world.good_data, "--output-dir", out, "--num-generate", "1",
-                       "--no-latency"], (world.bad_adapters["truncated"].name,), out))
+                       "--validation-data", world.good_data, "--report-dir", out,
+                       "--num-generate", "1", "--no-latency"],
+                      (world.bad_adapters["truncated"].name,), out))
     for kind, (path, mention) in world.corrupt.items():
         out = world.out()
         cases.append(Case("run", f"corrupt_preset:{kind}",
@@ -837,8 +842,9 @@ def model_cases(world: World) -> list[Case]:
         shutil.copytree(world.adapter_dir, run_dir)
         (run_dir / "config.json").write_text('{"preset": ')
     cases.append(Case("evaluate", "run_dir_config_not_json",
-                      ["--adapter", run_dir, "--data", world.good_data, "--output-dir", out,
-                       "--num-generate", "1", "--no-latency"], ("config.json",), out))
+                      ["--adapter", run_dir, "--validation-data", world.good_data,
+                       "--report-dir", out, "--num-generate", "1", "--no-latency"],
+                      ("config.json",), out))
     out = world.out()
     cases.append(Case("export", "non_gemma3_export",
                       ["gguf", "--preset", p["llama3"], out / "m.gguf"], ("llama", "Llama"), out))
