@@ -90,7 +90,7 @@ def test_cli_writes_markdown_html_and_json_reports(steps_run, tmp_path):
     out = tmp_path / "report"
     result = CliRunner().invoke(main, [
         "--adapter", str(steps_run), "--checks", "steps,length", "--num-generate", "2",
-        "--max-new-tokens", "3", "--output-dir", str(out)])
+        "--max-new-tokens", "3", "--report-dir", str(out)])
     assert result.exit_code == 0, result.output
     assert {"report.md", "report.html", "results.json"} <= {p.name for p in out.iterdir()}
     results = json.loads((out / "results.json").read_text())
@@ -264,7 +264,7 @@ def test_qlora_base_is_scored_quantized_as_trained(tiny_gemma3, tmp_path):
     out = tmp_path / "report"
     result = CliRunner().invoke(main, [
         "--adapter", str(tmp_path / "run"), "--num-generate", "1", "--max-new-tokens", "2",
-        "--no-latency", "--output-dir", str(out)])
+        "--no-latency", "--report-dir", str(out)])
     assert result.exit_code == 0, result.output
     results = json.loads((out / "results.json").read_text())
 

@@ -83,7 +83,7 @@ def test_qlora_run_exports_merged_into_the_float_base(qlora_run, tmp_path):
     assert meta["quantize"] == "int8"
     out = tmp_path / "tuned.gguf"
     result = CliRunner().invoke(export.main, ["gguf", "--adapter", str(run), str(out),
-                                              "--dtype", "f32"])
+                                              "--outtype", "f32"])
     assert result.exit_code == 0, result.output
     assert "quantized int8" in result.stderr and "FLOAT base" in result.stderr
     assert result.stdout.strip() == str(out)

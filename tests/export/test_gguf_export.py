@@ -155,7 +155,7 @@ def test_cli_export_with_adapter_then_convert(tiny_proto, tmp_path):
     runner = CliRunner()
     out = tmp_path / "tuned.gguf"
     args = ["gguf", "--preset", str(tmp_path / "base"), "--adapter", str(adapter)]
-    result = runner.invoke(export.main, [*args, str(out), "--dtype", "f32"])
+    result = runner.invoke(export.main, [*args, str(out), "--outtype", "f32"])
     assert result.exit_code == 0, result.output
     written = convert.read_metadata(gguf.GGUFReader(out))["tokenizer.chat_template"]
     assert written == TEMPLATES["instruction"].chat_template()  # the adapter's (default)
@@ -277,7 +277,7 @@ def test_cli_export_writes_the_adapters_template(tmp_path, name):
     out = tmp_path / "tuned.gguf"
     result = CliRunner().invoke(export.main, ["gguf", "--preset", str(tmp_path / "base"),
                                               "--adapter", str(tmp_path / "run"), str(out),
-                                              "--dtype", "f32"])
+                                              "--outtype", "f32"])
     assert result.exit_code == 0, result.output
     written = convert.read_metadata(gguf.GGUFReader(out))["tokenizer.chat_template"]
     assert written == get_template(name).chat_template() != GEMMA_CHAT_TEMPLATE
