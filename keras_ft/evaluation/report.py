@@ -14,7 +14,6 @@ import base64
 import html
 import io
 import json
-import os
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -24,6 +23,8 @@ matplotlib.use("Agg")  # files only, never a window
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from keras_ft.files import json_default, write_text  # noqa: E402
 
 COLORS = {"base": "#8c8c8c", "tuned": "#1f77b4", "reference": "#2ca02c"}
 SAMPLE_CHARS = 500  # longer sample texts are cut (the JSON keeps them whole)
@@ -126,18 +127,11 @@ def write_pages(title: str, blocks: Sequence[tuple], out_dir: str | Path,
     paths = [(out_dir / "report.md", render_markdown(title, blocks, "plots")),
              (out_dir / "report.html", render_html(title, blocks))]
     if data is not None:
-        paths.append((out_dir / "results.json", json.dumps(data, indent=2, default=_plain)))
+        paths.append((out_dir / "results.json",
+                      json.dumps(data, indent=2, default=json_default)))
     for path, text in paths:
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text + ("\n" if not text.endswith("\n") else ""), encoding="utf-8")
-        os.replace(tmp, path)
+        write_text(path, text + ("\n" if not text.endswith("\n") else ""))
     return [path for path, _ in paths]
-
-
-def _plain(value):
-    if isinstance(value, (np.integer, np.floating)):
-        return value.item()
-    return str(value)
 
 
 # ------------------------------------------------------- base vs tuned report

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 import gguf
 import keras
 import numpy as np
 
+from keras_ft.files import atomic_path
 from keras_ft.gguf import convert
 from keras_ft.gguf import tokenizer as gguf_tokenizer
 from keras_ft.templates import TEMPLATES, get_template
@@ -86,10 +86,7 @@ def export_gguf(
     qtype, file_type = _QTYPES[dtype]
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", dir=out_path.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600; a new file's mode instead
-    try:
+    with atomic_path(out_path) as tmp:  # the writer creates it: a new file's mode
         writer = gguf.GGUFWriter(tmp, arch=arch_name)
         writer.add_name(f"keras_ft {arch_name}")
         writer.add_file_type(file_type)
@@ -102,19 +99,8 @@ def export_gguf(
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
         writer.close()
-        os.replace(tmp, out_path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     logger.info("Wrote %s (%s)", out_path, dtype)
     return out_path
-
-
-def _umask() -> int:
-    """The process umask (reading it means setting it; set straight back)."""
-    mask = os.umask(0o22)
-    os.umask(mask)
-    return mask
 
 
 def _check_template_tokens(template: str, keras_tokenizer) -> None:

@@ -22,8 +22,6 @@ that undoes llama.cpp's q/k rope permutation and a byte-level BPE tokenizer.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
 import os
 import shutil
@@ -37,6 +35,7 @@ import gguf
 import keras_hub
 import numpy as np
 
+from keras_ft.files import replace_dir, sha256_file, write_json
 from keras_ft.gguf import tokenizer as gguf_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -345,7 +344,7 @@ def convert_gguf(
         _record_context_length(tmp_dir, meta)
         _write_source(tmp_dir, gguf_path)
         tmp_dir.chmod(0o755)  # mkdtemp makes it owner-only
-        _replace_dir(tmp_dir, out_dir)
+        replace_dir(tmp_dir, out_dir)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
     logger.info("Wrote preset %s", out_dir)
@@ -378,15 +377,6 @@ def _record_context_length(preset_dir: Path, meta: Mapping[str, Any]) -> None:
     record_context_length(preset_dir, int(length))
 
 
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _write_source(preset_dir: Path, gguf_path: Path) -> None:
     sizes = {
         str(p.relative_to(preset_dir)): p.stat().st_size
@@ -398,15 +388,4 @@ def _write_source(preset_dir: Path, gguf_path: Path) -> None:
         "gguf_sha256": sha256_file(gguf_path),
         "file_sizes": sizes,
     }
-    (preset_dir / SOURCE_FILENAME).write_text(json.dumps(source, indent=2))
-
-
-def _replace_dir(new_dir: Path, out_dir: Path) -> None:
-    """Renames `new_dir` to `out_dir`, moving an old `out_dir` aside first."""
-    old_dir = None
-    if out_dir.exists():
-        old_dir = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old.", dir=out_dir.parent))
-        os.replace(out_dir, old_dir / out_dir.name)
-    os.replace(new_dir, out_dir)
-    if old_dir is not None:
-        shutil.rmtree(old_dir, ignore_errors=True)
+    write_json(preset_dir / SOURCE_FILENAME, source)

@@ -17,7 +17,8 @@ import logging
 import os
 from pathlib import Path
 
-from keras_ft.gguf.convert import SOURCE_FILENAME, convert_gguf, sha256_file
+from keras_ft.files import sha256_file
+from keras_ft.gguf.convert import SOURCE_FILENAME, convert_gguf
 
 logger = logging.getLogger(__name__)
 

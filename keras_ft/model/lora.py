@@ -12,7 +12,7 @@ from pathlib import Path
 import keras
 
 from keras_ft.config import Config
-from keras_ft.files import CorruptFileError
+from keras_ft.files import CorruptFileError, atomic_path, write_json
 
 log = logging.getLogger(__name__)
 
@@ -77,16 +77,13 @@ def save_adapter(causal_lm, directory: str | Path, cfg: Config) -> Path:
     """Writes `adapter.lora.h5` and its hyperparameters, each atomically."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / ("tmp-" + ADAPTER_FILE)
-    causal_lm.backbone.save_lora_weights(str(tmp))
-    os.replace(tmp, directory / ADAPTER_FILE)
+    with atomic_path(directory / ADAPTER_FILE) as tmp:  # its name ends with .lora.h5
+        causal_lm.backbone.save_lora_weights(str(tmp))
     meta = {"lora_rank": cfg.lora_rank, "lora_alpha": cfg.lora_alpha or cfg.lora_rank,
             "lora_targets": cfg.lora_targets, "preset": cfg.preset,
             "template": cfg.template, "sequence_length": cfg.sequence_length,
             "quantize": cfg.quantize, **adapter_record(causal_lm.backbone)}
-    tmp_meta = directory / (ADAPTER_CONFIG_FILE + ".tmp")
-    tmp_meta.write_text(json.dumps(meta, indent=2) + "\n")
-    os.replace(tmp_meta, directory / ADAPTER_CONFIG_FILE)
+    write_json(directory / ADAPTER_CONFIG_FILE, meta)
     return directory / ADAPTER_FILE
 
 
