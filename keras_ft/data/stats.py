@@ -173,7 +173,7 @@ def plot_stats(stats: DataStats, path: str | Path) -> Path:
     import matplotlib  # heavy: matplotlib, only for --plot
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy: matplotlib (after the Agg backend is chosen)
 
     path = Path(path)
     figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
