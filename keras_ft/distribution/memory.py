@@ -567,3 +567,41 @@ def format_plan(plan: MemoryPlan) -> str:
                  + ("float weights before quantizing" if plan.settings["quantize"]
                     else "weights") + " + the largest variable read whole (and cast)")
     return "\n".join(lines)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunPlan:
+    """A run's mesh, its memory plan and where it fits: everything decided
+    before a weight loads (`plan_run`)."""
+
+    preset: str
+    config: dict
+    mesh: tuple[int, int]
+    reason: str  # why this mesh
+    plan: MemoryPlan
+    verdict: Verdict  # on the target device (the devices present by default)
+    others: tuple[Verdict, ...]  # the named devices and this CPU's RAM
+
+    def __str__(self) -> str:
+        lines = [f"Preset {self.preset}: {self.config['class_name']}, "
+                 f"{self.plan.num_params / 1e6:,.0f} M parameters",
+                 f"Mesh {self.mesh[0]}x{self.mesh[1]}: {self.reason}",
+                 format_plan(self.plan), "Fits:", f"  {self.verdict}"]
+        lines += [f"  {v}" for v in self.others]
+        return "\n".join(lines)
+
+
+def plan_run(cfg: Config, device: Device | None = None, config: dict | None = None
+             ) -> RunPlan:
+    """The mesh (`cfg.mesh`, or `auto`'s choice and why), the memory plan and
+    the fit verdicts of `cfg`'s run on `device` (default: the devices present),
+    from the preset's config.json alone. `keras-ft plan`, the start of every
+    run and the Kaggle scripts' dry runs all print this."""
+    config = config or backbone_config(cfg.preset)
+    device = device or present_devices()
+    data, model, reason = resolve_mesh(cfg, config, device)
+    plan = plan_for_config(cfg, config, (data, model), device)
+    others = [] if device.platform == "cpu" else [this_cpu()]
+    others += [d for d in NAMED_DEVICES if d != device]
+    return RunPlan(cfg.preset, config, (data, model), reason, plan,
+                   fits(plan, device, config), tuple(fits(plan, d, config) for d in others))
