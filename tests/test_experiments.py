@@ -41,6 +41,20 @@ def test_experiment_loads_and_its_header_gives_the_command(path):
             assert (path.parents[1] / spec).exists(), spec
 
 
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.name)
+def test_header_commands_parse_with_todays_flags(path):
+    """A renamed or removed flag in a header comment fails here (click parses
+    each command as `keras-ft` would, running nothing)."""
+    from keras_ft.cli import main as cli
+
+    for command in header_commands(path):
+        module = command[2]  # python -m keras_ft.run ... | python -m keras_ft <cmd> ...
+        args = (["run"] if module == "keras_ft.run" else []) + command[3:]
+        name, sub, rest = cli.resolve_command(cli.make_context("keras-ft", list(args),
+                                                               resilient_parsing=True), args)
+        sub.make_context(f"keras-ft {name}", rest)  # raises click.UsageError on a bad flag
+
+
 def test_every_seed_recipe_has_an_offline_variant():
     names = {p.stem for p in EXPERIMENTS}
     assert set(SEED_RECIPES) <= names
