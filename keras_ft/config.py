@@ -77,12 +77,12 @@ class Config:
     skip_bad_records: bool = False  # skip bad records (counted, reported), not fail
     tokenized_cache_dir: str = "~/.cache/keras_ft/tokens"  # token cache across runs; "" = off
     # optimization
-    epochs: int = 1
+    epochs: int = 1  # passes over the training split
     max_steps: int = 0  # stop after N optimizer steps; 0 runs all epochs
-    batch_size: int = 1
-    learning_rate: float = 5e-5
+    batch_size: int = 1  # examples (packed rows) per batch: the global batch on a mesh
+    learning_rate: float = 5e-5  # AdamW's peak learning rate
     weight_decay: float = 0.01  # AdamW; not on biases, norms, embeddings
-    seed: int = 0
+    seed: int = 0  # shuffle, split, LoRA initialisation, dropout and sampling
     lr_schedule: str = "constant"  # constant | cosine | linear: decay to 0 after warmup
     warmup_steps: int = 0  # optimizer steps of linear warmup up to learning_rate
     gradient_accumulation_steps: int = 1  # batches averaged per optimizer step
@@ -90,12 +90,12 @@ class Config:
     eval_every_steps: int = 0  # held-out loss/perplexity/accuracy every N steps; 0 = off
     early_stopping_patience: int = 0  # stop after N evaluations without a new best; 0 = off
     # generation
-    sampler: str = "top_k"  # one of SAMPLERS
-    top_k: int = 5
-    top_p: float = 0.9
-    temperature: float = 1.0
-    max_new_tokens: int = 64
-    sample_prompts: tuple[str, ...] = DEFAULT_SAMPLE_PROMPTS
+    sampler: str = "top_k"  # greedy | top_k | top_p | random (keras-hub samplers)
+    top_k: int = 5  # top_k sampler: sample among the k likeliest tokens
+    top_p: float = 0.9  # top_p sampler: the smallest set with this probability
+    temperature: float = 1.0  # sampling temperature (not greedy)
+    max_new_tokens: int = 64  # tokens generated per reply at most
+    sample_prompts: tuple[str, ...] = DEFAULT_SAMPLE_PROMPTS  # prompts sampled before/after
     sample_every_steps: int = 0  # also generate for sample_prompts every N steps; 0 = off
     # output
     output_dir: str = "runs/latest"  # run directory; created if missing
