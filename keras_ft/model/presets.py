@@ -48,9 +48,9 @@ def resolve_preset(preset: str) -> str:
             (`check_preset_files`), or a GGUF file that is not readable.
     """
     if preset == EMBEDDED_PRESET:
-        from keras_ft.gguf.embedded import embedded_preset_dir
+        from keras_ft.gguf.embedded import resolve_embedded  # heavy: gguf, keras_hub
 
-        return str(embedded_preset_dir())
+        return resolve_embedded(preset)
     scheme = re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://", preset)
     if scheme and scheme.group(1).lower() not in PRESET_SCHEMES:
         raise ValueError(
@@ -62,7 +62,7 @@ def resolve_preset(preset: str) -> str:
             what = "is not a file" if Path(preset).exists() else "does not exist"
             raise FileNotFoundError(f"The GGUF file {preset} {what}. Pass an existing "
                                     f".gguf file. Received: preset={preset!r}")
-        from keras_ft.gguf.embedded import converted_preset_dir
+        from keras_ft.gguf.embedded import converted_preset_dir  # heavy: gguf, keras_hub
 
         return str(converted_preset_dir(preset))
     if Path(preset).is_dir():

@@ -257,6 +257,14 @@ def test_embedded_preset_is_reused(gemma3_preset, monkeypatch):
     resolved = default_model.resolve_embedded(default_model.EMBEDDED_PRESET)
     assert resolved == str(gemma3_preset)
     assert default_model.resolve_embedded("gemma3_1b") == "gemma3_1b"
+    # One name (keras_ft.config's), one resolver: resolve_preset goes through it.
+    from keras_ft.config import EMBEDDED_PRESET
+    from keras_ft.model.presets import resolve_preset
+
+    assert default_model.EMBEDDED_PRESET is EMBEDDED_PRESET
+    assert resolve_preset(EMBEDDED_PRESET) == resolved
+    monkeypatch.setattr(default_model, "resolve_embedded", lambda name: f"via {name}")
+    assert resolve_preset(EMBEDDED_PRESET) == f"via {EMBEDDED_PRESET}"
 
 
 def _fail_if_called(*args, **kwargs):
