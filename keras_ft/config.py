@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import inspect
 import math
 import re
 import typing
@@ -17,6 +18,7 @@ from typing import Any, Mapping
 import yaml
 
 from keras_ft.files import write_json
+from keras_ft.templates import TEMPLATES
 
 EMBEDDED_PRESET = "embedded:gemma3_270m"  # Gemma 3 270M shipped on PyPI as GGUF
 SAMPLERS = ("greedy", "top_k", "top_p", "random")
@@ -178,7 +180,6 @@ def _check_values(cfg: Config) -> None:
     if not cfg.data:
         raise ValueError("`data` must name at least one file. Received: data=()")
     if "{" not in cfg.template:
-        from keras_ft.templates import TEMPLATES  # local: templates imports us
 
         _check_choice("template", cfg.template, tuple(TEMPLATES))
 
@@ -262,9 +263,6 @@ def _type_name(tp: Any) -> str:
 
 def field_docs() -> dict[str, str]:
     """Each field's trailing comment in the Config source, for `--help`."""
-    import inspect
-    import re
-
     docs = {}
     for line in inspect.getsource(Config).splitlines():
         match = re.match(r"\s+(\w+): [^=]+=.*?#\s*(.+)$", line)

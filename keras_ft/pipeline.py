@@ -16,7 +16,7 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 
 import keras
 
-from keras_ft import filtered_stderr
+from keras_ft.native_logs import filtered_stderr
 from keras_ft.config import Config
 from keras_ft.data.batches import BatchSequence
 from keras_ft.data.token_cache import cache_tokenized

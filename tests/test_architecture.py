@@ -39,7 +39,8 @@ LAYERS = (
     # default model through it.
     ("keras_ft.gguf",),
     ("keras_ft.config",),
-    ("keras_ft.templates", "keras_ft.hub", "keras_ft.files", "keras_ft.preset_files"),
+    ("keras_ft.templates", "keras_ft.hub", "keras_ft.files", "keras_ft.preset_files",
+     "keras_ft.native_logs"),
 )
 FLOOR = {wing: floor for floor, wings in enumerate(LAYERS) for wing in wings}
 CLI_ONLY = ("click", "argparse")

@@ -84,6 +84,23 @@ def test_llama3_preset_trains_with_its_template(tiny_llama3, pairs_file, tmp_pat
     assert result.adapter_path.exists() and len(result.history["loss"]) == 1
 
 
+def test_a_run_resolves_its_preset_once(tiny_gemma, pairs_file, tmp_path, monkeypatch):
+    # Resolving may probe the network: finetune does it once and hands it down.
+    import keras_ft.model.causal_lm as causal_lm_module
+    import keras_ft.pipeline as pipeline
+
+    calls = []
+    real = pipeline.resolve_preset
+    monkeypatch.setattr(pipeline, "resolve_preset", lambda p: calls.append(p) or real(p))
+    monkeypatch.setattr(causal_lm_module, "resolve_preset", lambda p: calls.append(p) or real(p))
+    cfg = Config(preset=str(tiny_gemma), data=(str(pairs_file),), max_steps=2,
+                 output_dir=str(tmp_path / "run"), sample_prompts=("Hi",), max_new_tokens=2)
+    finetune(cfg)
+    assert calls == [str(tiny_gemma)]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["tokens_per_s"] > 0
+
+
 def test_cli_packing_trains_on_rows_of_several_examples(tiny_gemma3, pairs_file, tmp_path):
     out = tmp_path / "run"
     result = CliRunner().invoke(run_main, [
@@ -144,7 +161,7 @@ TF_STARTUP_NOISE = ("absl::InitializeLog", "oneDNN custom operations", "cudart_s
 
 
 def test_filtered_stderr_drops_only_the_known_startup_noise(capfd):
-    from keras_ft import filtered_stderr
+    from keras_ft.native_logs import filtered_stderr
 
     noise = ("WARNING: All log messages before absl::InitializeLog() is called are "
              "written to STDERR\n"

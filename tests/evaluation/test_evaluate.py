@@ -248,9 +248,9 @@ def test_evaluate_tokens_compiles_each_shape_once_per_trainer(tiny_gemma3):
     trainer = CausalLMTrainer(causal_lm.backbone)
     dataset = BatchSequence(examples, 2, 64, tokenizer.pad_id, 0, shuffle=False)
     first = evaluate_tokens(trainer, dataset)
-    compiled = trainer._keras_ft_eval_forward._cache_size()
+    compiled = trainer.eval_forward()._cache_size()
     assert evaluate_tokens(trainer, dataset) == first  # periodic evaluation
-    assert trainer._keras_ft_eval_forward._cache_size() == compiled
+    assert trainer.eval_forward()._cache_size() == compiled
     assert first["num_tokens"] == sum(int(e.loss_mask.sum()) for e in examples)
 
 
