@@ -79,3 +79,33 @@ def test_setup_cfg_pins_the_versions_these_apis_were_checked_on():
         assert any(s.operator == "<" for s in specifier), f"{name} has no upper bound"
         installed = metadata.version(name)
         assert specifier.contains(installed), f"{name} {installed} is outside {specifier}"
+
+
+USED_IN_NAME = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+")
+
+
+def used_in_names(api: PrivateAPI) -> list[str]:
+    """The dotted names in `api.used_in` (its words in parentheses are notes)."""
+    return USED_IN_NAME.findall(api.used_in)
+
+
+def test_every_used_in_names_an_existing_function_under_keras_ft():
+    # `wing.module.function` (or `.Class.method`): a rename or a move that
+    # forgets this catalogue fails here, naming the stale entry.
+    stale = []
+    for api in PRIVATE_APIS:
+        names = used_in_names(api)
+        assert names, f"{api.name}: used_in {api.used_in!r} names no keras_ft function"
+        for name in names:
+            try:
+                private_api.resolve(f"keras_ft.{name}")
+            except (ImportError, AttributeError) as e:
+                stale.append(f"{api.name}: used_in {name} ({type(e).__name__}: {e})")
+    assert not stale, "used_in names that do not exist under keras_ft:\n" + "\n".join(stale)
+
+
+def test_used_in_names_are_read_as_dotted_names_only():
+    api = PrivateAPI("x", "model.lora._lora_layers (and through it model.lora.adapter_record), "
+                     "train.checkpoint.Checkpoints.save", "why")
+    assert used_in_names(api) == ["model.lora._lora_layers", "model.lora.adapter_record",
+                                  "train.checkpoint.Checkpoints.save"]
