@@ -136,9 +136,11 @@ PRIVATE_APIS: tuple[PrivateAPI, ...] = (
     PrivateAPI(f"{_PRESETS}.METADATA_FILE", "preset_files.preset_context_length",
                "the preset metadata file, where keras_ft records context_length"),
     PrivateAPI("keras.src.backend.common.stateless_scope.in_stateless_scope",
-               "model.causal_lm.load_backbone", "the lean load must not run inside a caller's scope"),
+               "model.causal_lm.load_backbone",
+               "the lean load must not run inside a caller's scope"),
     PrivateAPI("keras.src.backend.common.global_state.get_global_attribute",
-               "model.causal_lm._deferred_variables, distribution.memory._abstract_backbone", "finds the variables created deferred"),
+               "model.causal_lm._deferred_variables, distribution.memory._abstract_backbone",
+               "finds the variables created deferred"),
     PrivateAPI("keras.src.backend.common.global_state.set_global_attribute",
                "model.causal_lm._deferred_variables, distribution.memory._abstract_backbone",
                "takes loaded variables off Keras' pending list, so that no later "
