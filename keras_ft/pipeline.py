@@ -59,7 +59,7 @@ def finetune(cfg: Config) -> Result:
     if cfg.show_examples:  # writes nothing into the run directory
         if cfg.tokenized_cache_dir:
             check_writable_dir(cfg.tokenized_cache_dir, "tokenized_cache_dir")
-        template, tokenizer = _tokenizer(cfg)
+        template, tokenizer = _tokenizer(cfg, resolve_preset(cfg.preset))
         train_tokens, _, report = _read_data(cfg, template, tokenizer)
         show_examples(train_tokens[: cfg.show_examples], tokenizer)
         return Result(Path(cfg.output_dir), {}, {}, [], None, {}, report)
@@ -70,11 +70,11 @@ def finetune(cfg: Config) -> Result:
         return _finetune(cfg, run)
 
 
-def _tokenizer(cfg: Config):
+def _tokenizer(cfg: Config, preset_dir: str):
     template = get_template(cfg.template)
     log.info("Loading the tokenizer of %s...", cfg.preset)
     with filtered_stderr():  # SentencePiece's INFO line on stderr
-        tokenizer = TextTokenizer.from_preset(resolve_preset(cfg.preset))
+        tokenizer = TextTokenizer.from_preset(preset_dir)
     return template, tokenizer
 
 
@@ -85,7 +85,8 @@ def _read_data(cfg: Config, template, tokenizer):
 
 def _finetune(cfg: Config, run: RunDir) -> Result:
     run_dir = run.path
-    template, tokenizer = _tokenizer(cfg)
+    preset_dir = resolve_preset(cfg.preset)  # once per run (it may probe the network)
+    template, tokenizer = _tokenizer(cfg, preset_dir)
     train_tokens, val_tokens, report = _read_data(cfg, template, tokenizer)
     train_data = BatchSequence(train_tokens, cfg.batch_size, cfg.sequence_length,
                                tokenizer.pad_id, cfg.seed, cfg.shuffle, packing=cfg.packing)
@@ -93,7 +94,7 @@ def _finetune(cfg: Config, run: RunDir) -> Result:
     run.check_resume_data(cfg, checkpoint_data(train_data, report.get("fingerprint")))
 
     log.info("Loading the model %s (dtype %s)...", cfg.preset, cfg.dtype)
-    causal_lm = build_model(cfg)
+    causal_lm = build_model(cfg, preset_dir)
     log.info("LoRA: %d trainable parameters", count_lora_parameters(causal_lm.backbone))
     val_data = (BatchSequence(val_tokens, cfg.batch_size, cfg.sequence_length,
                               tokenizer.pad_id, cfg.seed, shuffle=False)
@@ -121,7 +122,7 @@ def _finetune(cfg: Config, run: RunDir) -> Result:
     samples = [{"prompt": p, "before": b, "after": a}
                for p, b, a in zip(cfg.sample_prompts, samples_before, samples_after)]
     summary = {"metrics_before": metrics_before, "metrics_after": metrics_after,
-               "data": report, "tokens_per_s": throughput.tokens / max(throughput.seconds, 1e-9),
+               "data": report, "tokens_per_s": throughput.tokens_per_s,
                "compile_s": throughput.compile_s}
     write_json(run_dir / "samples.json", samples)
     write_json(run_dir / "summary.json", summary)

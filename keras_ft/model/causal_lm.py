@@ -15,13 +15,17 @@ from keras_ft.model.presets import check_sequence_length, resolve_preset
 log = logging.getLogger(__name__)
 
 
-def build_model(cfg: Config):
+def build_model(cfg: Config, preset_dir: str | None = None):
     """Loads `cfg.preset` as a keras-hub CausalLM with LoRA enabled.
+
+    Args:
+        preset_dir: `resolve_preset(cfg.preset)`, when the caller has resolved
+            it already (resolving may probe the network); None resolves it here.
 
     Returns:
         The CausalLM; its backbone is frozen except for the LoRA kernels.
     """
-    preset = resolve_preset(cfg.preset)
+    preset = preset_dir or resolve_preset(cfg.preset)
     check_sequence_length(preset, cfg.sequence_length)  # before loading weights
     causal_lm = load_causal_lm(preset, dtype=cfg.dtype)
     causal_lm.preprocessor.sequence_length = cfg.sequence_length
