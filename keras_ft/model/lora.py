@@ -266,8 +266,6 @@ def recorded_template(adapter: str | os.PathLike | None) -> str | None:
     `adapter_config.json`), or None without an adapter or a record."""
     if adapter is None:
         return None
-    from keras_ft.model.lora import read_adapter
-
     return read_adapter(adapter)[1].get("template")
 
 
