@@ -85,9 +85,14 @@ def load_backbone(preset: str, dtype=None):
 
     The backbone is built under `StatelessScope(initialize_variables=False)`,
     which defers each variable, then keras-hub's loader assigns the stored
-    values directly. Presets that keras-hub converts on load (e.g. `hf://`
-    Transformers checkpoints), other backends and distributed/NNX setups take
-    `from_preset` as is.
+    values directly. Under a `keras.distribution` (a mesh), each deferred
+    variable is first given the layout the distribution assigns it (what
+    Keras' own variable initialisation does), so each value is placed
+    sharded as it is read: the host holds one variable at a time, not a
+    random copy of the model (Gemma 160 MB float32 over 1x8: 228 MB host
+    peak, 452 MB through `from_preset`). Presets that keras-hub converts on
+    load (e.g. `hf://` Transformers checkpoints), other backends and NNX
+    setups take `from_preset` as is.
     """
     import keras_hub
     from keras.src.backend.common.stateless_scope import in_stateless_scope
@@ -95,13 +100,18 @@ def load_backbone(preset: str, dtype=None):
 
     loader = preset_utils.get_preset_loader(preset)
     if (keras.backend.backend() != "jax" or keras.config.is_nnx_enabled()
-            or keras.distribution.distribution() is not None or in_stateless_scope()
+            or in_stateless_scope()
             or not isinstance(loader, preset_utils.KerasPresetLoader)):
         return keras_hub.models.Backbone.from_preset(preset, dtype=dtype)
     with _deferred_variables() as deferred:
         with keras.StatelessScope(initialize_variables=False):
             backbone = keras_hub.models.Backbone.from_preset(preset, dtype=dtype,
                                                              load_weights=False)
+        distribution = keras.distribution.distribution()
+        if distribution is not None:  # place each value sharded as it is assigned
+            for variable in backbone.weights:
+                if variable._layout is None:
+                    variable._layout = distribution.get_variable_layout(variable)
         loader._load_backbone_weights(backbone)  # what from_preset calls
     unset = [v.path for v in deferred if v._value is None]
     if unset:  # load_weights fails on a missing weight, so this is a bug

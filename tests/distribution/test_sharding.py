@@ -5,7 +5,7 @@ must not reach the pytest process): the tiny Gemma, Gemma 3 and Llama 3
 presets loaded with the distribution set before `from_preset`, under 1x8 and
 2x4 meshes, LoRA enabled after; and the host's peak memory while a ~170 MB
 (float32) Gemma backbone loads under 1x8 through keras_ft's `load_backbone`
-(a strict xfail until `load_backbone` keeps its lean path under a distribution).
+(its lean path: each deferred variable gets its layout before the loader fills it).
 """
 
 import json
@@ -167,10 +167,6 @@ def test_lora_kernels_are_replicated_and_embeddings_split_by_vocabulary(sharded,
                 vocab // model, hidden // data)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "model.load_backbone takes keras-hub's from_preset under a distribution: every "
-    "variable is first initialized at random, then overwritten (~2.8x the model); its lean "
-    "path with each deferred variable's layout set before loading peaks at ~1.4x"))
 def test_a_sharded_load_stays_below_one_float32_copy_plus_a_margin(sharded):
     big = sharded["big"]
     # The 8 simulated devices share the host's RAM, so the shards of all of
