@@ -20,6 +20,13 @@ Greedy outputs equal keras-hub's (tests/test_generate.py).
 from __future__ import annotations
 
 import inspect
+import weakref
+
+import jax
+import keras
+import numpy as np
+from keras import ops, tree
+from keras_hub.src.utils.tensor_utils import any_equal
 
 
 class GenerateLoop:
@@ -28,12 +35,14 @@ class GenerateLoop:
     Inputs and outputs are keras-hub's: {"token_ids", "padding_mask"} with the
     prompts left-aligned. In the output, the mask is False after a stop token
     and at the positions not generated (from `max_length` on).
+
+    The loop holds its model weakly (`generate.generate_function` caches one
+    loop per model): a model its caller drops is freed, loop or not.
     """
 
     def __init__(self, causal_lm, sampler, step: int):
-        import jax
-
-        self.causal_lm, self.sampler, self.step = causal_lm, sampler, step
+        self._causal_lm = weakref.ref(causal_lm)
+        self.sampler, self.step = sampler, step
         # Listed once: walking the layers costs milliseconds a call. A model
         # whose weights change in number gets a new loop (`generate_function`).
         self._model_vars = causal_lm.trainable_variables + causal_lm.non_trainable_variables
@@ -47,12 +56,23 @@ class GenerateLoop:
         self._store = jax.jit(lambda values: [store(v) for v in values])
         self._stored = ([], [])  # (the kernels' values, their stored copies)
 
+    @property
+    def causal_lm(self):
+        """The model this loop runs (held weakly)."""
+        self._check_alive()
+        return self._causal_lm()
+
+    def _check_alive(self) -> None:
+        if self._causal_lm() is None:
+            raise RuntimeError("This generation loop's causal LM was deleted: keep the model "
+                               "while you use its loop, or call "
+                               "generate_function(causal_lm, cfg) again.")
+
     def _variables(self):
         return self.sampler.variables, self._model_vars
 
     def __call__(self, inputs, stop_token_ids=None, max_length=None):
-        import numpy as np
-
+        self._check_alive()  # a new shape traces the model: fail alike for every shape
         mask = np.asarray(inputs["padding_mask"], bool)
         length = mask.shape[1]
         longest = max(int(mask.sum(axis=1).max()), 1)
@@ -84,8 +104,6 @@ class GenerateLoop:
 
     def compiled_generate_function(self, state, token_ids, padding_mask, end,
                                    prefill_length, stop_token_ids):
-        import keras
-
         sampler_vars, model_vars = self._variables()
         weights = [load(v, value) for v, value in zip(model_vars, state[1])]
         mapping = zip(list(sampler_vars) + list(model_vars), state[0] + weights)
@@ -100,9 +118,6 @@ class GenerateLoop:
 
     def _decode(self, stored, token_ids, padding_mask, end, prefill_length,
                 stop_token_ids):
-        from keras import ops, tree
-        from keras_hub.src.utils.tensor_utils import any_equal
-
         lm, sampler = self.causal_lm, self.sampler
         length = ops.shape(token_ids)[1]
         prompt = token_ids[:, :prefill_length]
@@ -163,8 +178,6 @@ class GenerateLoop:
         through the loop as they are (and XLA then copies the attention
         kernels at every step), the loop captures the stored copies.
         """
-        import keras
-
         sampler_vars, model_vars = self._variables()
 
         def wrapped(*loop_vars):
@@ -194,13 +207,9 @@ def store(kernel):
     so between calls, and `load`ed back inside, the values are the same and
     the dots read the stored copy (94 MB more memory for Gemma 3 270M).
     """
-    from keras import ops
-
     return ops.transpose(kernel, (1, 0, 2))
 
 
 def load(variable, value):
     """`variable`'s value in its own shape: the inverse of `store` for kernels."""
-    from keras import ops
-
     return ops.transpose(value, (1, 0, 2)) if _is_head_kernel(variable) else value

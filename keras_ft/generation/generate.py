@@ -12,13 +12,16 @@ from __future__ import annotations
 import logging
 import os
 import time
+import weakref
 from collections.abc import Sequence
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
+import keras_hub
 import numpy as np
 
 from keras_ft.config import Config
 from keras_ft.data.tokenizer import TextTokenizer, prompt_token_ids
+from keras_ft.generation.decode import GenerateLoop
 from keras_ft.templates import Message, Template, get_template
 
 log = logging.getLogger(__name__)
@@ -30,11 +33,14 @@ log = logging.getLogger(__name__)
 # no compiles; a finer one halves the padded prefill (tests/generation).
 LENGTH_STEP = 16
 
+# One loop per model (`generate_function`), keras_ft's own cache rather than an
+# attribute set on keras-hub's object. Keyed weakly, and the loop holds its
+# model weakly too: a model its caller drops is freed, and its loop with it.
+_LOOPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
 
 def build_sampler(cfg: Config):
     """The keras-hub sampler named by `cfg.sampler`."""
-    import keras_hub
-
     if cfg.sampler == "greedy":
         return keras_hub.samplers.GreedySampler()
     if cfg.sampler == "top_k":
@@ -169,12 +175,10 @@ def generate_function(causal_lm, cfg: Config):
     is seen; it is rebuilt when the sampler settings or the model's variables
     (e.g. LoRA enabled since) change.
     """
-    from keras_ft.generation.decode import GenerateLoop
-
     key = (cfg.sampler, cfg.top_k, cfg.top_p, cfg.temperature, cfg.seed,
            len(causal_lm.weights))
-    cached = getattr(causal_lm, "_keras_ft_generate", None)
+    cached = _LOOPS.get(causal_lm)
     if cached is None or cached[0] != key:
-        cached = (key, GenerateLoop(causal_lm, build_sampler(cfg), LENGTH_STEP))
-        causal_lm._keras_ft_generate = cached
+        cached = _LOOPS[causal_lm] = (key, GenerateLoop(causal_lm, build_sampler(cfg),
+                                                        LENGTH_STEP))
     return cached[1]

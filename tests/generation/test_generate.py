@@ -198,3 +198,33 @@ def test_decoding_stops_at_max_length_in_a_rounded_buffer(tiny_gemma3, monkeypat
         mask = np.asarray(out["padding_mask"][0])
         assert mask.sum() == len(prompt) + new and mask[:len(prompt) + new].all()
         assert (np.asarray(out["token_ids"][0])[len(prompt) + new:] == 0).all()
+
+
+def test_the_loop_cache_is_keras_fts_own_and_lets_a_dropped_model_go(tiny_gemma3):
+    # The same model gets its cached loop back (no second compile); nothing is
+    # set on keras-hub's object; a model the caller drops is freed, loop or not.
+    import gc
+    import weakref
+
+    import jax
+    import keras_hub
+
+    from test_compilations import CompileLog, capture_jax_log
+
+    causal_lm = keras_hub.models.CausalLM.from_preset(str(tiny_gemma3))
+    cfg = Config(preset=str(tiny_gemma3), sampler="greedy")
+    inputs = _buffer([[2, 5, 6, 7]], LENGTH_STEP + 4)
+    log = CompileLog()
+    with capture_jax_log(log), jax.log_compiles(True):
+        loop = generate_function(causal_lm, cfg)
+        first = np.asarray(loop(inputs)["token_ids"])
+        again = generate_function(causal_lm, cfg)
+        np.testing.assert_array_equal(np.asarray(again(inputs)["token_ids"]), first)
+    assert again is loop and log.count("compiled_generate_function") == 1
+    assert not any("keras_ft" in name for name in vars(causal_lm))
+    model = weakref.ref(causal_lm)
+    del causal_lm, again
+    gc.collect()
+    assert model() is None
+    with pytest.raises(RuntimeError, match="causal LM was deleted"):
+        loop(inputs)
