@@ -3,7 +3,8 @@
 `mesh`: the device mesh (`parse_mesh`, `choose_mesh`), the Keras distribution
 for it (`make_distribution`), multi-host setup (`initialize`, `is_writer`,
 `data_shard`). `memory`: what a run needs per device, before anything loads
-(`plan_memory`, `plan_for_config`, `fits`, `format_plan`).
+(`plan_memory`, `plan_for_config`, `fits`, `format_plan`). `placement.setup`:
+the start of every run (initialize, plan, set the distribution).
 """
 
 from keras_ft.distribution.mesh import (  # noqa: F401
@@ -18,3 +19,4 @@ from keras_ft.distribution.mesh import (  # noqa: F401
     make_distribution,
     parse_mesh,
 )
+from keras_ft.distribution.placement import Placement, setup  # noqa: F401

@@ -42,6 +42,7 @@ import functools
 import json
 import math
 import os
+import random
 from pathlib import Path
 from typing import Any
 
@@ -228,6 +229,18 @@ def abstract_backbone(config: dict[str, Any], dtype: str | None = None, lora_ran
 
 @functools.lru_cache(maxsize=16)
 def _abstract_backbone(config_json: str, dtype, lora_rank, lora_alpha, lora_targets):
+    # Keras' initializers and seed generators draw their default seeds from
+    # Python's `random` as they are made: planning must not move it, or a
+    # run's seeded LoRA init would depend on whether its plan was cached.
+    state = random.getstate()
+    try:
+        return _build_abstract_backbone(config_json, dtype, lora_rank, lora_alpha,
+                                        lora_targets)
+    finally:
+        random.setstate(state)
+
+
+def _build_abstract_backbone(config_json: str, dtype, lora_rank, lora_alpha, lora_targets):
     config = json.loads(config_json)
     config.setdefault("module", "keras_hub.src.models")
     if "registered_name" not in config:

@@ -214,6 +214,27 @@ def initialize(cfg: Config) -> bool:
     return True
 
 
+def check_same_on_every_process(value: int, what: str) -> None:
+    """Refuses a multi-host run whose processes disagree on `value` (e.g. the
+    step they resume from: each must read the writer's checkpoint).
+
+    A collective (every process must call it); nothing in a single process.
+
+    Raises:
+        ValueError: naming `what`, this process's value and process 0's.
+    """
+    if jax.process_count() == 1:
+        return
+    from jax.experimental import multihost_utils  # heavy: jax.experimental, multi-host only
+
+    first = int(multihost_utils.broadcast_one_to_all(np.asarray(value, np.int64)))
+    if first != value:
+        raise ValueError(
+            f"Process {jax.process_index()} has {what} {value}, process 0 has {first}. "
+            "Every process of a multi-host run must read the same run directory: put "
+            "`output_dir` on storage all hosts share (its checkpoints are read by all).")
+
+
 def is_writer() -> bool:
     """Whether this process writes checkpoints, metrics, events and the
     adapter: process 0 (the only one in a single-process run)."""
