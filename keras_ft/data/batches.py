@@ -147,12 +147,20 @@ class BatchSequence(keras.utils.PyDataset):
     of epoch `e` holds `example_indices(e, b)`, a pure function of (seed, e,
     b). It serves the span of one epoch set by `set_span` (by default all of
     epoch 0).
+
+    Under a mesh (`shard`, a `distribution.mesh.DataShard`) a batch is the
+    global batch: every batch, the last of an epoch included, has
+    `batch_size` rows (a short one is filled with empty rows, which bear no
+    loss), all rows are padded to the bucket of the longest row of the whole
+    batch, and this process serves only its rows, `shard.rows(batch_size)`;
+    Keras' `fit` places them on this host's devices along the data axis. The
+    order stays the pure function of (seed, epoch, batch) above on every host.
     """
 
     def __init__(self, examples: Sequence[TokenizedExample], batch_size: int,
                  sequence_length: int, pad_id: int, seed: int, shuffle: bool = True,
                  num_buckets: int | None = None, buckets: Sequence[int] | None = None,
-                 packing: bool = False):
+                 packing: bool = False, shard=None):
         super().__init__()
         if not examples:
             raise ValueError("No examples to batch: the dataset is empty after "
@@ -160,6 +168,9 @@ class BatchSequence(keras.utils.PyDataset):
         self.examples = examples  # a Sequence; may be memory-mapped
         self.batch_size = batch_size
         self.pad_id, self.seed, self.shuffle, self.packing = pad_id, seed, shuffle, packing
+        self.shard = shard
+        if shard is not None:
+            shard.rows(batch_size)  # refuses a batch that does not split over the hosts
         sizes = (examples.sizes() if hasattr(examples, "sizes")
                  else np.asarray([len(e.token_ids) for e in examples]))
         # Rows as slices of one index array: row r holds members[bounds[r]:bounds[r+1]].
@@ -169,6 +180,7 @@ class BatchSequence(keras.utils.PyDataset):
             self.bounds = np.cumsum([0] + [len(r) for r in rows])
         else:
             self.members, self.bounds = np.arange(len(sizes)), np.arange(len(sizes) + 1)
+        self.sizes = sizes
         row_lengths = np.add.reduceat(sizes[self.members] - 1, self.bounds[:-1])
         self.num_rows = len(row_lengths)
         self.batches_per_epoch = math.ceil(self.num_rows / batch_size)
@@ -218,9 +230,15 @@ class BatchSequence(keras.utils.PyDataset):
 
     def __getitem__(self, index):
         epoch, start, _ = self.span
-        rows = [[self.examples[i] for i in row]
-                for row in self.batch_rows(epoch, start + index)]
-        x, _, _ = make_packed_batch(rows, self.buckets, self.pad_id, segments=self.packing)
+        rows = self.batch_rows(epoch, start + index)
+        buckets = self.buckets
+        if self.shard is not None:  # the global batch's shape, this host's rows
+            rows += [np.zeros(0, np.int64)] * (self.batch_size - len(rows))
+            longest = max(int(self.sizes[row].sum()) - len(row) for row in rows)
+            buckets = [next(b for b in self.buckets if b >= longest)]
+            rows = rows[self.shard.rows(self.batch_size)]
+        x, _, _ = make_packed_batch([[self.examples[i] for i in row] for row in rows],
+                                    buckets, self.pad_id, segments=self.packing)
         return x
 
     def num_real_tokens(self, index: int) -> int:

@@ -11,6 +11,10 @@ Keras' progress bar.
 
 No callback imports the trainer or the generator: what they run is handed
 in (`evaluate_fn`, `generate_fn`, `save`), as tunix's hooks do.
+
+In a multi-host run every process runs every callback (evaluation and
+sampling are collectives), and only the writer (`mesh.is_writer()`, process
+0) writes metrics.jsonl, samples.jsonl, TensorBoard events and the plot.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing import Callable
 import keras
 import numpy as np
 
+from keras_ft.distribution import mesh
 from keras_ft.files import to_plain
 from keras_ft.train.checkpoint import NON_FINITE_LOSS, TrainState
 
@@ -247,7 +252,7 @@ class TensorBoardLogger(keras.callbacks.Callback):
 
     def _write(self, run: str, logs: dict, tags: dict) -> None:
         values = {tag: float(logs[key]) for key, tag in tags.items() if key in logs}
-        if not values:
+        if not values or not mesh.is_writer():
             return
         # TensorFlow (a keras-hub dependency) writes the event files. Its
         # `tf.summary.scalar` needs the `tensorboard` package, so we write the
@@ -367,10 +372,11 @@ def plot_loss_curve(metrics_path: str | Path, png_path: str | Path) -> Path | No
     """Plots step loss and validation loss from metrics.jsonl into a PNG.
 
     Returns:
-        The PNG path, or None when the log holds no step yet.
+        The PNG path, or None when the log holds no step yet (or this
+        process is not the writer).
     """
     metrics_path = Path(metrics_path)
-    if not metrics_path.exists():
+    if not mesh.is_writer() or not metrics_path.exists():
         return None
     records = [json.loads(line) for line in metrics_path.open()]
     steps = [r for r in records if "epoch" not in r and "step_loss" in r]
@@ -397,6 +403,8 @@ def plot_loss_curve(metrics_path: str | Path, png_path: str | Path) -> Path | No
 
 
 def _append_json(path: Path, record: dict) -> None:
+    if not mesh.is_writer():  # every process logs; one writes
+        return
     with path.open("a") as f:
         f.write(json.dumps(record) + "\n")
 

@@ -15,6 +15,13 @@ Files are written into a hidden temporary directory, fsynced, and the
 directory is renamed into place with `os.replace`, so a crash mid-write leaves
 only a temporary directory (ignored, then deleted). Loading re-checks the
 manifest and falls back to the previous checkpoint if anything is off.
+
+Arrays are saved as host numpy copies (whatever the mesh placed them on) and
+restored by assigning into the variables, which carry the current run's
+layouts: a checkpoint written under one mesh resumes under another, or on one
+device. In a multi-host run only the writer (`mesh.is_writer()`, process 0)
+writes or deletes checkpoints; every process reads the same one to resume
+(`output_dir` on storage the hosts share).
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_ft.config import Config
+from keras_ft.distribution import mesh
 from keras_ft.files import fsync_path, replace_dir, sha256_file, write_text
 from keras_ft.model.lora import ADAPTER_FILE, save_adapter
 
@@ -44,7 +52,9 @@ RESUME_FREE_FIELDS = frozenset({
     "resume", "output_dir", "checkpoint_every_steps", "keep_checkpoints",
     "eval_every_steps", "early_stopping_patience", "sample_every_steps",
     "sample_prompts", "sampler", "top_k", "top_p", "temperature",
-    "max_new_tokens", "show_examples", "tokenized_cache_dir", "overwrite"})
+    "max_new_tokens", "show_examples", "tokenized_cache_dir", "overwrite",
+    # Where it runs: the same global batches in the same order, on any mesh.
+    "mesh", "coordinator_address", "num_processes", "process_id"})
 
 
 NON_FINITE_LOSS = "non_finite_loss"  # TrainState.stop_reason of a NaN/Inf loss
@@ -109,15 +119,18 @@ class Checkpoints:
                 hash}), also checked on resume (`check_same_data`).
 
         Returns:
-            The checkpoint directory.
+            The checkpoint directory (not written by a process that is not
+            the writer).
         """
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self._remove_temporaries()
         final = self.directory / f"step-{state.step:08d}"
-        tmp = self.directory / f"{TMP_PREFIX}{final.name}"
-        tmp.mkdir()
         if hasattr(trainer, "jax_state_sync"):
             trainer.jax_state_sync()  # fit keeps the newest values in its JAX state
+        if not mesh.is_writer():
+            return final
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._remove_temporaries()
+        tmp = self.directory / f"{TMP_PREFIX}{final.name}"
+        tmp.mkdir()
         save_adapter(trainer, tmp, cfg)  # uses only `trainer.backbone`
         np.savez(tmp / ARRAYS_FILE, **trainer_arrays(trainer))
         record = {"format": FORMAT, "state": dataclasses.asdict(state), "data": data,
@@ -137,7 +150,7 @@ class Checkpoints:
         return final
 
     def clear(self) -> None:
-        if self.directory.exists():
+        if mesh.is_writer() and self.directory.exists():
             shutil.rmtree(self.directory)
 
     def _remove_temporaries(self) -> None:
@@ -150,7 +163,7 @@ class Checkpoints:
 def truncate_jsonl(path: str | Path, last_step: int) -> None:
     """Drops the lines logged after `last_step` (by a run that was cut off)."""
     path = Path(path)
-    if not path.exists():
+    if not mesh.is_writer() or not path.exists():
         return
     kept = []
     for line in path.read_text().splitlines(keepends=True):

@@ -19,6 +19,7 @@ from keras import ops
 
 from keras_ft.config import Config
 from keras_ft.data.batches import BatchSequence
+from keras_ft.distribution import mesh
 from keras_ft.model.lora import ADAPTER_FILE, save_adapter
 from keras_ft.train.callbacks import (
     JsonlLogger,
@@ -209,6 +210,8 @@ def _fit_epochs(trainer, train_data, validation_data, callbacks, state, stop):
 
 def _save_best(trainer, run_dir: Path, cfg: Config) -> None:
     trainer.jax_state_sync()
+    if not mesh.is_writer():
+        return
     save_adapter(trainer, run_dir / "best", cfg)  # uses only `trainer.backbone`
 
 

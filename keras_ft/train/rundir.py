@@ -34,6 +34,7 @@ import tempfile
 from pathlib import Path
 
 from keras_ft.config import Config, save_config
+from keras_ft.distribution import mesh
 from keras_ft.files import write_json
 from keras_ft.train.checkpoint import (
     Checkpoints,
@@ -218,8 +219,11 @@ def accept(run_dir: str | Path, cfg, fresh: bool) -> None:
     (those the marker lists), never other files: with `cfg.overwrite`, a
     directory it did not write is used only when none of its output names
     are taken. Then writes the
-    marker and config.json atomically.
+    marker and config.json atomically. Only the writer process writes
+    (`mesh.is_writer()`); the others of a multi-host run return at once.
     """
+    if not mesh.is_writer():
+        return
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     owned = owned_outputs(run_dir, getattr(cfg, "overwrite", False))
@@ -258,8 +262,12 @@ def resume_or_start(cfg: Config, trainer, checkpoints: Checkpoints, run_dir: Pat
         CheckpointError: the checkpoint was written under other settings/data.
         RunDirError: starting over in a directory keras_ft did not write.
     """
-    latest = checkpoints.latest()
-    if cfg.resume and latest is not None:
+    latest = checkpoints.latest() if cfg.resume else None
+    # Every process resumes from the writer's checkpoint, or none does.
+    mesh.check_same_on_every_process(read_state(latest)["state"]["batches_done"]
+                                     if latest is not None else -1,
+                                     "the checkpointed data position to resume from")
+    if latest is not None:
         state = restore(latest, trainer, cfg, data)
         accept(run_dir, cfg, fresh=False)
         for name in ("metrics.jsonl", "samples.jsonl"):
@@ -374,7 +382,7 @@ class RunDir:
     """The run directory of one `finetune` call; use `with RunDir.open(cfg):`."""
 
     path: Path
-    lock: RunLock
+    lock: RunLock | None  # None: a process that is not the writer
     created: bool
 
     @classmethod
@@ -383,10 +391,17 @@ class RunDir:
         """Checks `cfg`'s paths, locks its run directory and checks its contents.
 
         Nothing is written there but the lock (removed on exit, with the
-        directory when this call created it and it is still empty).
+        directory when this call created it and it is still empty). A
+        process of a multi-host run that is not the writer only reads: it
+        takes no lock (the writer holds it) and creates nothing.
         """
         check_paths(cfg)
         path = Path(cfg.output_dir).expanduser()
+        if not mesh.is_writer():
+            run = cls(path, None, False)
+            run.check_resume_settings(cfg)
+            yield run
+            return
         created = not path.exists()
         try:
             path.mkdir(parents=True, exist_ok=True)

@@ -128,7 +128,10 @@ def evaluate_tokens(trainer: CausalLMTrainer, dataset) -> dict[str, float]:
     not a mean of per-batch means. The forward pass is one jitted
     `stateless_call` (Keras' `predict_on_batch` costs seconds more per call),
     made once per trainer (`CausalLMTrainer.eval_forward`): periodic
-    evaluations reuse its compiled shapes.
+    evaluations reuse its compiled shapes. Under a mesh the weights stay where
+    the distribution placed them; in a multi-host run each process hands in
+    its rows of every batch (`BatchSequence(shard=...)`) and all of them get
+    the whole batch's statistics back (`_global_rows`, `_gather_rows`).
 
     Returns:
         {"loss", "perplexity", "accuracy", "num_tokens"}.
@@ -138,9 +141,31 @@ def evaluate_tokens(trainer: CausalLMTrainer, dataset) -> dict[str, float]:
     forward = trainer.eval_forward()
     totals = np.zeros(len(LossStats._fields))  # float64 sums over the whole dataset
     for index in range(len(dataset)):
-        totals += np.asarray(forward(trainable, frozen, dataset[index])).sum(axis=0)
+        stats = forward(trainable, frozen, _global_rows(dataset[index]))
+        totals += _gather_rows(stats).sum(axis=0)
     total = LossStats(*totals)
     loss = total.loss_sum / max(total.weight_sum, 1.0)
     return {"loss": float(loss), "perplexity": float(math.exp(min(loss, 50.0))),
             "accuracy": float(total.correct_sum / max(total.weight_sum, 1.0)),
             "num_tokens": int(total.weight_sum)}
+
+
+def _global_rows(x: dict) -> dict:
+    """A multi-host process's rows of a batch -> the global batch, laid out
+    along the data axis as `fit` lays it (one process: `x` as it is)."""
+    distribution = keras.distribution.distribution()
+    if distribution is None or jax.process_count() == 1:
+        return x
+    return {key: jax.make_array_from_process_local_data(
+        distribution.get_data_layout(value.shape).backend_layout, value)
+        for key, value in x.items()}
+
+
+def _gather_rows(stats) -> np.ndarray:
+    """Per-example statistics as one host array on every process (a
+    collective in a multi-host run, where no process holds all rows)."""
+    if jax.process_count() == 1:
+        return np.asarray(stats)
+    from jax.experimental import multihost_utils  # heavy: jax.experimental, multi-host only
+
+    return np.asarray(multihost_utils.process_allgather(stats, tiled=True))
