@@ -1,7 +1,11 @@
 """`finetune(cfg)`: the whole flow on one screen. Notebooks call this.
 
-config -> data -> tokenizer/template -> model -> evaluate base -> fit ->
-evaluate tuned -> sample before/after -> save adapter and run directory.
+config -> mesh and memory plan -> data -> tokenizer/template -> model ->
+evaluate base -> fit -> evaluate tuned -> sample before/after -> save adapter
+and run directory.
+
+On a mesh (`cfg.mesh`, `keras_ft.distribution.setup`) every process runs all
+of it; only the writer (process 0) writes into the run directory.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from keras_ft.config import Config
 from keras_ft.data.batches import BatchSequence
 from keras_ft.data.token_cache import cache_tokenized
 from keras_ft.data.tokenizer import TextTokenizer, format_marked
+from keras_ft.distribution import mesh, setup
 from keras_ft.files import write_json
 from keras_ft.generation.generate import generate
 from keras_ft.model.causal_lm import build_model
@@ -55,6 +60,7 @@ def finetune(cfg: Config) -> Result:
     logging is not configured, e.g. in a notebook), so no phase is silent.
     """
     ensure_log_output()
+    mesh.initialize(cfg)  # multi-host: before any JAX work (and before the run dir)
     keras.utils.set_random_seed(cfg.seed)
     if cfg.show_examples:  # writes nothing into the run directory
         if cfg.tokenized_cache_dir:
@@ -66,8 +72,12 @@ def finetune(cfg: Config) -> Result:
     # Checked, locked, and its settings checked against its checkpoint before
     # any data is read; config.json is written once the run is accepted
     # (`checkpoint.resume_or_start`), so a refused rerun changes nothing there.
-    with RunDir.open(cfg) as run:
-        return _finetune(cfg, run)
+    previous = keras.distribution.distribution()
+    try:
+        with RunDir.open(cfg) as run:
+            return _finetune(cfg, run)
+    finally:
+        keras.distribution.set_distribution(previous)  # the run's mesh ends with it
 
 
 def _tokenizer(cfg: Config, preset_dir: str):
@@ -86,10 +96,14 @@ def _read_data(cfg: Config, template, tokenizer):
 def _finetune(cfg: Config, run: RunDir) -> Result:
     run_dir = run.path
     preset_dir = resolve_preset(cfg.preset)  # once per run (it may probe the network)
+    # The mesh and the memory plan, logged; refused here when it does not fit.
+    placement = setup(cfg, preset_dir)
+    shard = placement.shard if placement.distribution is not None else None
     template, tokenizer = _tokenizer(cfg, preset_dir)
     train_tokens, val_tokens, report = _read_data(cfg, template, tokenizer)
     train_data = BatchSequence(train_tokens, cfg.batch_size, cfg.sequence_length,
-                               tokenizer.pad_id, cfg.seed, cfg.shuffle, packing=cfg.packing)
+                               tokenizer.pad_id, cfg.seed, cfg.shuffle, packing=cfg.packing,
+                               shard=shard)
     # The data as `train` records it in checkpoints: refused here, before the model loads.
     run.check_resume_data(cfg, checkpoint_data(train_data, report.get("fingerprint")))
 
@@ -97,7 +111,7 @@ def _finetune(cfg: Config, run: RunDir) -> Result:
     causal_lm = build_model(cfg, preset_dir)
     log.info("LoRA: %d trainable parameters", count_lora_parameters(causal_lm.backbone))
     val_data = (BatchSequence(val_tokens, cfg.batch_size, cfg.sequence_length,
-                              tokenizer.pad_id, cfg.seed, shuffle=False)
+                              tokenizer.pad_id, cfg.seed, shuffle=False, shard=shard)
                 if val_tokens else None)
     epochs, total_steps = steps_plan(cfg, len(train_data))
     trainer = build_trainer(cfg, causal_lm.backbone, total_steps)
@@ -117,15 +131,17 @@ def _finetune(cfg: Config, run: RunDir) -> Result:
     metrics_after = _evaluate(trainer, val_data, val_tokens, "tuned")
     samples_after = _samples(causal_lm, cfg, tokenizer, "tuned")
 
-    log.info("Saving the adapter and the run's outputs to %s...", run_dir)
-    adapter_path = save_adapter(causal_lm, run_dir, cfg)
     samples = [{"prompt": p, "before": b, "after": a}
                for p, b, a in zip(cfg.sample_prompts, samples_before, samples_after)]
     summary = {"metrics_before": metrics_before, "metrics_after": metrics_after,
                "data": report, "tokens_per_s": throughput.tokens_per_s,
                "compile_s": throughput.compile_s}
-    write_json(run_dir / "samples.json", samples)
-    write_json(run_dir / "summary.json", summary)
+    adapter_path = None
+    if mesh.is_writer():  # the other processes of a multi-host run write nothing
+        log.info("Saving the adapter and the run's outputs to %s...", run_dir)
+        adapter_path = save_adapter(causal_lm, run_dir, cfg)
+        write_json(run_dir / "samples.json", samples)
+        write_json(run_dir / "summary.json", summary)
     log_summary(metrics_before, metrics_after, samples)
     return Result(run_dir, metrics_before, metrics_after, samples, adapter_path,
                   dict(history.history), report)
