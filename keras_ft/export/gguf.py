@@ -16,10 +16,14 @@ import gguf
 import keras
 import numpy as np
 
+from keras_ft.data.tokenizer import TextTokenizer
 from keras_ft.files import atomic_path
 from keras_ft.gguf import convert
 from keras_ft.gguf import tokenizer as gguf_tokenizer
-from keras_ft.templates import TEMPLATES, get_template
+from keras_ft.model.causal_lm import load_causal_lm
+from keras_ft.model.lora import recorded_template
+from keras_ft.model.presets import resolve_preset
+from keras_ft.templates import TEMPLATES, Message, get_template
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +40,7 @@ _QTYPES = {
     "bf16": (gguf.GGMLQuantizationType.BF16, gguf.LlamaFileType.MOSTLY_BF16),
     "q8_0": (gguf.GGMLQuantizationType.Q8_0, gguf.LlamaFileType.MOSTLY_Q8_0),
 }
+GGUF_TYPES = tuple(_QTYPES)  # what `dtype` (the CLI's --outtype) may be
 
 
 def export_gguf(
@@ -103,11 +108,30 @@ def export_gguf(
     return out_path
 
 
+def export_preset_gguf(
+    preset: str,
+    out_path: str | os.PathLike,
+    adapter: str | os.PathLike | None = None,
+    dtype: str = "f16",
+    chat_template: str | None = None,
+) -> Path:
+    """Writes `preset`, with `adapter` merged into its FLOAT weights, as GGUF.
+
+    `preset` is a name or directory as `export.source.export_preset` gives it;
+    a QLoRA adapter is merged into the float base, not quantized again. The
+    chat template is `chat_template`, else the keras_ft template recorded
+    with `adapter` (see `export_gguf`).
+
+    Returns:
+        `out_path` as a `Path`.
+    """
+    causal_lm = load_causal_lm(resolve_preset(preset), adapter=adapter, quantize=False)
+    return export_gguf(causal_lm, out_path, dtype=dtype, chat_template=chat_template,
+                       template=recorded_template(adapter))
+
+
 def _check_template_tokens(template: str, keras_tokenizer) -> None:
     """Refuses a template whose special tokens this vocabulary lacks."""
-    from keras_ft.data.tokenizer import TextTokenizer
-    from keras_ft.templates import Message
-
     tokenizer = TextTokenizer(keras_tokenizer)
     probe = [Message("system", "s"), Message("user", "u"), Message("assistant", "a")]
     for segment in get_template(template).render(probe):
@@ -160,14 +184,7 @@ def _write_gemma3_hparams(writer, backbone, context_length: int) -> None:
                 f"Received: {name}={getattr(backbone, name)!r}"
             )
     writer.add_context_length(context_length)
-    writer.add_embedding_length(backbone.hidden_dim)
-    writer.add_block_count(backbone.num_layers)
-    writer.add_feed_forward_length(backbone.intermediate_dim)
-    writer.add_head_count(backbone.num_query_heads)
-    writer.add_head_count_kv(backbone.num_key_value_heads)
-    writer.add_key_length(backbone.head_dim)
-    writer.add_value_length(backbone.head_dim)
-    writer.add_layer_norm_rms_eps(backbone.layer_norm_epsilon)
+    _add_fields(writer, backbone, _GEMMA3_FIELDS)
     writer.add_rope_freq_base(1_000_000.0)  # keras-hub's global-layer rope
     writer.add_sliding_window(backbone.sliding_window_size)
     if backbone.global_rope_scaling_factor != 1.0:
@@ -181,18 +198,31 @@ def _write_gemma3_hparams(writer, backbone, context_length: int) -> None:
 
 _HPARAM_WRITERS = {"gemma3": _write_gemma3_hparams}
 
+# (GGUF key as in `GGUFWriter.add_<key>`, the attribute that holds its value)
+_GEMMA3_FIELDS = (
+    ("embedding_length", "hidden_dim"), ("block_count", "num_layers"),
+    ("feed_forward_length", "intermediate_dim"), ("head_count", "num_query_heads"),
+    ("head_count_kv", "num_key_value_heads"), ("key_length", "head_dim"),
+    ("value_length", "head_dim"), ("layer_norm_rms_eps", "layer_norm_epsilon"),
+)
+_VOCAB_FIELDS = (
+    ("token_list", "tokens"), ("token_scores", "scores"), ("token_types", "token_types"),
+    ("bos_token_id", "bos_id"), ("eos_token_id", "eos_id"), ("unk_token_id", "unk_id"),
+    ("pad_token_id", "pad_id"),
+)
+
+
+def _add_fields(writer, source, fields) -> None:
+    """`writer.add_<key>(source.<attribute>)` for each (key, attribute), in order."""
+    for key, attribute in fields:
+        getattr(writer, f"add_{key}")(getattr(source, attribute))
+
 
 def _write_tokenizer(writer, proto: bytes) -> None:
     vocab = gguf_tokenizer.build_gguf_vocab(proto)
     writer.add_tokenizer_model("llama")
     writer.add_tokenizer_pre("default")
-    writer.add_token_list(vocab.tokens)
-    writer.add_token_scores(vocab.scores)
-    writer.add_token_types(vocab.token_types)
-    writer.add_bos_token_id(vocab.bos_id)
-    writer.add_eos_token_id(vocab.eos_id)
-    writer.add_unk_token_id(vocab.unk_id)
-    writer.add_pad_token_id(vocab.pad_id)
+    _add_fields(writer, vocab, _VOCAB_FIELDS)
     writer.add_add_bos_token(True)
     writer.add_add_eos_token(False)
     writer.add_add_space_prefix(False)
