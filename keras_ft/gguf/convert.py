@@ -35,8 +35,9 @@ import gguf
 import keras_hub
 import numpy as np
 
-from keras_ft.files import replace_dir, sha256_file, write_json
+from keras_ft.files import CorruptFileError, replace_dir, sha256_file, write_json
 from keras_ft.gguf import tokenizer as gguf_tokenizer
+from keras_ft.preset_files import record_context_length
 
 logger = logging.getLogger(__name__)
 
@@ -218,8 +219,6 @@ def open_gguf(gguf_path: str | os.PathLike) -> tuple[gguf.GGUFReader, dict[str, 
         CorruptFileError: the file is empty, truncated or not GGUF (gguf's
             reader fails with an IndexError or a bare ValueError), naming it.
     """
-    from keras_ft.files import CorruptFileError
-
     try:
         reader = gguf.GGUFReader(gguf_path)
         return reader, read_metadata(reader)
@@ -366,8 +365,6 @@ def _record_context_length(preset_dir: Path, meta: Mapping[str, Any]) -> None:
     """Records the GGUF's `<arch>.context_length` in the preset's metadata.json
     (keras-hub's Gemma 3 config has no field for it; see
     `model.record_context_length`)."""
-    from keras_ft.preset_files import record_context_length
-
     arch = meta["general.architecture"]
     length = meta.get(f"{arch}.context_length")
     if not length:

