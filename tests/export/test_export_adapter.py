@@ -18,6 +18,7 @@ from click.testing import CliRunner
 from keras_ft import Config, finetune
 from keras_ft.gguf import convert
 from keras_ft.cli import export
+from keras_ft.export.source import export_preset
 from keras_ft.model.lora import ADAPTER_CONFIG_FILE, load_adapter
 from keras_ft.testing import GEMMA_SPECIALS, TINY_BACKBONE, TINY_CORPUS
 
@@ -109,3 +110,21 @@ def test_export_without_a_preset_needs_one_recorded(tmp_path):
     result = CliRunner().invoke(export.main, ["gguf", str(tmp_path / "x.gguf")])
     assert result.exit_code == 2 and "Pass --preset: no --adapter given" in result.output
     assert not (tmp_path / "x.gguf").exists()
+
+
+def test_the_export_preset_is_library_code_that_raises_value_errors(tmp_path):
+    # The CLI maps these to usage errors (exit 2, above); the library raises
+    # plain ValueErrors, no click error.
+    lone = tmp_path / "x.lora.h5"
+    lone.write_bytes(b"")
+    with pytest.raises(ValueError, match="records none"):
+        export_preset(None, lone)
+    with pytest.raises(ValueError, match="no --adapter given"):
+        export_preset(None, None)
+    with pytest.raises(ValueError, match=f"--adapter {tmp_path}: No adapter at"):
+        export_preset(None, tmp_path)
+    assert export_preset("gemma3_270m", None) == ("gemma3_270m", "")
+    (tmp_path / ADAPTER_CONFIG_FILE).write_text(json.dumps({"preset": "base",
+                                                            "quantize": "int4"}))
+    preset, note = export_preset(None, lone)
+    assert preset == "base" and "quantized int4" in note and "FLOAT base" in note
