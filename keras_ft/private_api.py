@@ -26,6 +26,7 @@ import keras
 import keras_hub
 import numpy as np
 from keras.src.backend.common import global_state
+from keras.src.backend.jax.core import JaxVariable
 
 from keras_ft.model.lora import read_lora_file
 
@@ -103,8 +104,6 @@ def _dense_kernels() -> bool:
 def _variable_layout() -> bool:
     """A variable's `_layout` is where JAX places each value assigned to it:
     set on a deferred variable, the loader's assign lands sharded."""
-    from keras.src.backend.jax.core import JaxVariable
-
     variable = keras.Variable(np.zeros((2,), np.float32))
     return (hasattr(variable, "_layout") and "self._layout" in
             inspect.getsource(JaxVariable._direct_assign))

@@ -85,6 +85,9 @@ def setup(cfg: Config, preset_dir: str | None = None, *, check_fit: bool = True
     backbone_cls = keras.saving.get_registered_object(
         config.get("registered_name") or f"keras_hub>{config['class_name']}")
     distribution = make_distribution(cfg, backbone_cls, plan.mesh)
+    if distribution is not None and jax.process_count() > 1:
+        # Each host's BatchSequence already serves only its rows (`shard`).
+        distribution.auto_shard_dataset = False
     keras.distribution.set_distribution(distribution)
     log.info("Distribution: %s", describe(distribution))
     shard = data_shard(jax.process_count(), jax.process_index(), plan.mesh[0])

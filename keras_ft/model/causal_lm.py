@@ -7,6 +7,10 @@ import logging
 import os
 
 import keras
+import keras_hub
+from keras.src.backend.common import global_state
+from keras.src.backend.common.stateless_scope import in_stateless_scope
+from keras_hub.src.utils import preset_utils
 
 from keras_ft.config import Config
 from keras_ft.model.lora import enable_lora, load_adapter, quantize_backbone
@@ -71,9 +75,6 @@ def _load_lean(preset: str, dtype=None):
     `dtype=None` (keras-hub then resolves it per preset layout) and presets
     with task weights take `from_preset` as is.
     """
-    import keras_hub
-    from keras_hub.src.utils import preset_utils
-
     if dtype is None or preset_utils.check_file_exists(preset, preset_utils.TASK_WEIGHTS_FILE):
         return keras_hub.models.CausalLM.from_preset(preset, dtype=dtype)
     return keras_hub.models.CausalLM.from_preset(
@@ -94,10 +95,6 @@ def load_backbone(preset: str, dtype=None):
     load (e.g. `hf://` Transformers checkpoints), other backends and NNX
     setups take `from_preset` as is.
     """
-    import keras_hub
-    from keras.src.backend.common.stateless_scope import in_stateless_scope
-    from keras_hub.src.utils import preset_utils
-
     loader = preset_utils.get_preset_loader(preset)
     if (keras.backend.backend() != "jax" or keras.config.is_nnx_enabled()
             or in_stateless_scope()
@@ -123,8 +120,6 @@ def load_backbone(preset: str, dtype=None):
 def _deferred_variables():
     """Yields the variables created deferred inside the block, and takes them
     off Keras' pending list, so that no later scope initialises them again."""
-    from keras.src.backend.common import global_state
-
     key = "uninitialized_variables"
     before = {id(v) for v in global_state.get_global_attribute(key, []) or []}
     deferred = []
