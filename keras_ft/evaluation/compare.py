@@ -27,7 +27,13 @@ from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 from keras_ft.config import Config, coerce_value, field_types, load_config, save_config
+from keras_ft.data.tokenizer import TextTokenizer
 from keras_ft.files import write_json
+from keras_ft.generation.generate import encode_prompt, generate_function, measure_latency
+from keras_ft.model.causal_lm import load_causal_lm
+from keras_ft.model.presets import resolve_preset
+from keras_ft.pipeline import finetune
+from keras_ft.templates import get_template
 from keras_ft.train.rundir import claim
 
 log = logging.getLogger(__name__)
@@ -82,13 +88,6 @@ def _scalar(text: str):
 
 def run_worker(cfg: Config) -> dict:
     """Trains one run in this process, then times generation; writes RESULT_FILE."""
-    from keras_ft.data.tokenizer import TextTokenizer
-    from keras_ft.generation.generate import encode_prompt, generate_function, measure_latency
-    from keras_ft.model.causal_lm import load_causal_lm
-    from keras_ft.model.presets import resolve_preset
-    from keras_ft.pipeline import finetune
-    from keras_ft.templates import get_template
-
     start = time.perf_counter()
     result = finetune(cfg)
     record = {"train_wall_s": time.perf_counter() - start,

@@ -11,6 +11,8 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 import numpy as np
 
 from keras_ft.config import Config
+from keras_ft.data.records import LoadReport
+from keras_ft.data.split import example_hash, plan_split, read_data, stream_examples
 from keras_ft.templates import Example
 
 log = logging.getLogger(__name__)
@@ -42,9 +44,6 @@ def load_heldout(cfg: Config, data: str | None = None, skip: int = 0,
             removed from the held-out set (counted) and the labels it read
             are the label set.
     """
-    from keras_ft.data.records import LoadReport
-    from keras_ft.data.split import example_hash, plan_split, stream_examples
-
     train_keys, report = np.zeros(0, np.uint64), None
     if run_cfg is not None:
         plan = plan_split(run_cfg)  # hashes only: the run's data may not fit in memory
@@ -79,9 +78,6 @@ def load_heldout(cfg: Config, data: str | None = None, skip: int = 0,
 
 def validation_examples(run_cfg: Config, plan, limit: int = 0) -> list[Example]:
     """The first `limit` (0 = all) validation examples of `plan`, read again."""
-    from keras_ft.data.records import LoadReport
-    from keras_ft.data.split import read_data, stream_examples
-
     wanted = plan.validation[:limit] if limit else plan.validation
     stream = (stream_examples(run_cfg, (run_cfg.validation_data,), LoadReport())
               if plan.validation_is_separate else read_data(run_cfg, LoadReport()))

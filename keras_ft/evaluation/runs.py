@@ -10,6 +10,9 @@ from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 from keras_ft.config import Config, load_config
+from keras_ft.model.lora import read_adapter
+from keras_ft.train.checkpoint import STATE_FILE, read_state
+from keras_ft.train.rundir import MARKER
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +50,6 @@ def resolve_run(adapter: str) -> tuple[Path | None, Config | None]:
     refused rerun leaves it as it was) and whose fresh start first deletes
     the previous run's adapter.
     """
-    from keras_ft.train.checkpoint import STATE_FILE, read_state
-    from keras_ft.train.rundir import MARKER
-
     path = Path(adapter)
     directory = path if path.is_dir() else path.parent
     if (directory / STATE_FILE).is_file():
@@ -65,7 +65,5 @@ def resolve_run(adapter: str) -> tuple[Path | None, Config | None]:
 
 def adapter_defaults(adapter: str) -> dict:
     """preset, template and sequence_length recorded beside an adapter file."""
-    from keras_ft.model.lora import read_adapter
-
     meta = read_adapter(adapter)[1]  # names a damaged adapter_config.json
     return {k: meta[k] for k in ("preset", "template", "sequence_length") if k in meta}
