@@ -10,6 +10,13 @@ import io
 import json
 from pathlib import Path
 
+import keras
+import keras_hub
+import sentencepiece
+from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+from keras_ft.preset_files import record_context_length
+
 TINY_CORPUS = [
     "Instruction: How do I boil an egg? Response: 1. Fill a pot with water.",
     "2. Bring the water to a boil. 3. Lower the egg in and wait nine minutes.",
@@ -41,8 +48,6 @@ def train_tiny_sentencepiece(vocab_size: int = 160, add_dummy_prefix: bool = Fal
         extra_symbols: more pieces SentencePiece matches whole in text, e.g.
             `LLAMA3_SPECIALS` to run the `llama3` template on this vocabulary.
     """
-    import sentencepiece
-
     model = io.BytesIO()
     # Only set when off, so the default vocabulary's bytes stay as they were.
     whitespace = {} if remove_extra_whitespaces else {"remove_extra_whitespaces": False}
@@ -73,25 +78,20 @@ def make_tiny_preset(directory: str | Path, architecture: str = "gemma",
     Returns:
         The preset directory, loadable by `keras_hub.models.CausalLM.from_preset`.
     """
-    import keras
-    import keras_hub
-
     keras.utils.set_random_seed(seed)
     builders = {"gemma": _tiny_gemma, "gemma3": _tiny_gemma3, "llama3": _tiny_llama3}
     if architecture not in builders:
         raise ValueError(f"Unknown tiny architecture {architecture!r}; "
                          f"choose from {sorted(builders)}.")
-    causal_lm = builders[architecture](keras_hub)
+    causal_lm = builders[architecture]()
     directory = Path(directory)
     causal_lm.save_to_preset(str(directory))
     if context_length is not None:
-        from keras_ft.preset_files import record_context_length
-
         record_context_length(directory, context_length)
     return directory
 
 
-def _tiny_gemma(keras_hub):
+def _tiny_gemma():
     tokenizer = keras_hub.models.GemmaTokenizer(proto=train_tiny_sentencepiece())
     backbone = keras_hub.models.GemmaBackbone(
         vocabulary_size=tokenizer.vocabulary_size(), **TINY_BACKBONE)
@@ -99,7 +99,7 @@ def _tiny_gemma(keras_hub):
     return keras_hub.models.GemmaCausalLM(backbone=backbone, preprocessor=preprocessor)
 
 
-def _tiny_gemma3(keras_hub):
+def _tiny_gemma3():
     tokenizer = keras_hub.models.Gemma3Tokenizer(
         proto=train_tiny_sentencepiece(), has_vision_tokens=False)
     backbone = keras_hub.models.Gemma3Backbone(
@@ -111,7 +111,7 @@ def _tiny_gemma3(keras_hub):
     return keras_hub.models.Gemma3CausalLM(backbone=backbone, preprocessor=preprocessor)
 
 
-def _tiny_llama3(keras_hub):
+def _tiny_llama3():
     vocabulary, merges = train_tiny_byte_bpe()
     tokenizer = keras_hub.models.Llama3Tokenizer(vocabulary=vocabulary, merges=merges)
     backbone = keras_hub.models.Llama3Backbone(
@@ -124,8 +124,6 @@ def _tiny_llama3(keras_hub):
 
 def train_tiny_byte_bpe(vocab_size: int = 320) -> tuple[dict[str, int], list[str]]:
     """Trains a byte-level BPE (Llama 3 style) in memory: (vocabulary, merges)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     trainer = trainers.BpeTrainer(
@@ -142,9 +140,6 @@ def make_tiny_absolute_position_backbone(architecture: str = "gpt2", seed: int =
 
     For tests of what keras_ft refuses for such models (e.g. packing).
     """
-    import keras
-    import keras_hub
-
     classes = {"gpt2": keras_hub.models.GPT2Backbone, "opt": keras_hub.models.OPTBackbone}
     if architecture not in classes:
         raise ValueError(f"Unknown tiny architecture {architecture!r}; "

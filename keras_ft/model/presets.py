@@ -8,6 +8,8 @@ import os
 import re
 from pathlib import Path
 
+import keras_hub
+
 from keras_ft import hub
 from keras_ft.config import EMBEDDED_PRESET
 from keras_ft.preset_files import (
@@ -89,8 +91,6 @@ def resolve_preset(preset: str) -> str:
 
 
 def _known_presets() -> dict[str, str]:
-    import keras_hub
-
     return {name: meta.get("kaggle_handle", "")
             for name, meta in keras_hub.models.CausalLM.presets.items()}
 
