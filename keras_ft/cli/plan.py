@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("KERAS_BACKEND", "jax")
 import click
 
 from keras_ft.cli import errors as cli_errors
@@ -25,6 +22,7 @@ def main(config_path, **flags):
     with cli_errors.usage_errors():
         cfg = load_config(config_path, overrides_from_flags(flags))
     click.echo(str(memory.plan_run(cfg)))
+
 
 if __name__ == "__main__":
     main()
