@@ -9,6 +9,7 @@ import os
 import warnings
 from pathlib import Path
 
+import h5py
 import keras
 
 from keras_ft.config import Config
@@ -169,8 +170,6 @@ def read_lora_file(path: str | Path) -> tuple[int, dict[int, dict[str, tuple]]]:
     Raises:
         CorruptFileError: the file is truncated, damaged or not a LoRA file.
     """
-    import h5py
-
     try:
         with h5py.File(path, "r") as file:
             lora = file["lora"]
