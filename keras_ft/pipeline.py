@@ -108,7 +108,7 @@ def _finetune(cfg: Config, run: RunDir) -> Result:
     run.check_resume_data(cfg, checkpoint_data(train_data, report.get("fingerprint")))
 
     log.info("Loading the model %s (dtype %s)...", cfg.preset, cfg.dtype)
-    causal_lm = build_model(cfg, preset_dir)
+    causal_lm = build_model(cfg, preset_dir, tokenizer.keras_tokenizer)  # tokenizer loaded once
     log.info("LoRA: %d trainable parameters", count_lora_parameters(causal_lm.backbone))
     val_data = (BatchSequence(val_tokens, cfg.batch_size, cfg.sequence_length,
                               tokenizer.pad_id, cfg.seed, shuffle=False, shard=shard)

@@ -84,19 +84,27 @@ def test_llama3_preset_trains_with_its_template(tiny_llama3, pairs_file, tmp_pat
     assert result.adapter_path.exists() and len(result.history["loss"]) == 1
 
 
-def test_a_run_resolves_its_preset_once(tiny_gemma, pairs_file, tmp_path, monkeypatch):
+def test_a_run_resolves_its_preset_and_loads_its_tokenizer_once(tiny_gemma, pairs_file,
+                                                                 tmp_path, monkeypatch):
     # Resolving may probe the network: finetune does it once and hands it down.
+    import keras_hub
+
     import keras_ft.model.causal_lm as causal_lm_module
     import keras_ft.pipeline as pipeline
 
-    calls = []
+    calls, tokenizers = [], []
     real = pipeline.resolve_preset
     monkeypatch.setattr(pipeline, "resolve_preset", lambda p: calls.append(p) or real(p))
     monkeypatch.setattr(causal_lm_module, "resolve_preset", lambda p: calls.append(p) or real(p))
+    init = keras_hub.tokenizers.Tokenizer.__init__
+    monkeypatch.setattr(keras_hub.tokenizers.Tokenizer, "__init__",
+                        lambda self, *a, **k: tokenizers.append(self) or init(self, *a, **k))
     cfg = Config(preset=str(tiny_gemma), data=(str(pairs_file),), max_steps=2,
                  output_dir=str(tmp_path / "run"), sample_prompts=("Hi",), max_new_tokens=2)
-    finetune(cfg)
+    result = finetune(cfg)
     assert calls == [str(tiny_gemma)]
+    assert len(tokenizers) == 1, tokenizers  # the data's tokenizer is the model's
+    assert result.samples and result.samples[0]["after"] is not None
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["tokens_per_s"] > 0
 

@@ -19,19 +19,22 @@ from keras_ft.model.presets import check_sequence_length, resolve_preset
 log = logging.getLogger(__name__)
 
 
-def build_model(cfg: Config, preset_dir: str | None = None):
+def build_model(cfg: Config, preset_dir: str | None = None, tokenizer=None):
     """Loads `cfg.preset` as a keras-hub CausalLM with LoRA enabled.
 
     Args:
         preset_dir: `resolve_preset(cfg.preset)`, when the caller has resolved
             it already (resolving may probe the network); None resolves it here.
+        tokenizer: the preset's keras-hub tokenizer, when the caller loaded it
+            already (to tokenize the data before the model loads): the
+            model's preprocessor then uses it instead of loading it again.
 
     Returns:
         The CausalLM; its backbone is frozen except for the LoRA kernels.
     """
     preset = preset_dir or resolve_preset(cfg.preset)
     check_sequence_length(preset, cfg.sequence_length)  # before loading weights
-    causal_lm = load_causal_lm(preset, dtype=cfg.dtype)
+    causal_lm = load_causal_lm(preset, dtype=cfg.dtype, tokenizer=tokenizer)
     causal_lm.preprocessor.sequence_length = cfg.sequence_length
     quantize_backbone(causal_lm.backbone, cfg.quantize)
     enable_lora(causal_lm.backbone, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets)
@@ -39,7 +42,7 @@ def build_model(cfg: Config, preset_dir: str | None = None):
 
 
 def load_causal_lm(preset_dir: str, dtype=None, adapter: str | os.PathLike | None = None,
-                   quantize: bool = True):
+                   quantize: bool = True, tokenizer=None):
     """The one loader of a causal LM: `preset_dir`, optionally with a LoRA adapter.
 
     Args:
@@ -52,17 +55,19 @@ def load_causal_lm(preset_dir: str, dtype=None, adapter: str | os.PathLike | Non
             from the `adapter_config.json` beside it).
         quantize: With `adapter`, rebuild the quantized base a QLoRA adapter
             was trained on first; False applies it to the float base (export).
+        tokenizer: the preset's keras-hub tokenizer, if loaded already: the
+            preprocessor is built around it (the tokenizer is loaded once).
 
     Returns:
         The `keras_hub.models.CausalLM`, LoRA-enabled when `adapter` is given.
     """
-    causal_lm = _load_lean(preset_dir, dtype)
+    causal_lm = _load_lean(preset_dir, dtype, tokenizer)
     if adapter is not None:
         load_adapter(causal_lm, adapter, quantize=quantize)
     return causal_lm
 
 
-def _load_lean(preset: str, dtype=None):
+def _load_lean(preset: str, dtype=None, tokenizer=None):
     """`CausalLM.from_preset(preset, dtype=dtype)` without its random initialisation.
 
     `from_preset` creates every variable with its initializer, then overwrites
@@ -73,12 +78,18 @@ def _load_lean(preset: str, dtype=None):
     init) are the same bit for bit (tests/test_model.py).
 
     `dtype=None` (keras-hub then resolves it per preset layout) and presets
-    with task weights take `from_preset` as is.
+    with task weights take `from_preset` as is. With `tokenizer`, the
+    preprocessor is keras-hub's own for the preset, built around it.
     """
+    extra = {}
+    if tokenizer is not None:
+        extra["preprocessor"] = keras_hub.models.CausalLMPreprocessor.from_preset(
+            preset, tokenizer=tokenizer)
     if dtype is None or preset_utils.check_file_exists(preset, preset_utils.TASK_WEIGHTS_FILE):
-        return keras_hub.models.CausalLM.from_preset(preset, dtype=dtype)
+        return keras_hub.models.CausalLM.from_preset(preset, dtype=dtype, **extra)
     return keras_hub.models.CausalLM.from_preset(
-        preset, dtype=dtype, backbone=load_backbone(preset, dtype), load_weights=False)
+        preset, dtype=dtype, backbone=load_backbone(preset, dtype), load_weights=False,
+        **extra)
 
 
 def load_backbone(preset: str, dtype=None):
