@@ -20,13 +20,27 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 import numpy as np
 
 from keras_ft.config import Config
-from keras_ft.data.tokenizer import TextTokenizer
+from keras_ft.data.batches import BatchSequence
+from keras_ft.data.token_cache import TokenizedDataset
+from keras_ft.data.tokenizer import TextTokenizer, tokenize_example
 from keras_ft.evaluation import metrics_text
 from keras_ft.evaluation.heldout import HeldOut
-from keras_ft.generation.generate import (encode_prompt, generate_function, generate_replies,
-                                          measure_latency)
+from keras_ft.generation.generate import (
+    encode_prompt,
+    generate_function,
+    generate_replies,
+    measure_latency,
+)
+from keras_ft.model.causal_lm import load_causal_lm
+from keras_ft.model.lora import (
+    check_adapter,
+    load_adapter,
+    quantize_backbone,
+    read_adapter,
+)
+from keras_ft.model.presets import check_sequence_length, resolve_preset
 from keras_ft.templates import get_template
-from keras_ft.train.trainer import evaluate_tokens
+from keras_ft.train.trainer import CausalLMTrainer, evaluate_tokens
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +52,6 @@ def score_model(causal_lm, heldout: HeldOut, cfg: Config, tokenizer: TextTokeniz
                 checks: tuple[str, ...], num_generate: int, batch_size: int = 8,
                 latency: bool = True) -> dict:
     """All metrics of one model (base or tuned) on `heldout`."""
-    from keras_ft.data.batches import BatchSequence
-    from keras_ft.data.token_cache import TokenizedDataset
-    from keras_ft.data.tokenizer import tokenize_example
-    from keras_ft.train.trainer import CausalLMTrainer
-
     template = get_template(cfg.template)
     tokenized = TokenizedDataset.build(
         tokenize_example(e, template, tokenizer, cfg.sequence_length, True)
@@ -102,10 +111,6 @@ def compare_base_and_tuned(cfg: Config, adapter: str, heldout: HeldOut,
     Returns:
         {"setup", "base", "tuned", "reference", "samples"}; see the report.
     """
-    from keras_ft.model.causal_lm import load_causal_lm, quantize_backbone
-    from keras_ft.model.lora import check_adapter, load_adapter, read_adapter
-    from keras_ft.model.presets import check_sequence_length, resolve_preset
-
     adapter_file, recorded = read_adapter(adapter)
     quantize = recorded.get("quantize", cfg.quantize) or ""
     preset = resolve_preset(cfg.preset)

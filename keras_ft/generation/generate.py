@@ -104,6 +104,8 @@ def generate_replies(generate_fn, prompts: list[list[int]], template: Template,
         Per prompt {"text", "num_tokens", "stopped"} (stopped: an end-of-turn
         came within `max_new_tokens`).
     """
+    if not prompts:  # e.g. sample_prompts=(): nothing to generate
+        return []
     stop_ids = tuple(tokenizer.special_id(t) for t in template.stop_tokens)
     size = batch_size or len(prompts)
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))

@@ -140,6 +140,7 @@ def test_batched_replies_compile_once_per_length_bucket(tiny_gemma3):
     assert all(0 < r["num_tokens"] <= 3 for r in replies) and len(replies) == len(prompts)
     alone = generate_replies(loop, prompts[:1], get_template("gemma"), tokenizer, 3)
     assert alone[0] == replies[0]  # a prompt's reply does not depend on its batch
+    assert generate_replies(loop, [], get_template("gemma"), tokenizer, 3) == []  # no prompts
 
 
 def _buffer(prompts, length, pad_id=0):
