@@ -35,8 +35,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks import common  # noqa: E402
 
-SHAREGPT = (Path(__file__).resolve().parents[2] / "shared" / "data" / "sharegpt-v3-subset"
-            / "sharegpt_v3.subset2000.jsonl")
+SHAREGPT = (
+    Path(__file__).resolve().parents[2]
+    / "shared"
+    / "data"
+    / "sharegpt-v3-subset"
+    / "sharegpt_v3.subset2000.jsonl"
+)
 CONTENDERS = ("seed", "keras_ft_cold", "keras_ft_warm")
 
 
@@ -70,24 +75,35 @@ def worker(contender: str, data_path: str, cache_dir: str, sequence_length: int)
         with open(data_path) as f:
             records = [(f"{data_path}:{i}", json.loads(line)) for i, line in enumerate(f, 1)]
         examples = list(iter_examples(records, LoadReport(), skip_bad_records=True))
-        tokenized = [tokenize_example(e, template, tokenizer, sequence_length)
-                     for e in examples]
+        tokenized = [tokenize_example(e, template, tokenizer, sequence_length) for e in examples]
         count = sum(t is not None for t in tokenized)
         cache_hit = False
     else:
         from keras_ft.data.token_cache import cache_tokenized
 
-        cfg = Config(data=(data_path,), template="gemma", sequence_length=sequence_length,
-                     skip_bad_records=True, tokenized_cache_dir=cache_dir)
+        cfg = Config(
+            data=(data_path,),
+            template="gemma",
+            sequence_length=sequence_length,
+            skip_bad_records=True,
+            tokenized_cache_dir=cache_dir,
+        )
         train, validation, report = cache_tokenized(cfg, template, tokenizer)
         count = len(train) + len(validation)
         cache_hit = report["cache"]["hit"]
         if cache_hit != (contender == "keras_ft_warm"):
             raise RuntimeError(f"{contender}: cache hit = {cache_hit}")
     seconds = time.perf_counter() - start
-    common.emit({"contender": contender, "seconds": seconds, "examples": count,
-                 "rss_before_mb": rss_before,
-                 "peak_above_mb": common.rss_mb("VmHWM") - rss_before, "cache_hit": cache_hit})
+    common.emit(
+        {
+            "contender": contender,
+            "seconds": seconds,
+            "examples": count,
+            "rss_before_mb": rss_before,
+            "peak_above_mb": common.rss_mb("VmHWM") - rss_before,
+            "cache_hit": cache_hit,
+        }
+    )
 
 
 def main() -> None:
@@ -110,34 +126,62 @@ def main() -> None:
         for round_ in range(args.rounds):
             cache_dir = Path(tmp) / f"cache{round_}"  # empty: the cold run tokenizes
             for contender in CONTENDERS:
-                results[contender].append(common.run_worker(
-                    [__file__, "--worker", contender, "--data", str(data_path),
-                     "--cache-dir", str(cache_dir),
-                     "--sequence-length", str(args.sequence_length)]))
-    med = {c: {k: common.median([r[k] for r in rs]) for k in ("seconds", "peak_above_mb")}
-           for c, rs in results.items()}
-    names = {"seed": "seed: list of records -> list of tokens (in memory)",
-             "keras_ft_cold": "keras_ft, first run: stream -> token cache on disk",
-             "keras_ft_warm": "keras_ft, second run: token cache hit (memory-mapped)"}
-    rows = [[names[c], results[c][0]["examples"], med[c]["seconds"],
-             f"{med[c]['seconds'] / med['seed']['seconds']:.3g}x", med[c]["peak_above_mb"],
-             f"{med[c]['peak_above_mb'] / med['seed']['peak_above_mb']:.3g}x"]
-            for c in CONTENDERS]
-    table = common.md_table(["contender", "examples", "wall s", "vs seed",
-                             "peak RSS above start MB", "vs seed"], rows)
-    notes = (f"- data: {data_path.name}, {size_mb:.0f} MB: the ShareGPT subset x "
-             f"{args.copies} ({args.copies * 2000} conversations, each copy's first turn "
-             f"made unique), Gemma chat template, {args.sequence_length} tokens, the "
-             "embedded Gemma 3 270M SentencePiece; medians of "
-             f"{args.rounds} alternating rounds.\n"
-             "- peak RSS above start: the resident high-water mark (VmHWM, reset just "
-             "before) minus the RSS before the data stage (Python, NumPy and the "
-             "tokenizer loaded), so it is what the data costs. keras_ft counts fewer "
-             "examples: training ones equal to a validation one are removed.")
-    common.publish("Data: streaming token cache vs in-memory lists (ShareGPT x copies)",
-                   f"python benchmarks/bench_data.py --copies {args.copies} "
-                   f"--rounds {args.rounds}", table + "\n\n" + notes, results,
-                   append=not args.no_append)
+                results[contender].append(
+                    common.run_worker(
+                        [
+                            __file__,
+                            "--worker",
+                            contender,
+                            "--data",
+                            str(data_path),
+                            "--cache-dir",
+                            str(cache_dir),
+                            "--sequence-length",
+                            str(args.sequence_length),
+                        ]
+                    )
+                )
+    med = {
+        c: {k: common.median([r[k] for r in rs]) for k in ("seconds", "peak_above_mb")}
+        for c, rs in results.items()
+    }
+    names = {
+        "seed": "seed: list of records -> list of tokens (in memory)",
+        "keras_ft_cold": "keras_ft, first run: stream -> token cache on disk",
+        "keras_ft_warm": "keras_ft, second run: token cache hit (memory-mapped)",
+    }
+    rows = [
+        [
+            names[c],
+            results[c][0]["examples"],
+            med[c]["seconds"],
+            f"{med[c]['seconds'] / med['seed']['seconds']:.3g}x",
+            med[c]["peak_above_mb"],
+            f"{med[c]['peak_above_mb'] / med['seed']['peak_above_mb']:.3g}x",
+        ]
+        for c in CONTENDERS
+    ]
+    table = common.md_table(
+        ["contender", "examples", "wall s", "vs seed", "peak RSS above start MB", "vs seed"], rows
+    )
+    notes = (
+        f"- data: {data_path.name}, {size_mb:.0f} MB: the ShareGPT subset x "
+        f"{args.copies} ({args.copies * 2000} conversations, each copy's first turn "
+        f"made unique), Gemma chat template, {args.sequence_length} tokens, the "
+        "embedded Gemma 3 270M SentencePiece; medians of "
+        f"{args.rounds} alternating rounds.\n"
+        "- peak RSS above start: the resident high-water mark (VmHWM, reset just "
+        "before) minus the RSS before the data stage (Python, NumPy and the "
+        "tokenizer loaded), so it is what the data costs. keras_ft counts fewer "
+        "examples: training ones equal to a validation one are removed."
+    )
+    common.publish(
+        "Data: streaming token cache vs in-memory lists (ShareGPT x copies)",
+        f"python benchmarks/bench_data.py --copies {args.copies} --rounds {args.rounds}",
+        table + "\n\n" + notes,
+        results,
+        append=not args.no_append,
+    )
 
 
 if __name__ == "__main__":

@@ -39,9 +39,9 @@ CONTENDERS = {
 
 
 def prompt_ids(preset: str) -> list[int]:
+    from keras_ft.data.tokenizer import TextTokenizer
     from keras_ft.generation.generate import encode_prompt
     from keras_ft.templates import get_template
-    from keras_ft.data.tokenizer import TextTokenizer
 
     return encode_prompt(PROMPT, get_template("instruction"), TextTokenizer.from_preset(preset))
 
@@ -59,15 +59,17 @@ def worker_keras_ft(preset: str, repeats: int) -> dict:
     import keras_hub
 
     from keras_ft.config import Config
-    from keras_ft.generation.generate import generate
     from keras_ft.data.tokenizer import TextTokenizer
+    from keras_ft.generation.generate import generate
 
     start = time.perf_counter()
     causal_lm = keras_hub.models.CausalLM.from_preset(preset)
     tokenizer = TextTokenizer.from_preset(preset)
     load_s = time.perf_counter() - start
-    cfg = {n: Config(preset=preset, template="instruction", sampler="greedy",
-                     max_new_tokens=n) for n in (1, NEW_TOKENS)}
+    cfg = {
+        n: Config(preset=preset, template="instruction", sampler="greedy", max_new_tokens=n)
+        for n in (1, NEW_TOKENS)
+    }
     replies = {}
 
     def run(n):
@@ -92,8 +94,9 @@ def worker_keras_hub(preset: str, repeats: int) -> dict:
     text = f"Instruction:\n{PROMPT}\n\nResponse:\n"
     import numpy as np
 
-    prompt_len = int(np.asarray(
-        causal_lm.preprocessor.generate_preprocess([text])["padding_mask"]).sum())
+    prompt_len = int(
+        np.asarray(causal_lm.preprocessor.generate_preprocess([text])["padding_mask"]).sum()
+    )
     out = {}
 
     def run(n):
@@ -105,15 +108,16 @@ def worker_keras_hub(preset: str, repeats: int) -> dict:
         t1 += timed(lambda: run(1), 1)
         t64 += timed(lambda: run(NEW_TOKENS), 1)
     reply = str(out[NEW_TOKENS])
-    return finish(load_s, first, t1, t64, NEW_TOKENS, reply[len(text):])
+    return finish(load_s, first, t1, t64, NEW_TOKENS, reply[len(text) :])
 
 
 def worker_llama(path: str, ids: list[int], repeats: int) -> dict:
     import llama_cpp
 
     start = time.perf_counter()
-    llm = llama_cpp.Llama(model_path=path, n_ctx=256, n_threads=os.cpu_count(),
-                          n_batch=256, verbose=False)
+    llm = llama_cpp.Llama(
+        model_path=path, n_ctx=256, n_threads=os.cpu_count(), n_batch=256, verbose=False
+    )
     load_s = time.perf_counter() - start
 
     def run():
@@ -139,9 +143,16 @@ def worker_llama(path: str, ids: list[int], repeats: int) -> dict:
 
 
 def finish(load_s, first, t1, t64, delivered, text) -> dict:
-    return {"load_s": load_s, "first_calls_s": first, "ttft": t1, "total": t64,
-            "delivered": delivered, "text": text[:200], "peak_rss_mb": common.peak_rss_mb(),
-            "load_avg": os.getloadavg()[0]}
+    return {
+        "load_s": load_s,
+        "first_calls_s": first,
+        "ttft": t1,
+        "total": t64,
+        "delivered": delivered,
+        "text": text[:200],
+        "peak_rss_mb": common.peak_rss_mb(),
+        "load_avg": os.getloadavg()[0],
+    }
 
 
 def gguf_files(preset: str) -> dict:
@@ -163,8 +174,9 @@ def gguf_files(preset: str) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per process")
     parser.add_argument("--rounds", type=int, default=2, help="alternating process rounds")
     parser.add_argument("--contenders", default=",".join(CONTENDERS))
@@ -192,9 +204,12 @@ def main() -> None:
                 argv += ["--path", files[name]]
             r = common.run_worker(argv)
             runs[name].append(r)
-            print(f"[{round_}] {name}: TTFT {common.median(r['ttft']):.3f} s, 64 tokens "
-                  f"{common.median(r['total']):.2f} s, delivered {r['delivered']}, "
-                  f"RSS {r['peak_rss_mb']:.0f} MB | {r['text'][:60]!r}", flush=True)
+            print(
+                f"[{round_}] {name}: TTFT {common.median(r['ttft']):.3f} s, 64 tokens "
+                f"{common.median(r['total']):.2f} s, delivered {r['delivered']}, "
+                f"RSS {r['peak_rss_mb']:.0f} MB | {r['text'][:60]!r}",
+                flush=True,
+            )
     report(args, command, names, runs)
 
 
@@ -214,30 +229,54 @@ def report(args, command, names, runs) -> None:
         total = med([t for r in rs for t in r["total"]])
         ttft = med([t for r in rs for t in r["ttft"]])
         speed[name] = [NEW_TOKENS / med(r["total"]) for r in rs]
-        rows.append([CONTENDERS[name], NEW_TOKENS / total, ttft,
-                     (NEW_TOKENS - 1) / max(total - ttft, 1e-9),
-                     med([sum(r["first_calls_s"]) for r in rs]), med([r["load_s"] for r in rs]),
-                     med([r["peak_rss_mb"] for r in rs]), rs[-1]["delivered"]])
-    table = common.md_table(["contender", "new tok/s", "TTFT s", "decode tok/s",
-                             "first calls s (compile)", "load s", "peak RSS MB",
-                             "tokens delivered"], rows)
+        rows.append(
+            [
+                CONTENDERS[name],
+                NEW_TOKENS / total,
+                ttft,
+                (NEW_TOKENS - 1) / max(total - ttft, 1e-9),
+                med([sum(r["first_calls_s"]) for r in rs]),
+                med([r["load_s"] for r in rs]),
+                med([r["peak_rss_mb"] for r in rs]),
+                rs[-1]["delivered"],
+            ]
+        )
+    table = common.md_table(
+        [
+            "contender",
+            "new tok/s",
+            "TTFT s",
+            "decode tok/s",
+            "first calls s (compile)",
+            "load s",
+            "peak RSS MB",
+            "tokens delivered",
+        ],
+        rows,
+    )
     ratios = []
     for ours in ("keras_ft", "keras_hub"):
         for ref in ("llama_f32", "llama_f16", "llama_q4"):
             if ours in speed and ref in speed:
                 per = [a / b for a, b in zip(speed[ours], speed[ref])]
                 ratios.append([f"{ours} / {ref}", med(per), " ".join(f"{p:.2f}" for p in per)])
-    body = "\n".join([
-        table, "", common.md_table(["ratio (new tok/s)", "median", "per round"], ratios), "",
-        f"- prompt: {PROMPT!r} in the Instruction/Response template; greedy; "
-        f"{NEW_TOKENS} new tokens; batch 1; {args.rounds} alternating process rounds x "
-        f"{args.repeats} timed calls; medians.",
-        "- keras contenders do not stream: their TTFT is a whole `generate` call for 1 "
-        "new token. keras_ft `generate` stops at `<eos>` or after exactly the new tokens "
-        "asked for, in a buffer rounded up to a multiple of 16 (tokens delivered says how "
-        "many it returned).",
-        *same_text(runs),
-        "- GPU: not measured; no GPU is lent to this task."])
+    body = "\n".join(
+        [
+            table,
+            "",
+            common.md_table(["ratio (new tok/s)", "median", "per round"], ratios),
+            "",
+            f"- prompt: {PROMPT!r} in the Instruction/Response template; greedy; "
+            f"{NEW_TOKENS} new tokens; batch 1; {args.rounds} alternating process rounds x "
+            f"{args.repeats} timed calls; medians.",
+            "- keras contenders do not stream: their TTFT is a whole `generate` call for 1 "
+            "new token. keras_ft `generate` stops at `<eos>` or after exactly the new tokens "
+            "asked for, in a buffer rounded up to a multiple of 16 (tokens delivered says how "
+            "many it returned).",
+            *same_text(runs),
+            "- GPU: not measured; no GPU is lent to this task.",
+        ]
+    )
     print(body)
     if not args.no_append:
         common.append_results("Generation: greedy, Gemma 3 270M", command, body)

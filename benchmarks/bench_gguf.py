@@ -45,13 +45,17 @@ def convert_worker() -> None:
 
 
 CHATS = [
-    [{"role": "user", "content": "How do I boil an egg?"},
-     {"role": "assistant", "content": "1. Fill a pot with water.\n2. Boil it."}],
-    [{"role": "system", "content": "Answer in one line."},
-     {"role": "user", "content": "What is the capital of France?"},
-     {"role": "assistant", "content": "Paris."},
-     {"role": "user", "content": "And of Italy? "},
-     {"role": "assistant", "content": " Rome, since 1871."}],
+    [
+        {"role": "user", "content": "How do I boil an egg?"},
+        {"role": "assistant", "content": "1. Fill a pot with water.\n2. Boil it."},
+    ],
+    [
+        {"role": "system", "content": "Answer in one line."},
+        {"role": "user", "content": "What is the capital of France?"},
+        {"role": "assistant", "content": "Paris."},
+        {"role": "user", "content": "And of Italy? "},
+        {"role": "assistant", "content": " Rome, since 1871."},
+    ],
 ]
 
 
@@ -60,8 +64,8 @@ def export_worker(dtype: str, template: str) -> None:
     import keras_hub
     import numpy as np
 
-    from keras_ft.gguf.convert import convert_gguf
     from keras_ft.export.gguf import export_gguf
+    from keras_ft.gguf.convert import convert_gguf
 
     def logits(causal_lm, ids):
         tv = [v.value for v in causal_lm.trainable_variables]
@@ -81,8 +85,9 @@ def export_worker(dtype: str, template: str) -> None:
         export_gguf(original, path, dtype=dtype, template=template)
         result["export_s"] = time.perf_counter() - start
         result["size_mb"] = path.stat().st_size / 1e6
-        result["llamacpp_chat_match"] = _llamacpp_chat(path, template,
-                                                       original.preprocessor.tokenizer)
+        result["llamacpp_chat_match"] = _llamacpp_chat(
+            path, template, original.preprocessor.tokenizer
+        )
         del original
         start = time.perf_counter()
         convert_gguf(path, Path(tmp) / "back")
@@ -123,8 +128,8 @@ def _llamacpp_chat(path: Path, template_name: str, keras_tokenizer) -> str:
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
     except ImportError:
         return "n/a (no llama_cpp)"
-    from keras_ft.templates import Example, Message, get_template
     from keras_ft.data.tokenizer import TextTokenizer, prompt_token_ids, tokenize_example
+    from keras_ft.templates import Example, Message, get_template
 
     template, tokenizer = get_template(template_name), TextTokenizer(keras_tokenizer)
     llm = llama_cpp.Llama(str(path), vocab_only=True, verbose=False)
@@ -134,9 +139,12 @@ def _llamacpp_chat(path: Path, template_name: str, keras_tokenizer) -> str:
         return llm.detokenize([token_id], special=True).decode("utf-8")
 
     def llamacpp_ids(messages, add_generation_prompt):
-        formatter = Jinja2ChatFormatter(source, eos_token=token(llm.token_eos()),
-                                        bos_token=token(llm.token_bos()),
-                                        add_generation_prompt=add_generation_prompt)
+        formatter = Jinja2ChatFormatter(
+            source,
+            eos_token=token(llm.token_eos()),
+            bos_token=token(llm.token_bos()),
+            add_generation_prompt=add_generation_prompt,
+        )
         rendered = formatter(messages=messages).prompt
         return llm.tokenize(rendered.encode("utf-8"), add_bos=False, special=True)
 
@@ -145,16 +153,18 @@ def _llamacpp_chat(path: Path, template_name: str, keras_tokenizer) -> str:
         messages = tuple(Message(m["role"], m["content"]) for m in chat)
         trained = tokenize_example(Example(messages), template, tokenizer, 100_000)
         matched += llamacpp_ids(chat, False) == trained.token_ids.tolist()
-        matched += llamacpp_ids(chat[:-1], True) == prompt_token_ids(messages[:-1], template,
-                                                                     tokenizer)
+        matched += llamacpp_ids(chat[:-1], True) == prompt_token_ids(
+            messages[:-1], template, tokenizer
+        )
     return f"{matched}/{2 * len(CHATS)}"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dtypes", nargs="+", default=["f32", "f16", "bf16", "q8_0"])
-    parser.add_argument("--template", default="gemma",
-                        help="keras_ft template written as the GGUF chat template")
+    parser.add_argument(
+        "--template", default="gemma", help="keras_ft template written as the GGUF chat template"
+    )
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -166,25 +176,55 @@ def main() -> None:
     common.embedded_preset()  # convert once, outside the timed rows
     script = str(Path(__file__).relative_to(common.REPO))
     convert = common.run_worker([script, "--worker", "convert"])
-    rows = [["convert Q4_K_M -> keras", f"{convert['wall_s']:.0f} s", "", "", "", "", "", "",
-             f"{convert['peak_rss_mb'] / 1024:.2f}"]]
+    rows = [
+        [
+            "convert Q4_K_M -> keras",
+            f"{convert['wall_s']:.0f} s",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            f"{convert['peak_rss_mb'] / 1024:.2f}",
+        ]
+    ]
     for dtype in args.dtypes:
         r = common.run_worker([script, "--worker", "export", dtype, args.template])
-        rows.append([f"export {dtype} -> reconvert", f"{r['export_s']:.0f} s",
-                     f"{r['reconvert_s']:.0f} s", f"{r['size_mb']:.0f}",
-                     f"{r['max_abs_dlogit']:.3g}", f"{r['top1_agreement']:.4f}",
-                     r["llamacpp_greedy_match"], r["llamacpp_chat_match"],
-                     f"{r['peak_rss_mb'] / 1024:.2f}"])
-    headers = ["row", "time", "reconvert", "file MB", "max |dlogit|", "top-1 agree",
-               "llama.cpp greedy = ref", f"llama.cpp chat ({args.template}) = keras_ft",
-               "peak RSS GB"]
+        rows.append(
+            [
+                f"export {dtype} -> reconvert",
+                f"{r['export_s']:.0f} s",
+                f"{r['reconvert_s']:.0f} s",
+                f"{r['size_mb']:.0f}",
+                f"{r['max_abs_dlogit']:.3g}",
+                f"{r['top1_agreement']:.4f}",
+                r["llamacpp_greedy_match"],
+                r["llamacpp_chat_match"],
+                f"{r['peak_rss_mb'] / 1024:.2f}",
+            ]
+        )
+    headers = [
+        "row",
+        "time",
+        "reconvert",
+        "file MB",
+        "max |dlogit|",
+        "top-1 agree",
+        "llama.cpp greedy = ref",
+        f"llama.cpp chat ({args.template}) = keras_ft",
+        "peak RSS GB",
+    ]
     body = common.md_table(headers, rows) + (
         "\n\nmax |dlogit| and top-1 agreement: reconverted vs original keras model on the "
         "660-token GPL-3 preamble. Peak RSS of the export rows includes two models "
-        "(original + reconverted) and the exporter's copy of the weights.")
-    common.append_results("GGUF convert/export (bench_gguf.py)",
-                          " ".join(["KERAS_BACKEND=jax python benchmarks/bench_gguf.py",
-                                    *sys.argv[1:]]), body)
+        "(original + reconverted) and the exporter's copy of the weights."
+    )
+    common.append_results(
+        "GGUF convert/export (bench_gguf.py)",
+        " ".join(["KERAS_BACKEND=jax python benchmarks/bench_gguf.py", *sys.argv[1:]]),
+        body,
+    )
     print(body)
 
 

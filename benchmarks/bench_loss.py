@@ -45,11 +45,16 @@ def contenders():
         return mean(reference_token_loss_stats(h, lambda x: x @ matrix.T, lab, w))
 
     def chunks(row_step, dtype):
-        return lambda h, matrix, lab, w: mean(token_loss_stats(
-            h.astype(dtype), matrix, lab, w, None, 128, row_step))
+        return lambda h, matrix, lab, w: mean(
+            token_loss_stats(h.astype(dtype), matrix, lab, w, None, 128, row_step)
+        )
 
-    fns = {"full logits": reference, "whole chunks": chunks(128, jnp.float32),
-           "row switch": chunks(None, jnp.float32), "row switch, bf16": chunks(None, jnp.bfloat16)}
+    fns = {
+        "full logits": reference,
+        "whole chunks": chunks(128, jnp.float32),
+        "row switch": chunks(None, jnp.float32),
+        "row switch, bf16": chunks(None, jnp.bfloat16),
+    }
     return {k: jax.jit(jax.value_and_grad(f)) for k, f in fns.items()}
 
 
@@ -69,7 +74,7 @@ def main() -> None:
     for n, n_loss in CASES:
         h = jnp.asarray(rng.standard_normal((1, n, DIM)), jnp.float32)
         lab = jnp.asarray(rng.integers(0, VOCAB, (1, n)), jnp.int32)
-        w = jnp.zeros((1, n)).at[0, n - n_loss - 2: n - 2].set(1.0)
+        w = jnp.zeros((1, n)).at[0, n - n_loss - 2 : n - 2].set(1.0)
         args_ = (h, matrix, lab, w)
         values, cpu, wall = {}, {}, {}
         for name, f in fns.items():
@@ -83,20 +88,45 @@ def main() -> None:
         ref_loss, ref_grad = values["full logits"]
         for name in fns:
             loss, grad = values[name]
-            rel = float(jnp.abs(grad.astype(jnp.float32) - ref_grad).max()
-                        / jnp.abs(ref_grad).max())
-            rows.append([f"{n} rows, {n_loss} loss", name, median(wall[name]), median(cpu[name]),
-                         median(cpu["full logits"]) / median(cpu[name]),
-                         f"{abs(float(loss) - float(ref_loss)):.1e}", f"{rel:.1e}"])
-    table = md_table(["case", "contender", "wall s", "CPU s", "speed-up (CPU) vs full",
-                      "|loss - full|", "max grad err / max grad"], rows)
+            rel = float(
+                jnp.abs(grad.astype(jnp.float32) - ref_grad).max() / jnp.abs(ref_grad).max()
+            )
+            rows.append(
+                [
+                    f"{n} rows, {n_loss} loss",
+                    name,
+                    median(wall[name]),
+                    median(cpu[name]),
+                    median(cpu["full logits"]) / median(cpu[name]),
+                    f"{abs(float(loss) - float(ref_loss)):.1e}",
+                    f"{rel:.1e}",
+                ]
+            )
+    table = md_table(
+        [
+            "case",
+            "contender",
+            "wall s",
+            "CPU s",
+            "speed-up (CPU) vs full",
+            "|loss - full|",
+            "max grad err / max grad",
+        ],
+        rows,
+    )
     print(table)
     if not args.no_append:
         command = " ".join(["python", "benchmarks/bench_loss.py"] + sys.argv[1:])
-        append_results("Head + cross-entropy, forward and d/d hidden (Gemma 3 head)",
-                       command, table + "\n\n" + (
-                           f"- {args.rounds} alternating rounds, medians; CPU s is process "
-                           "CPU time (both threads), robust to other processes."))
+        append_results(
+            "Head + cross-entropy, forward and d/d hidden (Gemma 3 head)",
+            command,
+            table
+            + "\n\n"
+            + (
+                f"- {args.rounds} alternating rounds, medians; CPU s is process "
+                "CPU time (both threads), robust to other processes."
+            ),
+        )
 
 
 if __name__ == "__main__":

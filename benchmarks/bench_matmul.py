@@ -29,8 +29,7 @@ SHAPES = [
 ]
 
 
-def time_matmul(m: int, k: int, n: int, dtype: str, seconds: float = 1.0
-                ) -> tuple[float, float]:
+def time_matmul(m: int, k: int, n: int, dtype: str, seconds: float = 1.0) -> tuple[float, float]:
     """(GFLOP/s, GFLOP per process-CPU-second) of a jitted [m,k]x[k,n] matmul
     (float32 accumulation); medians over repeated calls."""
     import jax
@@ -71,10 +70,23 @@ def measure_peak(seconds: float = 1.0, rounds: int = 2) -> dict:
     for name, *_ in SHAPES:
         f32, bf16 = (median(results[(name, d)]) for d in ("float32", "bfloat16"))
         best["float32"], best["bfloat16"] = max(best["float32"], f32), max(best["bfloat16"], bf16)
-        rows.append([name, f32, bf16, bf16 / f32,
-                     median(cpu[(name, "float32")]), median(cpu[(name, "bfloat16")])])
-    return {"rows": rows, "f32": best["float32"], "bf16": best["bfloat16"],
-            "peak": max(best.values()), "cpu_peak": max(median(v) for v in cpu.values())}
+        rows.append(
+            [
+                name,
+                f32,
+                bf16,
+                bf16 / f32,
+                median(cpu[(name, "float32")]),
+                median(cpu[(name, "bfloat16")]),
+            ]
+        )
+    return {
+        "rows": rows,
+        "f32": best["float32"],
+        "bf16": best["bfloat16"],
+        "peak": max(best.values()),
+        "cpu_peak": max(median(v) for v in cpu.values()),
+    }
 
 
 def main() -> None:
@@ -84,19 +96,28 @@ def main() -> None:
     parser.add_argument("--no-append", action="store_true", help="do not write RESULTS.md")
     args = parser.parse_args()
     peak = measure_peak(args.seconds, args.rounds)
-    table = md_table(["shape (m x k x n)", "f32 GFLOP/s", "bf16 GFLOP/s", "bf16/f32",
-                      "f32 GFLOP/CPU-s", "bf16 GFLOP/CPU-s"],
-                     [[f"{r[0]} (m={m})"] + r[1:] for r, (_, m, _, _) in zip(peak["rows"], SHAPES)])
-    summary = (f"Measured XLA matmul peak: f32 {peak['f32']:.1f}, bf16 {peak['bf16']:.1f} "
-               f"GFLOP/s (best shape, median of {args.rounds} alternating rounds); "
-               f"{peak['cpu_peak']:.1f} GFLOP per process-CPU-second. GFLOP/CPU-s is "
-               "robust to other processes sharing the cores; on a quiet machine GFLOP/s "
-               "approaches it times the core count.")
+    table = md_table(
+        [
+            "shape (m x k x n)",
+            "f32 GFLOP/s",
+            "bf16 GFLOP/s",
+            "bf16/f32",
+            "f32 GFLOP/CPU-s",
+            "bf16 GFLOP/CPU-s",
+        ],
+        [[f"{r[0]} (m={m})"] + r[1:] for r, (_, m, _, _) in zip(peak["rows"], SHAPES)],
+    )
+    summary = (
+        f"Measured XLA matmul peak: f32 {peak['f32']:.1f}, bf16 {peak['bf16']:.1f} "
+        f"GFLOP/s (best shape, median of {args.rounds} alternating rounds); "
+        f"{peak['cpu_peak']:.1f} GFLOP per process-CPU-second. GFLOP/CPU-s is "
+        "robust to other processes sharing the cores; on a quiet machine GFLOP/s "
+        "approaches it times the core count."
+    )
     print(table + "\n\n" + summary)
     if not args.no_append:
         command = " ".join(["python", "benchmarks/bench_matmul.py"] + sys.argv[1:])
-        append_results("Matmul peak (XLA via JAX)", command,
-                       table + "\n\n" + summary)
+        append_results("Matmul peak (XLA via JAX)", command, table + "\n\n" + summary)
 
 
 if __name__ == "__main__":

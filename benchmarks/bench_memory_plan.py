@@ -29,9 +29,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks import common  # noqa: E402
 
-CASES = [(dtype, quantize, length, batch) for dtype, quantize in
-         (("bfloat16", ""), ("bfloat16", "int8"))
-         for length in (128, 256) for batch in (1, 2)]
+CASES = [
+    (dtype, quantize, length, batch)
+    for dtype, quantize in (("bfloat16", ""), ("bfloat16", "int8"))
+    for length in (128, 256)
+    for batch in (1, 2)
+]
 
 
 def worker(dtype: str, quantize: str, length: int, batch: int, steps: int) -> None:
@@ -46,12 +49,25 @@ def worker(dtype: str, quantize: str, length: int, batch: int, steps: int) -> No
     from keras_ft.train.trainer import build_trainer
 
     preset = common.embedded_preset()
-    cfg = Config(preset=preset, dtype=dtype, quantize=quantize, sequence_length=length,
-                 batch_size=batch, lora_rank=common.LORA_RANK, max_steps=steps)
+    cfg = Config(
+        preset=preset,
+        dtype=dtype,
+        quantize=quantize,
+        sequence_length=length,
+        batch_size=batch,
+        lora_rank=common.LORA_RANK,
+        max_steps=steps,
+    )
     config = memory.backbone_config(preset)
-    plan = memory.plan_memory(config, dtype=dtype, quantize=quantize,
-                              lora_rank=cfg.lora_rank, batch_size=batch,
-                              sequence_length=length, platform="cpu")
+    plan = memory.plan_memory(
+        config,
+        dtype=dtype,
+        quantize=quantize,
+        lora_rank=cfg.lora_rank,
+        batch_size=batch,
+        sequence_length=length,
+        platform="cpu",
+    )
     rng = np.random.default_rng(0)
     examples = []
     for _ in range(batch * steps):
@@ -70,14 +86,23 @@ def worker(dtype: str, quantize: str, length: int, batch: int, steps: int) -> No
     trainer = build_trainer(cfg, backbone, steps)
     history = trainer.fit(data, epochs=1, steps_per_epoch=steps, verbose=0)
     peak = common.rss_mb("VmHWM") - baseline
-    common.emit({"dtype": dtype, "quantize": quantize or "-", "sequence_length": length,
-                 "batch_size": batch, "estimate_mb": plan.peak / 2**20,
-                 "estimate_load_mb": plan.load_peak / 2**20,
-                 "estimate_train_mb": plan.train_peak / 2**20,
-                 "measured_mb": peak, "measured_load_mb": loaded,
-                 "ru_maxrss_mb": common.peak_rss_mb() - baseline, "baseline_mb": baseline,
-                 "loss": float(history.history["loss"][-1]),
-                 "rows": [[name, size / 2**20] for name, size, _ in plan.rows]})
+    common.emit(
+        {
+            "dtype": dtype,
+            "quantize": quantize or "-",
+            "sequence_length": length,
+            "batch_size": batch,
+            "estimate_mb": plan.peak / 2**20,
+            "estimate_load_mb": plan.load_peak / 2**20,
+            "estimate_train_mb": plan.train_peak / 2**20,
+            "measured_mb": peak,
+            "measured_load_mb": loaded,
+            "ru_maxrss_mb": common.peak_rss_mb() - baseline,
+            "baseline_mb": baseline,
+            "loss": float(history.history["loss"][-1]),
+            "rows": [[name, size / 2**20] for name, size, _ in plan.rows],
+        }
+    )
 
 
 def main() -> None:
@@ -88,45 +113,86 @@ def main() -> None:
     args = parser.parse_args()
     if args.worker:
         dtype, quantize, length, batch = args.worker
-        worker(dtype, "" if quantize == "-" else quantize, int(length), int(batch),
-               args.steps)
+        worker(dtype, "" if quantize == "-" else quantize, int(length), int(batch), args.steps)
         return
     results = []
     for dtype, quantize, length, batch in CASES:
-        results.append(common.run_worker([__file__, "--worker", dtype, quantize or "-",
-                                          str(length), str(batch), "--steps",
-                                          str(args.steps)]))
+        results.append(
+            common.run_worker(
+                [
+                    __file__,
+                    "--worker",
+                    dtype,
+                    quantize or "-",
+                    str(length),
+                    str(batch),
+                    "--steps",
+                    str(args.steps),
+                ]
+            )
+        )
         r = results[-1]
-        print(f"{dtype} {quantize or '-'} {length}x{batch}: estimate {r['estimate_mb']:.0f} "
-              f"MB, measured {r['measured_mb']:.0f} MB", flush=True)
-    rows = [[r["dtype"], r["quantize"], r["sequence_length"], r["batch_size"],
-             r["estimate_load_mb"], r["measured_load_mb"], r["estimate_train_mb"],
-             r["estimate_mb"], r["measured_mb"],
-             f"{(r['estimate_mb'] - r['measured_mb']) / r['measured_mb']:+.0%}",
-             r["ru_maxrss_mb"]] for r in results]
+        print(
+            f"{dtype} {quantize or '-'} {length}x{batch}: estimate {r['estimate_mb']:.0f} "
+            f"MB, measured {r['measured_mb']:.0f} MB",
+            flush=True,
+        )
+    rows = [
+        [
+            r["dtype"],
+            r["quantize"],
+            r["sequence_length"],
+            r["batch_size"],
+            r["estimate_load_mb"],
+            r["measured_load_mb"],
+            r["estimate_train_mb"],
+            r["estimate_mb"],
+            r["measured_mb"],
+            f"{(r['estimate_mb'] - r['measured_mb']) / r['measured_mb']:+.0%}",
+            r["ru_maxrss_mb"],
+        ]
+        for r in results
+    ]
     errors = [abs(r["estimate_mb"] - r["measured_mb"]) / r["measured_mb"] for r in results]
     table = common.md_table(
-        ["dtype", "quantize", "seq", "batch", "load est MB", "load measured MB",
-         "train est MB", "peak est MB", "peak measured MB", "error", "ru_maxrss MB"], rows)
-    summary = (f"Largest error {max(errors):.0%}, mean {sum(errors) / len(errors):.0%} "
-               f"(aim: within 25 %).")
-    common.publish("Memory plan vs measured peak: Gemma 3 270M LoRA on CPU",
-                   f"nice python benchmarks/bench_memory_plan.py --steps {args.steps}",
-                   f"- lscpu: {_lscpu()}\n\n{table}\n\n{summary}\n\n{NOTES}", results,
-                   append=not args.no_append)
+        [
+            "dtype",
+            "quantize",
+            "seq",
+            "batch",
+            "load est MB",
+            "load measured MB",
+            "train est MB",
+            "peak est MB",
+            "peak measured MB",
+            "error",
+            "ru_maxrss MB",
+        ],
+        rows,
+    )
+    summary = (
+        f"Largest error {max(errors):.0%}, mean {sum(errors) / len(errors):.0%} (aim: within 25 %)."
+    )
+    common.publish(
+        "Memory plan vs measured peak: Gemma 3 270M LoRA on CPU",
+        f"nice python benchmarks/bench_memory_plan.py --steps {args.steps}",
+        f"- lscpu: {_lscpu()}\n\n{table}\n\n{summary}\n\n{NOTES}",
+        results,
+        append=not args.no_append,
+    )
 
 
 def _lscpu() -> str:
     import subprocess
 
     try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10,
-                             check=False).stdout
+        out = subprocess.run(
+            ["lscpu"], capture_output=True, text=True, timeout=10, check=False
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return "lscpu unavailable"
     fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
-    return (f"{fields.get('Model name', '?').strip()}; flags: "
-            f"{fields.get('Flags', '?').strip()}")
+    return f"{fields.get('Model name', '?').strip()}; flags: {fields.get('Flags', '?').strip()}"
 
 
 NOTES = """\

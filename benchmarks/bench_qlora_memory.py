@@ -42,26 +42,42 @@ def worker(variant: str, steps: int) -> None:
     import numpy as np
 
     from keras_ft.config import Config
-    from keras_ft.model.causal_lm import build_model
-    from keras_ft.data.tokenizer import TextTokenizer
     from keras_ft.data.batches import BatchSequence
-    from keras_ft.train.trainer import build_trainer
+    from keras_ft.data.tokenizer import TextTokenizer
+    from keras_ft.model.causal_lm import build_model
     from keras_ft.train.loop import train
+    from keras_ft.train.trainer import build_trainer
 
     preset = common.embedded_preset()
     with tempfile.TemporaryDirectory() as run_dir:
-        cfg = Config(preset=preset, quantize=VARIANTS[variant], max_steps=steps,
-                     sequence_length=common.SEQUENCE_LENGTH, output_dir=run_dir,
-                     lora_rank=common.LORA_RANK)
+        cfg = Config(
+            preset=preset,
+            quantize=VARIANTS[variant],
+            max_steps=steps,
+            sequence_length=common.SEQUENCE_LENGTH,
+            output_dir=run_dir,
+            lora_rank=common.LORA_RANK,
+        )
         start = time.perf_counter()
         causal_lm = build_model(cfg)
         load_s = time.perf_counter() - start
-        weights_mb = sum(np.asarray(w.value).nbytes for w in causal_lm.backbone.weights
-                         if "lora_kernel" not in w.path) / 1e6
+        weights_mb = (
+            sum(
+                np.asarray(w.value).nbytes
+                for w in causal_lm.backbone.weights
+                if "lora_kernel" not in w.path
+            )
+            / 1e6
+        )
         tokenizer = TextTokenizer(causal_lm.preprocessor.tokenizer)
-        data = BatchSequence(long_examples(tokenizer, cfg.sequence_length, steps), 1,
-                             cfg.sequence_length, tokenizer.pad_id, 0,
-                             buckets=[cfg.sequence_length])  # one shape: no compiles after step 1
+        data = BatchSequence(
+            long_examples(tokenizer, cfg.sequence_length, steps),
+            1,
+            cfg.sequence_length,
+            tokenizer.pad_id,
+            0,
+            buckets=[cfg.sequence_length],
+        )  # one shape: no compiles after step 1
         trainer = build_trainer(cfg, causal_lm.backbone, steps)
         gc.collect()
         after_load = common.rss_mb()
@@ -74,23 +90,38 @@ def worker(variant: str, steps: int) -> None:
 
         common.reset_peak_rss()
         start = time.perf_counter()
-        history = train(cfg, trainer, data, None, run_dir, callbacks=[
-            keras.callbacks.LambdaCallback(on_train_batch_end=after_first_step)])
+        history = train(
+            cfg,
+            trainer,
+            data,
+            None,
+            run_dir,
+            callbacks=[keras.callbacks.LambdaCallback(on_train_batch_end=after_first_step)],
+        )
         train_s = time.perf_counter() - start
         losses = history.history["loss"]
-    common.emit({"variant": variant, "weights_mb": weights_mb, "rss_after_load_mb": after_load,
-                 "first_step_peak_mb": peaks["first_step"],
-                 "steady_peak_mb": common.rss_mb("VmHWM"),
-                 "process_peak_mb": common.peak_rss_mb(), "load_s": load_s,
-                 "train_s": train_s, "steps": steps, "final_loss": float(losses[-1]),
-                 "chunked_loss": trainer.use_chunked_loss})
+    common.emit(
+        {
+            "variant": variant,
+            "weights_mb": weights_mb,
+            "rss_after_load_mb": after_load,
+            "first_step_peak_mb": peaks["first_step"],
+            "steady_peak_mb": common.rss_mb("VmHWM"),
+            "process_peak_mb": common.peak_rss_mb(),
+            "load_s": load_s,
+            "train_s": train_s,
+            "steps": steps,
+            "final_loss": float(losses[-1]),
+            "chunked_loss": trainer.use_chunked_loss,
+        }
+    )
 
 
 def long_examples(tokenizer, sequence_length: int, count: int) -> list:
     """The first `count` Dolly examples longer than 3/4 of `sequence_length`."""
-    from keras_ft.templates import get_template
     from keras_ft.data.batches import bucket_lengths
     from keras_ft.data.tokenizer import tokenize_example
+    from keras_ft.templates import get_template
 
     shortest = bucket_lengths(sequence_length, 4)[-2]
     template = get_template("instruction")
@@ -113,20 +144,49 @@ def main() -> None:
     if args.worker:
         worker(args.worker, args.steps)
         return
-    results = [common.run_worker([__file__, "--worker", v, "--steps", str(args.steps)])
-               for v in VARIANTS]
+    results = [
+        common.run_worker([__file__, "--worker", v, "--steps", str(args.steps)]) for v in VARIANTS
+    ]
     base = results[0]
-    rows = [[r["variant"], r["weights_mb"], r["rss_after_load_mb"], r["first_step_peak_mb"],
-             r["steady_peak_mb"], f"{r['steady_peak_mb'] / base['steady_peak_mb']:.2f}x",
-             r["process_peak_mb"], r["load_s"], r["train_s"], r["final_loss"],
-             "chunked" if r["chunked_loss"] else "full logits"] for r in results]
+    rows = [
+        [
+            r["variant"],
+            r["weights_mb"],
+            r["rss_after_load_mb"],
+            r["first_step_peak_mb"],
+            r["steady_peak_mb"],
+            f"{r['steady_peak_mb'] / base['steady_peak_mb']:.2f}x",
+            r["process_peak_mb"],
+            r["load_s"],
+            r["train_s"],
+            r["final_loss"],
+            "chunked" if r["chunked_loss"] else "full logits",
+        ]
+        for r in results
+    ]
     table = common.md_table(
-        ["base", "weights MB", "RSS after load MB", "first-step peak MB",
-         "steady peak MB", "steady vs float32", "process peak MB", "load s",
-         f"train s ({args.steps} steps)", "loss", "head"], rows)
-    common.publish("QLoRA memory: LoRA on a float32 / int8 / int4 Gemma 3 270M (CPU)",
-                   f"python benchmarks/bench_qlora_memory.py --steps {args.steps}",
-                   table + "\n\n" + NOTES, results, append=not args.no_append)
+        [
+            "base",
+            "weights MB",
+            "RSS after load MB",
+            "first-step peak MB",
+            "steady peak MB",
+            "steady vs float32",
+            "process peak MB",
+            "load s",
+            f"train s ({args.steps} steps)",
+            "loss",
+            "head",
+        ],
+        rows,
+    )
+    common.publish(
+        "QLoRA memory: LoRA on a float32 / int8 / int4 Gemma 3 270M (CPU)",
+        f"python benchmarks/bench_qlora_memory.py --steps {args.steps}",
+        table + "\n\n" + NOTES,
+        results,
+        append=not args.no_append,
+    )
 
 
 NOTES = """\

@@ -50,12 +50,14 @@ def subset(examples: list, count: int) -> list:
 
 
 def tokenized_subset(tokenizer, count: int):
-    from keras_ft.templates import get_template
     from keras_ft.data.tokenizer import tokenize_example
+    from keras_ft.templates import get_template
 
     template = get_template("instruction")
-    tokens = [tokenize_example(e, template, tokenizer, common.SEQUENCE_LENGTH)
-              for e in common.dolly_examples()]
+    tokens = [
+        tokenize_example(e, template, tokenizer, common.SEQUENCE_LENGTH)
+        for e in common.dolly_examples()
+    ]
     return subset([t for t in tokens if t is not None], count)
 
 
@@ -100,9 +102,11 @@ def worker_plain(preset: str, count: int) -> dict:
     causal_lm.backbone.enable_lora(rank=common.LORA_RANK)
     optimizer = keras.optimizers.AdamW(learning_rate=LEARNING_RATE, weight_decay=WEIGHT_DECAY)
     optimizer.exclude_from_weight_decay(var_names=["bias", "scale"])
-    causal_lm.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                      optimizer=optimizer,
-                      weighted_metrics=[keras.metrics.SparseCategoricalAccuracy()])
+    causal_lm.compile(
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        optimizer=optimizer,
+        weighted_metrics=[keras.metrics.SparseCategoricalAccuracy()],
+    )
     load_s = time.perf_counter() - start
     pairs = [common.prompt_response(e) for e in subset(common.dolly_examples(), count)]
     data = {"prompts": [p for p, _ in pairs], "responses": [r for _, r in pairs]}
@@ -111,18 +115,20 @@ def worker_plain(preset: str, count: int) -> dict:
     loss_tokens = np.asarray(weights).sum(axis=1).tolist()
     warm, timed = StepTimer(), StepTimer()
     first = {k: v[:1] for k, v in data.items()}
-    causal_lm.fit(first, batch_size=1, epochs=1, shuffle=False, verbose=0,
-                  callbacks=[keras_timer(warm)])
-    causal_lm.fit(data, batch_size=1, epochs=1, shuffle=False, verbose=0,
-                  callbacks=[keras_timer(timed)])
+    causal_lm.fit(
+        first, batch_size=1, epochs=1, shuffle=False, verbose=0, callbacks=[keras_timer(warm)]
+    )
+    causal_lm.fit(
+        data, batch_size=1, epochs=1, shuffle=False, verbose=0, callbacks=[keras_timer(timed)]
+    )
     # Keras' mean is over all 256 positions; rescale to loss-token mean.
     first_loss = warm.losses[0] * common.SEQUENCE_LENGTH / loss_tokens[0]
-    return result(load_s, warm, timed, tokens, loss_tokens, first_loss,
-                  warm_steps_matching=[0])
+    return result(load_s, warm, timed, tokens, loss_tokens, first_loss, warm_steps_matching=[0])
 
 
-def worker_keras_ft(preset: str, count: int, dtype: str = "float32", lean: bool = False,
-                    packing: bool = False) -> dict:
+def worker_keras_ft(
+    preset: str, count: int, dtype: str = "float32", lean: bool = False, packing: bool = False
+) -> dict:
     """keras_ft as `pipeline.finetune` uses it: build_model, BatchSequence, fit.
 
     `lean`: the backbone and tokenizer loaded by `common.lean_backbone` and
@@ -133,16 +139,23 @@ def worker_keras_ft(preset: str, count: int, dtype: str = "float32", lean: bool 
     import numpy as np
 
     from keras_ft.config import Config
+    from keras_ft.data.batches import BatchSequence
+    from keras_ft.data.tokenizer import TextTokenizer
     from keras_ft.model.causal_lm import build_model
     from keras_ft.model.lora import enable_lora
-    from keras_ft.data.tokenizer import TextTokenizer
-    from keras_ft.data.batches import BatchSequence
     from keras_ft.train.trainer import build_trainer
 
     start = time.perf_counter()
-    cfg = Config(preset=preset, data=(str(common.DOLLY),), lora_rank=common.LORA_RANK,
-                 sequence_length=common.SEQUENCE_LENGTH, batch_size=1, dtype=dtype,
-                 learning_rate=LEARNING_RATE, weight_decay=WEIGHT_DECAY)
+    cfg = Config(
+        preset=preset,
+        data=(str(common.DOLLY),),
+        lora_rank=common.LORA_RANK,
+        sequence_length=common.SEQUENCE_LENGTH,
+        batch_size=1,
+        dtype=dtype,
+        learning_rate=LEARNING_RATE,
+        weight_decay=WEIGHT_DECAY,
+    )
     if lean:
         backbone = common.lean_backbone(preset)
         enable_lora(backbone, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets)
@@ -153,8 +166,9 @@ def worker_keras_ft(preset: str, count: int, dtype: str = "float32", lean: bool 
     trainer = build_trainer(cfg, backbone, total_steps=1000)
     load_s = time.perf_counter() - start
     examples = tokenized_subset(tokenizer, count)
-    data = BatchSequence(examples, 1, common.SEQUENCE_LENGTH, tokenizer.pad_id, 0,
-                         shuffle=False, packing=packing)
+    data = BatchSequence(
+        examples, 1, common.SEQUENCE_LENGTH, tokenizer.pad_id, 0, shuffle=False, packing=packing
+    )
     # Warm-up: the timed pass itself, once (XLA compiles each bucket shape).
     # shuffle=False: Keras would otherwise permute the batches at random.
     warm, timed = StepTimer(), StepTimer()
@@ -164,8 +178,7 @@ def worker_keras_ft(preset: str, count: int, dtype: str = "float32", lean: bool 
     loss_tokens = [int(np.sum(e.loss_mask)) for e in examples]
     # A packed first step holds several examples: its loss is not example 0's.
     first_loss = float("nan") if packing else warm.losses[0]
-    return result(load_s, warm, timed, tokens, loss_tokens, first_loss,
-                  list(range(len(data))))
+    return result(load_s, warm, timed, tokens, loss_tokens, first_loss, list(range(len(data))))
 
 
 def load_hf(gguf: str):
@@ -178,15 +191,16 @@ def load_hf(gguf: str):
 
     cached = common.PRESET_CACHE / "hf_gemma3_270m_from_gguf"
     if (cached / "model.pt").exists():
-        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(cached),
-                                                 dtype=torch.float32)
+        model = AutoModelForCausalLM.from_config(
+            AutoConfig.from_pretrained(cached), dtype=torch.float32
+        )
         state = torch.load(cached / "model.pt", mmap=True, weights_only=True)
         model.load_state_dict(state)
         del state
         return model
-    model = AutoModelForCausalLM.from_pretrained(os.path.dirname(gguf),
-                                                 gguf_file=os.path.basename(gguf),
-                                                 dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(
+        os.path.dirname(gguf), gguf_file=os.path.basename(gguf), dtype=torch.float32
+    )
     cached.mkdir(parents=True, exist_ok=True)
     model.config.to_json_file(cached / "config.json")
     tmp = cached / f"model.pt.tmp{os.getpid()}"
@@ -204,15 +218,21 @@ def worker_keras_ft_jit(preset: str, count: int) -> dict:
     import numpy as np
 
     from keras_ft.config import Config
-    from keras_ft.model.causal_lm import build_model
-    from keras_ft.data.tokenizer import TextTokenizer
     from keras_ft.data.batches import BatchSequence
+    from keras_ft.data.tokenizer import TextTokenizer
+    from keras_ft.model.causal_lm import build_model
     from keras_ft.train.trainer import build_trainer
 
     start = time.perf_counter()
-    cfg = Config(preset=preset, data=(str(common.DOLLY),), lora_rank=common.LORA_RANK,
-                 sequence_length=common.SEQUENCE_LENGTH, batch_size=1,
-                 learning_rate=LEARNING_RATE, weight_decay=WEIGHT_DECAY)
+    cfg = Config(
+        preset=preset,
+        data=(str(common.DOLLY),),
+        lora_rank=common.LORA_RANK,
+        sequence_length=common.SEQUENCE_LENGTH,
+        batch_size=1,
+        learning_rate=LEARNING_RATE,
+        weight_decay=WEIGHT_DECAY,
+    )
     causal_lm = build_model(cfg)
     tokenizer = TextTokenizer.from_preset(preset)
     trainer = build_trainer(cfg, causal_lm.backbone, total_steps=1000)
@@ -220,8 +240,7 @@ def worker_keras_ft_jit(preset: str, count: int) -> dict:
     optimizer.build(trainer.trainable_variables)
     load_s = time.perf_counter() - start
     examples = tokenized_subset(tokenizer, count)
-    data = BatchSequence(examples, 1, common.SEQUENCE_LENGTH, tokenizer.pad_id, 0,
-                         shuffle=False)
+    data = BatchSequence(examples, 1, common.SEQUENCE_LENGTH, tokenizer.pad_id, 0, shuffle=False)
 
     @functools.partial(jax.jit, donate_argnums=(0, 2))
     def step(trainable, frozen, opt_vars, x):
@@ -233,9 +252,11 @@ def worker_keras_ft_jit(preset: str, count: int) -> dict:
         trainable, opt_vars = optimizer.stateless_apply(opt_vars, grads, trainable)
         return trainable, opt_vars, loss
 
-    state = [[v.value for v in trainer.trainable_variables],
-             [v.value for v in trainer.non_trainable_variables],
-             [v.value for v in optimizer.variables]]
+    state = [
+        [v.value for v in trainer.trainable_variables],
+        [v.value for v in trainer.non_trainable_variables],
+        [v.value for v in optimizer.variables],
+    ]
     shapes, warm_index = [], []
     for i in range(len(examples)):
         if data[i]["token_ids"].shape not in shapes:
@@ -261,8 +282,13 @@ def worker_hf(gguf: str, preset: str, count: int) -> dict:
 
     torch.manual_seed(0)
     start = time.perf_counter()
-    lora = LoraConfig(r=common.LORA_RANK, lora_alpha=common.LORA_RANK, lora_dropout=0.0,
-                      task_type="CAUSAL_LM", target_modules=["q_proj", "v_proj"])
+    lora = LoraConfig(
+        r=common.LORA_RANK,
+        lora_alpha=common.LORA_RANK,
+        lora_dropout=0.0,
+        task_type="CAUSAL_LM",
+        target_modules=["q_proj", "v_proj"],
+    )
     model = get_peft_model(load_hf(gguf), lora)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -312,17 +338,30 @@ def worker_logits(gguf: str, preset: str, count: int) -> dict:
         scale = max(scale, float(np.abs(ours).max()))
         agree += int((ours.argmax(-1) == theirs.argmax(-1)).sum())
         total += ids.shape[1]
-    return {"max_abs_diff": max_diff, "max_abs_logit": scale, "top1_agreement": agree / total,
-            "positions": total, "peak_rss_mb": common.peak_rss_mb()}
+    return {
+        "max_abs_diff": max_diff,
+        "max_abs_logit": scale,
+        "top1_agreement": agree / total,
+        "positions": total,
+        "peak_rss_mb": common.peak_rss_mb(),
+    }
 
 
 def result(load_s, warm, timed, tokens, loss_tokens, first_loss, warm_steps_matching):
     # Compilation = what the warm-up steps took beyond the same steps at steady state.
     compile_s = sum(w - timed.wall[i] for w, i in zip(warm.wall, warm_steps_matching))
-    return {"load_s": load_s, "compile_s": compile_s, "warm_wall": warm.wall,
-            "step_wall": timed.wall, "step_cpu": timed.cpu, "tokens": tokens,
-            "loss_tokens": loss_tokens, "first_loss": first_loss,
-            "peak_rss_mb": common.peak_rss_mb(), "load_avg": os.getloadavg()[0]}
+    return {
+        "load_s": load_s,
+        "compile_s": compile_s,
+        "warm_wall": warm.wall,
+        "step_wall": timed.wall,
+        "step_cpu": timed.cpu,
+        "tokens": tokens,
+        "loss_tokens": loss_tokens,
+        "first_loss": first_loss,
+        "peak_rss_mb": common.peak_rss_mb(),
+        "load_avg": os.getloadavg()[0],
+    }
 
 
 def rate(run: dict, key: str) -> float:
@@ -339,8 +378,7 @@ def useful_flops(config: dict, tokens: list, loss_tokens: list) -> float:
     total = 0.0
     for n, n_loss in zip(tokens, loss_tokens):
         attention = layers * 2 * 2 * q * n * (n + 1) / 2  # QK^T and AV, causal
-        total += 4 * n * matmul_params + 3 * attention + 4 * n_loss * config[
-            "vocabulary_size"] * d
+        total += 4 * n * matmul_params + 3 * attention + 4 * n_loss * config["vocabulary_size"] * d
     return total
 
 
@@ -351,23 +389,38 @@ def summarize(name: str, runs: list[dict], config: dict, peak_gflops: float) -> 
     out["cpu_s_per_step"] = med([sum(r["step_cpu"]) / len(r["step_cpu"]) for r in runs])
     out["tok_s"] = med([sum(r["tokens"]) / sum(r["step_wall"]) for r in runs])
     out["tok_cpu_s"] = med([sum(r["tokens"]) / sum(r["step_cpu"]) for r in runs])
-    out["gflops"] = med([useful_flops(config, r["tokens"], r["loss_tokens"]) / 1e9
-                         / sum(r["step_wall"]) for r in runs])
+    out["gflops"] = med(
+        [
+            useful_flops(config, r["tokens"], r["loss_tokens"]) / 1e9 / sum(r["step_wall"])
+            for r in runs
+        ]
+    )
     out["peak_frac"] = out["gflops"] / peak_gflops["wall"]
-    out["cpu_frac"] = med([useful_flops(config, r["tokens"], r["loss_tokens"]) / 1e9
-                           / sum(r["step_cpu"]) for r in runs]) / peak_gflops["cpu"]
+    out["cpu_frac"] = (
+        med(
+            [
+                useful_flops(config, r["tokens"], r["loss_tokens"]) / 1e9 / sum(r["step_cpu"])
+                for r in runs
+            ]
+        )
+        / peak_gflops["cpu"]
+    )
     for key in ("compile_s", "load_s", "peak_rss_mb", "first_loss", "load_avg"):
         out[key] = med([r[key] for r in runs])
     return out
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--examples", type=int, default=24, help="timed examples per run")
     parser.add_argument("--repeats", type=int, default=2, help="A B C rounds")
-    parser.add_argument("--contenders", default="plain,hf,keras_ft,keras_ft_packed",
-                        help=f"comma-separated, from {sorted(CONTENDERS)}")
+    parser.add_argument(
+        "--contenders",
+        default="plain,hf,keras_ft,keras_ft_packed",
+        help=f"comma-separated, from {sorted(CONTENDERS)}",
+    )
     parser.add_argument("--no-append", action="store_true", help="do not write RESULTS.md")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -387,23 +440,28 @@ def main() -> None:
     for repeat in range(args.repeats):
         for name in names:
             try:
-                r = common.run_worker([__file__, "--worker", name,
-                                       "--examples", str(args.examples)])
+                r = common.run_worker(
+                    [__file__, "--worker", name, "--examples", str(args.examples)]
+                )
             except RuntimeError as err:  # report the others; say which failed
                 print(f"[{repeat}] {name} FAILED: {err}", flush=True)
                 continue
             runs[name].append(r)
-            print(f"[{repeat}] {name}: {sum(r['step_wall']) / len(r['step_wall']):.2f} s/step, "
-                  f"{sum(r['tokens']) / sum(r['step_wall']):.1f} tok/s, "
-                  f"compile {r['compile_s']:.1f} s, RSS {r['peak_rss_mb']:.0f} MB, "
-                  f"load avg {r['load_avg']:.1f}", flush=True)
+            print(
+                f"[{repeat}] {name}: {sum(r['step_wall']) / len(r['step_wall']):.2f} s/step, "
+                f"{sum(r['tokens']) / sum(r['step_wall']):.1f} tok/s, "
+                f"compile {r['compile_s']:.1f} s, RSS {r['peak_rss_mb']:.0f} MB, "
+                f"load avg {r['load_avg']:.1f}",
+                flush=True,
+            )
     # The logits check runs last so that it reuses the HF model cached by the
     # first HF run (transformers' GGUF reader takes minutes).
     check = None
     if "hf" in names:
         try:
-            check = common.run_worker([__file__, "--worker", "logits",
-                                       "--examples", str(args.examples)])
+            check = common.run_worker(
+                [__file__, "--worker", "logits", "--examples", str(args.examples)]
+            )
         except RuntimeError as err:
             print(f"logits check FAILED: {err}", flush=True)
         print("logits check:", json.dumps(check), flush=True)
@@ -419,15 +477,40 @@ def main() -> None:
 
 
 def report(args, command, names, runs, rows, check, peak, peak_after, peak_f32, peak_all):
-    headers = ["contender", "s/step", "useful tok/s", "CPU-s/step", "useful tok/CPU-s",
-               "compile s", "load s", "peak RSS MB", "useful GFLOP/s", "% of peak",
-               "% of peak (CPU time)", "first-step loss"]
-    table = common.md_table(headers, [[
-        CONTENDERS[r["name"]], r["s_per_step"], r["tok_s"], r["cpu_s_per_step"],
-        r["tok_cpu_s"], r["compile_s"], r["load_s"], r["peak_rss_mb"], r["gflops"],
-        f"{100 * r['peak_frac']:.0f} %", f"{100 * r['cpu_frac']:.0f} %",
-        "n/a (packed)" if r["first_loss"] != r["first_loss"] else f"{r['first_loss']:.4f}"
-    ] for r in rows])
+    headers = [
+        "contender",
+        "s/step",
+        "useful tok/s",
+        "CPU-s/step",
+        "useful tok/CPU-s",
+        "compile s",
+        "load s",
+        "peak RSS MB",
+        "useful GFLOP/s",
+        "% of peak",
+        "% of peak (CPU time)",
+        "first-step loss",
+    ]
+    table = common.md_table(
+        headers,
+        [
+            [
+                CONTENDERS[r["name"]],
+                r["s_per_step"],
+                r["tok_s"],
+                r["cpu_s_per_step"],
+                r["tok_cpu_s"],
+                r["compile_s"],
+                r["load_s"],
+                r["peak_rss_mb"],
+                r["gflops"],
+                f"{100 * r['peak_frac']:.0f} %",
+                f"{100 * r['cpu_frac']:.0f} %",
+                "n/a (packed)" if r["first_loss"] != r["first_loss"] else f"{r['first_loss']:.4f}",
+            ]
+            for r in rows
+        ],
+    )
     ratios = []
     for ours in [n for n in names if n.startswith("keras_ft")]:
         for ref in [n for n in ("plain", "hf") if n in names]:
@@ -435,32 +518,53 @@ def report(args, command, names, runs, rows, check, peak, peak_after, peak_f32, 
             wall = [rate(k, "step_wall") / rate(o, "step_wall") for k, o in pairs]
             cpu = [rate(k, "step_cpu") / rate(o, "step_cpu") for k, o in pairs]
             rss = [k["peak_rss_mb"] / o["peak_rss_mb"] for k, o in pairs]
-            ratios.append([f"{ours} / {ref}", common.median(wall),
-                           " ".join(f"{t:.2f}" for t in wall), common.median(cpu),
-                           common.median(rss)])
-    ratio_table = common.md_table(["ratio", "useful tok/s (median)", "per repeat",
-                                   "useful tok/CPU-s", "peak RSS"], ratios) if ratios else ""
-    lines = [table, "", ratio_table, "",
-             f"- subset: {args.examples} examples evenly spaced over the 803 kept Dolly records "
-             f"({sum(runs[names[0]][0]['tokens'])} real tokens), batch 1, "
-             f"{args.repeats} alternating repeats, medians.",
-             f"- matmul peak (XLA, best shape) before/after: f32 {peak['f32']:.1f}/"
-             f"{peak_after['f32']:.1f}, bf16 {peak['bf16']:.1f}/{peak_after['bf16']:.1f} "
-             f"GFLOP/s; '% of peak' divides by {peak_all:.1f}.",
-             "- CPU-s columns use process CPU time (all threads): robust to other "
-             "processes on the machine, unlike wall time. '% of peak (CPU time)' divides "
-             "useful FLOPs per CPU-second by the matmul's FLOPs per CPU-second "
-             f"({max(peak['cpu_peak'], peak_after['cpu_peak']):.1f}, best shape and dtype)."]
+            ratios.append(
+                [
+                    f"{ours} / {ref}",
+                    common.median(wall),
+                    " ".join(f"{t:.2f}" for t in wall),
+                    common.median(cpu),
+                    common.median(rss),
+                ]
+            )
+    ratio_table = (
+        common.md_table(
+            ["ratio", "useful tok/s (median)", "per repeat", "useful tok/CPU-s", "peak RSS"], ratios
+        )
+        if ratios
+        else ""
+    )
+    lines = [
+        table,
+        "",
+        ratio_table,
+        "",
+        f"- subset: {args.examples} examples evenly spaced over the 803 kept Dolly records "
+        f"({sum(runs[names[0]][0]['tokens'])} real tokens), batch 1, "
+        f"{args.repeats} alternating repeats, medians.",
+        f"- matmul peak (XLA, best shape) before/after: f32 {peak['f32']:.1f}/"
+        f"{peak_after['f32']:.1f}, bf16 {peak['bf16']:.1f}/{peak_after['bf16']:.1f} "
+        f"GFLOP/s; '% of peak' divides by {peak_all:.1f}.",
+        "- CPU-s columns use process CPU time (all threads): robust to other "
+        "processes on the machine, unlike wall time. '% of peak (CPU time)' divides "
+        "useful FLOPs per CPU-second by the matmul's FLOPs per CPU-second "
+        f"({max(peak['cpu_peak'], peak_after['cpu_peak']):.1f}, best shape and dtype).",
+    ]
     if check is None and "hf" in names:
-        lines.append("- same weights: the logits check FAILED (see the log); HF figures "
-                     "are unverified.")
+        lines.append(
+            "- same weights: the logits check FAILED (see the log); HF figures are unverified."
+        )
     if check:
-        lines.append(f"- same weights: keras-hub vs HF logits max |diff| "
-                     f"{check['max_abs_diff']:.2e} (max |logit| {check['max_abs_logit']:.1f}), "
-                     f"top-1 agreement {100 * check['top1_agreement']:.1f} % over "
-                     f"{check['positions']} positions.")
-    lines.append("- GPU: not measured; no GPU is lent to this task (the `device` tool "
-                 "reports none), so no MFU against a GPU bf16 peak.")
+        lines.append(
+            f"- same weights: keras-hub vs HF logits max |diff| "
+            f"{check['max_abs_diff']:.2e} (max |logit| {check['max_abs_logit']:.1f}), "
+            f"top-1 agreement {100 * check['top1_agreement']:.1f} % over "
+            f"{check['positions']} positions."
+        )
+    lines.append(
+        "- GPU: not measured; no GPU is lent to this task (the `device` tool "
+        "reports none), so no MFU against a GPU bf16 peak."
+    )
     body = "\n".join(lines)
     print(body)
     if not args.no_append:

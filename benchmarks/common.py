@@ -26,7 +26,9 @@ DOLLY = REPO.parent / "shared" / "data" / "databricks-dolly-15k" / "dolly_minill
 DOLLY_REF = "../shared/data/databricks-dolly-15k/dolly_minillm_dev1000.jsonl"
 SEQUENCE_LENGTH = 256
 LORA_RANK = 4
-PRESET_CACHE = Path(os.environ.get("KERAS_FT_BENCH_CACHE", Path.home() / ".cache" / "keras_ft_bench"))
+PRESET_CACHE = Path(
+    os.environ.get("KERAS_FT_BENCH_CACHE", Path.home() / ".cache" / "keras_ft_bench")
+)
 
 
 def peak_rss_mb() -> float:
@@ -59,20 +61,22 @@ def machine() -> str:
                 flags = line
     except OSError:
         pass
-    isa = "+".join(f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16")
-                   if f" {f}" in flags)
+    isa = "+".join(
+        f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16") if f" {f}" in flags
+    )
     mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
     load = "/".join(f"{x:.1f}" for x in os.getloadavg())
-    return (f"{model} ({isa}), {os.cpu_count()} vCPU, {mem_gb:.0f} GB RAM, "
-            f"load avg {load}, Python {platform.python_version()}, {_versions()}")
+    return (
+        f"{model} ({isa}), {os.cpu_count()} vCPU, {mem_gb:.0f} GB RAM, "
+        f"load avg {load}, Python {platform.python_version()}, {_versions()}"
+    )
 
 
 def _versions() -> str:
     from importlib import metadata
 
     out = []
-    for name in ("jax", "keras", "keras-hub", "torch", "transformers", "peft",
-                 "llama_cpp_python"):
+    for name in ("jax", "keras", "keras-hub", "torch", "transformers", "peft", "llama_cpp_python"):
         try:
             out.append(f"{name} {metadata.version(name)}")
         except metadata.PackageNotFoundError:
@@ -94,14 +98,18 @@ def md_table(headers: list[str], rows: list[list]) -> str:
 def append_results(title: str, command: str, body: str) -> None:
     """Appends one dated section to RESULTS.md under a file lock (others append too)."""
     stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
-    section = (f"\n## {title} ({stamp})\n\n- machine: {machine()}\n"
-               f"- command: `{command}`\n\n{body.strip()}\n")
+    section = (
+        f"\n## {title} ({stamp})\n\n- machine: {machine()}\n"
+        f"- command: `{command}`\n\n{body.strip()}\n"
+    )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     with open(RESULTS, "a") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         if f.tell() == 0:
-            f.write("# Benchmark results\n\nAppended by the scripts in `benchmarks/`; "
-                    "each section says when, on what and with which command.\n")
+            f.write(
+                "# Benchmark results\n\nAppended by the scripts in `benchmarks/`; "
+                "each section says when, on what and with which command.\n"
+            )
         f.write(section)
         fcntl.flock(f, fcntl.LOCK_UN)
 
@@ -118,13 +126,16 @@ def run_worker(argv: list[str], timeout: float = 1800) -> dict:
     """Runs `python argv...` in a fresh process; returns its `RESULT {...}` line."""
     env = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="3")
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, *argv], capture_output=True, text=True,
-                          timeout=timeout, env=env, cwd=REPO)
+    proc = subprocess.run(
+        [sys.executable, *argv], capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO
+    )
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
-        raise RuntimeError(f"worker {argv} failed (exit {proc.returncode}):\n"
-                           f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    result = json.loads(lines[-1][len("RESULT "):])
+        raise RuntimeError(
+            f"worker {argv} failed (exit {proc.returncode}):\n"
+            f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        )
+    result = json.loads(lines[-1][len("RESULT ") :])
     result["process_s"] = time.perf_counter() - start
     return result
 
@@ -170,9 +181,14 @@ def dolly_examples(num_examples: int | None = None):
     from keras_ft.config import Config
     from keras_ft.data.split import load_examples
 
-    cfg = Config(data=(str(DOLLY),), drop_with_context=True, template="instruction",
-                 validation_fraction=0.0, shuffle=False,
-                 sequence_length=SEQUENCE_LENGTH)
+    cfg = Config(
+        data=(str(DOLLY),),
+        drop_with_context=True,
+        template="instruction",
+        validation_fraction=0.0,
+        shuffle=False,
+        sequence_length=SEQUENCE_LENGTH,
+    )
     train, _, _ = load_examples(cfg)
     return train[:num_examples] if num_examples else train
 
@@ -204,6 +220,11 @@ def spm_tokenizer(preset: str):
 
     proto = (Path(preset) / "assets" / "tokenizer" / "vocabulary.spm").read_bytes()
     spm = sentencepiece.SentencePieceProcessor(model_proto=proto)
-    return TextTokenizer(types.SimpleNamespace(
-        proto=proto, pad_token_id=spm.pad_id(), start_token_id=spm.bos_id(),
-        end_token_id=spm.eos_id()))
+    return TextTokenizer(
+        types.SimpleNamespace(
+            proto=proto,
+            pad_token_id=spm.pad_id(),
+            start_token_id=spm.bos_id(),
+            end_token_id=spm.eos_id(),
+        )
+    )

@@ -37,8 +37,9 @@ def main() -> None:
     random.Random(0).shuffle(pairs)  # mix topics, so the first N cover many
     with OUT.open("w", encoding="utf-8") as f:
         for question, answer in pairs:
-            f.write(json.dumps({"prompt": question, "completion": answer},
-                               ensure_ascii=False) + "\n")
+            f.write(
+                json.dumps({"prompt": question, "completion": answer}, ensure_ascii=False) + "\n"
+            )
     print(f"wrote {len(pairs)} pairs to {OUT}")
 
 

@@ -1,7 +1,7 @@
 """keras_ft: LoRA fine-tuning of open LLMs with Keras 3 and keras-hub on JAX.
 
-    from keras_ft import Config, finetune
-    result = finetune(Config(preset="gemma_2b_en", data=("my_data.jsonl",)))
+from keras_ft import Config, finetune
+result = finetune(Config(preset="gemma_2b_en", data=("my_data.jsonl",)))
 """
 
 import os
@@ -23,7 +23,8 @@ def _require_jax_backend() -> None:
             f"keras_ft needs the JAX backend of Keras, but Keras uses {chosen!r}. "
             "Set KERAS_BACKEND=jax (or unset it) before Keras is imported, e.g. "
             "restart the notebook kernel and import keras_ft first. "
-            f"Received: KERAS_BACKEND={os.environ['KERAS_BACKEND']!r}")
+            f"Received: KERAS_BACKEND={os.environ['KERAS_BACKEND']!r}"
+        )
 
 
 _require_jax_backend()
@@ -34,7 +35,8 @@ from keras_ft.native_logs import QuietTensorFlowImport  # noqa: E402
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 if "tensorflow" not in sys.modules and not any(
-        isinstance(f, QuietTensorFlowImport) for f in sys.meta_path):
+    isinstance(f, QuietTensorFlowImport) for f in sys.meta_path
+):
     sys.meta_path.insert(0, QuietTensorFlowImport())
 
 from keras_ft.config import Config, load_config  # noqa: E402

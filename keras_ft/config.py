@@ -116,9 +116,19 @@ class Config:
         _check_values(self)
 
 
-POSITIVE_FIELDS = ("lora_rank", "epochs", "batch_size", "sequence_length",
-                   "max_new_tokens", "learning_rate", "top_k", "temperature",
-                   "gradient_accumulation_steps", "keep_checkpoints", "data_weights")
+POSITIVE_FIELDS = (
+    "lora_rank",
+    "epochs",
+    "batch_size",
+    "sequence_length",
+    "max_new_tokens",
+    "learning_rate",
+    "top_k",
+    "temperature",
+    "gradient_accumulation_steps",
+    "keep_checkpoints",
+    "data_weights",
+)
 # name -> (low, high, low included, high included)
 INTERVAL_FIELDS = {
     "validation_fraction": (0, 1, True, False),
@@ -146,8 +156,10 @@ def _check_numbers(cfg: Config) -> None:
             raise ValueError(f"`{name}` must {what}. {received}")
         if name in INTERVAL_FIELDS:
             low, high, low_in, high_in = INTERVAL_FIELDS[name]
-            if not all((low <= v if low_in else low < v) and
-                       (v <= high if high_in else v < high) for v in values):
+            if not all(
+                (low <= v if low_in else low < v) and (v <= high if high_in else v < high)
+                for v in values
+            ):
                 span = f"{'[' if low_in else '('}{low}, {high}{']' if high_in else ')'}"
                 raise ValueError(f"`{name}` must {every}be in {span}. {received}")
         elif name in POSITIVE_FIELDS:
@@ -163,7 +175,8 @@ def _check_values(cfg: Config) -> None:
         raise ValueError(
             "`early_stopping_patience` needs periodic evaluation: set "
             "`eval_every_steps` > 0. Received: early_stopping_patience="
-            f"{cfg.early_stopping_patience}, eval_every_steps=0")
+            f"{cfg.early_stopping_patience}, eval_every_steps=0"
+        )
     _check_choice("sampler", cfg.sampler, SAMPLERS)
     if cfg.dtype in UNSCALED_DTYPES:
         raise ValueError(
@@ -171,7 +184,8 @@ def _check_values(cfg: Config) -> None:
             "underflow to zero (and large activations overflow) without loss "
             "scaling, which keras_ft does not apply. Use mixed_bfloat16 or "
             "bfloat16 (the same memory as float16, with float32's range), or "
-            f"float32. Received: dtype={cfg.dtype!r}")
+            f"float32. Received: dtype={cfg.dtype!r}"
+        )
     _check_choice("dtype", cfg.dtype, DTYPES)
     _check_choice("quantize", cfg.quantize, QUANTIZE_MODES)
     _check_choice("lr_schedule", cfg.lr_schedule, LR_SCHEDULES)
@@ -180,7 +194,6 @@ def _check_values(cfg: Config) -> None:
     if not cfg.data:
         raise ValueError("`data` must name at least one file. Received: data=()")
     if "{" not in cfg.template:
-
         _check_choice("template", cfg.template, tuple(TEMPLATES))
 
 
@@ -192,18 +205,22 @@ def _check_distribution(cfg: Config) -> None:
         raise ValueError(
             "`mesh` must be 'auto' or DxM: devices along the data axis x along the model "
             "axis, each a positive whole number (e.g. 1x1 one device, 8x1 data-parallel, "
-            f"1x8 or 2x4 model-parallel). Received: mesh={cfg.mesh!r}")
+            f"1x8 or 2x4 model-parallel). Received: mesh={cfg.mesh!r}"
+        )
     if cfg.process_id >= max(cfg.num_processes, 1):
         raise ValueError(
             f"`process_id` must be below `num_processes` (0 to {max(cfg.num_processes, 1) - 1}"
             f"; set `num_processes` for a multi-host run). Received: "
-            f"process_id={cfg.process_id}, num_processes={cfg.num_processes}")
+            f"process_id={cfg.process_id}, num_processes={cfg.num_processes}"
+        )
     if cfg.coordinator_address and not re.fullmatch(
-            r"(\[[0-9A-Fa-f:.]+\]|[^\s:,\[\]]+):[0-9]{1,5}", cfg.coordinator_address):
+        r"(\[[0-9A-Fa-f:.]+\]|[^\s:,\[\]]+):[0-9]{1,5}", cfg.coordinator_address
+    ):
         raise ValueError(
             "`coordinator_address` must be host:port of process 0 (e.g. 10.0.0.1:1234, "
             "localhost:12355 or [::1]:12355). Received: "
-            f"coordinator_address={cfg.coordinator_address!r}")
+            f"coordinator_address={cfg.coordinator_address!r}"
+        )
 
 
 def _check_lora_targets(targets: str) -> None:
@@ -219,7 +236,8 @@ def _check_lora_targets(targets: str) -> None:
         raise ValueError(
             f"`lora_targets` must be one of {list(LORA_TARGET_SETS)} or layer names "
             f"separated by commas (e.g. query,value,token_embedding). "
-            f"Received: lora_targets={targets!r}")
+            f"Received: lora_targets={targets!r}"
+        )
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
@@ -227,7 +245,8 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
         close = difflib.get_close_matches(value, choices, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise ValueError(
-            f"`{name}` must be one of {list(choices)}.{hint} Received: {name}={value!r}")
+            f"`{name}` must be one of {list(choices)}.{hint} Received: {name}={value!r}"
+        )
 
 
 def _check_types(cfg: Config) -> None:
@@ -240,7 +259,8 @@ def _check_types(cfg: Config) -> None:
             continue
         if typing.get_origin(expected) is tuple and typing.get_args(expected)[0] is float:
             ok = isinstance(value, tuple) and all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
+            )
             if ok:
                 object.__setattr__(cfg, field.name, tuple(float(v) for v in value))
         elif typing.get_origin(expected) is tuple:
@@ -252,7 +272,8 @@ def _check_types(cfg: Config) -> None:
         if not ok:
             raise ValueError(
                 f"`{field.name}` must be of type {_type_name(expected)}. "
-                f"Received: {field.name}={value!r}")
+                f"Received: {field.name}={value!r}"
+            )
 
 
 def _type_name(tp: Any) -> str:
@@ -285,8 +306,9 @@ def coerce_value(name: str, value: Any) -> Any:
             try:  # "0.7,0.3" or ["0.7", "0.3"] from a flag; numbers from YAML
                 return tuple(float(v) if isinstance(v, str) else v for v in items)
             except ValueError:
-                raise ValueError(f"`{name}` must be a list of numbers. "
-                                 f"Received: {name}={value!r}") from None
+                raise ValueError(
+                    f"`{name}` must be a list of numbers. Received: {name}={value!r}"
+                ) from None
     if expected is float and isinstance(value, str):
         try:  # YAML 1.1 reads `5e-5` (no dot) as a string
             return float(value)
@@ -300,8 +322,9 @@ def coerce_value(name: str, value: Any) -> Any:
     return value
 
 
-def load_config(path: str | Path | None = None,
-                overrides: Mapping[str, Any] | None = None) -> Config:
+def load_config(
+    path: str | Path | None = None, overrides: Mapping[str, Any] | None = None
+) -> Config:
     """Builds a Config from defaults, then a YAML file, then overrides.
 
     Args:
@@ -330,20 +353,22 @@ def load_config(path: str | Path | None = None,
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     if "\0" in str(path):  # open() raises a bare "embedded null byte"
-        raise ValueError(f"Experiment file {str(path)!r} is not a valid path: it holds a "
-                         "NUL character.")
+        raise ValueError(
+            f"Experiment file {str(path)!r} is not a valid path: it holds a NUL character."
+        )
     try:
         loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ValueError(f"Experiment file not found: {path}") from None
     except UnicodeDecodeError as e:
-        raise ValueError(f"Experiment file {path} is not UTF-8 text (byte {e.start}: "
-                         f"{e.reason}); save it as UTF-8 YAML.") from None
+        raise ValueError(
+            f"Experiment file {path} is not UTF-8 text (byte {e.start}: "
+            f"{e.reason}); save it as UTF-8 YAML."
+        ) from None
     except IsADirectoryError:
         raise ValueError(f"Experiment file {path} is a directory; pass a YAML file.") from None
     except OSError as e:
-        raise ValueError(f"Experiment file {path} cannot be read: "
-                         f"{e.strerror or e}") from None
+        raise ValueError(f"Experiment file {path} cannot be read: {e.strerror or e}") from None
     except yaml.YAMLError as e:
         raise ValueError(f"Experiment file {path} is not valid YAML: {e}") from None
     if loaded is None:
@@ -351,7 +376,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if not isinstance(loaded, dict):
         raise ValueError(
             f"Experiment file {path} must be a mapping of config keys. "
-            f"Received a {type(loaded).__name__}.")
+            f"Received a {type(loaded).__name__}."
+        )
     return loaded
 
 

@@ -96,8 +96,10 @@ def cached_kaggle(kind: str, handle: str, files: tuple[str, ...] = ()) -> Path |
         versions = [parsed.version]
     else:  # newest first; the folder holding the versions in kagglehub's layout
         versions_dir = Path(get_cached_path(parsed.with_version(1))).parent
-        versions = sorted((int(p.name) for p in versions_dir.glob("*")
-                           if p.name.isdigit() and p.is_dir()), reverse=True)
+        versions = sorted(
+            (int(p.name) for p in versions_dir.glob("*") if p.name.isdigit() and p.is_dir()),
+            reverse=True,
+        )
     cache = Cache()
     for version in versions:
         versioned = parsed.with_version(version)
@@ -106,9 +108,11 @@ def cached_kaggle(kind: str, handle: str, files: tuple[str, ...] = ()) -> Path |
             if bundle:
                 return Path(bundle)
             continue
-        paths = [cache.load_from_cache(versioned, f)
-                 or (bundle and os.path.exists(os.path.join(bundle, f)) and
-                     os.path.join(bundle, f)) for f in files]
+        paths = [
+            cache.load_from_cache(versioned, f)
+            or (bundle and os.path.exists(os.path.join(bundle, f)) and os.path.join(bundle, f))
+            for f in files
+        ]
         if all(paths):
             return Path(get_cached_path(versioned))
     return None

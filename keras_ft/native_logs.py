@@ -17,17 +17,21 @@ import tempfile
 # imported, whatever TF_CPP_MIN_LOG_LEVEL says (some carry their own absl
 # logging), none of which a user can act on. Anything else written meanwhile is
 # passed on. KERAS_FT_NATIVE_LOGS=1 shows everything.
-STARTUP_NOISE = re.compile("|".join([
-    r"All log messages before absl::InitializeLog\(\) is called are written to STDERR",
-    r"oneDNN custom operations are on\.",  # a notice; TF_ENABLE_ONEDNN_OPTS is untouched
-    r"cudart_stub\.cc:\d+\] Could not find cuda drivers on your machine",
-    r"cpu_feature_guard\.cc:\d+\] This TensorFlow binary is optimized",
-    r"^To enable the following instructions: .* rebuild TensorFlow",
-    # TensorFlow probing CUDA; keras_ft hides GPUs from it (JAX computes).
-    r"cuda_platform\.cc:\d+\] failed call to cuInit",
-    # SentencePiece (in tensorflow-text) loading a Gemma/Llama tokenizer.
-    r"normalizer\.cc\(\d+\) LOG\(INFO\) precompiled_charsmap is empty",
-]))
+STARTUP_NOISE = re.compile(
+    "|".join(
+        [
+            r"All log messages before absl::InitializeLog\(\) is called are written to STDERR",
+            r"oneDNN custom operations are on\.",  # a notice; TF_ENABLE_ONEDNN_OPTS is untouched
+            r"cudart_stub\.cc:\d+\] Could not find cuda drivers on your machine",
+            r"cpu_feature_guard\.cc:\d+\] This TensorFlow binary is optimized",
+            r"^To enable the following instructions: .* rebuild TensorFlow",
+            # TensorFlow probing CUDA; keras_ft hides GPUs from it (JAX computes).
+            r"cuda_platform\.cc:\d+\] failed call to cuInit",
+            # SentencePiece (in tensorflow-text) loading a Gemma/Llama tokenizer.
+            r"normalizer\.cc\(\d+\) LOG\(INFO\) precompiled_charsmap is empty",
+        ]
+    )
+)
 
 
 @contextlib.contextmanager

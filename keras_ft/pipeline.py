@@ -20,7 +20,6 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 
 import keras
 
-from keras_ft.native_logs import filtered_stderr
 from keras_ft.config import Config
 from keras_ft.data.batches import BatchSequence
 from keras_ft.data.token_cache import cache_tokenized
@@ -31,6 +30,7 @@ from keras_ft.generation.generate import generate
 from keras_ft.model.causal_lm import build_model
 from keras_ft.model.lora import count_lora_parameters, save_adapter
 from keras_ft.model.presets import resolve_preset
+from keras_ft.native_logs import filtered_stderr
 from keras_ft.templates import get_template
 from keras_ft.train.callbacks import Throughput
 from keras_ft.train.loop import checkpoint_data, steps_plan, train
@@ -101,41 +101,76 @@ def _finetune(cfg: Config, run: RunDir) -> Result:
     shard = placement.shard if placement.distribution is not None else None
     template, tokenizer = _tokenizer(cfg, preset_dir)
     train_tokens, val_tokens, report = _read_data(cfg, template, tokenizer)
-    train_data = BatchSequence(train_tokens, cfg.batch_size, cfg.sequence_length,
-                               tokenizer.pad_id, cfg.seed, cfg.shuffle, packing=cfg.packing,
-                               shard=shard)
+    train_data = BatchSequence(
+        train_tokens,
+        cfg.batch_size,
+        cfg.sequence_length,
+        tokenizer.pad_id,
+        cfg.seed,
+        cfg.shuffle,
+        packing=cfg.packing,
+        shard=shard,
+    )
     # The data as `train` records it in checkpoints: refused here, before the model loads.
     run.check_resume_data(cfg, checkpoint_data(train_data, report.get("fingerprint")))
 
     log.info("Loading the model %s (dtype %s)...", cfg.preset, cfg.dtype)
     causal_lm = build_model(cfg, preset_dir, tokenizer.keras_tokenizer)  # tokenizer loaded once
     log.info("LoRA: %d trainable parameters", count_lora_parameters(causal_lm.backbone))
-    val_data = (BatchSequence(val_tokens, cfg.batch_size, cfg.sequence_length,
-                              tokenizer.pad_id, cfg.seed, shuffle=False, shard=shard)
-                if val_tokens else None)
+    val_data = (
+        BatchSequence(
+            val_tokens,
+            cfg.batch_size,
+            cfg.sequence_length,
+            tokenizer.pad_id,
+            cfg.seed,
+            shuffle=False,
+            shard=shard,
+        )
+        if val_tokens
+        else None
+    )
     epochs, total_steps = steps_plan(cfg, len(train_data))
     trainer = build_trainer(cfg, causal_lm.backbone, total_steps)
 
     metrics_before = _evaluate(trainer, val_data, val_tokens, "base")
     samples_before = _samples(causal_lm, cfg, tokenizer, "base")
-    log.info("Training: %d optimizer steps of batch %d%s (%d epoch%s of %d training "
-             "examples)...", total_steps, cfg.batch_size,
-             f" x {cfg.gradient_accumulation_steps} accumulated"
-             if cfg.gradient_accumulation_steps > 1 else "",
-             epochs, "" if epochs == 1 else "s", len(train_tokens))
+    log.info(
+        "Training: %d optimizer steps of batch %d%s (%d epoch%s of %d training examples)...",
+        total_steps,
+        cfg.batch_size,
+        f" x {cfg.gradient_accumulation_steps} accumulated"
+        if cfg.gradient_accumulation_steps > 1
+        else "",
+        epochs,
+        "" if epochs == 1 else "s",
+        len(train_tokens),
+    )
     throughput = Throughput(train_data)
-    history = train(cfg, trainer, train_data, val_data, run_dir, callbacks=[throughput],
-                    sample_fn=lambda: generate(causal_lm, list(cfg.sample_prompts), cfg,
-                                               tokenizer),
-                    data_fingerprint=report["fingerprint"])
+    history = train(
+        cfg,
+        trainer,
+        train_data,
+        val_data,
+        run_dir,
+        callbacks=[throughput],
+        sample_fn=lambda: generate(causal_lm, list(cfg.sample_prompts), cfg, tokenizer),
+        data_fingerprint=report["fingerprint"],
+    )
     metrics_after = _evaluate(trainer, val_data, val_tokens, "tuned")
     samples_after = _samples(causal_lm, cfg, tokenizer, "tuned")
 
-    samples = [{"prompt": p, "before": b, "after": a}
-               for p, b, a in zip(cfg.sample_prompts, samples_before, samples_after)]
-    summary = {"metrics_before": metrics_before, "metrics_after": metrics_after,
-               "data": report, "tokens_per_s": throughput.tokens_per_s,
-               "compile_s": throughput.compile_s}
+    samples = [
+        {"prompt": p, "before": b, "after": a}
+        for p, b, a in zip(cfg.sample_prompts, samples_before, samples_after)
+    ]
+    summary = {
+        "metrics_before": metrics_before,
+        "metrics_after": metrics_after,
+        "data": report,
+        "tokens_per_s": throughput.tokens_per_s,
+        "compile_s": throughput.compile_s,
+    }
     adapter_path = None
     if mesh.is_writer():  # the other processes of a multi-host run write nothing
         log.info("Saving the adapter and the run's outputs to %s...", run_dir)
@@ -143,8 +178,9 @@ def _finetune(cfg: Config, run: RunDir) -> Result:
         write_json(run_dir / "samples.json", samples)
         write_json(run_dir / "summary.json", summary)
     log_summary(metrics_before, metrics_after, samples)
-    return Result(run_dir, metrics_before, metrics_after, samples, adapter_path,
-                  dict(history.history), report)
+    return Result(
+        run_dir, metrics_before, metrics_after, samples, adapter_path, dict(history.history), report
+    )
 
 
 def ensure_log_output() -> None:
@@ -166,31 +202,45 @@ def ensure_log_output() -> None:
 def _evaluate(trainer, val_data, val_tokens, which: str) -> dict:
     if not val_data:
         return {}
-    log.info("Evaluating the %s model on %d validation examples...", which,
-             len(val_tokens))
+    log.info("Evaluating the %s model on %d validation examples...", which, len(val_tokens))
     return evaluate_tokens(trainer, val_data)
 
 
 def _samples(causal_lm, cfg: Config, tokenizer, which: str) -> list[str]:
     prompts = list(cfg.sample_prompts)
-    log.info("Generating %d sample%s from the %s model (up to %d new tokens)...",
-             len(prompts), "" if len(prompts) == 1 else "s", which, cfg.max_new_tokens)
+    log.info(
+        "Generating %d sample%s from the %s model (up to %d new tokens)...",
+        len(prompts),
+        "" if len(prompts) == 1 else "s",
+        which,
+        cfg.max_new_tokens,
+    )
     return generate(causal_lm, prompts, cfg, tokenizer)
 
 
 def show_examples(tokenized, tokenizer) -> None:
     """Prints rendered training examples; loss-bearing tokens are in [[ ]]."""
     for i, example in enumerate(tokenized):
-        print(f"--- example {i}: {len(example.token_ids)} tokens, "
-              f"{int(example.loss_mask.sum())} bear loss ---")
+        print(
+            f"--- example {i}: {len(example.token_ids)} tokens, "
+            f"{int(example.loss_mask.sum())} bear loss ---"
+        )
         print(format_marked(example, tokenizer))
 
 
 def log_summary(before: dict, after: dict, samples: list[dict]) -> None:
     if before:
-        log.info("validation loss: base %.4f -> tuned %.4f (perplexity %.2f -> %.2f)",
-                 before["loss"], after["loss"], before["perplexity"], after["perplexity"])
+        log.info(
+            "validation loss: base %.4f -> tuned %.4f (perplexity %.2f -> %.2f)",
+            before["loss"],
+            after["loss"],
+            before["perplexity"],
+            after["perplexity"],
+        )
     for sample in samples:
-        log.info("PROMPT: %s\n  BASE : %s\n  TUNED: %s", sample["prompt"],
-                 sample["before"], sample["after"])
-
+        log.info(
+            "PROMPT: %s\n  BASE : %s\n  TUNED: %s",
+            sample["prompt"],
+            sample["before"],
+            sample["after"],
+        )

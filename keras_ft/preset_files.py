@@ -13,9 +13,11 @@ from keras_ft.files import CorruptFileError
 log = logging.getLogger(__name__)
 
 
-PRESET_REDO = ("Download the preset again, or write it again (keras-hub's "
-               "`save_to_preset`, or `python -m keras_ft.convert gguf FILE DIR "
-               "--overwrite` for one converted from GGUF).")
+PRESET_REDO = (
+    "Download the preset again, or write it again (keras-hub's "
+    "`save_to_preset`, or `python -m keras_ft.convert gguf FILE DIR "
+    "--overwrite` for one converted from GGUF)."
+)
 
 
 def check_preset_files(preset_dir: str | Path) -> None:
@@ -40,8 +42,10 @@ def check_preset_files(preset_dir: str | Path) -> None:
         try:
             content = json.loads(path.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise CorruptFileError(f"{path} is not valid JSON ({e}): the preset file "
-                                   f"is truncated or damaged. {PRESET_REDO}") from None
+            raise CorruptFileError(
+                f"{path} is not valid JSON ({e}): the preset file "
+                f"is truncated or damaged. {PRESET_REDO}"
+            ) from None
         if not isinstance(content, dict) or "registered_name" not in content:
             continue
         keras_format = keras_format or path.name == "config.json"
@@ -52,19 +56,23 @@ def check_preset_files(preset_dir: str | Path) -> None:
             raise CorruptFileError(
                 f"{path} names class {name!r} (module {content.get('module')!r}), which "
                 "is not a class registered with Keras or keras-hub; keras_ft loads only "
-                f"keras-hub presets and refuses it. {PRESET_REDO}")
+                f"keras-hub presets and refuses it. {PRESET_REDO}"
+            )
     if not keras_format:
         return  # a Transformers/timm checkpoint: keras-hub converts it on load
     weights = sorted(directory.glob("*.weights.h5"))
     if not weights and not (directory / "model.weights.json").exists():
-        raise CorruptFileError(f"{directory} has no model.weights.h5: the preset is "
-                               f"incomplete. {PRESET_REDO}")
+        raise CorruptFileError(
+            f"{directory} has no model.weights.h5: the preset is incomplete. {PRESET_REDO}"
+        )
     for path in weights:
         try:
             h5py.File(path, "r").close()
         except OSError as e:
-            raise CorruptFileError(f"{path} cannot be read ({e}): the weights file is "
-                                   f"truncated or damaged. {PRESET_REDO}") from None
+            raise CorruptFileError(
+                f"{path} cannot be read ({e}): the weights file is "
+                f"truncated or damaged. {PRESET_REDO}"
+            ) from None
 
 
 CONTEXT_LENGTH_KEY = "context_length"  # in a preset's metadata.json (keras_ft's record)

@@ -63,15 +63,24 @@ def _lora_file_layout() -> bool:
     """keras-hub's `save_lora_weights` still writes the H5 layout that
     `model.read_lora_file` reads (`lora/vars/rank`, `lora/<index>/vars/...`)."""
     backbone = keras_hub.models.GemmaBackbone(
-        vocabulary_size=16, num_layers=1, num_query_heads=2, num_key_value_heads=1,
-        hidden_dim=8, intermediate_dim=16, head_dim=4)
+        vocabulary_size=16,
+        num_layers=1,
+        num_query_heads=2,
+        num_key_value_heads=1,
+        hidden_dim=8,
+        intermediate_dim=16,
+        head_dim=4,
+    )
     backbone.enable_lora(2)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "probe.lora.h5"
         backbone.save_lora_weights(str(path))
         rank, layers = read_lora_file(path)
-    return rank == 2 and len(layers) == 2 and all(
-        set(v) == {"lora_kernel_a", "lora_kernel_b"} for v in layers.values())
+    return (
+        rank == 2
+        and len(layers) == 2
+        and all(set(v) == {"lora_kernel_a", "lora_kernel_b"} for v in layers.values())
+    )
 
 
 def _optimizer_learning_rate() -> bool:
@@ -97,16 +106,19 @@ def _dense_kernels() -> bool:
     dense, einsum = keras.layers.Dense(2), keras.layers.EinsumDense("ab,bc->ac", (2,))
     dense.build((None, 3))
     einsum.build((None, 3))
-    return all(isinstance(layer._kernel, keras.Variable) and layer._kernel.shape == (3, 2)
-               for layer in (dense, einsum))
+    return all(
+        isinstance(layer._kernel, keras.Variable) and layer._kernel.shape == (3, 2)
+        for layer in (dense, einsum)
+    )
 
 
 def _variable_layout() -> bool:
     """A variable's `_layout` is where JAX places each value assigned to it:
     set on a deferred variable, the loader's assign lands sharded."""
     variable = keras.Variable(np.zeros((2,), np.float32))
-    return (hasattr(variable, "_layout") and "self._layout" in
-            inspect.getsource(JaxVariable._direct_assign))
+    return hasattr(variable, "_layout") and "self._layout" in inspect.getsource(
+        JaxVariable._direct_assign
+    )
 
 
 _PRESETS = "keras_hub.src.utils.preset_utils"
@@ -114,116 +126,212 @@ _CAUSAL_LMS = ("GemmaCausalLM", "Gemma3CausalLM", "Llama3CausalLM")
 
 PRIVATE_APIS: tuple[PrivateAPI, ...] = (
     # ---- loading presets without random initialisation (model.py)
-    PrivateAPI(f"{_PRESETS}.get_preset_loader", "model.causal_lm.load_backbone",
-               "the loader keras-hub's from_preset uses, to load weights ourselves"),
-    PrivateAPI(f"{_PRESETS}.KerasPresetLoader", "model.causal_lm.load_backbone",
-               "only keras-format presets (not hf:// conversions) take the lean path"),
-    PrivateAPI(f"{_PRESETS}.KerasPresetLoader._load_backbone_weights",
-               "model.causal_lm.load_backbone",
-               "assigns the stored weights into a backbone built without initialisers"),
-    PrivateAPI(f"{_PRESETS}.check_file_exists", "model.causal_lm._load_lean, "
-               "preset_files.preset_context_length", "does a preset hold an optional file"),
-    PrivateAPI(f"{_PRESETS}.TASK_WEIGHTS_FILE", "model.causal_lm._load_lean",
-               "presets with task weights take from_preset as is"),
-    PrivateAPI(f"{_PRESETS}.load_json", "preset_files.preset_context_length, "
-               "distribution.memory.backbone_config",
-               "reads config.json/metadata.json of any preset (local, kaggle://, hf://) "
-               "before the weights load, to check sequence_length"),
-    PrivateAPI(f"{_PRESETS}.CONFIG_FILE", "preset_files.preset_context_length, "
-               "distribution.memory.backbone_config",
-               "the backbone config's file name"),
-    PrivateAPI(f"{_PRESETS}.METADATA_FILE", "preset_files.preset_context_length",
-               "the preset metadata file, where keras_ft records context_length"),
-    PrivateAPI("keras.src.backend.common.stateless_scope.in_stateless_scope",
-               "model.causal_lm.load_backbone",
-               "the lean load must not run inside a caller's scope"),
-    PrivateAPI("keras.src.backend.common.global_state.get_global_attribute",
-               "model.causal_lm._deferred_variables, distribution.memory._abstract_backbone",
-               "finds the variables created deferred"),
-    PrivateAPI("keras.src.backend.common.global_state.set_global_attribute",
-               "model.causal_lm._deferred_variables, distribution.memory._abstract_backbone",
-               "takes loaded variables off Keras' pending list, so that no later "
-               "scope initialises them again"),
-    PrivateAPI("global_state 'uninitialized_variables' + Variable._value",
-               "model.causal_lm._deferred_variables, model.causal_lm.load_backbone",
-               "the pending-variable list's key, and an unset variable's None value",
-               _deferred_variables_registry),
+    PrivateAPI(
+        f"{_PRESETS}.get_preset_loader",
+        "model.causal_lm.load_backbone",
+        "the loader keras-hub's from_preset uses, to load weights ourselves",
+    ),
+    PrivateAPI(
+        f"{_PRESETS}.KerasPresetLoader",
+        "model.causal_lm.load_backbone",
+        "only keras-format presets (not hf:// conversions) take the lean path",
+    ),
+    PrivateAPI(
+        f"{_PRESETS}.KerasPresetLoader._load_backbone_weights",
+        "model.causal_lm.load_backbone",
+        "assigns the stored weights into a backbone built without initialisers",
+    ),
+    PrivateAPI(
+        f"{_PRESETS}.check_file_exists",
+        "model.causal_lm._load_lean, preset_files.preset_context_length",
+        "does a preset hold an optional file",
+    ),
+    PrivateAPI(
+        f"{_PRESETS}.TASK_WEIGHTS_FILE",
+        "model.causal_lm._load_lean",
+        "presets with task weights take from_preset as is",
+    ),
+    PrivateAPI(
+        f"{_PRESETS}.load_json",
+        "preset_files.preset_context_length, distribution.memory.backbone_config",
+        "reads config.json/metadata.json of any preset (local, kaggle://, hf://) "
+        "before the weights load, to check sequence_length",
+    ),
+    PrivateAPI(
+        f"{_PRESETS}.CONFIG_FILE",
+        "preset_files.preset_context_length, distribution.memory.backbone_config",
+        "the backbone config's file name",
+    ),
+    PrivateAPI(
+        f"{_PRESETS}.METADATA_FILE",
+        "preset_files.preset_context_length",
+        "the preset metadata file, where keras_ft records context_length",
+    ),
+    PrivateAPI(
+        "keras.src.backend.common.stateless_scope.in_stateless_scope",
+        "model.causal_lm.load_backbone",
+        "the lean load must not run inside a caller's scope",
+    ),
+    PrivateAPI(
+        "keras.src.backend.common.global_state.get_global_attribute",
+        "model.causal_lm._deferred_variables, distribution.memory._abstract_backbone",
+        "finds the variables created deferred",
+    ),
+    PrivateAPI(
+        "keras.src.backend.common.global_state.set_global_attribute",
+        "model.causal_lm._deferred_variables, distribution.memory._abstract_backbone",
+        "takes loaded variables off Keras' pending list, so that no later "
+        "scope initialises them again",
+    ),
+    PrivateAPI(
+        "global_state 'uninitialized_variables' + Variable._value",
+        "model.causal_lm._deferred_variables, model.causal_lm.load_backbone",
+        "the pending-variable list's key, and an unset variable's None value",
+        _deferred_variables_registry,
+    ),
     # ---- LoRA and quantization (model/lora.py, export/gguf.py, distribution/memory.py)
-    PrivateAPI("keras.layers.Layer._flatten_layers",
-               "model.lora.quantize_backbone, model.lora.lora_target_names, "
-               "model.lora._lora_layers (and through it model.lora.adapter_record, "
-               "model.lora.check_lora_variables), export.gguf._check_not_quantized, "
-               "distribution.memory._quantized_kernels, distribution.memory._ffw_width",
-               "every sublayer in keras-hub's own order (enable_lora indexes it)"),
-    PrivateAPI("keras_hub.models.Backbone._lora_enabled_layers",
-               "model.lora.enable_lora, model.lora._lora_layers (model.lora.adapter_record, "
-               "model.lora.check_lora_variables)",
-               "which layers keras-hub's enable_lora enabled, to set lora_alpha on them",
-               _lora_enabled_layers),
-    PrivateAPI("keras_hub.models.Backbone.save_lora_weights",
-               "model.lora.read_lora_file (model.lora.check_adapter, "
-               "model.lora.check_lora_variables)",
-               "the .lora.h5 layout it writes (undocumented), read with h5py to compare "
-               "an adapter's shapes with a model before loading it",
-               _lora_file_layout),
-    PrivateAPI("keras.layers.Dense._kernel + keras.layers.EinsumDense._kernel",
-               "distribution.memory._quantized_kernels, distribution.memory._ffw_width",
-               "the kernel variable itself (its path and shape), not `kernel`'s LoRA-merged "
-               "value", _dense_kernels),
-    PrivateAPI("keras.Variable._layout", "model.causal_lm.load_backbone",
-               "the layout a deferred variable is placed with when the loader assigns it "
-               "(set from the distribution, as Keras' own _initialize_layout does), so "
-               "weights land sharded without a random initialisation first",
-               _variable_layout),
+    PrivateAPI(
+        "keras.layers.Layer._flatten_layers",
+        "model.lora.quantize_backbone, model.lora.lora_target_names, "
+        "model.lora._lora_layers (and through it model.lora.adapter_record, "
+        "model.lora.check_lora_variables), export.gguf._check_not_quantized, "
+        "distribution.memory._quantized_kernels, distribution.memory._ffw_width",
+        "every sublayer in keras-hub's own order (enable_lora indexes it)",
+    ),
+    PrivateAPI(
+        "keras_hub.models.Backbone._lora_enabled_layers",
+        "model.lora.enable_lora, model.lora._lora_layers (model.lora.adapter_record, "
+        "model.lora.check_lora_variables)",
+        "which layers keras-hub's enable_lora enabled, to set lora_alpha on them",
+        _lora_enabled_layers,
+    ),
+    PrivateAPI(
+        "keras_hub.models.Backbone.save_lora_weights",
+        "model.lora.read_lora_file (model.lora.check_adapter, model.lora.check_lora_variables)",
+        "the .lora.h5 layout it writes (undocumented), read with h5py to compare "
+        "an adapter's shapes with a model before loading it",
+        _lora_file_layout,
+    ),
+    PrivateAPI(
+        "keras.layers.Dense._kernel + keras.layers.EinsumDense._kernel",
+        "distribution.memory._quantized_kernels, distribution.memory._ffw_width",
+        "the kernel variable itself (its path and shape), not `kernel`'s LoRA-merged value",
+        _dense_kernels,
+    ),
+    PrivateAPI(
+        "keras.Variable._layout",
+        "model.causal_lm.load_backbone",
+        "the layout a deferred variable is placed with when the loader assigns it "
+        "(set from the distribution, as Keras' own _initialize_layout does), so "
+        "weights land sharded without a random initialisation first",
+        _variable_layout,
+    ),
     # ---- the compiled generation loop (generation/decode.py)
-    *(PrivateAPI(f"keras_hub.models.{cls}._build_cache", "generation.decode.GenerateLoop",
-                 "the prefill: runs the prompt and returns its KV cache")
-      for cls in _CAUSAL_LMS),
-    *(PrivateAPI(f"keras_hub.models.{cls}.call_with_cache", "generation.decode.GenerateLoop",
-                 "one cached decode step (public name, undocumented signature)")
-      for cls in _CAUSAL_LMS),
-    PrivateAPI("keras_hub.samplers.Sampler.run_loop", "generation.decode.GenerateLoop",
-               "the sampler's while-loop (undocumented)"),
-    PrivateAPI("keras_hub.samplers.Sampler.compute_probabilities", "generation.decode.GenerateLoop",
-               "logits -> probabilities with the sampler's temperature (undocumented)"),
-    PrivateAPI("keras_hub.samplers.Sampler.get_next_token", "generation.decode.GenerateLoop",
-               "the sampler's choice of the next token (undocumented)"),
-    PrivateAPI("keras_hub.src.utils.tensor_utils.any_equal", "generation.decode.GenerateLoop",
-               "stop-token test, as keras-hub's generate_step does it"),
+    *(
+        PrivateAPI(
+            f"keras_hub.models.{cls}._build_cache",
+            "generation.decode.GenerateLoop",
+            "the prefill: runs the prompt and returns its KV cache",
+        )
+        for cls in _CAUSAL_LMS
+    ),
+    *(
+        PrivateAPI(
+            f"keras_hub.models.{cls}.call_with_cache",
+            "generation.decode.GenerateLoop",
+            "one cached decode step (public name, undocumented signature)",
+        )
+        for cls in _CAUSAL_LMS
+    ),
+    PrivateAPI(
+        "keras_hub.samplers.Sampler.run_loop",
+        "generation.decode.GenerateLoop",
+        "the sampler's while-loop (undocumented)",
+    ),
+    PrivateAPI(
+        "keras_hub.samplers.Sampler.compute_probabilities",
+        "generation.decode.GenerateLoop",
+        "logits -> probabilities with the sampler's temperature (undocumented)",
+    ),
+    PrivateAPI(
+        "keras_hub.samplers.Sampler.get_next_token",
+        "generation.decode.GenerateLoop",
+        "the sampler's choice of the next token (undocumented)",
+    ),
+    PrivateAPI(
+        "keras_hub.src.utils.tensor_utils.any_equal",
+        "generation.decode.GenerateLoop",
+        "stop-token test, as keras-hub's generate_step does it",
+    ),
     # ---- packed training (model/packing.py)
-    PrivateAPI("keras_hub.src.models.gemma.gemma_decoder_block.GemmaDecoderBlock"
-               "._compute_attention_mask", "model.packing.segment_attention",
-               "narrowed to a block-diagonal mask for packed rows (Gemma)"),
-    PrivateAPI("keras_hub.src.models.gemma3.gemma3_decoder_block.Gemma3DecoderBlock"
-               "._compute_attention_mask", "model.packing.segment_attention",
-               "narrowed to a block-diagonal mask for packed rows (Gemma 3)"),
-    PrivateAPI("keras_hub.src.models.llama.llama_decoder.LlamaTransformerDecoder"
-               "._compute_self_attention_mask", "model.packing.segment_attention",
-               "narrowed to a block-diagonal mask for packed rows (Llama)"),
+    PrivateAPI(
+        "keras_hub.src.models.gemma.gemma_decoder_block.GemmaDecoderBlock._compute_attention_mask",
+        "model.packing.segment_attention",
+        "narrowed to a block-diagonal mask for packed rows (Gemma)",
+    ),
+    PrivateAPI(
+        "keras_hub.src.models.gemma3.gemma3_decoder_block.Gemma3DecoderBlock"
+        "._compute_attention_mask",
+        "model.packing.segment_attention",
+        "narrowed to a block-diagonal mask for packed rows (Gemma 3)",
+    ),
+    PrivateAPI(
+        "keras_hub.src.models.llama.llama_decoder.LlamaTransformerDecoder"
+        "._compute_self_attention_mask",
+        "model.packing.segment_attention",
+        "narrowed to a block-diagonal mask for packed rows (Llama)",
+    ),
     # ---- training (train/loop.py, train/callbacks.py, train/checkpoint.py)
-    PrivateAPI("keras.optimizers.Optimizer._learning_rate",
-               "train.loop.learning_rate_logger",
-               "the schedule object passed in (learning_rate gives only its value now)",
-               _optimizer_learning_rate),
-    PrivateAPI("keras.Model.jax_state_sync", "train.loop._save_best, "
-               "train.callbacks.PeriodicEval, train.callbacks.SampleText, "
-               "train.checkpoint.Checkpoints.save", "fit keeps the newest weights in its "
-               "JAX state; this writes them back (public name, undocumented)"),
+    PrivateAPI(
+        "keras.optimizers.Optimizer._learning_rate",
+        "train.loop.learning_rate_logger",
+        "the schedule object passed in (learning_rate gives only its value now)",
+        _optimizer_learning_rate,
+    ),
+    PrivateAPI(
+        "keras.Model.jax_state_sync",
+        "train.loop._save_best, "
+        "train.callbacks.PeriodicEval, train.callbacks.SampleText, "
+        "train.checkpoint.Checkpoints.save",
+        "fit keeps the newest weights in its "
+        "JAX state; this writes them back (public name, undocumented)",
+    ),
     # ---- kagglehub's cache (hub.py)
-    PrivateAPI("kagglehub.cache.Cache.load_from_cache", "hub.cached_kaggle",
-               "kagglehub's own completeness test (its .complete markers)"),
-    PrivateAPI("kagglehub.cache.get_cached_path", "hub.cached_kaggle",
-               "where kagglehub keeps a model or dataset version"),
-    PrivateAPI("kagglehub.handle.parse_model_handle", "hub.cached_kaggle",
-               "owner/model/framework/variation[/version] -> handle"),
-    PrivateAPI("kagglehub.handle.parse_dataset_handle", "hub.cached_kaggle",
-               "owner/dataset[/versions/N] -> handle"),
-    PrivateAPI("kagglehub.config.get_cache_folder", "hub.kaggle_cache_folder",
-               "the cache root, as kagglehub resolves $KAGGLEHUB_CACHE"),
-    PrivateAPI("kagglesdk.kaggle_env.get_endpoint", "hub.kaggle_host",
-               "the Kaggle host to probe (honours KAGGLE_API_ENDPOINT)"),
-    PrivateAPI("kagglesdk.kaggle_env.get_env", "hub.kaggle_host",
-               "the Kaggle environment the endpoint depends on"),
+    PrivateAPI(
+        "kagglehub.cache.Cache.load_from_cache",
+        "hub.cached_kaggle",
+        "kagglehub's own completeness test (its .complete markers)",
+    ),
+    PrivateAPI(
+        "kagglehub.cache.get_cached_path",
+        "hub.cached_kaggle",
+        "where kagglehub keeps a model or dataset version",
+    ),
+    PrivateAPI(
+        "kagglehub.handle.parse_model_handle",
+        "hub.cached_kaggle",
+        "owner/model/framework/variation[/version] -> handle",
+    ),
+    PrivateAPI(
+        "kagglehub.handle.parse_dataset_handle",
+        "hub.cached_kaggle",
+        "owner/dataset[/versions/N] -> handle",
+    ),
+    PrivateAPI(
+        "kagglehub.config.get_cache_folder",
+        "hub.kaggle_cache_folder",
+        "the cache root, as kagglehub resolves $KAGGLEHUB_CACHE",
+    ),
+    PrivateAPI(
+        "kagglesdk.kaggle_env.get_endpoint",
+        "hub.kaggle_host",
+        "the Kaggle host to probe (honours KAGGLE_API_ENDPOINT)",
+    ),
+    PrivateAPI(
+        "kagglesdk.kaggle_env.get_env",
+        "hub.kaggle_host",
+        "the Kaggle environment the endpoint depends on",
+    ),
 )
 
 
@@ -287,4 +395,5 @@ def check(apis: Sequence[PrivateAPI] = PRIVATE_APIS) -> None:
         raise RuntimeError(
             f"keras_ft relies on {len(problems)} private API(s) that the installed "
             f"libraries ({versions()}) lack; install the versions setup.cfg names, "
-            "or port keras_ft (see keras_ft/private_api.py):\n  " + "\n  ".join(problems))
+            "or port keras_ft (see keras_ft/private_api.py):\n  " + "\n  ".join(problems)
+        )

@@ -99,22 +99,29 @@ class Template:
         if not hasattr(turn, "jinja_head"):
             raise ValueError(
                 f"Template {self.name!r} has no Jinja form: its `render_turn` is not a "
-                "`JoinedTurn` or `HeaderTurn`. Pass a chat template explicitly.")
-        lines = [_jinja_output([_jinja_piece(Segment(t, special=True)) for t in self.begin]),
-                 "{%- set ns = namespace(prompt=none, turns=0) -%}",
-                 "{%- for message in messages -%}"]
+                "`JoinedTurn` or `HeaderTurn`. Pass a chat template explicitly."
+            )
+        lines = [
+            _jinja_output([_jinja_piece(Segment(t, special=True)) for t in self.begin]),
+            "{%- set ns = namespace(prompt=none, turns=0) -%}",
+            "{%- for message in messages -%}",
+        ]
         if self.turn_separator:
-            lines.append("{%- if ns.prompt is none and ns.turns > 0 -%}"
-                         + _jinja_output([_jinja_string(self.turn_separator)])
-                         + "{%- endif -%}")
-        lines += ["{%- if message['role'] == 'assistant' -%}",
-                  turn.jinja_head() + "{{- message['content'] -}}" + turn.jinja_end(),
-                  "{%- set ns.prompt = none -%}{%- set ns.turns = ns.turns + 1 -%}",
-                  "{%- else -%}",
-                  turn.jinja_prompt_message(),
-                  "{%- endif -%}",
-                  "{%- endfor -%}",
-                  "{%- if ns.prompt is not none -%}" + turn.jinja_head() + "{%- endif -%}"]
+            lines.append(
+                "{%- if ns.prompt is none and ns.turns > 0 -%}"
+                + _jinja_output([_jinja_string(self.turn_separator)])
+                + "{%- endif -%}"
+            )
+        lines += [
+            "{%- if message['role'] == 'assistant' -%}",
+            turn.jinja_head() + "{{- message['content'] -}}" + turn.jinja_end(),
+            "{%- set ns.prompt = none -%}{%- set ns.turns = ns.turns + 1 -%}",
+            "{%- else -%}",
+            turn.jinja_prompt_message(),
+            "{%- endif -%}",
+            "{%- endfor -%}",
+            "{%- if ns.prompt is not none -%}" + turn.jinja_head() + "{%- endif -%}",
+        ]
         return "\n".join(lines)
 
 
@@ -174,8 +181,13 @@ def _coalesce(segments: Sequence[Segment]) -> list[Segment]:
 
 def _jinja_string(text: str) -> str:
     """A Jinja (and Python) string literal of `text`."""
-    escaped = (text.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n")
-               .replace("\r", "\\r").replace("\t", "\\t"))
+    escaped = (
+        text.replace("\\", "\\\\")
+        .replace("'", "\\'")
+        .replace("\n", "\\n")
+        .replace("\r", "\\r")
+        .replace("\t", "\\t")
+    )
     return f"'{escaped}'"
 
 
@@ -213,12 +225,18 @@ class JoinedTurn:
         return _coalesce(head + [Segment(reply, trainable=True), *self.end, *self.tail])
 
     def jinja_prompt_message(self) -> str:
-        return ("{%- set ns.prompt = message['content'] if ns.prompt is none else ns.prompt + "
-                f"{_jinja_string(PROMPT_JOIN)} + message['content'] -%}}")
+        return (
+            "{%- set ns.prompt = message['content'] if ns.prompt is none else ns.prompt + "
+            f"{_jinja_string(PROMPT_JOIN)} + message['content'] -%}}"
+        )
 
     def jinja_head(self) -> str:
-        return _jinja_output(["(ns.prompt if ns.prompt is not none else '')" if s is None
-                              else _jinja_piece(s) for s in self.head])
+        return _jinja_output(
+            [
+                "(ns.prompt if ns.prompt is not none else '')" if s is None else _jinja_piece(s)
+                for s in self.head
+            ]
+        )
 
     def jinja_end(self) -> str:
         return _jinja_output([_jinja_piece(s) for s in self.end + self.tail])
@@ -245,17 +263,23 @@ class HeaderTurn:
             segments += self._header(message.role) + [Segment(message.content), self.end]
         segments += self._header("assistant")
         if reply is not None:
-            segments += [Segment(reply, trainable=True),
-                         dataclasses.replace(self.end, trainable=True)]
+            segments += [
+                Segment(reply, trainable=True),
+                dataclasses.replace(self.end, trainable=True),
+            ]
         return _coalesce(segments)
 
     def _jinja_header(self, role: str) -> list[str]:
         return [role if s is None else _jinja_piece(s) for s in self.header]
 
     def jinja_prompt_message(self) -> str:
-        return (_jinja_output(self._jinja_header("message['role']") + ["message['content']",
-                                                                        _jinja_piece(self.end)])
-                + "{%- set ns.prompt = '' -%}")
+        return (
+            _jinja_output(
+                self._jinja_header("message['role']")
+                + ["message['content']", _jinja_piece(self.end)]
+            )
+            + "{%- set ns.prompt = '' -%}"
+        )
 
     def jinja_head(self) -> str:
         return _jinja_output(self._jinja_header("'assistant'"))
@@ -268,23 +292,47 @@ TEMPLATES: dict[str, Template] = {
     # The keras-hub Gemma LoRA guide's format; the end token teaches stopping.
     "instruction": Template(
         "instruction",
-        JoinedTurn((Segment("Instruction:\n"), None, Segment("\n\nResponse:\n")),
-                   end=(Segment("<eos>", True, True),)),
-        begin=("<bos>",), stop_tokens=("<eos>",), turn_separator="\n\n"),
+        JoinedTurn(
+            (Segment("Instruction:\n"), None, Segment("\n\nResponse:\n")),
+            end=(Segment("<eos>", True, True),),
+        ),
+        begin=("<bos>",),
+        stop_tokens=("<eos>",),
+        turn_separator="\n\n",
+    ),
     # Gemma has no system role: system text goes first in the user turn.
     "gemma": Template(
         "gemma",
-        JoinedTurn((Segment("<start_of_turn>", special=True), Segment("user\n"), None,
-                    Segment("<end_of_turn>", special=True), Segment("\n"),
-                    Segment("<start_of_turn>", special=True), Segment("model\n")),
-                   end=(Segment("<end_of_turn>", True, True),), tail=(Segment("\n"),)),
-        begin=("<bos>",), stop_tokens=("<end_of_turn>", "<eos>")),
+        JoinedTurn(
+            (
+                Segment("<start_of_turn>", special=True),
+                Segment("user\n"),
+                None,
+                Segment("<end_of_turn>", special=True),
+                Segment("\n"),
+                Segment("<start_of_turn>", special=True),
+                Segment("model\n"),
+            ),
+            end=(Segment("<end_of_turn>", True, True),),
+            tail=(Segment("\n"),),
+        ),
+        begin=("<bos>",),
+        stop_tokens=("<end_of_turn>", "<eos>"),
+    ),
     "llama3": Template(
         "llama3",
-        HeaderTurn((Segment("<|start_header_id|>", special=True), None,
-                    Segment("<|end_header_id|>", special=True), Segment("\n\n")),
-                   end=Segment("<|eot_id|>", special=True)),
-        begin=("<|begin_of_text|>",), stop_tokens=("<|eot_id|>", "<|end_of_text|>")),
+        HeaderTurn(
+            (
+                Segment("<|start_header_id|>", special=True),
+                None,
+                Segment("<|end_header_id|>", special=True),
+                Segment("\n\n"),
+            ),
+            end=Segment("<|eot_id|>", special=True),
+        ),
+        begin=("<|begin_of_text|>",),
+        stop_tokens=("<|eot_id|>", "<|end_of_text|>"),
+    ),
 }
 
 
@@ -303,27 +351,35 @@ def custom_template(fmt: str, begin: str = "<bos>", end: str = "<eos>") -> Templ
             `{response}`, or names another field.
     """
     head = _parse_format(fmt)
-    return Template("custom", JoinedTurn(head, end=(Segment(end, True, True),)),
-                    begin=(begin,), stop_tokens=(end,))
+    return Template(
+        "custom",
+        JoinedTurn(head, end=(Segment(end, True, True),)),
+        begin=(begin,),
+        stop_tokens=(end,),
+    )
 
 
 def _parse_format(fmt: str) -> tuple[Segment | None, ...]:
     """The prompt part of a custom format: literal text and `None` per `{prompt}`."""
-    need = ("A custom `template` is a format string with `{prompt}` (the user's text) "
-            "that ends with one `{response}` (the reply); write `{{` and `}}` for "
-            "literal braces.")
+    need = (
+        "A custom `template` is a format string with `{prompt}` (the user's text) "
+        "that ends with one `{response}` (the reply); write `{{` and `}}` for "
+        "literal braces."
+    )
     try:
         parsed = list(string.Formatter().parse(fmt))
     except ValueError as e:
-        raise ValueError(f"{need} It is not a valid format string ({e}). "
-                         f"Received: template={fmt!r}") from None
+        raise ValueError(
+            f"{need} It is not a valid format string ({e}). Received: template={fmt!r}"
+        ) from None
     head: list[Segment | None] = []
     fields: list[str] = []
     for literal, field, spec, conversion in parsed:
         if fields and fields[-1] == "response":
             if field is not None:
-                raise ValueError(f"{need} `{{{field}}}` comes after `{{response}}`. "
-                                 f"Received: template={fmt!r}")
+                raise ValueError(
+                    f"{need} `{{{field}}}` comes after `{{response}}`. Received: template={fmt!r}"
+                )
             break  # text after {response} is dropped
         if literal and head and head[-1] is not None:  # "{{" splits a literal
             head[-1] = Segment(head[-1].text + literal)
@@ -332,17 +388,22 @@ def _parse_format(fmt: str) -> tuple[Segment | None, ...]:
         if field is None:
             continue
         if field not in ("prompt", "response"):
-            raise ValueError(f"{need} It names an unknown field `{{{field}}}`. "
-                             f"Received: template={fmt!r}")
+            raise ValueError(
+                f"{need} It names an unknown field `{{{field}}}`. Received: template={fmt!r}"
+            )
         if spec or conversion:
-            raise ValueError(f"{need} Fields take no conversion or format spec; "
-                             f"`{{{field}}}` has one. Received: template={fmt!r}")
+            raise ValueError(
+                f"{need} Fields take no conversion or format spec; "
+                f"`{{{field}}}` has one. Received: template={fmt!r}"
+            )
         fields.append(field)
         if field == "prompt":
             head.append(None)
     if "prompt" not in fields:
-        raise ValueError(f"{need} It has no `{{prompt}}`, so the prompt would be "
-                         f"dropped. Received: template={fmt!r}")
+        raise ValueError(
+            f"{need} It has no `{{prompt}}`, so the prompt would be "
+            f"dropped. Received: template={fmt!r}"
+        )
     if "response" not in fields:
         raise ValueError(f"{need} It has no `{{response}}`. Received: template={fmt!r}")
     return tuple(head)
@@ -358,4 +419,5 @@ def get_template(name_or_format: str) -> Template:
         raise ValueError(
             f"Unknown template {name_or_format!r}. Choose one of "
             f"{sorted(TEMPLATES)} or pass a format string with {{prompt}} and "
-            "{response}.") from None
+            "{response}."
+        ) from None

@@ -27,15 +27,29 @@ TINY_CORPUS = [
     "Context: numbers 0 1 2 3 4 5 6 7 8 9 and punctuation , . ? ! : ; - ' \"",
 ]
 GEMMA_SPECIALS = ["<start_of_turn>", "<end_of_turn>"]
-LLAMA3_SPECIALS = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>",
-                   "<|end_header_id|>", "<|eot_id|>"]
-TINY_BACKBONE = dict(num_layers=2, num_query_heads=2, num_key_value_heads=1,
-                     hidden_dim=16, intermediate_dim=32, head_dim=8)
+LLAMA3_SPECIALS = [
+    "<|begin_of_text|>",
+    "<|end_of_text|>",
+    "<|start_header_id|>",
+    "<|end_header_id|>",
+    "<|eot_id|>",
+]
+TINY_BACKBONE = dict(
+    num_layers=2,
+    num_query_heads=2,
+    num_key_value_heads=1,
+    hidden_dim=16,
+    intermediate_dim=32,
+    head_dim=8,
+)
 
 
-def train_tiny_sentencepiece(vocab_size: int = 160, add_dummy_prefix: bool = False,
-                             remove_extra_whitespaces: bool = True,
-                             extra_symbols: tuple[str, ...] = ()) -> bytes:
+def train_tiny_sentencepiece(
+    vocab_size: int = 160,
+    add_dummy_prefix: bool = False,
+    remove_extra_whitespaces: bool = True,
+    extra_symbols: tuple[str, ...] = (),
+) -> bytes:
     """Trains a small SentencePiece BPE vocabulary in memory (Gemma layout).
 
     Args:
@@ -52,19 +66,36 @@ def train_tiny_sentencepiece(vocab_size: int = 160, add_dummy_prefix: bool = Fal
     # Only set when off, so the default vocabulary's bytes stay as they were.
     whitespace = {} if remove_extra_whitespaces else {"remove_extra_whitespaces": False}
     sentencepiece.SentencePieceTrainer.train(
-        sentence_iterator=iter(TINY_CORPUS * 4), model_writer=model, **whitespace,
-        vocab_size=vocab_size, model_type="BPE", pad_id=0, eos_id=1, bos_id=2,
-        unk_id=3, pad_piece="<pad>", eos_piece="<eos>", bos_piece="<bos>",
+        sentence_iterator=iter(TINY_CORPUS * 4),
+        model_writer=model,
+        **whitespace,
+        vocab_size=vocab_size,
+        model_type="BPE",
+        pad_id=0,
+        eos_id=1,
+        bos_id=2,
+        unk_id=3,
+        pad_piece="<pad>",
+        eos_piece="<eos>",
+        bos_piece="<bos>",
         unk_piece="<unk>",
         user_defined_symbols=GEMMA_SPECIALS + ["<mask>", "\n", *extra_symbols],
-        add_dummy_prefix=add_dummy_prefix, byte_fallback=False, character_coverage=1.0,
-        normalization_rule_name="identity", split_digits=True,
-        minloglevel=2)
+        add_dummy_prefix=add_dummy_prefix,
+        byte_fallback=False,
+        character_coverage=1.0,
+        normalization_rule_name="identity",
+        split_digits=True,
+        minloglevel=2,
+    )
     return model.getvalue()
 
 
-def make_tiny_preset(directory: str | Path, architecture: str = "gemma",
-                     seed: int = 0, context_length: int | None = None) -> Path:
+def make_tiny_preset(
+    directory: str | Path,
+    architecture: str = "gemma",
+    seed: int = 0,
+    context_length: int | None = None,
+) -> Path:
     """Builds and saves a 2-layer causal LM preset with a tiny vocabulary.
 
     Args:
@@ -81,8 +112,9 @@ def make_tiny_preset(directory: str | Path, architecture: str = "gemma",
     keras.utils.set_random_seed(seed)
     builders = {"gemma": _tiny_gemma, "gemma3": _tiny_gemma3, "llama3": _tiny_llama3}
     if architecture not in builders:
-        raise ValueError(f"Unknown tiny architecture {architecture!r}; "
-                         f"choose from {sorted(builders)}.")
+        raise ValueError(
+            f"Unknown tiny architecture {architecture!r}; choose from {sorted(builders)}."
+        )
     causal_lm = builders[architecture]()
     directory = Path(directory)
     causal_lm.save_to_preset(str(directory))
@@ -94,20 +126,26 @@ def make_tiny_preset(directory: str | Path, architecture: str = "gemma",
 def _tiny_gemma():
     tokenizer = keras_hub.models.GemmaTokenizer(proto=train_tiny_sentencepiece())
     backbone = keras_hub.models.GemmaBackbone(
-        vocabulary_size=tokenizer.vocabulary_size(), **TINY_BACKBONE)
+        vocabulary_size=tokenizer.vocabulary_size(), **TINY_BACKBONE
+    )
     preprocessor = keras_hub.models.GemmaCausalLMPreprocessor(tokenizer, sequence_length=64)
     return keras_hub.models.GemmaCausalLM(backbone=backbone, preprocessor=preprocessor)
 
 
 def _tiny_gemma3():
     tokenizer = keras_hub.models.Gemma3Tokenizer(
-        proto=train_tiny_sentencepiece(), has_vision_tokens=False)
+        proto=train_tiny_sentencepiece(), has_vision_tokens=False
+    )
     backbone = keras_hub.models.Gemma3Backbone(
-        vocabulary_size=tokenizer.vocabulary_size(), image_size=896,
-        use_sliding_window_attention=True, sliding_window_size=16,
-        **TINY_BACKBONE)
+        vocabulary_size=tokenizer.vocabulary_size(),
+        image_size=896,
+        use_sliding_window_attention=True,
+        sliding_window_size=16,
+        **TINY_BACKBONE,
+    )
     preprocessor = keras_hub.models.Gemma3CausalLMPreprocessor(
-        tokenizer=tokenizer, sequence_length=64)
+        tokenizer=tokenizer, sequence_length=64
+    )
     return keras_hub.models.Gemma3CausalLM(backbone=backbone, preprocessor=preprocessor)
 
 
@@ -115,9 +153,13 @@ def _tiny_llama3():
     vocabulary, merges = train_tiny_byte_bpe()
     tokenizer = keras_hub.models.Llama3Tokenizer(vocabulary=vocabulary, merges=merges)
     backbone = keras_hub.models.Llama3Backbone(
-        vocabulary_size=tokenizer.vocabulary_size(), num_layers=2,
-        num_query_heads=2, num_key_value_heads=1, hidden_dim=16,
-        intermediate_dim=32)
+        vocabulary_size=tokenizer.vocabulary_size(),
+        num_layers=2,
+        num_query_heads=2,
+        num_key_value_heads=1,
+        hidden_dim=16,
+        intermediate_dim=32,
+    )
     preprocessor = keras_hub.models.Llama3CausalLMPreprocessor(tokenizer, sequence_length=64)
     return keras_hub.models.Llama3CausalLM(backbone=backbone, preprocessor=preprocessor)
 
@@ -127,8 +169,11 @@ def train_tiny_byte_bpe(vocab_size: int = 320) -> tuple[dict[str, int], list[str
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=LLAMA3_SPECIALS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+        vocab_size=vocab_size,
+        special_tokens=LLAMA3_SPECIALS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tokenizer.train_from_iterator(TINY_CORPUS * 4, trainer=trainer)
     state = json.loads(tokenizer.to_str())["model"]
     merges = [m if isinstance(m, str) else " ".join(m) for m in state["merges"]]
@@ -142,9 +187,16 @@ def make_tiny_absolute_position_backbone(architecture: str = "gpt2", seed: int =
     """
     classes = {"gpt2": keras_hub.models.GPT2Backbone, "opt": keras_hub.models.OPTBackbone}
     if architecture not in classes:
-        raise ValueError(f"Unknown tiny architecture {architecture!r}; "
-                         f"choose from {sorted(classes)}.")
+        raise ValueError(
+            f"Unknown tiny architecture {architecture!r}; choose from {sorted(classes)}."
+        )
     keras.utils.set_random_seed(seed)
-    return classes[architecture](vocabulary_size=160, num_layers=2, num_heads=2,
-                                 hidden_dim=16, intermediate_dim=32, dropout=0.0,
-                                 max_sequence_length=64)
+    return classes[architecture](
+        vocabulary_size=160,
+        num_layers=2,
+        num_heads=2,
+        hidden_dim=16,
+        intermediate_dim=32,
+        dropout=0.0,
+        max_sequence_length=64,
+    )

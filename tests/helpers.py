@@ -11,5 +11,7 @@ def synthetic_examples(n, length=12, loss_tokens=6, seed=0):
     rng = np.random.default_rng(seed)
     mask = np.zeros(length, bool)
     mask[-loss_tokens:] = True
-    return [TokenizedExample(rng.integers(4, 150, length).astype(np.int32), mask, length)
-            for _ in range(n)]
+    return [
+        TokenizedExample(rng.integers(4, 150, length).astype(np.int32), mask, length)
+        for _ in range(n)
+    ]

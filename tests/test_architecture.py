@@ -39,8 +39,13 @@ LAYERS = (
     # default model through it.
     ("keras_ft.gguf",),
     ("keras_ft.config",),
-    ("keras_ft.templates", "keras_ft.hub", "keras_ft.files", "keras_ft.preset_files",
-     "keras_ft.native_logs"),
+    (
+        "keras_ft.templates",
+        "keras_ft.hub",
+        "keras_ft.files",
+        "keras_ft.preset_files",
+        "keras_ft.native_logs",
+    ),
 )
 FLOOR = {wing: floor for floor, wings in enumerate(LAYERS) for wing in wings}
 CLI_ONLY = ("click", "argparse")
@@ -49,8 +54,12 @@ HEAVY_COMMENT = re.compile(r"#.*\bheavy:\s*\S")
 
 @pytest.fixture(scope="module")
 def graph():
-    return grimp.build_graph("keras_ft", include_external_packages=True,
-                             exclude_type_checking_imports=True, cache_dir=None)
+    return grimp.build_graph(
+        "keras_ft",
+        include_external_packages=True,
+        exclude_type_checking_imports=True,
+        cache_dir=None,
+    )
 
 
 def wing(module: str) -> str:
@@ -59,10 +68,13 @@ def wing(module: str) -> str:
 
 
 def internal_imports(graph) -> list[tuple[str, str]]:
-    return sorted((importer, imported) for importer in graph.modules
-                  if importer.startswith("keras_ft")
-                  for imported in graph.find_modules_directly_imported_by(importer)
-                  if imported == "keras_ft" or imported.startswith("keras_ft."))
+    return sorted(
+        (importer, imported)
+        for importer in graph.modules
+        if importer.startswith("keras_ft")
+        for imported in graph.find_modules_directly_imported_by(importer)
+        if imported == "keras_ft" or imported.startswith("keras_ft.")
+    )
 
 
 def where(graph, importer: str, imported: str) -> str:
@@ -110,18 +122,20 @@ def test_no_import_cycles_between_wings_or_inside_one(graph):
     problems = []
     for kind, edges in (("modules", modules), ("wings", wings)):
         for component in cycles(edges):
-            arrows = [f"{a} -> {b}" for a in component for b in sorted(edges[a])
-                      if b in component]
-            problems.append(f"import cycle among {kind} {', '.join(component)}: "
-                            + "; ".join(arrows))
+            arrows = [f"{a} -> {b}" for a in component for b in sorted(edges[a]) if b in component]
+            problems.append(
+                f"import cycle among {kind} {', '.join(component)}: " + "; ".join(arrows)
+            )
     assert not problems, "\n".join(problems)
 
 
 def test_every_wing_has_a_floor(graph):
     wings = {wing(m) for m in graph.modules if m.startswith("keras_ft")}
     unplaced = sorted(wings - set(FLOOR))
-    assert not unplaced, (f"{', '.join(unplaced)}: not in tests/test_architecture.py's "
-                          "LAYERS; place each on the floor its imports allow.")
+    assert not unplaced, (
+        f"{', '.join(unplaced)}: not in tests/test_architecture.py's "
+        "LAYERS; place each on the floor its imports allow."
+    )
 
 
 def test_no_module_imports_a_higher_floor(graph):
@@ -129,26 +143,33 @@ def test_no_module_imports_a_higher_floor(graph):
         f"{importer} (floor {FLOOR[wing(importer)]}) imports {imported} (floor "
         f"{FLOOR[wing(imported)]}, higher): {where(graph, importer, imported)}"
         for importer, imported in internal_imports(graph)
-        if wing(importer) in FLOOR and wing(imported) in FLOOR
-        and FLOOR[wing(imported)] < FLOOR[wing(importer)]]
-    assert not problems, "upward imports (the floors are LAYERS, from the top):\n" + \
-        "\n".join(problems)
+        if wing(importer) in FLOOR
+        and wing(imported) in FLOOR
+        and FLOOR[wing(imported)] < FLOOR[wing(importer)]
+    ]
+    assert not problems, "upward imports (the floors are LAYERS, from the top):\n" + "\n".join(
+        problems
+    )
 
 
 def test_only_the_cli_imports_click_or_argparse(graph):
-    problems = [f"{module} imports {name}: {where(graph, module, name)}"
-                for name in CLI_ONLY if name in graph.modules
-                for module in sorted(graph.find_modules_that_directly_import(name))
-                if module.startswith("keras_ft") and wing(module) != "keras_ft.cli"]
-    assert not problems, ("command-line code belongs in keras_ft/cli/:\n"
-                          + "\n".join(problems))
+    problems = [
+        f"{module} imports {name}: {where(graph, module, name)}"
+        for name in CLI_ONLY
+        if name in graph.modules
+        for module in sorted(graph.find_modules_that_directly_import(name))
+        if module.startswith("keras_ft") and wing(module) != "keras_ft.cli"
+    ]
+    assert not problems, "command-line code belongs in keras_ft/cli/:\n" + "\n".join(problems)
 
 
 def test_testing_and_private_api_import_nothing_of_the_cli(graph):
-    problems = [f"{importer} imports {imported}: {where(graph, importer, imported)}"
-                for importer, imported in internal_imports(graph)
-                if wing(importer) in ("keras_ft.testing", "keras_ft.private_api")
-                and FLOOR.get(wing(imported), len(LAYERS)) <= FLOOR["keras_ft.cli"]]
+    problems = [
+        f"{importer} imports {imported}: {where(graph, importer, imported)}"
+        for importer, imported in internal_imports(graph)
+        if wing(importer) in ("keras_ft.testing", "keras_ft.private_api")
+        and FLOOR.get(wing(imported), len(LAYERS)) <= FLOOR["keras_ft.cli"]
+    ]
     assert not problems, "\n".join(problems)
 
 
@@ -159,24 +180,30 @@ def function_level_imports(source: str):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
             for inner in ast.walk(node):
                 if isinstance(inner, (ast.Import, ast.ImportFrom)):
-                    yield inner.lineno, lines[inner.lineno - 1:inner.end_lineno]
+                    yield inner.lineno, lines[inner.lineno - 1 : inner.end_lineno]
 
 
 def test_function_level_imports_say_which_heavy_dependency_they_defer():
-    problems = sorted({
-        f"{path.relative_to(PACKAGE.parent)}:{line}: {text[0].strip()}"
-        for path in PACKAGE.rglob("*.py")
-        for line, text in function_level_imports(path.read_text())
-        if not any(HEAVY_COMMENT.search(t) for t in text)})
+    problems = sorted(
+        {
+            f"{path.relative_to(PACKAGE.parent)}:{line}: {text[0].strip()}"
+            for path in PACKAGE.rglob("*.py")
+            for line, text in function_level_imports(path.read_text())
+            if not any(HEAVY_COMMENT.search(t) for t in text)
+        }
+    )
     assert not problems, (
         "a function-level import must defer a heavy dependency and say which in a "
         "trailing comment (`# heavy: matplotlib`); otherwise import at the top:\n"
-        + "\n".join(problems))
+        + "\n".join(problems)
+    )
 
 
 def test_the_heavy_import_scan_sees_nested_and_multi_line_imports():
-    source = ("import os\n\ndef f():\n    def g():\n        import json\n"
-              "    from a import (b,  # heavy: a\n        c)\n")
+    source = (
+        "import os\n\ndef f():\n    def g():\n        import json\n"
+        "    from a import (b,  # heavy: a\n        c)\n"
+    )
     found = {line: text for line, text in function_level_imports(source)}
     assert sorted(found) == [5, 6]
     assert not HEAVY_COMMENT.search(found[5][0])

@@ -24,8 +24,7 @@ class CompileLog(logging.Handler):
         self.messages.append(record.getMessage())
 
     def count(self, name):
-        return sum(m.startswith(f"Finished XLA compilation of jit({name})")
-                   for m in self.messages)
+        return sum(m.startswith(f"Finished XLA compilation of jit({name})") for m in self.messages)
 
 
 @contextlib.contextmanager
@@ -58,10 +57,10 @@ def test_train_step_compiles_at_most_once_per_bucket(tiny_gemma3, packing):
     examples = []
     for n in (3, 5, 9, 14, 15, 16, 17, 22, 31, 32, 7, 11):  # 12 distinct lengths
         mask = np.arange(n + 1) > n // 3
-        examples.append(TokenizedExample(rng.integers(5, 150, n + 1).astype(np.int32),
-                                         mask, n + 1))
-    data = BatchSequence(examples, batch_size=2, sequence_length=32, pad_id=0, seed=0,
-                         num_buckets=2, packing=packing)
+        examples.append(TokenizedExample(rng.integers(5, 150, n + 1).astype(np.int32), mask, n + 1))
+    data = BatchSequence(
+        examples, batch_size=2, sequence_length=32, pad_id=0, seed=0, num_buckets=2, packing=packing
+    )
     assert len(data.buckets) <= 2 and data.buckets[-1] >= 32  # fitted, covers the longest
     assert data.batches_per_epoch == (3 if packing else 6)  # 182 tokens: 6 rows of 32
 

@@ -4,9 +4,9 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from keras_ft.config import Config, load_config, save_config
-from keras_ft.cli.run import main
 from keras_ft.cli.flags import overrides_from_flags
+from keras_ft.cli.run import main
+from keras_ft.config import Config, load_config, save_config
 
 
 def _flags_of(command):
@@ -21,9 +21,20 @@ def test_every_field_has_a_flag():
 
 
 def test_flags_reach_the_config():
-    ctx = main.make_context("keras-ft", ["--lora-rank", "8", "--learning-rate", "0.001",
-                                         "--data", "a.jsonl", "--data", "b.jsonl",
-                                         "--no-completion-only-loss"])
+    ctx = main.make_context(
+        "keras-ft",
+        [
+            "--lora-rank",
+            "8",
+            "--learning-rate",
+            "0.001",
+            "--data",
+            "a.jsonl",
+            "--data",
+            "b.jsonl",
+            "--no-completion-only-loss",
+        ],
+    )
     flags = dict(ctx.params)
     flags.pop("config_path")
     cfg = load_config(None, overrides_from_flags(flags))
@@ -43,19 +54,29 @@ def test_precedence_defaults_file_flags(tmp_path):
 
 def test_design_card_defaults():
     cfg = Config()
-    assert (cfg.lora_rank, cfg.learning_rate, cfg.weight_decay, cfg.sequence_length,
-            cfg.batch_size, cfg.epochs, cfg.sampler) == (4, 5e-5, 0.01, 256, 1, 1, "top_k")
+    assert (
+        cfg.lora_rank,
+        cfg.learning_rate,
+        cfg.weight_decay,
+        cfg.sequence_length,
+        cfg.batch_size,
+        cfg.epochs,
+        cfg.sampler,
+    ) == (4, 5e-5, 0.01, 256, 1, 1, "top_k")
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ({"lora_rank": 0}, "lora_rank=0"),
-    ({"learning_rate": -1.0}, "learning_rate=-1.0"),
-    ({"batch_size": 0}, "batch_size=0"),
-    ({"validation_fraction": 1.5}, "validation_fraction=1.5"),
-    ({"sampler": "top-k"}, "Did you mean 'top_k'"),
-    ({"template": "gema"}, "Did you mean 'gemma'"),
-    ({"lora_rank": "four"}, "lora_rank='four'"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"lora_rank": 0}, "lora_rank=0"),
+        ({"learning_rate": -1.0}, "learning_rate=-1.0"),
+        ({"batch_size": 0}, "batch_size=0"),
+        ({"validation_fraction": 1.5}, "validation_fraction=1.5"),
+        ({"sampler": "top-k"}, "Did you mean 'top_k'"),
+        ({"template": "gema"}, "Did you mean 'gemma'"),
+        ({"lora_rank": "four"}, "lora_rank='four'"),
+    ],
+)
 def test_invalid_values_name_the_field(overrides, message):
     with pytest.raises(ValueError, match=message):
         load_config(None, overrides)
@@ -105,60 +126,98 @@ def test_float16_is_refused_with_the_reason_and_the_alternatives(dtype):
         assert Config(dtype=supported).dtype == supported
 
 
-@pytest.mark.parametrize("targets", ["token_embedding", "query,value", "query, value ,",
-                                     "default", "attention", "all"])
+@pytest.mark.parametrize(
+    "targets", ["token_embedding", "query,value", "query, value ,", "default", "attention", "all"]
+)
 def test_lora_targets_accept_a_set_or_layer_names_even_a_single_one(targets):
     assert Config(lora_targets=targets).lora_targets == targets
 
 
 @pytest.mark.parametrize("targets", ["", ",", "query;value", "query value", "1query"])
 def test_lora_targets_of_no_layer_name_form_are_refused(targets):
-    with pytest.raises(ValueError, match=r"`lora_targets` must be one of .*Received: "
-                                         r"lora_targets="):
+    with pytest.raises(
+        ValueError,
+        match=r"`lora_targets` must be one of .*Received: "
+        r"lora_targets=",
+    ):
         Config(lora_targets=targets)
 
 
 # Issue 15: the distribution fields.
 
+
 def test_distribution_defaults_are_one_process_and_an_auto_mesh():
     cfg = Config()
     assert (cfg.mesh, cfg.coordinator_address, cfg.num_processes, cfg.process_id) == (
-        "auto", "", 0, 0)
+        "auto",
+        "",
+        0,
+        0,
+    )
 
 
 def test_distribution_flags_reach_the_config():
-    ctx = main.make_context("keras-ft", ["--mesh", "2x4", "--coordinator-address",
-                                         "10.0.0.1:1234", "--num-processes", "2",
-                                         "--process-id", "1"])
+    ctx = main.make_context(
+        "keras-ft",
+        [
+            "--mesh",
+            "2x4",
+            "--coordinator-address",
+            "10.0.0.1:1234",
+            "--num-processes",
+            "2",
+            "--process-id",
+            "1",
+        ],
+    )
     flags = dict(ctx.params)
     flags.pop("config_path")
     cfg = load_config(None, overrides_from_flags(flags))
     assert (cfg.mesh, cfg.coordinator_address, cfg.num_processes, cfg.process_id) == (
-        "2x4", "10.0.0.1:1234", 2, 1)
+        "2x4",
+        "10.0.0.1:1234",
+        2,
+        1,
+    )
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"mesh": "8"}, ("`mesh` must be 'auto' or DxM: devices along the data axis x along "
-                     "the model axis")),
-    ({"mesh": "0x8"}, "Received: mesh='0x8'"),
-    ({"mesh": "Auto"}, "(e.g. 1x1 one device, 8x1 data-parallel, 1x8 or 2x4 model-parallel)"),
-    ({"process_id": 1}, ("`process_id` must be below `num_processes` (0 to 0; set "
-                         "`num_processes` for a multi-host run). Received: process_id=1, "
-                         "num_processes=0")),
-    ({"num_processes": 2, "process_id": 2}, "(0 to 1;"),
-    ({"num_processes": -1}, "`num_processes` must be non-negative"),
-    ({"coordinator_address": "localhost", "num_processes": 2},
-     "`coordinator_address` must be host:port of process 0"),
-    ({"coordinator_address": "a:1,b:2", "num_processes": 2},
-     "Received: coordinator_address='a:1,b:2'"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (
+            {"mesh": "8"},
+            ("`mesh` must be 'auto' or DxM: devices along the data axis x along the model axis"),
+        ),
+        ({"mesh": "0x8"}, "Received: mesh='0x8'"),
+        ({"mesh": "Auto"}, "(e.g. 1x1 one device, 8x1 data-parallel, 1x8 or 2x4 model-parallel)"),
+        (
+            {"process_id": 1},
+            (
+                "`process_id` must be below `num_processes` (0 to 0; set "
+                "`num_processes` for a multi-host run). Received: process_id=1, "
+                "num_processes=0"
+            ),
+        ),
+        ({"num_processes": 2, "process_id": 2}, "(0 to 1;"),
+        ({"num_processes": -1}, "`num_processes` must be non-negative"),
+        (
+            {"coordinator_address": "localhost", "num_processes": 2},
+            "`coordinator_address` must be host:port of process 0",
+        ),
+        (
+            {"coordinator_address": "a:1,b:2", "num_processes": 2},
+            "Received: coordinator_address='a:1,b:2'",
+        ),
+    ],
+)
 def test_distribution_fields_are_checked(kwargs, message):
     with pytest.raises(ValueError) as error:
         Config(**kwargs)
     assert message in str(error.value)
 
 
-@pytest.mark.parametrize("address", ["localhost:12355", "10.0.0.1:1234", "[::1]:8476",
-                                     "tpu-host-0.internal:8476"])
+@pytest.mark.parametrize(
+    "address", ["localhost:12355", "10.0.0.1:1234", "[::1]:8476", "tpu-host-0.internal:8476"]
+)
 def test_coordinator_addresses_are_accepted(address):
     assert Config(coordinator_address=address, num_processes=2).coordinator_address == address

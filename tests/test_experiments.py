@@ -12,9 +12,13 @@ from keras_ft.config import EMBEDDED_PRESET, load_config
 
 EXPERIMENTS = sorted((Path(__file__).resolve().parents[1] / "experiments").glob("*.yaml"))
 OFFLINE = [p for p in EXPERIMENTS if p.name.startswith("gemma3_270m_")]
-SEED_RECIPES = ("gemma_2b_en_lora_dolly", "gemma_instruct_2b_en_qlora_bitext_steps",
-                "llama3.2_1b_lora_sharegpt", "gemma_2b_en_lora_news_category",
-                "gemma_vs_llama3_lora_dolly")
+SEED_RECIPES = (
+    "gemma_2b_en_lora_dolly",
+    "gemma_instruct_2b_en_qlora_bitext_steps",
+    "llama3.2_1b_lora_sharegpt",
+    "gemma_2b_en_lora_news_category",
+    "gemma_vs_llama3_lora_dolly",
+)
 
 
 def header_commands(path: Path) -> list[list[str]]:
@@ -50,8 +54,9 @@ def test_header_commands_parse_with_todays_flags(path):
     for command in header_commands(path):
         module = command[2]  # python -m keras_ft.run ... | python -m keras_ft <cmd> ...
         args = (["run"] if module == "keras_ft.run" else []) + command[3:]
-        name, sub, rest = cli.resolve_command(cli.make_context("keras-ft", list(args),
-                                                               resilient_parsing=True), args)
+        name, sub, rest = cli.resolve_command(
+            cli.make_context("keras-ft", list(args), resilient_parsing=True), args
+        )
         sub.make_context(f"keras-ft {name}", rest)  # raises click.UsageError on a bad flag
 
 
@@ -67,10 +72,19 @@ def test_every_seed_recipe_has_an_offline_variant():
 def test_offline_variant_trains_two_steps_on_a_tiny_preset(path, tiny_gemma3, tmp_path):
     cfg = load_config(path)
     cfg = dataclasses.replace(
-        cfg, preset=str(tiny_gemma3), output_dir=str(tmp_path / "run"), max_steps=2,
-        num_examples=40, validation_fraction=0.1, sequence_length=128, eval_every_steps=min(
-            cfg.eval_every_steps, 1), checkpoint_every_steps=min(cfg.checkpoint_every_steps, 1),
-        sample_prompts=cfg.sample_prompts[:1], max_new_tokens=2, quantize="")
+        cfg,
+        preset=str(tiny_gemma3),
+        output_dir=str(tmp_path / "run"),
+        max_steps=2,
+        num_examples=40,
+        validation_fraction=0.1,
+        sequence_length=128,
+        eval_every_steps=min(cfg.eval_every_steps, 1),
+        checkpoint_every_steps=min(cfg.checkpoint_every_steps, 1),
+        sample_prompts=cfg.sample_prompts[:1],
+        max_new_tokens=2,
+        quantize="",
+    )
     result = finetune(cfg)
     assert result.adapter_path.exists()
     assert result.data_report["num_validation"] == 4

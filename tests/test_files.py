@@ -29,10 +29,16 @@ def test_atomic_path_replaces_the_file_only_when_the_block_completes(tmp_path):
 
 def test_write_json_holds_numpy_scalars_as_numbers_and_paths_as_text(tmp_path):
     path = tmp_path / "r.json"
-    files.write_json(path, {"loss": np.float32(1.5), "steps": np.int64(3), "dir": tmp_path,
-                            "array": np.array(2.0)})
-    assert json.loads(path.read_text()) == {"loss": 1.5, "steps": 3, "dir": str(tmp_path),
-                                            "array": 2.0}
+    files.write_json(
+        path,
+        {"loss": np.float32(1.5), "steps": np.int64(3), "dir": tmp_path, "array": np.array(2.0)},
+    )
+    assert json.loads(path.read_text()) == {
+        "loss": 1.5,
+        "steps": 3,
+        "dir": str(tmp_path),
+        "array": 2.0,
+    }
 
 
 def test_to_plain_leaves_non_scalars_alone():

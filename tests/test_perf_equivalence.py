@@ -19,9 +19,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from keras_ft.model.loss import chunk_sizes, reference_token_loss_stats, token_loss_stats
-from keras_ft.data.tokenizer import TokenizedExample
 from keras_ft.data.batches import bucket_lengths, fitted_bucket_lengths, make_batch
+from keras_ft.data.tokenizer import TokenizedExample
+from keras_ft.model.loss import chunk_sizes, reference_token_loss_stats, token_loss_stats
 
 
 def _problem(seed, batch, length, vocab=40, dim=8):
@@ -54,8 +54,12 @@ def test_chunked_equals_reference_for_every_number_of_loss_rows():
     def both(h, w):
         fast = lambda h: token_loss_stats(h, matrix, labels, w, None, 16)
         ref = lambda h: reference_token_loss_stats(h, lambda x: x @ matrix.T, labels, w)
-        return (fast(h), ref(h), jax.grad(lambda h: _mean(fast(h)))(h),
-                jax.grad(lambda h: _mean(ref(h)))(h))
+        return (
+            fast(h),
+            ref(h),
+            jax.grad(lambda h: _mean(fast(h)))(h),
+            jax.grad(lambda h: _mean(ref(h)))(h),
+        )
 
     for count in range(0, 41, 3):
         w = np.zeros(40, np.float32)
@@ -129,8 +133,10 @@ def test_trainer_chunked_loss_equals_full_logits(tiny_gemma3, trainer, batch_exa
 
 def test_bucket_padding_leaves_loss_and_gradients_unchanged(trainer, batch_examples):
     example = batch_examples[0]
-    results = [_loss_and_grads(trainer, make_batch([example], [length], pad_id=0)[0])
-               for length in (16, 48)]
+    results = [
+        _loss_and_grads(trainer, make_batch([example], [length], pad_id=0)[0])
+        for length in (16, 48)
+    ]
     for loss, grads in results[1:]:
         assert float(loss) == pytest.approx(float(results[0][0]), rel=1e-5)
         for a, b in zip(grads, results[0][1]):
@@ -147,8 +153,9 @@ def test_batched_stats_equal_one_example_at_a_time(trainer, batch_examples):
 
 
 @settings(max_examples=60, deadline=None)
-@given(lengths=st.lists(st.integers(1, 256), min_size=1, max_size=40),
-       k=st.sampled_from([1, 2, 4, 8]))
+@given(
+    lengths=st.lists(st.integers(1, 256), min_size=1, max_size=40), k=st.sampled_from([1, 2, 4, 8])
+)
 def test_fitted_buckets_are_optimal_and_never_pad_more_than_linear(lengths, k):
     fitted = fitted_bucket_lengths(lengths, k, 256)
 
@@ -160,8 +167,11 @@ def test_fitted_buckets_are_optimal_and_never_pad_more_than_linear(lengths, k):
     assert padded(fitted) <= padded(bucket_lengths(256, k))
     values = sorted({-(-n // 8) * 8 for n in lengths})  # brute force on small cases
     if len(values) <= 10:
-        best = min(padded(list(c) + [values[-1]])
-                   for r in range(k) for c in itertools.combinations(values[:-1], r))
+        best = min(
+            padded(list(c) + [values[-1]])
+            for r in range(k)
+            for c in itertools.combinations(values[:-1], r)
+        )
         assert padded(fitted) == best
 
 

@@ -20,17 +20,23 @@ def test_every_private_api_keras_ft_uses_is_present():
 
 
 def test_a_missing_api_is_named_with_where_it_is_used_and_the_versions():
-    gone = PrivateAPI("keras_hub.models.Gemma3CausalLM._no_such_method",
-                      "decode.GenerateLoop", "a stand-in for a removed method")
-    gone_module = PrivateAPI("keras_hub.src.no_such_module.thing", "model.load_backbone",
-                             "a stand-in for a moved module")
+    gone = PrivateAPI(
+        "keras_hub.models.Gemma3CausalLM._no_such_method",
+        "decode.GenerateLoop",
+        "a stand-in for a removed method",
+    )
+    gone_module = PrivateAPI(
+        "keras_hub.src.no_such_module.thing", "model.load_backbone", "a stand-in for a moved module"
+    )
     changed = PrivateAPI("an instance attribute", "model.enable_lora", "probe", lambda: False)
     with pytest.raises(RuntimeError) as error:
         check([*PRIVATE_APIS, gone, gone_module, changed])
     message = str(error.value)
     assert "relies on 3 private API(s)" in message
-    assert ("keras_hub.models.Gemma3CausalLM._no_such_method (used in decode.GenerateLoop"
-            in message and "AttributeError" in message)
+    assert (
+        "keras_hub.models.Gemma3CausalLM._no_such_method (used in decode.GenerateLoop" in message
+        and "AttributeError" in message
+    )
     assert "keras_hub.src.no_such_module.thing (used in model.load_backbone" in message
     assert "an instance attribute (used in model.enable_lora" in message
     from importlib import metadata
@@ -54,11 +60,13 @@ def test_every_src_import_in_keras_ft_is_listed():
     for path in sorted(PACKAGE.rglob("*.py")):
         if path.name == "private_api.py":
             continue
-        for module, names in re.findall(r"from (keras(?:_hub)?\.src[\w.]*) import ([\w, ]+)",
-                                        path.read_text()):
+        for module, names in re.findall(
+            r"from (keras(?:_hub)?\.src[\w.]*) import ([\w, ]+)", path.read_text()
+        ):
             for name in (n.strip() for n in names.split(",")):
                 assert f"{module}.{name}" in listed, (
-                    f"{path.name}: {module}.{name} is not in PRIVATE_APIS")
+                    f"{path.name}: {module}.{name} is not in PRIVATE_APIS"
+                )
 
 
 def test_setup_cfg_pins_the_versions_these_apis_were_checked_on():
@@ -71,8 +79,9 @@ def test_setup_cfg_pins_the_versions_these_apis_were_checked_on():
 
     parser = configparser.ConfigParser()
     parser.read(PACKAGE.parent / "setup.cfg")
-    lines = [line.split("#")[0].strip()
-             for line in parser["options"]["install_requires"].splitlines()]
+    lines = [
+        line.split("#")[0].strip() for line in parser["options"]["install_requires"].splitlines()
+    ]
     requirements = {r.name: r for r in map(Requirement, filter(None, lines))}
     for name in ("keras", "keras-hub", "jax", "jaxlib", "kagglehub"):
         specifier = requirements[name].specifier
@@ -105,7 +114,14 @@ def test_every_used_in_names_an_existing_function_under_keras_ft():
 
 
 def test_used_in_names_are_read_as_dotted_names_only():
-    api = PrivateAPI("x", "model.lora._lora_layers (and through it model.lora.adapter_record), "
-                     "train.checkpoint.Checkpoints.save", "why")
-    assert used_in_names(api) == ["model.lora._lora_layers", "model.lora.adapter_record",
-                                  "train.checkpoint.Checkpoints.save"]
+    api = PrivateAPI(
+        "x",
+        "model.lora._lora_layers (and through it model.lora.adapter_record), "
+        "train.checkpoint.Checkpoints.save",
+        "why",
+    )
+    assert used_in_names(api) == [
+        "model.lora._lora_layers",
+        "model.lora.adapter_record",
+        "train.checkpoint.Checkpoints.save",
+    ]

@@ -2,8 +2,13 @@ import pytest
 
 from keras_ft.templates import Message, get_template, split_turns
 
-CHAT = (Message("system", "Be brief."), Message("user", "Hi"), Message("assistant", "Hello!"),
-        Message("user", "Steps?"), Message("assistant", "1. One."))
+CHAT = (
+    Message("system", "Be brief."),
+    Message("user", "Hi"),
+    Message("assistant", "Hello!"),
+    Message("user", "Steps?"),
+    Message("assistant", "1. One."),
+)
 
 
 def _text(segments, trainable_only=False):
@@ -12,7 +17,8 @@ def _text(segments, trainable_only=False):
 
 def test_instruction_template_matches_keras_hub_guide():
     segments = get_template("instruction").render(
-        [Message("user", "Boil an egg."), Message("assistant", "1. Boil water.")])
+        [Message("user", "Boil an egg."), Message("assistant", "1. Boil water.")]
+    )
     assert _text(segments) == "<bos>Instruction:\nBoil an egg.\n\nResponse:\n1. Boil water.<eos>"
     assert _text(segments, trainable_only=True) == "1. Boil water.<eos>"
 
@@ -22,7 +28,8 @@ def test_gemma_template_literal():
     assert _text(segments) == (
         "<bos><start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\n"
         "Hello!<end_of_turn>\n<start_of_turn>user\nSteps?<end_of_turn>\n"
-        "<start_of_turn>model\n1. One.<end_of_turn>\n")
+        "<start_of_turn>model\n1. One.<end_of_turn>\n"
+    )
     assert _text(segments, trainable_only=True) == "Hello!<end_of_turn>1. One.<end_of_turn>"
 
 
@@ -30,7 +37,8 @@ def test_llama3_template_literal():
     segments = get_template("llama3").render(CHAT[1:3])
     assert _text(segments) == (
         "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
-        "<|start_header_id|>assistant<|end_header_id|>\n\nHello!<|eot_id|>")
+        "<|start_header_id|>assistant<|end_header_id|>\n\nHello!<|eot_id|>"
+    )
 
 
 def test_prompt_rendering_ends_with_the_assistant_header():
@@ -53,19 +61,22 @@ def test_bad_templates_are_refused():
         get_template("{response} then {prompt}")
 
 
-@pytest.mark.parametrize("fmt, why", [
-    ("Q: {question}\nA: {response}", "unknown field `{question}`"),
-    ("Q: {}\nA: {response}", "unknown field `{}`"),
-    ("Q: {prompt}\nA: {response} {response}", "`{response}` comes after `{response}`"),
-    ("Answer: {response}", "no `{prompt}`, so the prompt would be dropped"),
-    ("Q: {prompt}", "no `{response}`"),
-    ("Q: {prompt!r}\nA: {response}", "no conversion or format spec"),
-    ("Q: {prompt:>9}\nA: {response}", "no conversion or format spec"),
-    ("Q: { {prompt}\nA: {response}", "not a valid format string"),
-    ("Q: {prompt} }\nA: {response}", "not a valid format string"),
-    ("{", "not a valid format string"),
-    ("Q: prompt}", "not a valid format string"),
-])
+@pytest.mark.parametrize(
+    "fmt, why",
+    [
+        ("Q: {question}\nA: {response}", "unknown field `{question}`"),
+        ("Q: {}\nA: {response}", "unknown field `{}`"),
+        ("Q: {prompt}\nA: {response} {response}", "`{response}` comes after `{response}`"),
+        ("Answer: {response}", "no `{prompt}`, so the prompt would be dropped"),
+        ("Q: {prompt}", "no `{response}`"),
+        ("Q: {prompt!r}\nA: {response}", "no conversion or format spec"),
+        ("Q: {prompt:>9}\nA: {response}", "no conversion or format spec"),
+        ("Q: { {prompt}\nA: {response}", "not a valid format string"),
+        ("Q: {prompt} }\nA: {response}", "not a valid format string"),
+        ("{", "not a valid format string"),
+        ("Q: prompt}", "not a valid format string"),
+    ],
+)
 def test_bad_custom_formats_name_the_template_setting(fmt, why):
     with pytest.raises(ValueError) as caught:
         get_template(fmt)

@@ -52,8 +52,7 @@ CONFIG = Config(
 def dry_run(device: memory.Device | None = None) -> memory.RunPlan:
     """The mesh and memory plan for `TARGET` (or `device`), loading no weights."""
     target = device or next(d for d in memory.NAMED_DEVICES if d.name == TARGET)
-    return memory.plan_run(CONFIG, device=target,
-                           config=memory.backbone_config("gemma_7b_en"))
+    return memory.plan_run(CONFIG, device=target, config=memory.backbone_config("gemma_7b_en"))
 
 
 if __name__ == "__main__":

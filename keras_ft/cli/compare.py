@@ -24,8 +24,9 @@ log = logging.getLogger(__name__)
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @config_file()
 @click.option("--presets", default=None, help="Comma-separated presets to compare.")
-@click.option("--templates", default=None,
-              help="Comma-separated template per preset (default: the config's).")
+@click.option(
+    "--templates", default=None, help="Comma-separated template per preset (default: the config's)."
+)
 @click.option("--vary", default=None, help="Also vary one field: FIELD=V1,V2.")
 @click.option("--timeout", type=float, default=None, help="Seconds per run.")
 @click.option("--worker", default=None, hidden=True)
@@ -38,8 +39,9 @@ def main(config_path, presets, templates, vary, timeout, worker, **flags):
         run_worker(load_run_config(worker))
         return
     if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
-        raise click.UsageError(f"--timeout must be a positive number of seconds. "
-                               f"Received: --timeout {timeout}")
+        raise click.UsageError(
+            f"--timeout must be a positive number of seconds. Received: --timeout {timeout}"
+        )
     overrides = overrides_from_flags(flags)
     if not _split(presets) or "preset" in overrides:
         raise click.UsageError("Pass the presets as --presets a,b (not --preset).")

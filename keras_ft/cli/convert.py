@@ -37,8 +37,7 @@ def gguf_command(gguf_path: Path, out_dir: Path, outtype: str, replace: bool) ->
     try:
         convert_gguf(gguf_path, out_dir, dtype=outtype, overwrite=replace)
     except FileExistsError:
-        raise click.UsageError(f"OUT_DIR {out_dir} exists; pass --replace to "
-                               "replace it.") from None
+        raise click.UsageError(f"OUT_DIR {out_dir} exists; pass --replace to replace it.") from None
     click.echo(str(out_dir))
 
 

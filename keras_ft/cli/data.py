@@ -24,35 +24,49 @@ class _Group(click.Group):
         try:
             return super().parse_args(ctx, args)
         except click.NoSuchOption as e:
-            e.message = (f"{e.message.rstrip('.')}; name the command first: "
-                         f"{ctx.command_path} stats {e.option_name} ...")
+            e.message = (
+                f"{e.message.rstrip('.')}; name the command first: "
+                f"{ctx.command_path} stats {e.option_name} ..."
+            )
             raise
 
 
-@click.group(cls=_Group, no_args_is_help=False,
-             context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=_Group, no_args_is_help=False, context_settings={"help_option_names": ["-h", "--help"]}
+)
 def main() -> None:
     """What is in the data, before training."""
 
 
 @main.command("stats", context_settings={"help_option_names": ["-h", "--help"]})
 @config_file()
-@config_options("data", "data_weights", "fields", "skip_bad_records", "drop_with_context",
-                "num_examples", "seed", "template", "completion_only_loss",
-                "preset", "sequence_length")
+@config_options(
+    "data",
+    "data_weights",
+    "fields",
+    "skip_bad_records",
+    "drop_with_context",
+    "num_examples",
+    "seed",
+    "template",
+    "completion_only_loss",
+    "preset",
+    "sequence_length",
+)
 @click.option("--no-tokens", is_flag=True, help="Skip tokenization (no preset needed).")
-@click.option("--plot", default="data_stats.png", show_default=True,
-              help="PNG to write ('' = none).")
-@click.option("--show", type=int, default=3, show_default=True,
-              help="Rendered examples to print.")
+@click.option(
+    "--plot", default="data_stats.png", show_default=True, help="PNG to write ('' = none)."
+)
+@click.option("--show", type=int, default=3, show_default=True, help="Rendered examples to print.")
 @cli_errors.reported
 def stats_command(config_path, no_tokens, plot, show, **flags):
     """Counts, token lengths, labels, duplicates and rendered examples of the data."""
     if show < 0:
         raise click.UsageError(f"argument --show: must be non-negative. Received: --show {show}")
     if plot and Path(plot).suffix.lower() != ".png":
-        raise click.UsageError(f"argument --plot: must name a .png file ('' = no plot). "
-                               f"Received: --plot {plot}")
+        raise click.UsageError(
+            f"argument --plot: must name a .png file ('' = no plot). Received: --plot {plot}"
+        )
     if plot and Path(plot).is_dir():
         raise click.UsageError(f"argument --plot: {plot} is a directory; name a .png file.")
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
@@ -67,8 +81,9 @@ def stats_command(config_path, no_tokens, plot, show, **flags):
         try:
             click.echo(f"plot: {stats.plot_stats(result, plot)}")
         except OSError as e:
-            raise click.ClickException(f"could not write the plot --plot {plot}: "
-                                       f"{e.strerror or e}") from None
+            raise click.ClickException(
+                f"could not write the plot --plot {plot}: {e.strerror or e}"
+            ) from None
 
 
 def _tokenizer(preset: str) -> TextTokenizer:
@@ -79,7 +94,8 @@ def _tokenizer(preset: str) -> TextTokenizer:
         raise ValueError(
             f"Could not load the tokenizer of preset {preset!r} ({type(e).__name__}: "
             f"{e}). Pass --preset with a local preset directory or a reachable "
-            "preset, or --no-tokens to skip the token statistics.") from None
+            "preset, or --no-tokens to skip the token statistics."
+        ) from None
 
 
 if __name__ == "__main__":

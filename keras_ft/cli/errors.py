@@ -24,8 +24,10 @@ import click
 
 # keras_ft modules whose error types are not ValueErrors; looked up only when
 # already imported (an error of a module that was never imported cannot occur).
-_OTHER_ERRORS = (("keras_ft.model.presets", "PresetUnavailableError"),
-                 ("keras_ft.gguf.embedded", "EmbeddedModelChangedError"))
+_OTHER_ERRORS = (
+    ("keras_ft.model.presets", "PresetUnavailableError"),
+    ("keras_ft.gguf.embedded", "EmbeddedModelChangedError"),
+)
 
 
 def known_errors() -> tuple[type[BaseException], ...]:

@@ -34,8 +34,13 @@ def main() -> None:
     help="LoRA adapter (.lora.h5 or run directory) to merge into the weights.",
 )
 @click.argument("out_path", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--outtype", type=click.Choice(GGUF_TYPES), default="f16", show_default=True,
-              help="Type of the GGUF's weight matrices (as llama.cpp's convert_hf_to_gguf.py).")
+@click.option(
+    "--outtype",
+    type=click.Choice(GGUF_TYPES),
+    default="f16",
+    show_default=True,
+    help="Type of the GGUF's weight matrices (as llama.cpp's convert_hf_to_gguf.py).",
+)
 @click.option(
     "--chat-template",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -67,8 +72,9 @@ def _read_chat_template(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
-        raise click.UsageError(f"--chat-template {path} is not UTF-8 text ({e}); save the "
-                               "Jinja template as UTF-8.") from None
+        raise click.UsageError(
+            f"--chat-template {path} is not UTF-8 text ({e}); save the Jinja template as UTF-8."
+        ) from None
 
 
 if __name__ == "__main__":

@@ -35,13 +35,18 @@ def _option_for(field: dataclasses.Field, tp, doc: str, default=None, note=None)
     if tp is bool:
         return [f"{flag}/--no-{flag[2:]}", field.name], dict(default=default, help=help_text)
     if typing.get_origin(tp) is tuple:
-        return [flag, field.name], dict(multiple=True, type=typing.get_args(tp)[0],
-                                        default=default, help=help_text + " (repeatable)")
+        return [flag, field.name], dict(
+            multiple=True,
+            type=typing.get_args(tp)[0],
+            default=default,
+            help=help_text + " (repeatable)",
+        )
     return [flag, field.name], dict(type=tp, default=default, help=help_text)
 
 
-def config_options(*names: str, defaults: Mapping[str, Any] | None = None,
-                   notes: Mapping[str, str] | None = None):
+def config_options(
+    *names: str, defaults: Mapping[str, Any] | None = None, notes: Mapping[str, str] | None = None
+):
     """Decorates a click command's function with one option per Config field.
 
     Args:
@@ -60,9 +65,9 @@ def config_options(*names: str, defaults: Mapping[str, Any] | None = None,
 
     def decorate(function):
         for name in reversed(names or tuple(fields)):  # click lists options bottom-up
-            declarations, attributes = _option_for(fields[name], types[name],
-                                                   docs.get(name, ""), defaults.get(name),
-                                                   notes.get(name))
+            declarations, attributes = _option_for(
+                fields[name], types[name], docs.get(name, ""), defaults.get(name), notes.get(name)
+            )
             function = click.option(*declarations, **attributes)(function)
         return function
 

@@ -22,8 +22,9 @@ log = logging.getLogger(__name__)
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--adapter", default=None, help=ADAPTER_HELP)
 @config_file()
-@config_options("preset", "template", "sampler", "top_k", "top_p", "temperature",
-                "max_new_tokens", "seed")
+@config_options(
+    "preset", "template", "sampler", "top_k", "top_p", "temperature", "max_new_tokens", "seed"
+)
 @click.argument("prompt", nargs=-1, required=True)
 @cli_errors.reported
 def main(adapter, config_path, prompt, **flags):

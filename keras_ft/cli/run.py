@@ -37,7 +37,8 @@ def main(config_path, **flags):
         raise click.ClickException(
             f"{e.strerror or e}{where}. Check the disk and the permissions of "
             f"--output-dir ({cfg.output_dir}) and --tokenized-cache-dir "
-            f"({cfg.tokenized_cache_dir or 'off'}).") from None
+            f"({cfg.tokenized_cache_dir or 'off'})."
+        ) from None
     click.echo(f"Run directory: {result.run_dir}")
 
 

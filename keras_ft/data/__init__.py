@@ -13,6 +13,17 @@ from keras_ft.data.split import load_examples, plan_split
 from keras_ft.data.token_cache import TokenCacheError, TokenizedDataset, cache_tokenized
 from keras_ft.data.tokenizer import TextTokenizer, TokenizedExample, tokenize_example
 
-__all__ = ["BatchSequence", "DataError", "FieldMapping", "LoadReport", "TextTokenizer",
-           "TokenCacheError", "TokenizedDataset", "TokenizedExample", "cache_tokenized",
-           "load_examples", "plan_split", "tokenize_example"]
+__all__ = [
+    "BatchSequence",
+    "DataError",
+    "FieldMapping",
+    "LoadReport",
+    "TextTokenizer",
+    "TokenCacheError",
+    "TokenizedDataset",
+    "TokenizedExample",
+    "cache_tokenized",
+    "load_examples",
+    "plan_split",
+    "tokenize_example",
+]

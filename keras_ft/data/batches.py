@@ -24,8 +24,9 @@ def bucket_lengths(sequence_length: int, num_buckets: int) -> list[int]:
     return sorted({min(step * i, sequence_length) for i in range(1, num_buckets + 1)})
 
 
-def fitted_bucket_lengths(padded_lengths: Sequence[int], num_buckets: int,
-                          sequence_length: int, multiple: int = 8) -> list[int]:
+def fitted_bucket_lengths(
+    padded_lengths: Sequence[int], num_buckets: int, sequence_length: int, multiple: int = 8
+) -> list[int]:
     """At most `num_buckets` lengths that minimise padding for these batches.
 
     `padded_lengths` holds each batch's longest example. Linear buckets
@@ -57,8 +58,9 @@ def fitted_bucket_lengths(padded_lengths: Sequence[int], num_buckets: int,
     return sorted(buckets)
 
 
-def make_batch(examples: Sequence[TokenizedExample], buckets: Sequence[int],
-               pad_id: int) -> tuple[dict, None, None]:
+def make_batch(
+    examples: Sequence[TokenizedExample], buckets: Sequence[int], pad_id: int
+) -> tuple[dict, None, None]:
     """Pads examples into one batch shaped for `CausalLMTrainer`, one per row.
 
     `BatchSequence` batches through `make_packed_batch`; this one-example-
@@ -72,8 +74,12 @@ def make_batch(examples: Sequence[TokenizedExample], buckets: Sequence[int],
     return make_packed_batch([[e] for e in examples], buckets, pad_id, segments=False)
 
 
-def make_packed_batch(rows: Sequence[Sequence[TokenizedExample]], buckets: Sequence[int],
-                      pad_id: int, segments: bool = True) -> tuple[dict, None, None]:
+def make_packed_batch(
+    rows: Sequence[Sequence[TokenizedExample]],
+    buckets: Sequence[int],
+    pad_id: int,
+    segments: bool = True,
+) -> tuple[dict, None, None]:
     """Pads rows of examples laid end to end (`pack_rows`) into one batch.
 
     Each example is shifted on its own (its labels are its next tokens), so no
@@ -94,8 +100,12 @@ def make_packed_batch(rows: Sequence[Sequence[TokenizedExample]], buckets: Seque
             ids[r, start:end], labels[r, start:end] = example.token_ids[:-1], example.token_ids[1:]
             weights[r, start:end], segment_ids[r, start:end] = example.loss_mask[1:], s
             start = end
-    x = {"token_ids": ids, "padding_mask": segment_ids > 0, "labels": labels,
-         "loss_weights": weights}
+    x = {
+        "token_ids": ids,
+        "padding_mask": segment_ids > 0,
+        "labels": labels,
+        "loss_weights": weights,
+    }
     if segments:
         x["segment_ids"] = segment_ids
     return x, None, None
@@ -115,8 +125,9 @@ def pack_rows(lengths: Sequence[int], row_length: int, seed: int) -> list[np.nda
     """
     lengths = np.asarray(lengths, np.int64)
     if lengths.size and lengths.max() > row_length:
-        raise ValueError(f"An example of {lengths.max()} tokens does not fit a packed row "
-                         f"of {row_length}.")
+        raise ValueError(
+            f"An example of {lengths.max()} tokens does not fit a packed row of {row_length}."
+        )
     rows: list[list[int]] = []
     # open_rows[room]: rows with exactly `room` tokens left (a best-fit index)
     open_rows: list[list[int]] = [[] for _ in range(row_length + 1)]
@@ -132,7 +143,6 @@ def pack_rows(lengths: Sequence[int], row_length: int, seed: int) -> list[np.nda
         if room - n:
             open_rows[room - n].append(row)
     return [np.asarray(r, np.int64) for r in rows]
-
 
 
 class BatchSequence(keras.utils.PyDataset):
@@ -157,22 +167,35 @@ class BatchSequence(keras.utils.PyDataset):
     order stays the pure function of (seed, epoch, batch) above on every host.
     """
 
-    def __init__(self, examples: Sequence[TokenizedExample], batch_size: int,
-                 sequence_length: int, pad_id: int, seed: int, shuffle: bool = True,
-                 num_buckets: int | None = None, buckets: Sequence[int] | None = None,
-                 packing: bool = False, shard=None):
+    def __init__(
+        self,
+        examples: Sequence[TokenizedExample],
+        batch_size: int,
+        sequence_length: int,
+        pad_id: int,
+        seed: int,
+        shuffle: bool = True,
+        num_buckets: int | None = None,
+        buckets: Sequence[int] | None = None,
+        packing: bool = False,
+        shard=None,
+    ):
         super().__init__()
         if not examples:
-            raise ValueError("No examples to batch: the dataset is empty after "
-                             "filtering and truncation.")
+            raise ValueError(
+                "No examples to batch: the dataset is empty after filtering and truncation."
+            )
         self.examples = examples  # a Sequence; may be memory-mapped
         self.batch_size = batch_size
         self.pad_id, self.seed, self.shuffle, self.packing = pad_id, seed, shuffle, packing
         self.shard = shard
         if shard is not None:
             shard.rows(batch_size)  # refuses a batch that does not split over the hosts
-        sizes = (examples.sizes() if hasattr(examples, "sizes")
-                 else np.asarray([len(e.token_ids) for e in examples]))
+        sizes = (
+            examples.sizes()
+            if hasattr(examples, "sizes")
+            else np.asarray([len(e.token_ids) for e in examples])
+        )
         # Rows as slices of one index array: row r holds members[bounds[r]:bounds[r+1]].
         if packing:
             rows = pack_rows(sizes - 1, sequence_length, seed)
@@ -184,25 +207,33 @@ class BatchSequence(keras.utils.PyDataset):
         row_lengths = np.add.reduceat(sizes[self.members] - 1, self.bounds[:-1])
         self.num_rows = len(row_lengths)
         self.batches_per_epoch = math.ceil(self.num_rows / batch_size)
-        longest = np.maximum.reduceat(row_lengths[self.order(0)],
-                                      np.arange(0, self.num_rows, batch_size))
+        longest = np.maximum.reduceat(
+            row_lengths[self.order(0)], np.arange(0, self.num_rows, batch_size)
+        )
         # Later epochs batch other rows together; their longest still fits the
         # last bucket, which covers the longest row. Packed rows are nearly
         # full: 2 buckets pad Dolly 1.013x (4: 1.009x) at half the compiles.
         num_buckets = num_buckets or (2 if packing else 4)
-        self.buckets = list(buckets) if buckets else fitted_bucket_lengths(
-            np.append(longest, row_lengths.max()), num_buckets, sequence_length)
+        self.buckets = (
+            list(buckets)
+            if buckets
+            else fitted_bucket_lengths(
+                np.append(longest, row_lengths.max()), num_buckets, sequence_length
+            )
+        )
         if self.buckets[-1] < row_lengths.max():
-            raise ValueError(f"buckets={self.buckets} do not fit the longest row "
-                             f"({row_lengths.max()} tokens).")
+            raise ValueError(
+                f"buckets={self.buckets} do not fit the longest row ({row_lengths.max()} tokens)."
+            )
         self.span = (0, 0, self.batches_per_epoch)
 
     def set_span(self, epoch: int, start: int = 0, stop: int | None = None) -> None:
         """Serves batches [start, stop) of `epoch` (a resumed run starts mid-epoch)."""
         stop = self.batches_per_epoch if stop is None else stop
         if not 0 <= start < stop <= self.batches_per_epoch:
-            raise ValueError(f"Bad span [{start}, {stop}) of an epoch of "
-                             f"{self.batches_per_epoch} batches.")
+            raise ValueError(
+                f"Bad span [{start}, {stop}) of an epoch of {self.batches_per_epoch} batches."
+            )
         self.span = (epoch, start, stop)
 
     def __len__(self):
@@ -216,8 +247,8 @@ class BatchSequence(keras.utils.PyDataset):
 
     def batch_rows(self, epoch: int, batch: int) -> list[np.ndarray]:
         """Example indices of each row of batch `batch` of epoch `epoch`."""
-        rows = self.order(epoch)[batch * self.batch_size:(batch + 1) * self.batch_size]
-        return [self.members[self.bounds[r]:self.bounds[r + 1]] for r in rows]
+        rows = self.order(epoch)[batch * self.batch_size : (batch + 1) * self.batch_size]
+        return [self.members[self.bounds[r] : self.bounds[r + 1]] for r in rows]
 
     def example_indices(self, epoch: int, batch: int) -> np.ndarray:
         """Indices of the examples in batch `batch` of epoch `epoch`."""
@@ -237,8 +268,12 @@ class BatchSequence(keras.utils.PyDataset):
             longest = max(int(self.sizes[row].sum()) - len(row) for row in rows)
             buckets = [next(b for b in self.buckets if b >= longest)]
             rows = rows[self.shard.rows(self.batch_size)]
-        x, _, _ = make_packed_batch([[self.examples[i] for i in row] for row in rows],
-                                    buckets, self.pad_id, segments=self.packing)
+        x, _, _ = make_packed_batch(
+            [[self.examples[i] for i in row] for row in rows],
+            buckets,
+            self.pad_id,
+            segments=self.packing,
+        )
         return x
 
     def num_real_tokens(self, index: int) -> int:

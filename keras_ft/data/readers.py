@@ -42,11 +42,20 @@ CSV_FIELD_MAX_CHARS = 1 << 24  # 16,777,216 characters, ~4M tokens
 CSV_PARSER_MAX_CHARS = 4 * CSV_FIELD_MAX_CHARS
 # Byte-order marks of encodings that UTF-8 decoding would turn into noise;
 # UTF-32 first, as its little-endian mark starts with UTF-16's.
-_BOMS = ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"),
-         (b"\xff\xfe", "UTF-16"), (b"\xfe\xff", "UTF-16"))
+_BOMS = (
+    (b"\xff\xfe\x00\x00", "UTF-32"),
+    (b"\x00\x00\xfe\xff", "UTF-32"),
+    (b"\xff\xfe", "UTF-16"),
+    (b"\xfe\xff", "UTF-16"),
+)
 
-SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json",
-            ".csv": "csv", ".parquet": "parquet"}
+SUFFIXES = {
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "json",
+    ".csv": "csv",
+    ".parquet": "parquet",
+}
 
 
 def list_data_files(path: str | Path) -> list[Path]:
@@ -58,19 +67,33 @@ def list_data_files(path: str | Path) -> list[Path]:
     """
     path = Path(path)
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and _format(p)
-                       and not any(part.startswith(".") for part in p.relative_to(path).parts))
+        files = sorted(
+            p
+            for p in path.rglob("*")
+            if p.is_file()
+            and _format(p)
+            and not any(part.startswith(".") for part in p.relative_to(path).parts)
+        )
         if not files:
-            raise DataError(f"holds no data files ({', '.join(SUFFIXES)}, optionally "
-                            ".gz).", location=str(path), reason="empty_file")
+            raise DataError(
+                f"holds no data files ({', '.join(SUFFIXES)}, optionally .gz).",
+                location=str(path),
+                reason="empty_file",
+            )
         return files
     if not path.exists():
-        raise DataError("does not exist. Pass a data file or directory, "
-                        "`tfds:NAME[/CONFIG][:SPLIT]` or `kaggle:OWNER/DATASET[/FILE]`.",
-                        location=str(path), reason="missing_file")
+        raise DataError(
+            "does not exist. Pass a data file or directory, "
+            "`tfds:NAME[/CONFIG][:SPLIT]` or `kaggle:OWNER/DATASET[/FILE]`.",
+            location=str(path),
+            reason="missing_file",
+        )
     if _format(path) is None:
-        raise DataError(f"has an unknown suffix; use one of {list(SUFFIXES)} "
-                        "(optionally .gz).", location=str(path), reason="bad_format")
+        raise DataError(
+            f"has an unknown suffix; use one of {list(SUFFIXES)} (optionally .gz).",
+            location=str(path),
+            reason="bad_format",
+        )
     return [path]
 
 
@@ -81,8 +104,7 @@ def _format(path: Path) -> str | None:
     return SUFFIXES.get(suffixes[-1]) if suffixes else None
 
 
-def read_file(path: str | Path, mapping: FieldMapping | None = None
-              ) -> Iterator[tuple[str, Any]]:
+def read_file(path: str | Path, mapping: FieldMapping | None = None) -> Iterator[tuple[str, Any]]:
     """Yields (`file:line`, record) pairs; a bad record comes as a DataError.
 
     Args:
@@ -96,10 +118,12 @@ def read_file(path: str | Path, mapping: FieldMapping | None = None
     path = Path(path)
     if path.is_dir() or not path.exists() or _format(path) is None:
         list_data_files(path)  # raises the matching DataError
-        raise DataError("is a directory; read its files (see `list_data_files`).",
-                        location=str(path), reason="bad_format")
-    readers = {"jsonl": _read_jsonl, "json": _read_json, "csv": _read_csv,
-               "parquet": _read_parquet}
+        raise DataError(
+            "is a directory; read its files (see `list_data_files`).",
+            location=str(path),
+            reason="bad_format",
+        )
+    readers = {"jsonl": _read_jsonl, "json": _read_json, "csv": _read_csv, "parquet": _read_parquet}
     return _guard(readers[_format(path)](path, mapping), path)
 
 
@@ -107,8 +131,9 @@ def _guard(records: Iterator[tuple[str, Any]], path: Path) -> Iterator[tuple[str
     try:
         yield from records
     except (OSError, EOFError, zlib.error) as e:  # unreadable, truncated .gz, ...
-        raise DataError(f"could not be read ({type(e).__name__}: {e}).",
-                        location=str(path), reason="unreadable") from None
+        raise DataError(
+            f"could not be read ({type(e).__name__}: {e}).", location=str(path), reason="unreadable"
+        ) from None
 
 
 def _open(path: Path):
@@ -122,14 +147,17 @@ def _check_encoding(f, path: Path) -> None:
         if head.startswith(bom):
             raise DataError(
                 f"looks like {encoding} (it starts with a {encoding} byte-order mark); "
-                "save it as UTF-8 (e.g. in your editor's \"Save as\" encoding "
-                f"menu, or `iconv -f {encoding} -t UTF-8`).", location=str(path),
-                reason="bad_encoding")
+                'save it as UTF-8 (e.g. in your editor\'s "Save as" encoding '
+                f"menu, or `iconv -f {encoding} -t UTF-8`).",
+                location=str(path),
+                reason="bad_encoding",
+            )
 
 
 def _empty(path: Path, what: str = "is empty") -> tuple[str, DataError]:
-    return str(path), DataError(f"{what}; it holds no records.", location=str(path),
-                                reason="empty_file")
+    return str(path), DataError(
+        f"{what}; it holds no records.", location=str(path), reason="empty_file"
+    )
 
 
 def _read_jsonl(path: Path, mapping) -> Iterator[tuple[str, Any]]:
@@ -154,13 +182,25 @@ def _parse_line(line: str, location: str) -> Any:
         return json.loads(line)
     except json.JSONDecodeError as e:
         if BAD_TEXT.search(line):
-            return DataError("Line holds bytes that are not valid UTF-8.",
-                             location=location, reason="non_utf8", received=line.strip())
-        return DataError(f"Line is not valid JSON ({e.msg} at column {e.colno}).",
-                         location=location, reason="malformed_json", received=line.strip())
+            return DataError(
+                "Line holds bytes that are not valid UTF-8.",
+                location=location,
+                reason="non_utf8",
+                received=line.strip(),
+            )
+        return DataError(
+            f"Line is not valid JSON ({e.msg} at column {e.colno}).",
+            location=location,
+            reason="malformed_json",
+            received=line.strip(),
+        )
     except RecursionError:
-        return DataError("Line nests JSON too deeply to read.", location=location,
-                         reason="malformed_json", received=line.strip())
+        return DataError(
+            "Line nests JSON too deeply to read.",
+            location=location,
+            reason="malformed_json",
+            received=line.strip(),
+        )
 
 
 def _read_json(path: Path, mapping) -> Iterator[tuple[str, Any]]:
@@ -173,9 +213,12 @@ def _read_json(path: Path, mapping) -> Iterator[tuple[str, Any]]:
         yield _empty(path)
         return
     if text[start] not in "[{":
-        raise DataError("must hold a JSON array of records or an object whose values "
-                        "are records (or use .jsonl for one record per line).",
-                        location=f"{path}:{lines.line(start)}", reason="not_a_record")
+        raise DataError(
+            "must hold a JSON array of records or an object whose values "
+            "are records (or use .jsonl for one record per line).",
+            location=f"{path}:{lines.line(start)}",
+            reason="not_a_record",
+        )
     members, end = _scan(text, start, path, lines)
     rest = _skip_ws(text, end)
     if rest != len(text) and text[start] == "{" and "\n" in text[end:rest]:
@@ -184,9 +227,11 @@ def _read_json(path: Path, mapping) -> Iterator[tuple[str, Any]]:
         yield from _read_jsonl(path, mapping)
         return
     if rest != len(text):
-        raise DataError("has extra data after the top-level JSON value.",
-                        location=f"{path}:{lines.line(_skip_ws(text, end))}",
-                        reason="malformed_json")
+        raise DataError(
+            "has extra data after the top-level JSON value.",
+            location=f"{path}:{lines.line(_skip_ws(text, end))}",
+            reason="malformed_json",
+        )
     if text[start] == "{":
         members = _object_records(text, members, path, lines)
     if not members:
@@ -207,9 +252,11 @@ def _object_records(text, members, path, lines):
     if len(members) == 1 and isinstance(values[0], list):
         inner, _ = _scan(text, members[0][0], path, lines)
         return inner
-    raise DataError("is a JSON object that is neither a record, an object of "
-                    "records, nor {name: [records]}.", location=f"{path}:1",
-                    reason="not_a_record")
+    raise DataError(
+        "is a JSON object that is neither a record, an object of records, nor {name: [records]}.",
+        location=f"{path}:1",
+        reason="not_a_record",
+    )
 
 
 class _LineCounter:
@@ -260,13 +307,16 @@ def _scan(text: str, pos: int, path: Path, lines: _LineCounter):
                 raise json.JSONDecodeError(f"Expecting ',' or '{close}'", text, pos)
             pos = _skip_ws(text, pos + 1)
     except RecursionError:
-        raise DataError("nests JSON too deeply to read.", location=f"{path}:1",
-                        reason="malformed_json") from None
+        raise DataError(
+            "nests JSON too deeply to read.", location=f"{path}:1", reason="malformed_json"
+        ) from None
     except json.JSONDecodeError as e:
         raise DataError(
             f"is not valid JSON ({e.msg}); the rest of the file cannot be read, "
             "so this is not skippable. Fix the file (or convert it to JSONL).",
-            location=f"{path}:{lines.line(e.pos)}", reason="malformed_json") from None
+            location=f"{path}:{lines.line(e.pos)}",
+            reason="malformed_json",
+        ) from None
 
 
 def _read_csv(path: Path, mapping) -> Iterator[tuple[str, Any]]:
@@ -277,8 +327,11 @@ def _read_csv(path: Path, mapping) -> Iterator[tuple[str, Any]]:
         try:
             header = _csv_step(lambda: reader.fieldnames)
         except csv.Error as e:
-            raise DataError(f"has an unreadable CSV header: {_csv_message(e)}.",
-                            location=f"{path}:1", reason="bad_header") from None
+            raise DataError(
+                f"has an unreadable CSV header: {_csv_message(e)}.",
+                location=f"{path}:1",
+                reason="bad_header",
+            ) from None
         if header is None:
             yield _empty(path)
             return
@@ -290,8 +343,11 @@ def _read_csv(path: Path, mapping) -> Iterator[tuple[str, Any]]:
             except StopIteration:
                 break
             except csv.Error as e:
-                raise DataError(f"is not valid CSV: {_csv_message(e)}.",
-                                location=f"{path}:{end + 1}", reason="bad_row") from None
+                raise DataError(
+                    f"is not valid CSV: {_csv_message(e)}.",
+                    location=f"{path}:{end + 1}",
+                    reason="bad_row",
+                ) from None
             location, end, found = f"{path}:{end + 1}", reader.line_num, True
             yield location, _check_row(row, len(header), location)
     if not found:
@@ -314,28 +370,41 @@ def _csv_step(step):
 def _csv_message(error: csv.Error) -> str:
     if "field larger than field limit" not in str(error):
         return str(error)
-    return (f"a field runs past {CSV_PARSER_MAX_CHARS:,} characters, so the parser "
-            "cannot find where this record ends (often an unbalanced `\"` quote "
-            "that makes the rest of the file one field); the rest of the file "
-            "cannot be read, so this is not skippable. Fix the quoting")
+    return (
+        f"a field runs past {CSV_PARSER_MAX_CHARS:,} characters, so the parser "
+        'cannot find where this record ends (often an unbalanced `"` quote '
+        "that makes the rest of the file one field); the rest of the file "
+        "cannot be read, so this is not skippable. Fix the quoting"
+    )
 
 
 def _check_row(row: dict, num_columns: int, location: str) -> Any:
     if None in row:
-        return DataError(f"has {num_columns + len(row[None])} values but the header "
-                         f"names {num_columns} columns.", location=location,
-                         reason="bad_row", received=row[None])
+        return DataError(
+            f"has {num_columns + len(row[None])} values but the header "
+            f"names {num_columns} columns.",
+            location=location,
+            reason="bad_row",
+            received=row[None],
+        )
     missing = [k for k, v in row.items() if v is None]
     if missing:
-        return DataError(f"has only {num_columns - len(missing)} of {num_columns} "
-                         "values.", location=location, field=missing[0],
-                         reason="bad_row")
+        return DataError(
+            f"has only {num_columns - len(missing)} of {num_columns} values.",
+            location=location,
+            field=missing[0],
+            reason="bad_row",
+        )
     for key, value in row.items():
         if len(value) > CSV_FIELD_MAX_CHARS:
-            return DataError(f"is {len(value):,} characters long; a CSV field may "
-                             f"hold at most {CSV_FIELD_MAX_CHARS:,}.", location=location,
-                             field=key, reason="field_too_long",
-                             received=value[:60])
+            return DataError(
+                f"is {len(value):,} characters long; a CSV field may "
+                f"hold at most {CSV_FIELD_MAX_CHARS:,}.",
+                location=location,
+                field=key,
+                reason="field_too_long",
+                received=value[:60],
+            )
     return row
 
 
@@ -343,13 +412,17 @@ def _read_parquet(path: Path, mapping) -> Iterator[tuple[str, Any]]:
     try:
         import pyarrow.parquet as pq  # heavy: pyarrow (optional)
     except ImportError:
-        raise DataError("needs pyarrow to read Parquet: pip install pyarrow.",
-                        location=str(path), reason="bad_format") from None
+        raise DataError(
+            "needs pyarrow to read Parquet: pip install pyarrow.",
+            location=str(path),
+            reason="bad_format",
+        ) from None
     try:
         parquet = pq.ParquetFile(path)
     except Exception as e:  # pyarrow raises its own ArrowInvalid/OSError mix
-        raise DataError(f"is not a readable Parquet file: {e}.", location=str(path),
-                        reason="bad_format") from None
+        raise DataError(
+            f"is not a readable Parquet file: {e}.", location=str(path), reason="bad_format"
+        ) from None
     check_columns(parquet.schema_arrow.names, mapping, f"{path}:header")
     if parquet.metadata.num_rows == 0:
         yield _empty(path, "has no rows")

@@ -20,10 +20,21 @@ from typing import Any, Iterable, Iterator
 
 from keras_ft.templates import Example, Message
 
-TARGETS = ("instruction", "context", "response", "prompt", "completion",
-           "system", "label", "text", "messages", "conversations")
-SKIP_HINT = ("Fix the data, or pass --skip-bad-records to skip bad records "
-             "(they are counted and reported).")
+TARGETS = (
+    "instruction",
+    "context",
+    "response",
+    "prompt",
+    "completion",
+    "system",
+    "label",
+    "text",
+    "messages",
+    "conversations",
+)
+SKIP_HINT = (
+    "Fix the data, or pass --skip-bad-records to skip bad records (they are counted and reported)."
+)
 # Bytes that are not UTF-8 are decoded as lone surrogates, so the error can
 # name the field that holds them instead of failing the whole line or file.
 BAD_TEXT = re.compile("[\ud800-\udfff]")
@@ -38,8 +49,15 @@ class DataError(ValueError):
         reason: a short category used to count skips, e.g. `missing_field`.
     """
 
-    def __init__(self, message: str, *, location: str = "", field: str = "",
-                 reason: str = "invalid", received: Any = ...):
+    def __init__(
+        self,
+        message: str,
+        *,
+        location: str = "",
+        field: str = "",
+        reason: str = "invalid",
+        received: Any = ...,
+    ):
         self.location, self.field, self.reason = location, field, reason
         self.message = message
         self.received = received
@@ -96,16 +114,21 @@ class LoadReport:
 
     def summary(self) -> str:
         """A few lines for the log: counts, skips per reason with examples."""
-        lines = [f"Read {self.num_seen} records: kept {self.num_kept}, skipped "
-                 f"{self.num_skipped}, dropped for context "
-                 f"{self.num_dropped_with_context}."]
+        lines = [
+            f"Read {self.num_seen} records: kept {self.num_kept}, skipped "
+            f"{self.num_skipped}, dropped for context "
+            f"{self.num_dropped_with_context}."
+        ]
         if self.num_train or self.num_validation:
-            lines.append(f"Split: {self.num_train} training, {self.num_validation}"
-                         f" validation ({self.num_overlap_removed} training "
-                         "examples equal to a validation one removed).")
+            lines.append(
+                f"Split: {self.num_train} training, {self.num_validation}"
+                f" validation ({self.num_overlap_removed} training "
+                "examples equal to a validation one removed)."
+            )
         for reason, count in sorted(self.skipped.items(), key=lambda kv: -kv[1]):
-            lines.append(f"  skipped {count} x {reason}, e.g. "
-                         f"{self.skip_samples.get(reason, [''])[0]}")
+            lines.append(
+                f"  skipped {count} x {reason}, e.g. {self.skip_samples.get(reason, [''])[0]}"
+            )
         lines += [f"  note: {note}" for note in self.notes]
         return "\n".join(lines)
 
@@ -146,12 +169,15 @@ class FieldMapping:
             if not sep or not target or not all(names):
                 raise ValueError(
                     "`fields` must look like `instruction=headline,response=category`"
-                    f" (TARGET=FIELD[+FIELD], comma separated). Received: fields={text!r}")
+                    f" (TARGET=FIELD[+FIELD], comma separated). Received: fields={text!r}"
+                )
             if target not in TARGETS:
                 close = difflib.get_close_matches(target, TARGETS, n=1)
                 hint = f" Did you mean {close[0]!r}?" if close else ""
-                raise ValueError(f"`fields` names an unknown target {target!r}; "
-                                 f"targets are {list(TARGETS)}.{hint} Received: fields={text!r}")
+                raise ValueError(
+                    f"`fields` names an unknown target {target!r}; "
+                    f"targets are {list(TARGETS)}.{hint} Received: fields={text!r}"
+                )
             pairs.append((target, names))
         return cls(tuple(pairs))
 
@@ -184,8 +210,7 @@ class ParsedRecord:
     has_context: bool = False  # a Dolly record with a non-empty context
 
 
-def parse_record(record: Any, location: str,
-                 mapping: FieldMapping | None = None) -> ParsedRecord:
+def parse_record(record: Any, location: str, mapping: FieldMapping | None = None) -> ParsedRecord:
     """Normalises one raw record into an `Example`.
 
     Args:
@@ -200,8 +225,12 @@ def parse_record(record: Any, location: str,
         DataError: naming location, field and reason, for any bad record.
     """
     if not isinstance(record, dict):
-        raise DataError("A record must be a JSON object with named fields.",
-                        location=location, reason="not_a_record", received=record)
+        raise DataError(
+            "A record must be a JSON object with named fields.",
+            location=location,
+            reason="not_a_record",
+            received=record,
+        )
     if mapping is not None:
         record = mapping.apply(record, location)
     shape = detect_shape(record.keys())
@@ -220,9 +249,13 @@ def parse_record(record: Any, location: str,
         messages = (Message("user", user), Message("assistant", reply))
     if system:
         if messages[0].role == "system":
-            raise DataError("is set, but the conversation already starts with a "
-                            "system message; keep one of them.", location=location,
-                            field="system", reason="bad_conversation")
+            raise DataError(
+                "is set, but the conversation already starts with a "
+                "system message; keep one of them.",
+                location=location,
+                field="system",
+                reason="bad_conversation",
+            )
         messages = (Message("system", system),) + messages
     return ParsedRecord(Example(messages, source=location), shape, has_context)
 
@@ -253,8 +286,7 @@ def detect_shape(fields: Iterable[str], strict: bool = False) -> str | None:
     return None
 
 
-def check_columns(columns: Iterable[str], mapping: FieldMapping | None,
-                  location: str) -> None:
+def check_columns(columns: Iterable[str], mapping: FieldMapping | None, location: str) -> None:
     """Checks a CSV/Parquet header before any row: names, mapping, shape.
 
     Raises:
@@ -264,20 +296,32 @@ def check_columns(columns: Iterable[str], mapping: FieldMapping | None,
     seen = set()
     for name in columns:
         if not name or not name.strip():
-            raise DataError("has an empty column name.", location=location,
-                            field="header", reason="bad_header", received=columns)
+            raise DataError(
+                "has an empty column name.",
+                location=location,
+                field="header",
+                reason="bad_header",
+                received=columns,
+            )
         if name in seen:
-            raise DataError(f"names column {name!r} twice.", location=location,
-                            field="header", reason="bad_header", received=columns)
+            raise DataError(
+                f"names column {name!r} twice.",
+                location=location,
+                field="header",
+                reason="bad_header",
+                received=columns,
+            )
         seen.add(name)
     available = set(columns)
     if mapping is not None:
         missing = sorted(mapping.sources() - available)
         if missing:
             raise DataError(
-                f"has no column {missing[0]!r}, which `fields` maps. "
-                f"Columns: {columns}.", location=location, field="header",
-                reason="bad_header")
+                f"has no column {missing[0]!r}, which `fields` maps. Columns: {columns}.",
+                location=location,
+                field="header",
+                reason="bad_header",
+            )
         available |= {target for target, _ in mapping.pairs}
     if detect_shape(available, strict=True) is None:
         raise _unknown_shape(columns, location, field="header", reason="bad_header")
@@ -294,10 +338,24 @@ def _field_names(fields, limit: int = 20) -> str:
 def _unknown_shape(fields, location, field="", reason="unknown_shape") -> DataError:
     present = _field_names(fields)
     fields = sorted(str(f) for f in fields)
-    known = ("instruction", "context", "input", "response", "output", "prompt",
-             "completion", "messages", "conversations", "label", "text")
-    typos = [f"{f!r} -> {difflib.get_close_matches(f, known, n=1)[0]!r}"
-             for f in fields if f not in known and difflib.get_close_matches(f, known, n=1)]
+    known = (
+        "instruction",
+        "context",
+        "input",
+        "response",
+        "output",
+        "prompt",
+        "completion",
+        "messages",
+        "conversations",
+        "label",
+        "text",
+    )
+    typos = [
+        f"{f!r} -> {difflib.get_close_matches(f, known, n=1)[0]!r}"
+        for f in fields
+        if f not in known and difflib.get_close_matches(f, known, n=1)
+    ]
     hint = f" Possible typos: {', '.join(typos[:5])}." if typos else ""
     return DataError(
         f"{'' if field else 'The record '}matches no known record shape: need "
@@ -305,38 +363,58 @@ def _unknown_shape(fields, location, field="", reason="unknown_shape") -> DataEr
         "`instruction`+`response`/`output`, `prompt`+`completion`, or "
         f"`label`+`text`. Fields present: {present}.{hint} Map other fields with "
         "--fields, e.g. --fields instruction=headline,response=category.",
-        location=location, field=field, reason=reason)
+        location=location,
+        field=field,
+        reason=reason,
+    )
 
 
 def _get(record: dict, key: str, location: str, field: str = "") -> Any:
     if record.get(key) is None:
         present = "" if field else f" Fields present: {_field_names(record)}."
-        raise DataError(f"is missing.{present}", location=location,
-                        field=field or key, reason="missing_field")
+        raise DataError(
+            f"is missing.{present}", location=location, field=field or key, reason="missing_field"
+        )
     return record[key]
 
 
-def _text(record: dict, key: str, location: str, *, allow_empty: bool = False,
-          field: str = "") -> str:
+def _text(
+    record: dict, key: str, location: str, *, allow_empty: bool = False, field: str = ""
+) -> str:
     """record[key] as a non-empty, valid string; errors name `field` or `key`."""
     value, field = _get(record, key, location, field), field or key
     if not isinstance(value, str):
-        raise DataError(f"must be a string, not {type(value).__name__}.",
-                        location=location, field=field, reason="wrong_type",
-                        received=value)
+        raise DataError(
+            f"must be a string, not {type(value).__name__}.",
+            location=location,
+            field=field,
+            reason="wrong_type",
+            received=value,
+        )
     if BAD_TEXT.search(value):
-        raise DataError("holds bytes that are not valid UTF-8 (or lone surrogate "
-                        "escapes). Re-encode the file as UTF-8.", location=location,
-                        field=field, reason="non_utf8", received=value)
+        raise DataError(
+            "holds bytes that are not valid UTF-8 (or lone surrogate "
+            "escapes). Re-encode the file as UTF-8.",
+            location=location,
+            field=field,
+            reason="non_utf8",
+            received=value,
+        )
     if "\x00" in value:
-        raise DataError(f"holds {value.count(chr(0))} NUL character(s) (\\x00), which "
-                        "the tokenizer would train as <unk>. Remove them (a file "
-                        "saved as UTF-16 without a byte-order mark also looks like "
-                        "this; save it as UTF-8).", location=location, field=field,
-                        reason="nul_byte", received=value)
+        raise DataError(
+            f"holds {value.count(chr(0))} NUL character(s) (\\x00), which "
+            "the tokenizer would train as <unk>. Remove them (a file "
+            "saved as UTF-16 without a byte-order mark also looks like "
+            "this; save it as UTF-8).",
+            location=location,
+            field=field,
+            reason="nul_byte",
+            received=value,
+        )
     if not allow_empty and not value.strip():
-        raise DataError("is empty.", location=location, field=field,
-                        reason="empty_string", received=value)
+        raise DataError(
+            "is empty.", location=location, field=field, reason="empty_string", received=value
+        )
     return value
 
 
@@ -349,8 +427,7 @@ def _system(record: dict, location: str) -> str:
 
 def _single_turn(record: dict, shape: str, location: str) -> tuple[str, str, bool]:
     if shape == "prompt_completion":
-        return (_text(record, "prompt", location),
-                _text(record, "completion", location), False)
+        return (_text(record, "prompt", location), _text(record, "completion", location), False)
     instruction = _text(record, "instruction", location)
     context_key = "context" if "context" in record else "input"
     context = ""
@@ -366,8 +443,13 @@ def _single_turn(record: dict, shape: str, location: str) -> tuple[str, str, boo
 def _classification(record: dict, location: str, system: str) -> ParsedRecord:
     label = _get(record, "label", location)
     if isinstance(label, bool) or not isinstance(label, (str, int)):
-        raise DataError("must be a string or an integer class.", location=location,
-                        field="label", reason="wrong_type", received=label)
+        raise DataError(
+            "must be a string or an integer class.",
+            location=location,
+            field="label",
+            reason="wrong_type",
+            received=label,
+        )
     label = _text({"label": str(label)}, "label", location)
     keys = [k for k in ("prompt", "instruction", "text") if record.get(k) is not None]
     prompt = _text(record, keys[0] if keys else "text", location)
@@ -377,34 +459,56 @@ def _classification(record: dict, location: str, system: str) -> ParsedRecord:
     return ParsedRecord(Example(messages, source=location, label=label), "classification")
 
 
-_MESSAGE_ROLES = {"system": "system", "user": "user", "assistant": "assistant",
-                  "model": "assistant"}
-_SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user",
-                   "gpt": "assistant", "assistant": "assistant", "chatgpt": "assistant"}
+_MESSAGE_ROLES = {
+    "system": "system",
+    "user": "user",
+    "assistant": "assistant",
+    "model": "assistant",
+}
+_SHAREGPT_ROLES = {
+    "system": "system",
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+    "chatgpt": "assistant",
+}
 
 
-def _chat(record: dict, key: str, role_key: str, content_key: str,
-          roles: dict[str, str], location: str) -> tuple[Message, ...]:
+def _chat(
+    record: dict, key: str, role_key: str, content_key: str, roles: dict[str, str], location: str
+) -> tuple[Message, ...]:
     items = _get(record, key, location)
     if not isinstance(items, list):
-        raise DataError(f"must be a list of {{{role_key}, {content_key}}} objects, "
-                        f"not {type(items).__name__}.", location=location, field=key,
-                        reason="wrong_type", received=items)
+        raise DataError(
+            f"must be a list of {{{role_key}, {content_key}}} objects, not {type(items).__name__}.",
+            location=location,
+            field=key,
+            reason="wrong_type",
+            received=items,
+        )
     if not items:
-        raise DataError("is an empty list.", location=location, field=key,
-                        reason="empty_string")
+        raise DataError("is an empty list.", location=location, field=key, reason="empty_string")
     messages = []
     for i, item in enumerate(items):
         name = f"{key}[{i}]"
         if not isinstance(item, dict):
-            raise DataError(f"must be an object with `{role_key}` and `{content_key}`.",
-                            location=location, field=name, reason="wrong_type",
-                            received=item)
+            raise DataError(
+                f"must be an object with `{role_key}` and `{content_key}`.",
+                location=location,
+                field=name,
+                reason="wrong_type",
+                received=item,
+            )
         role = _text(item, role_key, location, field=f"{name}.{role_key}")
         if role not in roles:
-            raise DataError(f"is not a known role; use one of {sorted(roles)}.",
-                            location=location, field=f"{name}.{role_key}",
-                            reason="bad_conversation", received=role)
+            raise DataError(
+                f"is not a known role; use one of {sorted(roles)}.",
+                location=location,
+                field=f"{name}.{role_key}",
+                reason="bad_conversation",
+                received=role,
+            )
         content = _content(item, content_key, location, f"{name}.{content_key}")
         messages.append(Message(roles[role], content))
     _check_turns(messages, key, location)
@@ -417,11 +521,16 @@ def _content(item: dict, key: str, location: str, field: str) -> str:
         parts = []
         for j, part in enumerate(value):
             if not isinstance(part, dict) or part.get("type") != "text":
-                raise DataError("may only hold text parts ({type: text, text}).",
-                                location=location, field=f"{field}[{j}]",
-                                reason="wrong_type", received=part)
-            parts.append(_text(part, "text", location, allow_empty=True,
-                               field=f"{field}[{j}].text"))
+                raise DataError(
+                    "may only hold text parts ({type: text, text}).",
+                    location=location,
+                    field=f"{field}[{j}]",
+                    reason="wrong_type",
+                    received=part,
+                )
+            parts.append(
+                _text(part, "text", location, allow_empty=True, field=f"{field}[{j}].text")
+            )
         value = "".join(parts)
     return _text({key: value}, key, location, field=field)
 
@@ -432,28 +541,49 @@ def _check_turns(messages: list[Message], key: str, location: str) -> None:
     for i in range(start, len(messages)):
         role = messages[i].role
         if role != expected:
-            problem = ("a system message may only come first" if role == "system"
-                       else f"turns must alternate user/assistant, starting with user; "
-                       f"expected {expected!r} here")
-            raise DataError(f"{problem}.", location=location, field=f"{key}[{i}]",
-                            reason="bad_conversation", received=role)
+            problem = (
+                "a system message may only come first"
+                if role == "system"
+                else f"turns must alternate user/assistant, starting with user; "
+                f"expected {expected!r} here"
+            )
+            raise DataError(
+                f"{problem}.",
+                location=location,
+                field=f"{key}[{i}]",
+                reason="bad_conversation",
+                received=role,
+            )
         expected = "assistant" if role == "user" else "user"
     if len(messages) == start:
-        raise DataError("holds only a system message; add user and assistant turns.",
-                        location=location, field=key, reason="bad_conversation")
+        raise DataError(
+            "holds only a system message; add user and assistant turns.",
+            location=location,
+            field=key,
+            reason="bad_conversation",
+        )
     if messages[-1].role != "assistant":
-        raise DataError("ends on a user turn; the last message must be the "
-                        "assistant's reply (nothing to train on otherwise).",
-                        location=location, field=f"{key}[{len(messages) - 1}]",
-                        reason="bad_conversation")
+        raise DataError(
+            "ends on a user turn; the last message must be the "
+            "assistant's reply (nothing to train on otherwise).",
+            location=location,
+            field=f"{key}[{len(messages) - 1}]",
+            reason="bad_conversation",
+        )
 
 
 # ------------------------------------------------------------------ consumer
 
 
-def iter_examples(records: Iterable[tuple[str, Any]], report: LoadReport, *,
-                  mapping: FieldMapping | None = None, skip_bad_records: bool = False,
-                  drop_with_context: bool = False, source: str = "") -> Iterator[Example]:
+def iter_examples(
+    records: Iterable[tuple[str, Any]],
+    report: LoadReport,
+    *,
+    mapping: FieldMapping | None = None,
+    skip_bad_records: bool = False,
+    drop_with_context: bool = False,
+    source: str = "",
+) -> Iterator[Example]:
     """Turns (location, record) pairs into Examples, counting into `report`.
 
     Args:

@@ -53,27 +53,36 @@ def parse_spec(spec: str) -> Source:
         DataError: for a malformed `tfds:`/`kaggle:` spec, or another URI scheme.
     """
     if spec.startswith("tfds:"):
-        name, _, split = spec[len("tfds:"):].partition(":")
+        name, _, split = spec[len("tfds:") :].partition(":")
         if not re.fullmatch(r"[\w.-]+(/[\w.=,-]+)?", name):
-            raise DataError("must look like tfds:NAME[/CONFIG][:SPLIT], e.g. "
-                            "tfds:imdb_reviews:train.", location=spec, reason="bad_spec")
+            raise DataError(
+                "must look like tfds:NAME[/CONFIG][:SPLIT], e.g. tfds:imdb_reviews:train.",
+                location=spec,
+                reason="bad_spec",
+            )
         return TfdsSource(spec, name, split or "train")
     if spec.startswith("kaggle:"):
-        parts = spec[len("kaggle:"):].lstrip("/").split("/")
+        parts = spec[len("kaggle:") :].lstrip("/").split("/")
         if len(parts) < 2 or not all(parts[:2]):
-            raise DataError("must look like kaggle:OWNER/DATASET[/versions/N][/FILE], "
-                            "e.g. kaggle:rmisra/news-category-dataset.", location=spec,
-                            reason="bad_spec")
+            raise DataError(
+                "must look like kaggle:OWNER/DATASET[/versions/N][/FILE], "
+                "e.g. kaggle:rmisra/news-category-dataset.",
+                location=spec,
+                reason="bad_spec",
+            )
         version = None
         if len(parts) >= 4 and parts[2] == "versions" and parts[3].isdigit():
             version, parts = int(parts[3]), parts[:2] + parts[4:]
         return KaggleSource(spec, parts[0], parts[1], version, "/".join(parts[2:]))
     scheme = re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://", spec)
     if scheme:  # pathlib would read s3://bucket/x as the local path s3:/bucket/x
-        raise DataError(f"unsupported scheme {scheme.group(1)}://; supported: local "
-                        "paths (a file or a directory), tfds:NAME[/CONFIG][:SPLIT], "
-                        "kaggle:OWNER/DATASET (also kaggle://OWNER/DATASET).",
-                        location=spec, reason="bad_spec")
+        raise DataError(
+            f"unsupported scheme {scheme.group(1)}://; supported: local "
+            "paths (a file or a directory), tfds:NAME[/CONFIG][:SPLIT], "
+            "kaggle:OWNER/DATASET (also kaggle://OWNER/DATASET).",
+            location=spec,
+            reason="bad_spec",
+        )
     return LocalSource(spec, Path(spec).expanduser())
 
 
@@ -91,8 +100,10 @@ class LocalSource:
     def fingerprint(self) -> str:
         digest = hashlib.sha256()
         for file in list_data_files(self.path):
-            digest.update(str(file.relative_to(self.path) if file != self.path
-                              else file.name).encode() + b"\0")
+            digest.update(
+                str(file.relative_to(self.path) if file != self.path else file.name).encode()
+                + b"\0"
+            )
             update_digest(digest, file)
         return digest.hexdigest()[:16]
 
@@ -108,21 +119,30 @@ class TfdsSource:
     @functools.cached_property
     def builder(self):
         # tfds 4.9 builders need importlib_resources but do not declare it.
-        missing = [m for m in ("tensorflow_datasets", "importlib_resources")
-                   if importlib.util.find_spec(m) is None]
+        missing = [
+            m
+            for m in ("tensorflow_datasets", "importlib_resources")
+            if importlib.util.find_spec(m) is None
+        ]
         if missing:
-            raise DataError(f"needs {' and '.join(missing)}: pip install "
-                            f"{' '.join(m.replace('_', '-') for m in missing)}.",
-                            location=self.spec, reason="bad_spec")
+            raise DataError(
+                f"needs {' and '.join(missing)}: pip install "
+                f"{' '.join(m.replace('_', '-') for m in missing)}.",
+                location=self.spec,
+                reason="bad_spec",
+            )
         import tensorflow_datasets as tfds  # heavy: tensorflow_datasets
 
         try:
             builder = tfds.builder(self.name, data_dir=os.environ.get("TFDS_DATA_DIR"))
         except tfds.core.registered.DatasetNotFoundError as e:
-            raise DataError(f"names no TFDS dataset: {str(e).splitlines()[0]} Check the "
-                            "name at https://www.tensorflow.org/datasets/catalog, or set "
-                            "TFDS_DATA_DIR to where it was prepared.",
-                            location=self.spec, reason="bad_spec") from None
+            raise DataError(
+                f"names no TFDS dataset: {str(e).splitlines()[0]} Check the "
+                "name at https://www.tensorflow.org/datasets/catalog, or set "
+                "TFDS_DATA_DIR to where it was prepared.",
+                location=self.spec,
+                reason="bad_spec",
+            ) from None
         if not builder.is_prepared():
             log.info("Preparing %s in %s (downloads once).", self.name, builder.data_dir)
             try:
@@ -132,21 +152,28 @@ class TfdsSource:
                     f"could not be downloaded and prepared ({type(e).__name__}: {e}). "
                     f"Offline, prepare it elsewhere (`tfds build {self.name}`) and copy "
                     "the data directory here, pointing TFDS_DATA_DIR at it.",
-                    location=self.spec, reason="download_failed") from None
+                    location=self.spec,
+                    reason="download_failed",
+                ) from None
         return builder
 
     def records(self, mapping: FieldMapping | None = None) -> Iterator[tuple[str, Any]]:
         import tensorflow_datasets as tfds  # heavy: tensorflow_datasets
 
         builder = self.builder
-        names = {key: feature.names for key, feature in builder.info.features.items()
-                 if isinstance(feature, tfds.features.ClassLabel)}
+        names = {
+            key: feature.names
+            for key, feature in builder.info.features.items()
+            if isinstance(feature, tfds.features.ClassLabel)
+        }
         try:
             dataset = builder.as_dataset(split=self.split, shuffle_files=False)
         except ValueError as e:
-            raise DataError(f"has no split {self.split!r} ({e}). Splits: "
-                            f"{sorted(builder.info.splits)}.", location=self.spec,
-                            reason="bad_spec") from None
+            raise DataError(
+                f"has no split {self.split!r} ({e}). Splits: {sorted(builder.info.splits)}.",
+                location=self.spec,
+                reason="bad_spec",
+            ) from None
         for number, example in enumerate(tfds.as_numpy(dataset), 1):
             yield f"{self.spec}:{number}", _to_python(example, names)
 
@@ -159,8 +186,10 @@ class TfdsSource:
 def _to_python(value: Any, class_names: dict | None = None) -> Any:
     """numpy/bytes values from TFDS -> plain Python (bytes as UTF-8 text)."""
     if isinstance(value, dict):
-        return {k: (class_names[k][int(v)] if class_names and k in class_names
-                     else _to_python(v)) for k, v in value.items()}
+        return {
+            k: (class_names[k][int(v)] if class_names and k in class_names else _to_python(v))
+            for k, v in value.items()
+        }
     if isinstance(value, bytes):
         return value.decode("utf-8", "surrogateescape")
     if isinstance(value, np.ndarray):
@@ -208,8 +237,9 @@ def resolve_kaggle(source: KaggleSource, timeout: float = hub.PROBE_TIMEOUT) -> 
     offline = hub.offline()
     unreachable = None if offline else hub.unreachable(hub.kaggle_host(), timeout)
     if cached and (offline or unreachable or source.version is not None):
-        log.info("Using %s from the kagglehub cache (%s), without the network.",
-                 source.spec, cached)
+        log.info(
+            "Using %s from the kagglehub cache (%s), without the network.", source.spec, cached
+        )
         return cached
     if offline or unreachable:
         why = f"{OFFLINE_ENV} is set" if offline else f"Kaggle is unreachable ({unreachable})"
@@ -222,9 +252,15 @@ def resolve_kaggle(source: KaggleSource, timeout: float = hub.PROBE_TIMEOUT) -> 
         handle += f"/versions/{source.version}"
     try:
         return Path(kagglehub.dataset_download(handle, path=source.file or None))
-    except (OSError, ValueError, exceptions.CredentialError, exceptions.BackendError,
-            exceptions.NotFoundError, exceptions.UnauthenticatedError,
-            exceptions.DataCorruptionError) as e:
+    except (
+        OSError,
+        ValueError,
+        exceptions.CredentialError,
+        exceptions.BackendError,
+        exceptions.NotFoundError,
+        exceptions.UnauthenticatedError,
+        exceptions.DataCorruptionError,
+    ) as e:
         if cached:
             log.warning("kagglehub failed (%s); using the cached copy %s.", e, cached)
             return cached
@@ -248,11 +284,14 @@ def _kaggle_error(source: KaggleSource, why: str) -> DataError:
         "download the file elsewhere and pass its local path to --data; or copy "
         f"a kagglehub cache into {hub.kaggle_cache_folder()} (set KAGGLEHUB_CACHE to "
         f"move it) and set {OFFLINE_ENV}=1.",
-        location=source.spec, reason="download_failed")
+        location=source.spec,
+        reason="download_failed",
+    )
 
 
-def interleave(streams: Sequence[Iterator[T]], weights: Sequence[float],
-               seed: int) -> Iterator[tuple[int, T]]:
+def interleave(
+    streams: Sequence[Iterator[T]], weights: Sequence[float], seed: int
+) -> Iterator[tuple[int, T]]:
     """Mixes streams: each item comes from stream i with probability w_i.
 
     Deterministic given `seed`. Stops when the chosen stream runs out, so
@@ -266,8 +305,7 @@ def interleave(streams: Sequence[Iterator[T]], weights: Sequence[float],
     cumulative = np.cumsum(weights / weights.sum())
     rng = np.random.default_rng(seed)
     while True:
-        index = min(int(np.searchsorted(cumulative, rng.random(), side="right")),
-                    len(streams) - 1)
+        index = min(int(np.searchsorted(cumulative, rng.random(), side="right")), len(streams) - 1)
         try:
             item = next(streams[index])
         except StopIteration:

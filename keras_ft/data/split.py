@@ -25,10 +25,21 @@ from keras_ft.templates import Example
 log = logging.getLogger(__name__)
 
 
-DATA_OPTIONS = ("data", "data_weights", "validation_data", "validation_fraction",
-                "drop_with_context", "num_examples", "shuffle", "seed", "fields",
-                "skip_bad_records", "template", "completion_only_loss",
-                "sequence_length")
+DATA_OPTIONS = (
+    "data",
+    "data_weights",
+    "validation_data",
+    "validation_fraction",
+    "drop_with_context",
+    "num_examples",
+    "shuffle",
+    "seed",
+    "fields",
+    "skip_bad_records",
+    "template",
+    "completion_only_loss",
+    "sequence_length",
+)
 
 
 def check_data_config(cfg: Config) -> FieldMapping | None:
@@ -40,15 +51,18 @@ def check_data_config(cfg: Config) -> FieldMapping | None:
     if cfg.data_weights and len(cfg.data_weights) != len(cfg.data):
         raise ValueError(
             f"`data_weights` must give one weight per `data` spec ({len(cfg.data)}). "
-            f"Received: data_weights={cfg.data_weights!r} for data={cfg.data!r}")
+            f"Received: data_weights={cfg.data_weights!r} for data={cfg.data!r}"
+        )
     if any(w <= 0 for w in cfg.data_weights):
-        raise ValueError("`data_weights` must all be positive. "
-                         f"Received: data_weights={cfg.data_weights!r}")
+        raise ValueError(
+            f"`data_weights` must all be positive. Received: data_weights={cfg.data_weights!r}"
+        )
     return FieldMapping.parse(cfg.fields) if cfg.fields else None
 
 
-def stream_examples(cfg: Config, specs: Sequence[str], report: LoadReport,
-                    weights: Sequence[float] = ()) -> Iterator[Example]:
+def stream_examples(
+    cfg: Config, specs: Sequence[str], report: LoadReport, weights: Sequence[float] = ()
+) -> Iterator[Example]:
     """Examples of several specs, chained or mixed by weights, lazily.
 
     Args:
@@ -61,9 +75,14 @@ def stream_examples(cfg: Config, specs: Sequence[str], report: LoadReport,
     exhausted: list[str] = []
 
     def stream(spec: str) -> Iterator[Example]:
-        yield from iter_examples(parse_spec(spec).records(mapping), report,
-                                 mapping=mapping, skip_bad_records=cfg.skip_bad_records,
-                                 drop_with_context=cfg.drop_with_context, source=spec)
+        yield from iter_examples(
+            parse_spec(spec).records(mapping),
+            report,
+            mapping=mapping,
+            skip_bad_records=cfg.skip_bad_records,
+            drop_with_context=cfg.drop_with_context,
+            source=spec,
+        )
         exhausted.append(spec)
 
     streams = [stream(spec) for spec in specs]
@@ -73,8 +92,10 @@ def stream_examples(cfg: Config, specs: Sequence[str], report: LoadReport,
     for _, example in interleave(streams, weights, cfg.seed):
         yield example
     if exhausted:
-        report.notes.append(f"the mixture stopped when {exhausted[0]} ran out, to keep "
-                            f"the weights; examples per source: {dict(report.sources)}")
+        report.notes.append(
+            f"the mixture stopped when {exhausted[0]} ran out, to keep "
+            f"the weights; examples per source: {dict(report.sources)}"
+        )
 
 
 def read_data(cfg: Config, report: LoadReport) -> Iterator[Example]:
@@ -99,8 +120,7 @@ class SplitPlan:
     report: LoadReport
 
 
-def plan_split(cfg: Config, visit: Callable[[str, Example], None] | None = None
-               ) -> SplitPlan:
+def plan_split(cfg: Config, visit: Callable[[str, Example], None] | None = None) -> SplitPlan:
     """Streams the data once and decides the seeded shuffle and split.
 
     Only an 8-byte hash per example is kept, so data larger than memory can
@@ -124,37 +144,56 @@ def plan_split(cfg: Config, visit: Callable[[str, Example], None] | None = None
 
     keys = hashes("data", read_data(cfg, report))
     if cfg.num_examples and len(keys) == cfg.num_examples:
-        report.notes.append(f"kept the first num_examples={cfg.num_examples} examples; "
-                            "later records were not read")
+        report.notes.append(
+            f"kept the first num_examples={cfg.num_examples} examples; later records were not read"
+        )
     if not len(keys):
-        raise DataError(f"hold no usable examples.\n{report.summary()}",
-                        location=", ".join(cfg.data), reason="no_examples")
-    order = (np.random.default_rng(cfg.seed).permutation(len(keys)) if cfg.shuffle
-             else np.arange(len(keys)))
+        raise DataError(
+            f"hold no usable examples.\n{report.summary()}",
+            location=", ".join(cfg.data),
+            reason="no_examples",
+        )
+    order = (
+        np.random.default_rng(cfg.seed).permutation(len(keys))
+        if cfg.shuffle
+        else np.arange(len(keys))
+    )
     if cfg.validation_data:
         val_report = LoadReport()
-        val_keys = hashes("validation_data",
-                          stream_examples(cfg, (cfg.validation_data,), val_report))
+        val_keys = hashes(
+            "validation_data", stream_examples(cfg, (cfg.validation_data,), val_report)
+        )
         report.notes.append(f"validation data: {val_report.summary()}")
         if not len(val_keys):
-            raise DataError("holds no usable examples.", location=cfg.validation_data,
-                            field="validation_data", reason="no_examples")
+            raise DataError(
+                "holds no usable examples.",
+                location=cfg.validation_data,
+                field="validation_data",
+                reason="no_examples",
+            )
         train, validation = order, np.arange(len(val_keys))
     else:
         count = validation_count(len(keys), cfg.validation_fraction)
-        train, validation = order[:len(keys) - count], order[len(keys) - count:]
+        train, validation = order[: len(keys) - count], order[len(keys) - count :]
         val_keys = keys[validation]
     overlap = np.isin(keys[train], val_keys)
     train = train[~overlap]
     report.num_overlap_removed = int(overlap.sum())
     if not len(train):
-        raise DataError("no training examples are left: every one equals a "
-                        "validation example.", field="validation_data",
-                        reason="empty_split")
+        raise DataError(
+            "no training examples are left: every one equals a validation example.",
+            field="validation_data",
+            reason="empty_split",
+        )
     report.num_train, report.num_validation = len(train), len(validation)
     log.info("%s", report.summary())
-    return SplitPlan(train.astype(np.int64), validation.astype(np.int64),
-                     bool(cfg.validation_data), keys[train], report)
+    return SplitPlan(
+        train.astype(np.int64),
+        validation.astype(np.int64),
+        bool(cfg.validation_data),
+        keys[train],
+        report,
+    )
 
 
 def load_examples(cfg: Config) -> tuple[list[Example], list[Example], LoadReport]:
@@ -171,8 +210,11 @@ def load_examples(cfg: Config) -> tuple[list[Example], list[Example], LoadReport
     read: dict[str, list[Example]] = {"data": [], "validation_data": []}
     plan = plan_split(cfg, lambda stream, example: read[stream].append(example))
     held_out = read["validation_data" if plan.validation_is_separate else "data"]
-    return ([read["data"][i] for i in plan.train],
-            [held_out[i] for i in plan.validation], plan.report)
+    return (
+        [read["data"][i] for i in plan.train],
+        [held_out[i] for i in plan.validation],
+        plan.report,
+    )
 
 
 def validation_count(num_examples: int, fraction: float) -> int:
@@ -189,11 +231,17 @@ def validation_count(num_examples: int, fraction: float) -> int:
         raise DataError(
             f"= {fraction} of {num_examples} examples leaves the validation split "
             f"empty. Use at least {need} examples, pass --validation-data, or set "
-            "--validation-fraction 0.", field="validation_fraction", reason="empty_split")
+            "--validation-fraction 0.",
+            field="validation_fraction",
+            reason="empty_split",
+        )
     if count >= num_examples:
-        raise DataError(f"= {fraction} of {num_examples} examples leaves no training "
-                        "examples. Lower it or add data.", field="validation_fraction",
-                        reason="empty_split")
+        raise DataError(
+            f"= {fraction} of {num_examples} examples leaves no training "
+            "examples. Lower it or add data.",
+            field="validation_fraction",
+            reason="empty_split",
+        )
     return count
 
 
@@ -204,6 +252,7 @@ def example_key(example: Example) -> tuple:
 
 def example_hash(example: Example) -> int:
     """`example_key` as a 64-bit hash, stable across processes."""
-    digest = hashlib.blake2b(repr(example_key(example)).encode("utf-8", "surrogatepass"),
-                             digest_size=8).digest()
+    digest = hashlib.blake2b(
+        repr(example_key(example)).encode("utf-8", "surrogatepass"), digest_size=8
+    ).digest()
     return int.from_bytes(digest, "little")

@@ -43,8 +43,9 @@ class DataStats:
     rendered: list = dataclasses.field(default_factory=list)
 
 
-def collect_stats(cfg: Config, tokenizer: TextTokenizer | None = None,
-                  num_rendered: int = 3) -> DataStats:
+def collect_stats(
+    cfg: Config, tokenizer: TextTokenizer | None = None, num_rendered: int = 3
+) -> DataStats:
     """Reads all of `cfg.data` (no split) and computes `DataStats`.
 
     Args:
@@ -54,13 +55,26 @@ def collect_stats(cfg: Config, tokenizer: TextTokenizer | None = None,
         num_rendered: how many examples to render with the loss marked.
     """
     report = LoadReport()
-    return compute_stats(read_data(cfg, report), report, get_template(cfg.template), tokenizer,
-                         cfg.sequence_length, cfg.completion_only_loss, num_rendered)
+    return compute_stats(
+        read_data(cfg, report),
+        report,
+        get_template(cfg.template),
+        tokenizer,
+        cfg.sequence_length,
+        cfg.completion_only_loss,
+        num_rendered,
+    )
 
 
-def compute_stats(examples: Iterable[Example], report: LoadReport, template: Template,
-                  tokenizer: TextTokenizer | None = None, sequence_length: int = 256,
-                  completion_only: bool = True, num_rendered: int = 3) -> DataStats:
+def compute_stats(
+    examples: Iterable[Example],
+    report: LoadReport,
+    template: Template,
+    tokenizer: TextTokenizer | None = None,
+    sequence_length: int = 256,
+    completion_only: bool = True,
+    num_rendered: int = 3,
+) -> DataStats:
     """Computes `DataStats` in one pass; token figures need a tokenizer.
 
     Memory holds two hashes and a few numbers per example, so `examples` can
@@ -68,10 +82,17 @@ def compute_stats(examples: Iterable[Example], report: LoadReport, template: Tem
     `example_key`s are (the identity the split uses).
     """
     seen, prompts = set(), set()
-    stats = DataStats(report=report, num_examples=0, num_duplicates=0,
-                      num_duplicate_prompts=0, assistant_turns=collections.Counter(),
-                      labels=collections.Counter(), topics=collections.Counter(),
-                      char_lengths=np.zeros(0, np.int64), sequence_length=sequence_length)
+    stats = DataStats(
+        report=report,
+        num_examples=0,
+        num_duplicates=0,
+        num_duplicate_prompts=0,
+        assistant_turns=collections.Counter(),
+        labels=collections.Counter(),
+        topics=collections.Counter(),
+        char_lengths=np.zeros(0, np.int64),
+        sequence_length=sequence_length,
+    )
     char_lengths, token_lengths = [], []
     for example in examples:
         key_hash = example_hash(example)
@@ -88,38 +109,46 @@ def compute_stats(examples: Iterable[Example], report: LoadReport, template: Tem
         char_lengths.append(sum(len(m.content) for m in example.messages))
         if tokenizer is not None:
             full = tokenize_example(example, template, tokenizer, _NO_LIMIT, completion_only)
-            if full is None or not full.loss_mask[1:sequence_length + 1].any():
+            if full is None or not full.loss_mask[1 : sequence_length + 1].any():
                 stats.num_dropped += 1
             if full is not None:
                 token_lengths.append(full.num_tokens_before_truncation)
                 stats.num_truncated += full.num_tokens_before_truncation > sequence_length + 1
         if len(stats.rendered) < num_rendered:
-            stats.rendered.append(_render(example, template, tokenizer, sequence_length,
-                                          completion_only))
+            stats.rendered.append(
+                _render(example, template, tokenizer, sequence_length, completion_only)
+            )
     stats.char_lengths = np.asarray(char_lengths, np.int64)
     if tokenizer is not None:
         stats.token_lengths = np.asarray(token_lengths, np.int64)
     return stats
 
 
-def _render(example: Example, template: Template, tokenizer: TextTokenizer | None,
-            sequence_length: int, completion_only: bool) -> str:
+def _render(
+    example: Example,
+    template: Template,
+    tokenizer: TextTokenizer | None,
+    sequence_length: int,
+    completion_only: bool,
+) -> str:
     """One example as training sees it, loss tokens marked."""
     if tokenizer is None:
         return render_marked(example, template)
-    tokenized = tokenize_example(example, template, tokenizer, sequence_length,
-                                 completion_only)
+    tokenized = tokenize_example(example, template, tokenizer, sequence_length, completion_only)
     if tokenized is not None:
         return format_marked(tokenized, tokenizer)
     # Dropped: show it whole, so the user sees why.
     tokenized = tokenize_example(example, template, tokenizer, _NO_LIMIT, completion_only)
-    return (f"(dropped: no response token within sequence_length={sequence_length}; "
-            f"shown untruncated)\n" + format_marked(tokenized, tokenizer))
+    return (
+        f"(dropped: no response token within sequence_length={sequence_length}; "
+        f"shown untruncated)\n" + format_marked(tokenized, tokenizer)
+    )
 
 
 _QUESTION_WORDS = frozenset(
     "a an the how what which who why when where is are was do does did can could "
-    "should would will i you me my we our to of in on for please give tell".split())
+    "should would will i you me my we our to of in on for please give tell".split()
+)
 
 
 def _topic(example: Example) -> str:
@@ -132,37 +161,49 @@ def _topic(example: Example) -> str:
 
 def render_marked(example: Example, template: Template) -> str:
     """The rendered text, with loss-bearing segments in [[ ]] (no tokenizer)."""
-    return "".join(f"[[{s.text}]]" if s.trainable else s.text
-                   for s in template.render(example.messages))
+    return "".join(
+        f"[[{s.text}]]" if s.trainable else s.text for s in template.render(example.messages)
+    )
 
 
 def _distribution(values: np.ndarray) -> str:
     if not len(values):
         return "none"
     p50, p90, p99 = np.percentile(values, [50, 90, 99]).astype(int)
-    return (f"min {values.min()}, median {p50}, mean {values.mean():.0f}, "
-            f"p90 {p90}, p99 {p99}, max {values.max()}")
+    return (
+        f"min {values.min()}, median {p50}, mean {values.mean():.0f}, "
+        f"p90 {p90}, p99 {p99}, max {values.max()}"
+    )
 
 
 def format_stats(stats: DataStats) -> str:
     """A plain-text report of `stats`."""
     n = max(stats.num_examples, 1)
-    lines = [stats.report.summary(),
-             f"Examples: {stats.num_examples}; record shapes: {dict(stats.report.shapes)}",
-             f"Assistant turns per example: {dict(sorted(stats.assistant_turns.items()))}",
-             f"Duplicates: {stats.num_duplicates} identical examples, "
-             f"{stats.num_duplicate_prompts} repeated prompts",
-             f"Characters per example: {_distribution(stats.char_lengths)}"]
+    lines = [
+        stats.report.summary(),
+        f"Examples: {stats.num_examples}; record shapes: {dict(stats.report.shapes)}",
+        f"Assistant turns per example: {dict(sorted(stats.assistant_turns.items()))}",
+        f"Duplicates: {stats.num_duplicates} identical examples, "
+        f"{stats.num_duplicate_prompts} repeated prompts",
+        f"Characters per example: {_distribution(stats.char_lengths)}",
+    ]
     if stats.token_lengths is not None:
-        lines += [f"Tokens per example: {_distribution(stats.token_lengths)}",
-                  f"Truncated at sequence_length={stats.sequence_length}: "
-                  f"{stats.num_truncated} ({100 * stats.num_truncated / n:.1f} %); "
-                  f"dropped (response cut off entirely): {stats.num_dropped}"]
-    counts, title = ((stats.labels, "Labels") if stats.labels
-                     else (stats.topics, "Prompt topics (first content word)"))
+        lines += [
+            f"Tokens per example: {_distribution(stats.token_lengths)}",
+            f"Truncated at sequence_length={stats.sequence_length}: "
+            f"{stats.num_truncated} ({100 * stats.num_truncated / n:.1f} %); "
+            f"dropped (response cut off entirely): {stats.num_dropped}",
+        ]
+    counts, title = (
+        (stats.labels, "Labels")
+        if stats.labels
+        else (stats.topics, "Prompt topics (first content word)")
+    )
     lines.append(f"{title} ({len(counts)} distinct), top 15:")
-    lines += [f"  {count:6d}  {100 * count / n:5.1f} %  {value}"
-              for value, count in counts.most_common(15)]
+    lines += [
+        f"  {count:6d}  {100 * count / n:5.1f} %  {value}"
+        for value, count in counts.most_common(15)
+    ]
     for i, text in enumerate(stats.rendered):
         lines += [f"--- example {i} (loss-bearing tokens in [[ ]]) ---", text]
     return "\n".join(lines)
@@ -181,8 +222,12 @@ def plot_stats(stats: DataStats, path: str | Path) -> Path:
     lengths = stats.token_lengths if tokens else stats.char_lengths
     left.hist(lengths, bins=50, color="tab:blue")
     if tokens:
-        left.axvline(stats.sequence_length, color="tab:red", linestyle="--",
-                     label=f"sequence_length={stats.sequence_length}")
+        left.axvline(
+            stats.sequence_length,
+            color="tab:red",
+            linestyle="--",
+            label=f"sequence_length={stats.sequence_length}",
+        )
         left.legend()
     left.set_xlabel("tokens per example" if tokens else "characters per example")
     left.set_ylabel("examples")

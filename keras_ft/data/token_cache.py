@@ -44,16 +44,24 @@ class TokenizedDataset(collections.abc.Sequence):
         counts: {"examples", "truncated", "dropped_fully_truncated"}.
     """
 
-    def __init__(self, tokens: np.ndarray, mask: np.ndarray, offsets: np.ndarray,
-                 lengths: np.ndarray, index: np.ndarray | None = None):
+    def __init__(
+        self,
+        tokens: np.ndarray,
+        mask: np.ndarray,
+        offsets: np.ndarray,
+        lengths: np.ndarray,
+        index: np.ndarray | None = None,
+    ):
         self.tokens, self.mask, self.offsets, self.lengths = tokens, mask, offsets, lengths
         picked = np.arange(len(lengths)) if index is None else np.asarray(index, np.int64)
         kept = lengths[picked] >= 0
         self.index = picked[kept]
         sizes = np.diff(offsets)[self.index]
-        self.counts = {"examples": int(len(self.index)),
-                       "truncated": int((lengths[self.index] > sizes).sum()),
-                       "dropped_fully_truncated": int((~kept).sum())}
+        self.counts = {
+            "examples": int(len(self.index)),
+            "truncated": int((lengths[self.index] > sizes).sum()),
+            "dropped_fully_truncated": int((~kept).sum()),
+        }
 
     def __len__(self) -> int:
         return len(self.index)
@@ -65,9 +73,11 @@ class TokenizedDataset(collections.abc.Sequence):
             raise IndexError(index)
         slot = int(self.index[index])
         start, end = int(self.offsets[slot]), int(self.offsets[slot + 1])
-        return TokenizedExample(np.asarray(self.tokens[start:end], np.int32),
-                                np.asarray(self.mask[start:end], bool),
-                                int(self.lengths[slot]))
+        return TokenizedExample(
+            np.asarray(self.tokens[start:end], np.int32),
+            np.asarray(self.mask[start:end], bool),
+            int(self.lengths[slot]),
+        )
 
     def sizes(self) -> np.ndarray:
         """Tokens stored per example (len of `token_ids`), without reading them."""
@@ -78,8 +88,12 @@ class TokenizedDataset(collections.abc.Sequence):
         return TokenizedDataset(self.tokens, self.mask, self.offsets, self.lengths, index)
 
     @classmethod
-    def build(cls, tokenized: Iterable[TokenizedExample | None],
-              directory: Path | None = None, name: str = "train") -> "TokenizedDataset":
+    def build(
+        cls,
+        tokenized: Iterable[TokenizedExample | None],
+        directory: Path | None = None,
+        name: str = "train",
+    ) -> "TokenizedDataset":
         """Collects tokenized examples (None = dropped), in memory or on disk."""
         writer = TokenWriter(directory, name)
         for example in tokenized:
@@ -87,18 +101,24 @@ class TokenizedDataset(collections.abc.Sequence):
         return writer.finish()
 
     @classmethod
-    def load(cls, directory: Path, name: str, index: np.ndarray | None = None
-             ) -> "TokenizedDataset":
+    def load(
+        cls, directory: Path, name: str, index: np.ndarray | None = None
+    ) -> "TokenizedDataset":
         """Memory-maps the stream `name` that a `TokenWriter` wrote to `directory`.
 
         Raises:
             TokenCacheError: naming the file when one is missing or unreadable,
                 or when the arrays disagree (e.g. a truncated token file).
         """
+
         def mapped(key, dtype):
-            return _read(directory, f"{name}.{key}.bin", lambda path: (
-                np.memmap(path, dtype, mode="r") if path.stat().st_size
-                else np.zeros(0, dtype)))
+            return _read(
+                directory,
+                f"{name}.{key}.bin",
+                lambda path: (
+                    np.memmap(path, dtype, mode="r") if path.stat().st_size else np.zeros(0, dtype)
+                ),
+            )
 
         tokens, mask = mapped("tokens", np.int32), mapped("mask", np.uint8)
         offsets = _read(directory, f"{name}.offsets.npy", np.load)
@@ -120,16 +140,21 @@ class TokenWriter:
         self.directory, self.name = directory, name
         self.chunks: dict[str, list[np.ndarray]] = {"tokens": [], "mask": []}
         self.offsets, self.lengths = [0], []
-        self.files = ({k: open(directory / f"{name}.{k}.bin", "wb") for k in self.chunks}
-                      if directory else None)
+        self.files = (
+            {k: open(directory / f"{name}.{k}.bin", "wb") for k in self.chunks}
+            if directory
+            else None
+        )
 
     def add(self, example: TokenizedExample | None) -> None:
         if example is None:  # dropped: an empty slot keeps the indices aligned
             self.offsets.append(self.offsets[-1])
             self.lengths.append(-1)
             return
-        for key, array in (("tokens", example.token_ids.astype(np.int32)),
-                           ("mask", example.loss_mask.astype(np.uint8))):
+        for key, array in (
+            ("tokens", example.token_ids.astype(np.int32)),
+            ("mask", example.loss_mask.astype(np.uint8)),
+        ):
             if self.files:
                 self.files[key].write(array.tobytes())
             else:
@@ -146,8 +171,12 @@ class TokenWriter:
         offsets = np.asarray(self.offsets, np.int64)
         lengths = np.asarray(self.lengths, np.int64)
         if not self.files:
-            return TokenizedDataset(_concat(self.chunks["tokens"], np.int32),
-                                    _concat(self.chunks["mask"], bool), offsets, lengths)
+            return TokenizedDataset(
+                _concat(self.chunks["tokens"], np.int32),
+                _concat(self.chunks["mask"], bool),
+                offsets,
+                lengths,
+            )
         self.close()
         np.save(self.directory / f"{self.name}.offsets.npy", offsets)
         np.save(self.directory / f"{self.name}.lengths.npy", lengths)
@@ -176,8 +205,10 @@ STREAMS = ("data", "validation_data")
 
 
 ENTRY_FILES = ("report.json", "train.index.npy", "validation.index.npy") + tuple(
-    f"{stream}.{part}" for stream in STREAMS
-    for part in ("tokens.bin", "mask.bin", "offsets.npy", "lengths.npy"))
+    f"{stream}.{part}"
+    for stream in STREAMS
+    for part in ("tokens.bin", "mask.bin", "offsets.npy", "lengths.npy")
+)
 
 
 BIN_DTYPES = {"tokens.bin": np.int32, "mask.bin": np.uint8}
@@ -194,16 +225,18 @@ def _read(directory: Path, name: str, loader: Callable[[Path], object]):
     except FileNotFoundError as e:
         raise TokenCacheError(directory, f"{name} is missing") from e
     except (OSError, ValueError, EOFError) as e:  # numpy's errors for a bad file
-        raise TokenCacheError(directory, f"{name} is unreadable "
-                                         f"({type(e).__name__}: {e})") from e
+        raise TokenCacheError(directory, f"{name} is unreadable ({type(e).__name__}: {e})") from e
 
 
 def _npy_header(path: Path) -> tuple[str, list[int]]:
     """(dtype, shape) of a .npy file, reading only its header."""
     with path.open("rb") as f:
         version = np.lib.format.read_magic(f)
-        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                       else np.lib.format.read_array_header_2_0)
+        read_header = (
+            np.lib.format.read_array_header_1_0
+            if version == (1, 0)
+            else np.lib.format.read_array_header_2_0
+        )
         shape, _, dtype = read_header(f)
     return np.dtype(dtype).str, list(shape)
 
@@ -223,12 +256,16 @@ def _stream_problem(tokens, mask, offsets, lengths, index) -> str | None:
     if offsets[0] != 0 or (np.diff(offsets) < 0).any():
         return "the offsets do not increase from 0"
     if not len(tokens) == len(mask) == offsets[-1]:
-        return (f"the offsets end at {offsets[-1]} tokens, but tokens.bin holds "
-                f"{len(tokens)} and mask.bin {len(mask)}")
+        return (
+            f"the offsets end at {offsets[-1]} tokens, but tokens.bin holds "
+            f"{len(tokens)} and mask.bin {len(mask)}"
+        )
     if index is not None:
         index = np.asarray(index)
-        if index.ndim != 1 or (index.size and (index.dtype.kind not in "iu" or index.min() < 0
-                                               or index.max() >= len(lengths))):
+        if index.ndim != 1 or (
+            index.size
+            and (index.dtype.kind not in "iu" or index.min() < 0 or index.max() >= len(lengths))
+        ):
             return f"the split index points outside its {len(lengths)} stored examples"
     return None
 
@@ -269,20 +306,27 @@ def verify_entry(directory: Path, checksums: bool = False) -> dict:
         raise TokenCacheError(directory, f"{MANIFEST} is not a format-{CACHE_FORMAT} manifest")
     files = manifest.get("files")
     if not isinstance(files, dict) or not all(
-            isinstance(files.get(name), dict) and isinstance(files[name].get("bytes"), int)
-            for name in ENTRY_FILES):
+        isinstance(files.get(name), dict) and isinstance(files[name].get("bytes"), int)
+        for name in ENTRY_FILES
+    ):
         raise TokenCacheError(directory, f"{MANIFEST} does not list every file with its size")
     for name in ENTRY_FILES:
         expected = files[name]
         size = _read(directory, name, lambda path: path.stat().st_size)
         if size != expected["bytes"]:
-            raise TokenCacheError(directory, f"{name} holds {size} bytes; {MANIFEST} says "
-                                             f"{expected['bytes']} (truncated or overwritten)")
+            raise TokenCacheError(
+                directory,
+                f"{name} holds {size} bytes; {MANIFEST} says "
+                f"{expected['bytes']} (truncated or overwritten)",
+            )
         if name.endswith(".npy"):
             dtype, shape = _read(directory, name, _npy_header)
             if [dtype, shape] != [expected.get("dtype"), expected.get("shape")]:
-                raise TokenCacheError(directory, f"{name} is {dtype}{shape}; {MANIFEST} says "
-                                                 f"{expected.get('dtype')}{expected.get('shape')}")
+                raise TokenCacheError(
+                    directory,
+                    f"{name} is {dtype}{shape}; {MANIFEST} says "
+                    f"{expected.get('dtype')}{expected.get('shape')}",
+                )
         if checksums and _read(directory, name, _digest) != expected.get("blake2b"):
             raise TokenCacheError(directory, f"{name} does not match its checksum in {MANIFEST}")
     return manifest
@@ -299,8 +343,11 @@ def _process_stat(pid: int) -> list[str] | None:
 
 def _owner() -> dict:
     stat = _process_stat(os.getpid())
-    return {"host": socket.gethostname(), "pid": os.getpid(),
-            "start": stat[19] if stat and len(stat) > 19 else None}
+    return {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "start": stat[19] if stat and len(stat) > 19 else None,
+    }
 
 
 def _writer_alive(tmp: Path, pid: int) -> bool:
@@ -347,8 +394,11 @@ def remove_stale_entries(root: Path) -> list[Path]:
         match = TMP_NAME.fullmatch(child.name)
         if not match or _writer_alive(child, int(match["pid"])):
             continue
-        log.info("Removing %s: a temporary token cache entry of process %s, which is gone.",
-                 child, match["pid"])
+        log.info(
+            "Removing %s: a temporary token cache entry of process %s, which is gone.",
+            child,
+            match["pid"],
+        )
         if child.is_dir() and not child.is_symlink():
             shutil.rmtree(child, ignore_errors=True)
         else:
@@ -373,10 +423,22 @@ def _discard(path: Path) -> None:
 
 def template_fingerprint(template: Template) -> str:
     """Changes when what the template renders changes (name or code)."""
-    probe = (Message("system", "S"), Message("user", "U1"), Message("assistant", "A1"),
-             Message("user", "U2"), Message("assistant", "A2"))
-    text = repr((template.name, template.begin, template.stop_tokens,
-                 template.turn_separator, template.render(probe)))
+    probe = (
+        Message("system", "S"),
+        Message("user", "U1"),
+        Message("assistant", "A1"),
+        Message("user", "U2"),
+        Message("assistant", "A2"),
+    )
+    text = repr(
+        (
+            template.name,
+            template.begin,
+            template.stop_tokens,
+            template.turn_separator,
+            template.render(probe),
+        )
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -394,24 +456,30 @@ def data_fingerprint(cfg: Config) -> dict[str, str]:
     return {spec: parse_spec(spec).fingerprint() for spec in data_specs(cfg)}
 
 
-def cache_key(cfg: Config, template: Template, tokenizer: TextTokenizer,
-              fingerprint: dict[str, str] | None = None) -> str:
+def cache_key(
+    cfg: Config,
+    template: Template,
+    tokenizer: TextTokenizer,
+    fingerprint: dict[str, str] | None = None,
+) -> str:
     """Hash of everything the tokenized data depends on.
 
     `fingerprint` is `data_fingerprint(cfg)` when the caller has it already.
     """
     fingerprint = data_fingerprint(cfg) if fingerprint is None else fingerprint
-    parts = {"format": CACHE_FORMAT,
-             "files": [fingerprint[spec] for spec in data_specs(cfg)],
-             "options": {name: getattr(cfg, name) for name in DATA_OPTIONS},
-             "template": template_fingerprint(template),
-             "tokenizer": tokenizer.fingerprint()}
+    parts = {
+        "format": CACHE_FORMAT,
+        "files": [fingerprint[spec] for spec in data_specs(cfg)],
+        "options": {name: getattr(cfg, name) for name in DATA_OPTIONS},
+        "template": template_fingerprint(template),
+        "tokenizer": tokenizer.fingerprint(),
+    }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
 
 
-def tokenize_split(cfg: Config, template: Template, tokenizer: TextTokenizer,
-                   directory: Path | None = None
-                   ) -> tuple[TokenizedDataset, TokenizedDataset, dict]:
+def tokenize_split(
+    cfg: Config, template: Template, tokenizer: TextTokenizer, directory: Path | None = None
+) -> tuple[TokenizedDataset, TokenizedDataset, dict]:
     """Streams, tokenizes and splits the data in one pass (see `plan_split`).
 
     Each example is tokenized as it is read and appended to flat token
@@ -421,8 +489,11 @@ def tokenize_split(cfg: Config, template: Template, tokenizer: TextTokenizer,
     writers = {stream: TokenWriter(directory, stream) for stream in ("data", "validation_data")}
 
     def visit(stream: str, example: Example) -> None:
-        writers[stream].add(tokenize_example(example, template, tokenizer,
-                                             cfg.sequence_length, cfg.completion_only_loss))
+        writers[stream].add(
+            tokenize_example(
+                example, template, tokenizer, cfg.sequence_length, cfg.completion_only_loss
+            )
+        )
 
     try:
         plan = plan_split(cfg, visit)
@@ -439,8 +510,9 @@ def tokenize_split(cfg: Config, template: Template, tokenizer: TextTokenizer,
     return stored["data"].select(plan.train), held_out.select(plan.validation), report
 
 
-def load_token_split(directory: Path, checksums: bool = False
-                     ) -> tuple[TokenizedDataset, TokenizedDataset, dict]:
+def load_token_split(
+    directory: Path, checksums: bool = False
+) -> tuple[TokenizedDataset, TokenizedDataset, dict]:
     """The split `tokenize_split` wrote to `directory`, memory-mapped.
 
     The entry is checked against its manifest first (`verify_entry`; the
@@ -453,18 +525,21 @@ def load_token_split(directory: Path, checksums: bool = False
     report = _read(directory, "report.json", lambda path: json.loads(path.read_text()))
     if not isinstance(report, dict):
         raise TokenCacheError(directory, "report.json does not hold a JSON object")
-    train = TokenizedDataset.load(directory, "data",
-                                  _read(directory, "train.index.npy", np.load))
+    train = TokenizedDataset.load(directory, "data", _read(directory, "train.index.npy", np.load))
     # A validation_data stream holds examples exactly when it was used (an
     # empty one is an error), so it says where the validation indices point.
     separate = len(_read(directory, "validation_data.lengths.npy", np.load))
-    validation = TokenizedDataset.load(directory, "validation_data" if separate else "data",
-                                       _read(directory, "validation.index.npy", np.load))
+    validation = TokenizedDataset.load(
+        directory,
+        "validation_data" if separate else "data",
+        _read(directory, "validation.index.npy", np.load),
+    )
     return train, validation, report
 
 
-def cache_tokenized(cfg: Config, template: Template, tokenizer: TextTokenizer
-                    ) -> tuple[TokenizedDataset, TokenizedDataset, dict]:
+def cache_tokenized(
+    cfg: Config, template: Template, tokenizer: TextTokenizer
+) -> tuple[TokenizedDataset, TokenizedDataset, dict]:
     """The tokenized train/validation split, cached in `cfg.tokenized_cache_dir`.
 
     A second run with the same data files, data options, template, tokenizer
@@ -485,16 +560,21 @@ def cache_tokenized(cfg: Config, template: Template, tokenizer: TextTokenizer
     """
     fingerprint = data_fingerprint(cfg)
     if not cfg.tokenized_cache_dir:
-        return _finish(*tokenize_split(cfg, template, tokenizer), {"hit": False, "path": ""},
-                       fingerprint, cfg.sequence_length)
+        return _finish(
+            *tokenize_split(cfg, template, tokenizer),
+            {"hit": False, "path": ""},
+            fingerprint,
+            cfg.sequence_length,
+        )
     key = cache_key(cfg, template, tokenizer, fingerprint)
     path = Path(cfg.tokenized_cache_dir).expanduser() / key
     *split, cache = _cached_split(cfg, template, tokenizer, path)
     return _finish(*split, cache, fingerprint, cfg.sequence_length)
 
 
-def _cached_split(cfg: Config, template: Template, tokenizer: TextTokenizer, path: Path
-                  ) -> tuple[TokenizedDataset, TokenizedDataset, dict, dict]:
+def _cached_split(
+    cfg: Config, template: Template, tokenizer: TextTokenizer, path: Path
+) -> tuple[TokenizedDataset, TokenizedDataset, dict, dict]:
     """The cache entry `path` loaded, or (re)built if missing or bad; + cache details."""
     remove_stale_entries(path.parent)
     cache = {"hit": False, "path": str(path)}
@@ -511,8 +591,9 @@ def _cached_split(cfg: Config, template: Template, tokenizer: TextTokenizer, pat
     return (*_build_entry(cfg, template, tokenizer, path), cache)
 
 
-def _build_entry(cfg: Config, template: Template, tokenizer: TextTokenizer, path: Path
-                 ) -> tuple[TokenizedDataset, TokenizedDataset, dict]:
+def _build_entry(
+    cfg: Config, template: Template, tokenizer: TextTokenizer, path: Path
+) -> tuple[TokenizedDataset, TokenizedDataset, dict]:
     """Tokenizes into `.KEY.PID.tmp`, checks it, then renames it to `path`.
 
     The rename is atomic, so a run killed midway leaves only its temporary
@@ -552,16 +633,29 @@ def _finish(train, validation, report, cache, fingerprint, sequence_length):
     for name, split in (("train", train), ("validation", validation)):
         counts = split.counts
         if counts["truncated"] or counts["dropped_fully_truncated"]:
-            log.warning("%s: %d examples truncated; %d dropped because their response "
-                        "was cut off entirely.", name, counts["truncated"],
-                        counts["dropped_fully_truncated"])
+            log.warning(
+                "%s: %d examples truncated; %d dropped because their response "
+                "was cut off entirely.",
+                name,
+                counts["truncated"],
+                counts["dropped_fully_truncated"],
+            )
     dropped = train.counts["dropped_fully_truncated"]
     if not len(train) and dropped:
         raise ValueError(
             f"No training examples are left: all {dropped} were dropped because their "
             f"response starts after token {sequence_length}, the `sequence_length`. "
             "Raise `sequence_length` (--sequence-length), or shorten the prompts. "
-            f"Received: sequence_length={sequence_length}")
-    return train, validation, {**report, "train": train.counts,
-                               "validation": validation.counts, "cache": cache,
-                               "fingerprint": fingerprint}
+            f"Received: sequence_length={sequence_length}"
+        )
+    return (
+        train,
+        validation,
+        {
+            **report,
+            "train": train.counts,
+            "validation": validation.counts,
+            "cache": cache,
+            "fingerprint": fingerprint,
+        },
+    )

@@ -41,14 +41,16 @@ class TextTokenizer:
         proto = getattr(keras_tokenizer, "proto", None)
         if proto:
             self._spm = self._spm_continued = sentencepiece.SentencePieceProcessor(
-                model_proto=proto)
+                model_proto=proto
+            )
             model = sentencepiece_model_pb2.ModelProto()
             model.ParseFromString(proto)
             self.dummy_prefix = model.normalizer_spec.add_dummy_prefix
             if self.dummy_prefix:  # the same vocabulary, minus the prefix
                 model.normalizer_spec.add_dummy_prefix = False
                 self._spm_continued = sentencepiece.SentencePieceProcessor(
-                    model_proto=model.SerializeToString())
+                    model_proto=model.SerializeToString()
+                )
         self.pad_id = int(getattr(keras_tokenizer, "pad_token_id", 0) or 0)
 
     @classmethod
@@ -98,7 +100,8 @@ class TextTokenizer:
             raise ValueError(
                 f"The tokenizer has no special token {name!r}; the chosen "
                 "template does not fit this model's vocabulary. Pick a template "
-                "made for it (e.g. `gemma` for Gemma, `llama3` for Llama 3).")
+                "made for it (e.g. `gemma` for Gemma, `llama3` for Llama 3)."
+            )
         return token_id
 
     def _lookup(self, name: str) -> int | None:
@@ -130,9 +133,13 @@ class TokenizedExample:
     num_tokens_before_truncation: int  # more than n when truncation cut it
 
 
-def tokenize_example(example: Example, template: Template, tokenizer: TextTokenizer,
-                     sequence_length: int, completion_only: bool = True
-                     ) -> TokenizedExample | None:
+def tokenize_example(
+    example: Example,
+    template: Template,
+    tokenizer: TextTokenizer,
+    sequence_length: int,
+    completion_only: bool = True,
+) -> TokenizedExample | None:
     """Renders and tokenizes one example, truncated to `sequence_length`.
 
     Returns:
@@ -142,8 +149,7 @@ def tokenize_example(example: Example, template: Template, tokenizer: TextTokeni
     ids: list[int] = []
     mask: list[bool] = []
     segments = template.render(example.messages)
-    for segment, piece in zip(segments, encode_segments(segments, tokenizer,
-                                                        len(template.begin))):
+    for segment, piece in zip(segments, encode_segments(segments, tokenizer, len(template.begin))):
         ids += piece
         mask += [segment.trainable or not completion_only] * len(piece)
     total = len(ids)
@@ -154,8 +160,9 @@ def tokenize_example(example: Example, template: Template, tokenizer: TextTokeni
     return TokenizedExample(np.asarray(ids, np.int32), np.asarray(mask, bool), total)
 
 
-def encode_segments(segments: Sequence[Segment], tokenizer: TextTokenizer,
-                    num_begin: int = 0) -> list[list[int]]:
+def encode_segments(
+    segments: Sequence[Segment], tokenizer: TextTokenizer, num_begin: int = 0
+) -> list[list[int]]:
     """Token ids of each rendered segment, as the whole rendering tokenizes.
 
     Each segment is encoded on its own, so every token belongs to one segment
@@ -181,12 +188,12 @@ def encode_segments(segments: Sequence[Segment], tokenizer: TextTokenizer,
     return out
 
 
-def prompt_token_ids(messages: Sequence[Message], template: Template,
-                     tokenizer: TextTokenizer) -> list[int]:
+def prompt_token_ids(
+    messages: Sequence[Message], template: Template, tokenizer: TextTokenizer
+) -> list[int]:
     """Token ids of a conversation ending on a user turn, ready to generate."""
     segments = template.render_prompt(messages)
-    return [i for ids in encode_segments(segments, tokenizer, len(template.begin))
-            for i in ids]
+    return [i for ids in encode_segments(segments, tokenizer, len(template.begin)) for i in ids]
 
 
 def format_marked(tokenized: TokenizedExample, tokenizer: TextTokenizer) -> str:

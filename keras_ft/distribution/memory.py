@@ -74,30 +74,80 @@ MIB = 1024**2
 # pages keras/gemma/keras/gemma_2b_en/2 and gemma_7b_en/2, keras/gemma3/keras/
 # gemma3_270m/*, keras/llama3/keras/llama3.2_1b/*; keras-hub 0.32).
 KNOWN_CONFIGS: dict[str, dict[str, Any]] = {
-    "gemma_2b_en": {"class_name": "GemmaBackbone", "config": dict(
-        vocabulary_size=256000, num_layers=18, num_query_heads=8, num_key_value_heads=1,
-        hidden_dim=2048, intermediate_dim=32768, head_dim=256, layer_norm_epsilon=1e-6,
-        dropout=0)},
-    "gemma_7b_en": {"class_name": "GemmaBackbone", "config": dict(
-        vocabulary_size=256000, num_layers=28, num_query_heads=16, num_key_value_heads=16,
-        hidden_dim=3072, intermediate_dim=49152, head_dim=256, layer_norm_epsilon=1e-6,
-        dropout=0)},
-    "gemma3_270m": {"class_name": "Gemma3Backbone", "config": dict(
-        vocabulary_size=262144, image_size=None, num_layers=18, num_query_heads=4,
-        num_key_value_heads=1, hidden_dim=640, intermediate_dim=2048, head_dim=256,
-        query_head_dim_normalize=True, use_query_key_norm=True, use_post_ffw_norm=True,
-        use_post_attention_norm=True, attention_logit_soft_cap=None,
-        final_logit_soft_cap=None, use_sliding_window_attention=True,
-        sliding_window_size=512, local_rope_scaling_factor=1.0,
-        global_rope_scaling_factor=1.0, vision_encoder=None, layer_norm_epsilon=1e-6,
-        dropout=0)},
-    "llama3.2_1b": {"class_name": "Llama3Backbone", "config": dict(
-        vocabulary_size=128256, num_layers=16, num_query_heads=32, num_key_value_heads=8,
-        hidden_dim=2048, intermediate_dim=8192, rope_max_wavelength=500000,
-        rope_position_scaling_factor=1.0, rope_frequency_adjustment_factor=32.0,
-        rope_low_freq_factor=1.0, rope_high_freq_factor=4.0,
-        rope_pretraining_sequence_length=8192, layer_norm_epsilon=1e-5,
-        tie_word_embeddings=True, dropout=0)},
+    "gemma_2b_en": {
+        "class_name": "GemmaBackbone",
+        "config": dict(
+            vocabulary_size=256000,
+            num_layers=18,
+            num_query_heads=8,
+            num_key_value_heads=1,
+            hidden_dim=2048,
+            intermediate_dim=32768,
+            head_dim=256,
+            layer_norm_epsilon=1e-6,
+            dropout=0,
+        ),
+    },
+    "gemma_7b_en": {
+        "class_name": "GemmaBackbone",
+        "config": dict(
+            vocabulary_size=256000,
+            num_layers=28,
+            num_query_heads=16,
+            num_key_value_heads=16,
+            hidden_dim=3072,
+            intermediate_dim=49152,
+            head_dim=256,
+            layer_norm_epsilon=1e-6,
+            dropout=0,
+        ),
+    },
+    "gemma3_270m": {
+        "class_name": "Gemma3Backbone",
+        "config": dict(
+            vocabulary_size=262144,
+            image_size=None,
+            num_layers=18,
+            num_query_heads=4,
+            num_key_value_heads=1,
+            hidden_dim=640,
+            intermediate_dim=2048,
+            head_dim=256,
+            query_head_dim_normalize=True,
+            use_query_key_norm=True,
+            use_post_ffw_norm=True,
+            use_post_attention_norm=True,
+            attention_logit_soft_cap=None,
+            final_logit_soft_cap=None,
+            use_sliding_window_attention=True,
+            sliding_window_size=512,
+            local_rope_scaling_factor=1.0,
+            global_rope_scaling_factor=1.0,
+            vision_encoder=None,
+            layer_norm_epsilon=1e-6,
+            dropout=0,
+        ),
+    },
+    "llama3.2_1b": {
+        "class_name": "Llama3Backbone",
+        "config": dict(
+            vocabulary_size=128256,
+            num_layers=16,
+            num_query_heads=32,
+            num_key_value_heads=8,
+            hidden_dim=2048,
+            intermediate_dim=8192,
+            rope_max_wavelength=500000,
+            rope_position_scaling_factor=1.0,
+            rope_frequency_adjustment_factor=32.0,
+            rope_low_freq_factor=1.0,
+            rope_high_freq_factor=4.0,
+            rope_pretraining_sequence_length=8192,
+            layer_norm_epsilon=1e-5,
+            tie_word_embeddings=True,
+            dropout=0,
+        ),
+    },
 }
 
 # Values kept per token and decoder layer for the backward pass, by width:
@@ -161,10 +211,15 @@ def present_devices() -> Device:
     except (AttributeError, NotImplementedError, RuntimeError):  # some runtimes have none
         pass
     memory = stats.get("bytes_limit") or host_memory_bytes() / (
-        len(devices) if platform == "cpu" else 1)
+        len(devices) if platform == "cpu" else 1
+    )
     kind = devices[0].device_kind if platform != "cpu" else "CPU"
-    return Device(f"present: {len(devices)} x {kind}", len(devices), float(memory),
-                  platform if platform in OVERHEAD else "gpu")
+    return Device(
+        f"present: {len(devices)} x {kind}",
+        len(devices),
+        float(memory),
+        platform if platform in OVERHEAD else "gpu",
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -209,22 +264,30 @@ def backbone_config(preset: str) -> dict[str, Any]:
         return KNOWN_CONFIGS[preset]
     config = preset_utils.load_json(resolve_preset(preset), preset_utils.CONFIG_FILE)
     if "class_name" not in config:
-        raise ValueError(f"Preset {preset!r} is a Transformers checkpoint (its config.json "
-                         "has no keras-hub class_name); convert it to a keras-hub preset "
-                         "directory first, then plan that.")
+        raise ValueError(
+            f"Preset {preset!r} is a Transformers checkpoint (its config.json "
+            "has no keras-hub class_name); convert it to a keras-hub preset "
+            "directory first, then plan that."
+        )
     return config
 
 
-def abstract_backbone(config: dict[str, Any], dtype: str | None = None, lora_rank: int = 0,
-                      lora_alpha: float = 0.0, lora_targets: str = "default"):
+def abstract_backbone(
+    config: dict[str, Any],
+    dtype: str | None = None,
+    lora_rank: int = 0,
+    lora_alpha: float = 0.0,
+    lora_targets: str = "default",
+):
     """The backbone `config` describes, with LoRA enabled, holding no memory.
 
     Its variables are deferred (`StatelessScope(initialize_variables=False)`)
     and taken off Keras' pending list, so nothing initializes them later.
     Built once per distinct arguments (re-plans reuse it).
     """
-    return _abstract_backbone(json.dumps(config, sort_keys=True), dtype, lora_rank,
-                              float(lora_alpha), lora_targets)
+    return _abstract_backbone(
+        json.dumps(config, sort_keys=True), dtype, lora_rank, float(lora_alpha), lora_targets
+    )
 
 
 @functools.lru_cache(maxsize=16)
@@ -234,8 +297,7 @@ def _abstract_backbone(config_json: str, dtype, lora_rank, lora_alpha, lora_targ
     # run's seeded LoRA init would depend on whether its plan was cached.
     state = random.getstate()
     try:
-        return _build_abstract_backbone(config_json, dtype, lora_rank, lora_alpha,
-                                        lora_targets)
+        return _build_abstract_backbone(config_json, dtype, lora_rank, lora_alpha, lora_targets)
     finally:
         random.setstate(state)
 
@@ -259,8 +321,17 @@ def _build_abstract_backbone(config_json: str, dtype, lora_rank, lora_alpha, lor
     return backbone
 
 
-ITEMSIZE = {"float32": 4, "bfloat16": 2, "float16": 2, "int8": 1, "int32": 4, "int64": 8,
-            "float64": 8, "bool": 1, "uint8": 1}
+ITEMSIZE = {
+    "float32": 4,
+    "bfloat16": 2,
+    "float16": 2,
+    "int8": 1,
+    "int32": 4,
+    "int64": 8,
+    "float64": 8,
+    "bool": 1,
+    "uint8": 1,
+}
 
 
 def _std(dtype) -> str:
@@ -307,11 +378,22 @@ def _layouts(backbone, mesh: tuple[int, int]) -> tuple[dict[str, int], callable]
     return sizes, shards
 
 
-def plan_memory(config: dict[str, Any], *, dtype: str = "float32", quantize: str = "",
-                lora_rank: int = 4, lora_alpha: float = 0.0, lora_targets: str = "default",
-                batch_size: int = 1, sequence_length: int = 256, packing: bool = False,
-                gradient_accumulation_steps: int = 1, mesh: tuple[int, int] = (1, 1),
-                platform: str = "cpu", chunk_size: int = CHUNK_SIZE) -> MemoryPlan:
+def plan_memory(
+    config: dict[str, Any],
+    *,
+    dtype: str = "float32",
+    quantize: str = "",
+    lora_rank: int = 4,
+    lora_alpha: float = 0.0,
+    lora_targets: str = "default",
+    batch_size: int = 1,
+    sequence_length: int = 256,
+    packing: bool = False,
+    gradient_accumulation_steps: int = 1,
+    mesh: tuple[int, int] = (1, 1),
+    platform: str = "cpu",
+    chunk_size: int = CHUNK_SIZE,
+) -> MemoryPlan:
     """The memory plan of a LoRA run per device (see the module docstring).
 
     Args:
@@ -320,11 +402,20 @@ def plan_memory(config: dict[str, Any], *, dtype: str = "float32", quantize: str
         platform: cpu | gpu | tpu, for `OVERHEAD`.
         the rest: the Config fields of the same names.
     """
-    settings = dict(dtype=dtype, quantize=quantize, lora_rank=lora_rank,
-                    lora_alpha=lora_alpha, lora_targets=lora_targets, batch_size=batch_size,
-                    sequence_length=sequence_length, packing=packing,
-                    gradient_accumulation_steps=gradient_accumulation_steps,
-                    mesh=tuple(mesh), platform=platform, chunk_size=chunk_size)
+    settings = dict(
+        dtype=dtype,
+        quantize=quantize,
+        lora_rank=lora_rank,
+        lora_alpha=lora_alpha,
+        lora_targets=lora_targets,
+        batch_size=batch_size,
+        sequence_length=sequence_length,
+        packing=packing,
+        gradient_accumulation_steps=gradient_accumulation_steps,
+        mesh=tuple(mesh),
+        platform=platform,
+        chunk_size=chunk_size,
+    )
     backbone = abstract_backbone(config, dtype, lora_rank, lora_alpha, lora_targets)
     data, model = mesh
     _, shards = _layouts(backbone, mesh)
@@ -364,10 +455,12 @@ def plan_memory(config: dict[str, Any], *, dtype: str = "float32", quantize: str
     tokens = rows * sequence_length
     split_heads = model if heads % model == 0 else 1
     split_ffw = model if ffw % model == 0 else 1
-    per_token = (ACTIVATIONS["hidden"] * hidden
-                 + ACTIVATIONS["query"] * heads * head_dim / split_heads
-                 + ACTIVATIONS["kv"] * kv_heads * head_dim / (model if kv_heads % model == 0 else 1)
-                 + ACTIVATIONS["ffw"] * ffw / split_ffw)
+    per_token = (
+        ACTIVATIONS["hidden"] * hidden
+        + ACTIVATIONS["query"] * heads * head_dim / split_heads
+        + ACTIVATIONS["kv"] * kv_heads * head_dim / (model if kv_heads % model == 0 else 1)
+        + ACTIVATIONS["ffw"] * ffw / split_ffw
+    )
     scores = rows * heads / split_heads * sequence_length**2  # attention probabilities
     layer_bytes = tokens * per_token * act + scores * act
     # The [rows, length, length] mask keras-hub builds (int32/bool) is shared by all layers;
@@ -385,29 +478,47 @@ def plan_memory(config: dict[str, Any], *, dtype: str = "float32", quantize: str
     lora_state = lora_bytes * (4 + (gradient_accumulation_steps > 1))
     upcast = 0.0
     if on_cpu:
-        upcast = sum(math.prod(v.shape) * 4 / shards(v.path, v.shape) for v in base
-                     if v.path in quantized or ITEMSIZE[_std(v.dtype)] < 4)
+        upcast = sum(
+            math.prod(v.shape) * 4 / shards(v.path, v.shape)
+            for v in base
+            if v.path in quantized or ITEMSIZE[_std(v.dtype)] < 4
+        )
     table = (
         ("weights", weights, _weights_how(dtype, quantize, mesh, num_params)),
-        ("float32 copies of weights", upcast,
-         "XLA on CPU computes bfloat16 and int8 matmuls in float32" if upcast else "none"),
-        ("LoRA weights", lora_bytes,
-         f"{lora_params:,} values, rank {lora_rank}, {lora_targets}, replicated"),
-        ("LoRA gradients + AdamW moments", lora_state - lora_bytes,
-         "gradient + 2 moments" + (" + accumulator" if gradient_accumulation_steps > 1 else "")),
-        ("activations kept for backward", activations + head_saved,
-         f"{layers} layers x {rows} rows x {sequence_length} tokens"
-         + (" (packed)" if packing else "") + f", {act}-byte values"
-         + (f", split by data axis {data}" if data > 1 else "")),
-        ("output-head chunk", head, f"[{head_rows}, {int(head_vocab)}] float32 logits, softmax, "
-                                    "gradient"
-                                    + (", + head gradient" if head_trains else "")),
+        (
+            "float32 copies of weights",
+            upcast,
+            "XLA on CPU computes bfloat16 and int8 matmuls in float32" if upcast else "none",
+        ),
+        (
+            "LoRA weights",
+            lora_bytes,
+            f"{lora_params:,} values, rank {lora_rank}, {lora_targets}, replicated",
+        ),
+        (
+            "LoRA gradients + AdamW moments",
+            lora_state - lora_bytes,
+            "gradient + 2 moments" + (" + accumulator" if gradient_accumulation_steps > 1 else ""),
+        ),
+        (
+            "activations kept for backward",
+            activations + head_saved,
+            f"{layers} layers x {rows} rows x {sequence_length} tokens"
+            + (" (packed)" if packing else "")
+            + f", {act}-byte values"
+            + (f", split by data axis {data}" if data > 1 else ""),
+        ),
+        (
+            "output-head chunk",
+            head,
+            f"[{head_rows}, {int(head_vocab)}] float32 logits, softmax, "
+            "gradient" + (", + head gradient" if head_trains else ""),
+        ),
         ("backward working set", working, "one layer's activations + score gradients"),
         ("framework overhead", OVERHEAD.get(platform, OVERHEAD["gpu"]), f"{platform} runtime"),
     )
     load_peak = float_weights + (largest if platform == "cpu" or data * model == 1 else 0)
-    return MemoryPlan(rows=table, load_peak=load_peak, num_params=num_params,
-                      settings=settings)
+    return MemoryPlan(rows=table, load_peak=load_peak, num_params=num_params, settings=settings)
 
 
 def _variable_dtype(dtype: str) -> str:
@@ -446,24 +557,34 @@ def replan(plan: MemoryPlan, config: dict[str, Any], **changes) -> MemoryPlan:
     return plan_memory(config, **{**plan.settings, **changes})
 
 
-def plan_for_config(cfg: Config, config: dict[str, Any] | None = None,
-                    mesh: tuple[int, int] | None = None, device: Device | None = None
-                    ) -> MemoryPlan:
+def plan_for_config(
+    cfg: Config,
+    config: dict[str, Any] | None = None,
+    mesh: tuple[int, int] | None = None,
+    device: Device | None = None,
+) -> MemoryPlan:
     """The plan of `cfg`'s run on `device` (default: the devices present)."""
     config = config or backbone_config(cfg.preset)
     device = device or present_devices()
     if mesh is None:
         mesh = resolve_mesh(cfg, config, device)[:2]
-    return plan_memory(config, dtype=cfg.dtype, quantize=cfg.quantize,
-                       lora_rank=cfg.lora_rank, lora_alpha=cfg.lora_alpha,
-                       lora_targets=cfg.lora_targets, batch_size=cfg.batch_size,
-                       sequence_length=cfg.sequence_length, packing=cfg.packing,
-                       gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-                       mesh=mesh, platform=device.platform)
+    return plan_memory(
+        config,
+        dtype=cfg.dtype,
+        quantize=cfg.quantize,
+        lora_rank=cfg.lora_rank,
+        lora_alpha=cfg.lora_alpha,
+        lora_targets=cfg.lora_targets,
+        batch_size=cfg.batch_size,
+        sequence_length=cfg.sequence_length,
+        packing=cfg.packing,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        mesh=mesh,
+        platform=device.platform,
+    )
 
 
-def resolve_mesh(cfg: Config, config: dict[str, Any], device: Device
-                 ) -> tuple[int, int, str]:
+def resolve_mesh(cfg: Config, config: dict[str, Any], device: Device) -> tuple[int, int, str]:
     """(data, model, reason): `cfg.mesh` as given, or `auto`'s choice.
 
     `auto` is `mesh.choose_mesh` fed with the data-parallel plan: its
@@ -478,8 +599,9 @@ def resolve_mesh(cfg: Config, config: dict[str, Any], device: Device
     data = math.gcd(n, cfg.batch_size)
     dp = plan_for_config(cfg, config, (data, n // data), device)
     weights = dp.weights
-    d, m, reason = choose_mesh(n, dp.num_params, weights / max(dp.num_params, 1),
-                               device.memory_bytes, dp.peak - weights)
+    d, m, reason = choose_mesh(
+        n, dp.num_params, weights / max(dp.num_params, 1), device.memory_bytes, dp.peak - weights
+    )
     if d > 1 and data < n:
         d, m = data, n // data
         reason += f"; batch_size {cfg.batch_size} splits over {data} of them, so {d}x{m}"
@@ -498,9 +620,11 @@ class Verdict:
     def __str__(self) -> str:
         need, have = self.plan.peak, self.device.memory_bytes
         mesh = "x".join(map(str, self.plan.mesh))
-        head = (f"{self.device.name} ({self.device.count} x {have / GIB:.1f} GiB): "
-                f"{'fits' if self.fits else 'does NOT fit'}, {need / GIB:.2f} GiB per "
-                f"device at mesh {mesh} ({need / have:.0%} of one device)")
+        head = (
+            f"{self.device.name} ({self.device.count} x {have / GIB:.1f} GiB): "
+            f"{'fits' if self.fits else 'does NOT fit'}, {need / GIB:.2f} GiB per "
+            f"device at mesh {mesh} ({need / have:.0%} of one device)"
+        )
         return head + (f"; {self.fix}" if self.fix else "")
 
 
@@ -520,8 +644,9 @@ def _for_device(plan: MemoryPlan, device: Device, config) -> MemoryPlan:
     data, model = plan.mesh
     if data * model == device.count and plan.settings["platform"] == device.platform:
         return plan
-    cfg = Config(**{k: v for k, v in plan.settings.items()
-                    if k not in ("mesh", "platform", "chunk_size")})
+    cfg = Config(
+        **{k: v for k, v in plan.settings.items() if k not in ("mesh", "platform", "chunk_size")}
+    )
     mesh = resolve_mesh(cfg, config, device)[:2]
     return replan(plan, config, mesh=mesh, platform=device.platform)
 
@@ -541,16 +666,26 @@ def cheapest_fix(plan: MemoryPlan, device: Device, config: dict[str, Any]) -> st
     while batch > 1:
         batch //= 2
         accumulate = s["gradient_accumulation_steps"] * s["batch_size"] // batch
-        single.append(({"batch_size": batch, "gradient_accumulation_steps": accumulate},
-                       (f"batch_size {batch} with gradient_accumulation_steps {accumulate} "
-                        "(the same effective batch)")))
+        single.append(
+            (
+                {"batch_size": batch, "gradient_accumulation_steps": accumulate},
+                (
+                    f"batch_size {batch} with gradient_accumulation_steps {accumulate} "
+                    "(the same effective batch)"
+                ),
+            )
+        )
     if s["dtype"] == "float32":
         single.append(({"dtype": "bfloat16"}, "dtype bfloat16"))
     for mode in ("int8", "int4"):
         if s["quantize"] != mode and not (s["quantize"] == "int4" and mode == "int8"):
             single.append(({"quantize": mode}, f"quantize {mode}"))
-    candidates = single + [({**a, **b}, f"{ta} and {tb}") for i, (a, ta) in enumerate(single)
-                           for b, tb in single[i + 1:] if not set(a) & set(b)]
+    candidates = single + [
+        ({**a, **b}, f"{ta} and {tb}")
+        for i, (a, ta) in enumerate(single)
+        for b, tb in single[i + 1 :]
+        if not set(a) & set(b)
+    ]
     best = plan
     for change, text in candidates:
         if "mesh" not in change and s["mesh"][0] * s["mesh"][1] != device.count:
@@ -559,9 +694,11 @@ def cheapest_fix(plan: MemoryPlan, device: Device, config: dict[str, Any]) -> st
         if trial.peak <= budget:
             return f"fits with {text} ({trial.peak / GIB:.2f} GiB per device)"
         best = min(best, trial, key=lambda p: p.peak)
-    return (f"no single change or pair fits (the smallest found: {best.peak / GIB:.2f} GiB "
-            f"per device with {_diff(plan, best) or 'the settings as they are'}); use "
-            "devices with more memory, more devices, or a shorter sequence_length")
+    return (
+        f"no single change or pair fits (the smallest found: {best.peak / GIB:.2f} GiB "
+        f"per device with {_diff(plan, best) or 'the settings as they are'}); use "
+        "devices with more memory, more devices, or a shorter sequence_length"
+    )
 
 
 def _diff(plan: MemoryPlan, other: MemoryPlan) -> str:
@@ -572,13 +709,17 @@ def format_plan(plan: MemoryPlan) -> str:
     """The plan as a text table: item, GiB per device, how it was counted."""
     mesh = "x".join(map(str, plan.mesh))
     width = max(len(name) for name, _, _ in plan.rows)
-    lines = [f"Memory plan per device (mesh {mesh}, {plan.settings['platform']}):",
-             f"  {'item':<{width}}  {'GiB':>8}  how"]
+    lines = [
+        f"Memory plan per device (mesh {mesh}, {plan.settings['platform']}):",
+        f"  {'item':<{width}}  {'GiB':>8}  how",
+    ]
     lines += [f"  {name:<{width}}  {size / GIB:8.3f}  {how}" for name, size, how in plan.rows]
     lines.append(f"  {'training peak':<{width}}  {plan.train_peak / GIB:8.3f}")
-    lines.append(f"  {'loading peak':<{width}}  {plan.load_peak / GIB:8.3f}  "
-                 + ("float weights before quantizing" if plan.settings["quantize"]
-                    else "weights") + " + the largest variable read whole (and cast)")
+    lines.append(
+        f"  {'loading peak':<{width}}  {plan.load_peak / GIB:8.3f}  "
+        + ("float weights before quantizing" if plan.settings["quantize"] else "weights")
+        + " + the largest variable read whole (and cast)"
+    )
     return "\n".join(lines)
 
 
@@ -596,16 +737,19 @@ class RunPlan:
     others: tuple[Verdict, ...]  # the named devices and this CPU's RAM
 
     def __str__(self) -> str:
-        lines = [f"Preset {self.preset}: {self.config['class_name']}, "
-                 f"{self.plan.num_params / 1e6:,.0f} M parameters",
-                 f"Mesh {self.mesh[0]}x{self.mesh[1]}: {self.reason}",
-                 format_plan(self.plan), "Fits:", f"  {self.verdict}"]
+        lines = [
+            f"Preset {self.preset}: {self.config['class_name']}, "
+            f"{self.plan.num_params / 1e6:,.0f} M parameters",
+            f"Mesh {self.mesh[0]}x{self.mesh[1]}: {self.reason}",
+            format_plan(self.plan),
+            "Fits:",
+            f"  {self.verdict}",
+        ]
         lines += [f"  {v}" for v in self.others]
         return "\n".join(lines)
 
 
-def plan_run(cfg: Config, device: Device | None = None, config: dict | None = None
-             ) -> RunPlan:
+def plan_run(cfg: Config, device: Device | None = None, config: dict | None = None) -> RunPlan:
     """The mesh (`cfg.mesh`, or `auto`'s choice and why), the memory plan and
     the fit verdicts of `cfg`'s run on `device` (default: the devices present),
     from the preset's config.json alone. `keras-ft plan`, the start of every
@@ -616,5 +760,12 @@ def plan_run(cfg: Config, device: Device | None = None, config: dict | None = No
     plan = plan_for_config(cfg, config, (data, model), device)
     others = [] if device.platform == "cpu" else [this_cpu()]
     others += [d for d in NAMED_DEVICES if d != device]
-    return RunPlan(cfg.preset, config, (data, model), reason, plan,
-                   fits(plan, device, config), tuple(fits(plan, d, config) for d in others))
+    return RunPlan(
+        cfg.preset,
+        config,
+        (data, model),
+        reason,
+        plan,
+        fits(plan, device, config),
+        tuple(fits(plan, d, config) for d in others),
+    )

@@ -49,7 +49,7 @@ FIT_FRACTION = 0.8
 
 
 def parse_mesh(spec: str) -> tuple[int, int] | None:
-    """"DxM" -> (data, model); "auto" -> None.
+    """ "DxM" -> (data, model); "auto" -> None.
 
     Raises:
         ValueError: a spec of neither form, naming `mesh` and the accepted forms.
@@ -62,9 +62,13 @@ def parse_mesh(spec: str) -> tuple[int, int] | None:
     return int(match.group(1)), int(match.group(2))
 
 
-def choose_mesh(num_devices: int, num_params: int, bytes_per_param: float,
-                device_memory_bytes: float, other_bytes: float = 0.0
-                ) -> tuple[int, int, str]:
+def choose_mesh(
+    num_devices: int,
+    num_params: int,
+    bytes_per_param: float,
+    device_memory_bytes: float,
+    other_bytes: float = 0.0,
+) -> tuple[int, int, str]:
     """The `auto` mesh: (data, model, reason).
 
     Rule: data-parallel across all devices (Nx1) when one device holds the
@@ -79,16 +83,24 @@ def choose_mesh(num_devices: int, num_params: int, bytes_per_param: float,
     weights = num_params * bytes_per_param
     need = weights + other_bytes
     budget = FIT_FRACTION * device_memory_bytes
-    sizes = (f"weights {weights / 1e9:.2f} GB + the rest of a step {other_bytes / 1e9:.2f} GB "
-             f"{'<=' if need <= budget else '>'} {FIT_FRACTION:.0%} of one device's "
-             f"{device_memory_bytes / 1e9:.1f} GB")
+    sizes = (
+        f"weights {weights / 1e9:.2f} GB + the rest of a step {other_bytes / 1e9:.2f} GB "
+        f"{'<=' if need <= budget else '>'} {FIT_FRACTION:.0%} of one device's "
+        f"{device_memory_bytes / 1e9:.1f} GB"
+    )
     if num_devices <= 1:
         return 1, 1, f"one device ({sizes})"
     if need <= budget:
-        return num_devices, 1, (f"data-parallel over {num_devices} devices: one holds the "
-                                f"model ({sizes})")
-    return 1, num_devices, (f"model-parallel over {num_devices} devices: one cannot hold the "
-                            f"model ({sizes})")
+        return (
+            num_devices,
+            1,
+            (f"data-parallel over {num_devices} devices: one holds the model ({sizes})"),
+        )
+    return (
+        1,
+        num_devices,
+        (f"model-parallel over {num_devices} devices: one cannot hold the model ({sizes})"),
+    )
 
 
 def layout_map(backbone_cls, device_mesh: keras.distribution.DeviceMesh):
@@ -109,9 +121,11 @@ def layout_map(backbone_cls, device_mesh: keras.distribution.DeviceMesh):
             raise ValueError(
                 f"{backbone_cls.__name__} has no layout map (keras-hub's get_layout_map), "
                 "so it cannot be split over a model axis. Use a data-parallel mesh "
-                "(`mesh` Nx1, e.g. 8x1) or 1x1.")
-    return source.get_layout_map(device_mesh, model_parallel_dim_name=MODEL_AXIS,
-                                 data_parallel_dim_name=DATA_AXIS)
+                "(`mesh` Nx1, e.g. 8x1) or 1x1."
+            )
+    return source.get_layout_map(
+        device_mesh, model_parallel_dim_name=MODEL_AXIS, data_parallel_dim_name=DATA_AXIS
+    )
 
 
 def fit_axes(axes, shape, mesh_shape: dict[str, int]) -> tuple:
@@ -122,8 +136,9 @@ def fit_axes(axes, shape, mesh_shape: dict[str, int]) -> tuple:
     head dimension over the model axis: Gemma 2B's single key/value head,
     (1, 2048, 256), cannot be split 8 ways, so it is replicated along heads.
     """
-    return tuple(None if axis is None or dim % mesh_shape[axis] else axis
-                 for axis, dim in zip(axes, shape))
+    return tuple(
+        None if axis is None or dim % mesh_shape[axis] else axis for axis, dim in zip(axes, shape)
+    )
 
 
 class FittedModelParallel(keras.distribution.ModelParallel):
@@ -136,8 +151,7 @@ class FittedModelParallel(keras.distribution.ModelParallel):
         axes = fit_axes(layout.axes, variable.shape, mesh_shape)
         if axes == tuple(layout.axes):
             return layout
-        log.debug("%s %s: layout %s fitted to %s", variable.path, variable.shape,
-                  layout.axes, axes)
+        log.debug("%s %s: layout %s fitted to %s", variable.path, variable.shape, layout.axes, axes)
         return keras.distribution.TensorLayout(axes, self.device_mesh)
 
 
@@ -159,8 +173,10 @@ def make_distribution(cfg: Config, backbone_cls, shape: tuple[int, int] | None =
     """
     shape = shape or parse_mesh(cfg.mesh)
     if shape is None:
-        raise ValueError("`mesh` 'auto' must be resolved first (memory.resolve_mesh, or "
-                         "choose_mesh); or set `mesh` to DxM.")
+        raise ValueError(
+            "`mesh` 'auto' must be resolved first (memory.resolve_mesh, or "
+            "choose_mesh); or set `mesh` to DxM."
+        )
     data, model = shape
     devices = keras.distribution.list_devices()
     if data * model == 1:
@@ -170,14 +186,15 @@ def make_distribution(cfg: Config, backbone_cls, shape: tuple[int, int] | None =
             f"`mesh` {data}x{model} needs {data * model} devices; {len(devices)} are "
             f"present ({devices[0].split(':')[0]}). Use a mesh whose product is "
             f"{len(devices)} (e.g. {len(devices)}x1 or 1x{len(devices)}), 1x1 or 'auto'. "
-            f"Received: mesh={cfg.mesh!r}")
+            f"Received: mesh={cfg.mesh!r}"
+        )
     if model == 1:
         mesh = keras.distribution.DeviceMesh((data,), (DATA_AXIS,), devices)
         return keras.distribution.DataParallel(device_mesh=mesh)
-    mesh = keras.distribution.DeviceMesh((data, model), (DATA_AXIS, MODEL_AXIS),
-                                         np.array(devices).reshape(data, model))
-    return FittedModelParallel(layout_map=layout_map(backbone_cls, mesh),
-                               batch_dim_name=DATA_AXIS)
+    mesh = keras.distribution.DeviceMesh(
+        (data, model), (DATA_AXIS, MODEL_AXIS), np.array(devices).reshape(data, model)
+    )
+    return FittedModelParallel(layout_map=layout_map(backbone_cls, mesh), batch_dim_name=DATA_AXIS)
 
 
 def describe(distribution) -> str:
@@ -186,8 +203,11 @@ def describe(distribution) -> str:
         return "one device (mesh 1x1)"
     mesh = distribution.device_mesh
     shape = "x".join(map(str, mesh.shape)) + ("x1" if len(mesh.shape) == 1 else "")
-    kind = "data-parallel" if isinstance(distribution, keras.distribution.DataParallel) \
+    kind = (
+        "data-parallel"
+        if isinstance(distribution, keras.distribution.DataParallel)
         else "model-parallel (layout map)"
+    )
     return f"mesh {shape} ({DATA_AXIS} x {MODEL_AXIS}), {kind}, {mesh.devices.size} devices"
 
 
@@ -206,11 +226,17 @@ def initialize(cfg: Config) -> bool:
     if jax.distributed.is_initialized():
         return True
     explicit = bool(cfg.coordinator_address) or cfg.process_id > 0
-    keras.distribution.initialize(cfg.coordinator_address or None,
-                                  cfg.num_processes or None,
-                                  cfg.process_id if explicit else None)
-    log.info("Process %d of %d (coordinator %s)", jax.process_index(), jax.process_count(),
-             cfg.coordinator_address or "detected")
+    keras.distribution.initialize(
+        cfg.coordinator_address or None,
+        cfg.num_processes or None,
+        cfg.process_id if explicit else None,
+    )
+    log.info(
+        "Process %d of %d (coordinator %s)",
+        jax.process_index(),
+        jax.process_count(),
+        cfg.coordinator_address or "detected",
+    )
     return True
 
 
@@ -232,7 +258,8 @@ def check_same_on_every_process(value: int, what: str) -> None:
         raise ValueError(
             f"Process {jax.process_index()} has {what} {value}, process 0 has {first}. "
             "Every process of a multi-host run must read the same run directory: put "
-            "`output_dir` on storage all hosts share (its checkpoints are read by all).")
+            "`output_dir` on storage all hosts share (its checkpoints are read by all)."
+        )
 
 
 def is_writer() -> bool:
@@ -263,7 +290,8 @@ class DataShard(NamedTuple):
         if global_batch_size % self.count:
             raise ValueError(
                 f"`batch_size` {global_batch_size} must be a multiple of {self.count} "
-                f"(the hosts reading different data) so each reads an equal part.")
+                f"(the hosts reading different data) so each reads an equal part."
+            )
         size = global_batch_size // self.count
         return slice(self.index * size, (self.index + 1) * size)
 
@@ -287,12 +315,16 @@ def data_shard(num_processes: int, process_id: int, data_axis: int | None = None
         raise ValueError(f"process_id {process_id} must be in [0, {processes - 1}].")
     if replicas >= processes:
         if replicas % processes:
-            raise ValueError(f"The data axis ({replicas} devices) must be a multiple of "
-                             f"the number of processes ({processes}).")
+            raise ValueError(
+                f"The data axis ({replicas} devices) must be a multiple of "
+                f"the number of processes ({processes})."
+            )
         return DataShard(process_id, processes)
     if processes % replicas:
-        raise ValueError(f"The number of processes ({processes}) must be a multiple of "
-                         f"the data axis ({replicas} devices).")
+        raise ValueError(
+            f"The number of processes ({processes}) must be a multiple of "
+            f"the data axis ({replicas} devices)."
+        )
     return DataShard(process_id // (processes // replicas), replicas)
 
 

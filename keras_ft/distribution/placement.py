@@ -51,8 +51,7 @@ class Placement:
         return self.plan.mesh
 
 
-def setup(cfg: Config, preset_dir: str | None = None, *, check_fit: bool = True
-          ) -> Placement:
+def setup(cfg: Config, preset_dir: str | None = None, *, check_fit: bool = True) -> Placement:
     """Initializes multi-host, plans the run, sets its distribution (see module doc).
 
     Args:
@@ -81,9 +80,11 @@ def setup(cfg: Config, preset_dir: str | None = None, *, check_fit: bool = True
         raise ValueError(
             f"The run does not fit the devices present: {plan.verdict}. Nothing was "
             f"loaded. Change the settings as named (or set `mesh`, `batch_size`, "
-            f"`dtype`, `quantize`), or run `keras-ft plan` to compare others.")
+            f"`dtype`, `quantize`), or run `keras-ft plan` to compare others."
+        )
     backbone_cls = keras.saving.get_registered_object(
-        config.get("registered_name") or f"keras_hub>{config['class_name']}")
+        config.get("registered_name") or f"keras_hub>{config['class_name']}"
+    )
     distribution = make_distribution(cfg, backbone_cls, plan.mesh)
     if distribution is not None and jax.process_count() > 1:
         # Each host's BatchSequence already serves only its rows (`shard`).
@@ -92,6 +93,10 @@ def setup(cfg: Config, preset_dir: str | None = None, *, check_fit: bool = True
     log.info("Distribution: %s", describe(distribution))
     shard = data_shard(jax.process_count(), jax.process_index(), plan.mesh[0])
     if shard.count > 1:
-        log.info("Process %d reads part %d of %d of every batch.", jax.process_index(),
-                 shard.index + 1, shard.count)
+        log.info(
+            "Process %d reads part %d of %d of every batch.",
+            jax.process_index(),
+            shard.index + 1,
+            shard.count,
+        )
     return Placement(plan, distribution, shard)

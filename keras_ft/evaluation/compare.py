@@ -48,24 +48,34 @@ class Run:
     cfg: Config
 
 
-def plan_runs(cfg: Config, presets: list[str], templates: list[str],
-              vary: tuple[str, list[str]] | None, output_dir: Path) -> list[Run]:
+def plan_runs(
+    cfg: Config,
+    presets: list[str],
+    templates: list[str],
+    vary: tuple[str, list[str]] | None,
+    output_dir: Path,
+) -> list[Run]:
     """One Config per preset (x each `vary` value), each in its own directory.
 
     Raises:
         ValueError: templates not one per preset, or an invalid varied value.
     """
     if templates and len(templates) != len(presets):
-        raise ValueError(f"`--templates` must give one template per preset "
-                         f"({len(presets)}). Received: --templates {','.join(templates)}")
+        raise ValueError(
+            f"`--templates` must give one template per preset "
+            f"({len(presets)}). Received: --templates {','.join(templates)}"
+        )
     if vary and vary[0] not in field_types():
         raise ValueError(f"`--vary` names no config field. Received: --vary {vary[0]}=...")
     runs = []
     for i, preset in enumerate(presets):
         values = vary[1] if vary else [None]
         for value in values:
-            changes = {"preset": preset, "template": templates[i] if templates else cfg.template,
-                       "resume": False}
+            changes = {
+                "preset": preset,
+                "template": templates[i] if templates else cfg.template,
+                "resume": False,
+            }
             # A local preset directory is labelled by its name, not its full path.
             label = Path(preset).name if "/" in preset and "://" not in preset else preset
             if vary:
@@ -90,15 +100,16 @@ def run_worker(cfg: Config) -> dict:
     """Trains one run in this process, then times generation; writes RESULT_FILE."""
     start = time.perf_counter()
     result = finetune(cfg)
-    record = {"train_wall_s": time.perf_counter() - start,
-              "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    record = {
+        "train_wall_s": time.perf_counter() - start,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
     preset = resolve_preset(cfg.preset)
     causal_lm = load_causal_lm(preset, dtype=cfg.dtype, adapter=result.run_dir)
     generate_fn = generate_function(causal_lm, dataclasses.replace(cfg, sampler="greedy"))
     tokenizer = TextTokenizer.from_preset(preset)
     prompt = encode_prompt(cfg.sample_prompts[0], get_template(cfg.template), tokenizer)
-    record["latency"] = measure_latency(generate_fn, prompt, cfg.max_new_tokens,
-                                        tokenizer.pad_id)
+    record["latency"] = measure_latency(generate_fn, prompt, cfg.max_new_tokens, tokenizer.pad_id)
     write_json(Path(cfg.output_dir) / RESULT_FILE, record)
     return record
 
@@ -114,13 +125,21 @@ def launch(run: Run, timeout: float | None = None) -> dict:
     start = time.perf_counter()
     with open(out / "worker.log", "w") as logfile:
         try:
-            code = subprocess.run([sys.executable, "-m", "keras_ft", "compare", "--worker",
-                                   str(request)], stdout=logfile, stderr=subprocess.STDOUT,
-                                  timeout=timeout).returncode
+            code = subprocess.run(
+                [sys.executable, "-m", "keras_ft", "compare", "--worker", str(request)],
+                stdout=logfile,
+                stderr=subprocess.STDOUT,
+                timeout=timeout,
+            ).returncode
         except subprocess.TimeoutExpired:
             code = "timeout"
-    record = {"label": run.label, "preset": run.cfg.preset, "template": run.cfg.template,
-              "run_dir": str(out), "wall_s": time.perf_counter() - start}
+    record = {
+        "label": run.label,
+        "preset": run.cfg.preset,
+        "template": run.cfg.template,
+        "run_dir": str(out),
+        "wall_s": time.perf_counter() - start,
+    }
     if code != 0 or not (out / RESULT_FILE).exists():
         tail = (out / "worker.log").read_text(errors="replace").strip().splitlines()[-3:]
         record["error"] = f"exit {code}: " + " / ".join(tail)
@@ -137,11 +156,19 @@ def read_run(run_dir: Path) -> dict:
     summary = json.loads((run_dir / "summary.json").read_text())
     curve = [[s["step"], s["loss"]] for s in steps if "epoch" not in s and "loss" in s]
     # Periodic evaluations (eval_every_steps) log `eval_loss`; Keras' own, `val_loss`.
-    val_curve = [[s["step"], s.get("eval_loss", s.get("val_loss"))] for s in steps
-                 if "eval_loss" in s or ("val_loss" in s and "epoch" not in s)]
+    val_curve = [
+        [s["step"], s.get("eval_loss", s.get("val_loss"))]
+        for s in steps
+        if "eval_loss" in s or ("val_loss" in s and "epoch" not in s)
+    ]
     before, after = summary.get("metrics_before", {}), summary.get("metrics_after", {})
-    return {"loss_curve": curve, "val_curve": val_curve,
-            "val_loss_before": before.get("loss"), "val_loss_after": after.get("loss"),
-            "val_ppl_after": after.get("perplexity"),
-            "tokens_per_s": summary.get("tokens_per_s"), "train_compile_s": summary.get(
-                "compile_s"), "steps": curve[-1][0] if curve else 0}
+    return {
+        "loss_curve": curve,
+        "val_curve": val_curve,
+        "val_loss_before": before.get("loss"),
+        "val_loss_after": after.get("loss"),
+        "val_ppl_after": after.get("perplexity"),
+        "tokens_per_s": summary.get("tokens_per_s"),
+        "train_compile_s": summary.get("compile_s"),
+        "steps": curve[-1][0] if curve else 0,
+    }

@@ -29,8 +29,13 @@ class HeldOut:
     label_source: str = ""
 
 
-def load_heldout(cfg: Config, data: str | None = None, skip: int = 0,
-                 limit: int = 0, run_cfg: Config | None = None) -> HeldOut:
+def load_heldout(
+    cfg: Config,
+    data: str | None = None,
+    skip: int = 0,
+    limit: int = 0,
+    run_cfg: Config | None = None,
+) -> HeldOut:
     """The held-out examples: a data spec, or else the run's validation split.
 
     Args:
@@ -57,14 +62,17 @@ def load_heldout(cfg: Config, data: str | None = None, skip: int = 0,
         examples = validation_examples(run_cfg, plan, limit)
         source = f"validation split of {', '.join(run_cfg.data)} (seed {run_cfg.seed})"
     else:
-        raise ValueError("No held-out data: pass --data, or an adapter inside a run "
-                         "directory (its validation split is used).")
-    in_train = np.isin(np.asarray([example_hash(e) for e in examples], np.uint64),
-                       train_keys)
+        raise ValueError(
+            "No held-out data: pass --data, or an adapter inside a run "
+            "directory (its validation split is used)."
+        )
+    in_train = np.isin(np.asarray([example_hash(e) for e in examples], np.uint64), train_keys)
     kept = [e for e, seen in zip(examples, in_train) if not seen]
     if len(kept) < len(examples):
-        log.warning("Removed %d held-out examples that are also training examples.",
-                    len(examples) - len(kept))
+        log.warning(
+            "Removed %d held-out examples that are also training examples.",
+            len(examples) - len(kept),
+        )
     if not kept:
         raise ValueError(f"No held-out examples left in {source}.")
     # The label set is what the run read (both splits), else the held-out data's.
@@ -79,8 +87,11 @@ def load_heldout(cfg: Config, data: str | None = None, skip: int = 0,
 def validation_examples(run_cfg: Config, plan, limit: int = 0) -> list[Example]:
     """The first `limit` (0 = all) validation examples of `plan`, read again."""
     wanted = plan.validation[:limit] if limit else plan.validation
-    stream = (stream_examples(run_cfg, (run_cfg.validation_data,), LoadReport())
-              if plan.validation_is_separate else read_data(run_cfg, LoadReport()))
+    stream = (
+        stream_examples(run_cfg, (run_cfg.validation_data,), LoadReport())
+        if plan.validation_is_separate
+        else read_data(run_cfg, LoadReport())
+    )
     position = {int(index): rank for rank, index in enumerate(wanted)}
     picked: list = [None] * len(wanted)
     for index, example in enumerate(stream):

@@ -69,8 +69,11 @@ def rouge_l(prediction: str, reference: str) -> dict[str, float]:
     if lcs == 0:
         return {"precision": 0.0, "recall": 0.0, "f1": 0.0}
     precision, recall = lcs / len(cand), lcs / len(ref)
-    return {"precision": precision, "recall": recall,
-            "f1": 2 * precision * recall / (precision + recall)}
+    return {
+        "precision": precision,
+        "recall": recall,
+        "f1": 2 * precision * recall / (precision + recall),
+    }
 
 
 def check_steps(text: str, min_items: int = 2) -> dict:
@@ -89,18 +92,24 @@ def check_steps(text: str, min_items: int = 2) -> dict:
     numbers = [int(m.group(1)) for m in map(_ITEM.match, lines) if m]
     ordered = len(numbers) >= min_items and numbers == list(range(1, len(numbers) + 1))
     preamble = bool(lines) and not (_ITEM.match(lines[0]) and numbers[0] == 1)
-    return {"ok": ordered and not preamble, "preamble": preamble, "ordered": ordered,
-            "num_items": len(numbers)}
+    return {
+        "ok": ordered and not preamble,
+        "preamble": preamble,
+        "ordered": ordered,
+        "num_items": len(numbers),
+    }
 
 
 def steps_summary(texts: Sequence[str]) -> dict:
     """Adherence rates of `check_steps` over texts."""
     checks = [check_steps(t) for t in texts]
     n = max(len(checks), 1)
-    return {"adherence": sum(c["ok"] for c in checks) / n,
-            "ordered_list": sum(c["ordered"] for c in checks) / n,
-            "preamble": sum(c["preamble"] for c in checks) / n,
-            "mean_items": float(np.mean([c["num_items"] for c in checks])) if checks else 0.0}
+    return {
+        "adherence": sum(c["ok"] for c in checks) / n,
+        "ordered_list": sum(c["ordered"] for c in checks) / n,
+        "preamble": sum(c["preamble"] for c in checks) / n,
+        "mean_items": float(np.mean([c["num_items"] for c in checks])) if checks else 0.0,
+    }
 
 
 def match_label(prediction: str, labels: Sequence[str]) -> str | None:
@@ -110,8 +119,9 @@ def match_label(prediction: str, labels: Sequence[str]) -> str | None:
     return by_norm.get(wanted)
 
 
-def label_scores(predictions: Sequence[str], references: Sequence[str],
-                 labels: Sequence[str], top: int = 10) -> dict:
+def label_scores(
+    predictions: Sequence[str], references: Sequence[str], labels: Sequence[str], top: int = 10
+) -> dict:
     """Accuracy and a confusion summary of generated class labels.
 
     A prediction counts only when, after `normalize_text`, it equals one
@@ -134,8 +144,11 @@ def label_scores(predictions: Sequence[str], references: Sequence[str],
         support = sum(t == label for t, _ in pairs)
         predicted = sum(p == label for _, p in pairs)
         hits = sum(t == p == label for t, p in pairs)
-        per_label[label] = {"support": support, "recall": hits / max(support, 1),
-                            "precision": hits / predicted if predicted else 0.0}
+        per_label[label] = {
+            "support": support,
+            "recall": hits / max(support, 1),
+            "precision": hits / predicted if predicted else 0.0,
+        }
     axis = frequent + ["(other)", "(invalid)"]
 
     def column(label):
@@ -144,12 +157,14 @@ def label_scores(predictions: Sequence[str], references: Sequence[str],
     counts = np.zeros((len(axis), len(axis)), int)
     for t, p in pairs:
         counts[axis.index(column(t)), axis.index(column(p))] += 1
-    return {"accuracy": sum(t == p for t, p in pairs) / n,
-            "valid": sum(p is not None for _, p in pairs) / n,
-            "num_labels": len(set(labels)),
-            "confusions": [[t, p, c] for (t, p), c in errors.most_common(top)],
-            "per_label": per_label,
-            "matrix": {"labels": axis, "counts": counts.tolist()}}
+    return {
+        "accuracy": sum(t == p for t, p in pairs) / n,
+        "valid": sum(p is not None for _, p in pairs) / n,
+        "num_labels": len(set(labels)),
+        "confusions": [[t, p, c] for (t, p), c in errors.most_common(top)],
+        "per_label": per_label,
+        "matrix": {"labels": axis, "counts": counts.tolist()},
+    }
 
 
 def length_stats(values: Sequence[float]) -> dict[str, float]:
@@ -157,12 +172,18 @@ def length_stats(values: Sequence[float]) -> dict[str, float]:
     if not len(values):
         return {"mean": 0.0, "median": 0.0, "p90": 0.0, "min": 0.0, "max": 0.0}
     array = np.asarray(values, float)
-    return {"mean": float(array.mean()), "median": float(np.median(array)),
-            "p90": float(np.percentile(array, 90)), "min": float(array.min()),
-            "max": float(array.max())}
+    return {
+        "mean": float(array.mean()),
+        "median": float(np.median(array)),
+        "p90": float(np.percentile(array, 90)),
+        "min": float(array.min()),
+        "max": float(array.max()),
+    }
 
 
 def text_lengths(texts: Sequence[str]) -> dict[str, dict[str, float]]:
     """Length statistics in words and characters."""
-    return {"words": length_stats([len(t.split()) for t in texts]),
-            "chars": length_stats([len(t) for t in texts])}
+    return {
+        "words": length_stats([len(t.split()) for t in texts]),
+        "chars": length_stats([len(t) for t in texts]),
+    }

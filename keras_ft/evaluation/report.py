@@ -28,11 +28,13 @@ from keras_ft.files import json_default, write_text  # noqa: E402
 
 COLORS = {"base": "#8c8c8c", "tuned": "#1f77b4", "reference": "#2ca02c"}
 SAMPLE_CHARS = 500  # longer sample texts are cut (the JSON keeps them whole)
-CSS = ("body{font-family:system-ui,sans-serif;max-width:70em;margin:2em auto;"
-       "padding:0 1em;color:#222}table{border-collapse:collapse;margin:1em 0}"
-       "td,th{border:1px solid #ccc;padding:.3em .6em;vertical-align:top;text-align:left}"
-       "th{background:#f4f4f4}td.text{white-space:pre-wrap;font-size:.9em;max-width:28em}"
-       "img{max-width:100%;border:1px solid #eee}")
+CSS = (
+    "body{font-family:system-ui,sans-serif;max-width:70em;margin:2em auto;"
+    "padding:0 1em;color:#222}table{border-collapse:collapse;margin:1em 0}"
+    "td,th{border:1px solid #ccc;padding:.3em .6em;vertical-align:top;text-align:left}"
+    "th{background:#f4f4f4}td.text{white-space:pre-wrap;font-size:.9em;max-width:28em}"
+    "img{max-width:100%;border:1px solid #eee}"
+)
 
 
 def png_bytes(figure) -> bytes:
@@ -80,16 +82,18 @@ def render_markdown(title: str, blocks: Sequence[tuple], plot_dir: str) -> str:
 
 
 def _md_row(cells: Sequence[Any]) -> str:
-    cells = [fmt(c).replace("|", "\\|").replace("\r", "").replace("\n", "<br>")
-             for c in cells]
+    cells = [fmt(c).replace("|", "\\|").replace("\r", "").replace("\n", "<br>") for c in cells]
     return "| " + " | ".join(cells) + " |"
 
 
 def render_html(title: str, blocks: Sequence[tuple]) -> str:
     """One HTML page; every figure is an inline base64 PNG."""
-    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-           f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>",
-           f"<h1>{html.escape(title)}</h1>"]
+    out = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+    ]
     for block in blocks:
         kind = block[0]
         if kind == "h2":
@@ -97,23 +101,31 @@ def render_html(title: str, blocks: Sequence[tuple]) -> str:
         elif kind == "p":
             out.append(f"<p>{html.escape(block[1])}</p>")
         elif kind == "table":
-            out.append("<table><tr>" + "".join(f"<th>{html.escape(fmt(h))}</th>"
-                                               for h in block[1]) + "</tr>")
+            out.append(
+                "<table><tr>"
+                + "".join(f"<th>{html.escape(fmt(h))}</th>" for h in block[1])
+                + "</tr>"
+            )
             for row in block[2]:
                 cells = "".join(
-                    f'<td class="text">{html.escape(fmt(c))}</td>' if isinstance(c, str)
-                    and len(c) > 40 else f"<td>{html.escape(fmt(c))}</td>" for c in row)
+                    f'<td class="text">{html.escape(fmt(c))}</td>'
+                    if isinstance(c, str) and len(c) > 40
+                    else f"<td>{html.escape(fmt(c))}</td>"
+                    for c in row
+                )
                 out.append(f"<tr>{cells}</tr>")
             out.append("</table>")
         elif kind == "figure":
             data = base64.b64encode(block[2]).decode("ascii")
-            out.append(f'<p><img alt="{html.escape(block[1])}" '
-                       f'src="data:image/png;base64,{data}"></p>')
+            out.append(
+                f'<p><img alt="{html.escape(block[1])}" src="data:image/png;base64,{data}"></p>'
+            )
     return "\n".join(out + ["</body></html>", ""])
 
 
-def write_pages(title: str, blocks: Sequence[tuple], out_dir: str | Path,
-                data: dict | None = None) -> list[Path]:
+def write_pages(
+    title: str, blocks: Sequence[tuple], out_dir: str | Path, data: dict | None = None
+) -> list[Path]:
     """Writes report.md (+ plots/*.png), report.html and results.json.
 
     Returns:
@@ -124,11 +136,12 @@ def write_pages(title: str, blocks: Sequence[tuple], out_dir: str | Path,
     for block in blocks:
         if block[0] == "figure":
             (out_dir / "plots" / f"{block[1]}.png").write_bytes(block[2])
-    paths = [(out_dir / "report.md", render_markdown(title, blocks, "plots")),
-             (out_dir / "report.html", render_html(title, blocks))]
+    paths = [
+        (out_dir / "report.md", render_markdown(title, blocks, "plots")),
+        (out_dir / "report.html", render_html(title, blocks)),
+    ]
     if data is not None:
-        paths.append((out_dir / "results.json",
-                      json.dumps(data, indent=2, default=json_default)))
+        paths.append((out_dir / "results.json", json.dumps(data, indent=2, default=json_default)))
     for path, text in paths:
         write_text(path, text + ("\n" if not text.endswith("\n") else ""))
     return [path for path, _ in paths]
@@ -146,30 +159,41 @@ def metric_rows(results: dict) -> list[list]:
         change = t - b if isinstance(b, (int, float)) and isinstance(t, (int, float)) else None
         return [name, b, t, change, _get(ref, getter) if with_ref else None]
 
-    rows = [row("held-out loss (response tokens)", "tokens.loss"),
-            row("perplexity", "tokens.perplexity"),
-            row("next-token accuracy", "tokens.accuracy"),
-            row("exact match", "exact_match"),
-            row("ROUGE-L F1", "rouge_l")]
+    rows = [
+        row("held-out loss (response tokens)", "tokens.loss"),
+        row("perplexity", "tokens.perplexity"),
+        row("next-token accuracy", "tokens.accuracy"),
+        row("exact match", "exact_match"),
+        row("ROUGE-L F1", "rouge_l"),
+    ]
     if "steps" in base:
-        rows += [row("steps: adherence (numbered 1., 2., ... no preamble)",
-                     "steps.adherence", True),
-                 row("steps: ordered numbered list anywhere", "steps.ordered_list", True),
-                 row("steps: conversational preamble", "steps.preamble", True),
-                 row("steps: mean items", "steps.mean_items", True)]
+        rows += [
+            row("steps: adherence (numbered 1., 2., ... no preamble)", "steps.adherence", True),
+            row("steps: ordered numbered list anywhere", "steps.ordered_list", True),
+            row("steps: conversational preamble", "steps.preamble", True),
+            row("steps: mean items", "steps.mean_items", True),
+        ]
     if "label" in base:
-        rows += [row("label accuracy", "label.accuracy"),
-                 row("label: output is in the label set", "label.valid")]
+        rows += [
+            row("label accuracy", "label.accuracy"),
+            row("label: output is in the label set", "label.valid"),
+        ]
     if "length" in base:
-        rows += [row("length: mean words", "length.words.mean", True),
-                 row("length: median words", "length.words.median", True),
-                 row("length: p90 words", "length.words.p90", True)]
-    rows += [row("replies ended by end-of-turn", "stopped"),
-             row("new tokens per reply (mean)", "new_tokens.mean")]
+        rows += [
+            row("length: mean words", "length.words.mean", True),
+            row("length: median words", "length.words.median", True),
+            row("length: p90 words", "length.words.p90", True),
+        ]
+    rows += [
+        row("replies ended by end-of-turn", "stopped"),
+        row("new tokens per reply (mean)", "new_tokens.mean"),
+    ]
     if "latency" in base:
-        rows += [row("latency: time to first token (s)", "latency.ttft_s"),
-                 row("latency: tokens/s", "latency.tokens_per_s"),
-                 row("latency: compile time (s, first calls)", "latency.compile_s")]
+        rows += [
+            row("latency: time to first token (s)", "latency.ttft_s"),
+            row("latency: tokens/s", "latency.tokens_per_s"),
+            row("latency: compile time (s, first calls)", "latency.compile_s"),
+        ]
     return rows
 
 
@@ -184,78 +208,139 @@ def _get(values: dict, dotted: str):
 def evaluation_blocks(results: dict) -> list[tuple]:
     """The blocks of the base-vs-tuned report."""
     setup = results["setup"]
-    blocks = [("table", ["setting", "value"], [
-        ["base", setup.get("base", setup["preset"])], ["adapter", setup["adapter"]],
-        ["held-out data", setup["data"]],
-        ["examples (loss / generated)", f"{setup['num_examples']} / {setup['num_generated']}"],
-        ["removed: also in training", setup["overlap_removed"]],
-        ["template", setup["template"]],
-        ["generation", f"{setup['sampler']}, at most {setup['max_new_tokens']} new tokens"],
-        ["checks", ", ".join(setup["checks"])]] +
-        ([["command", setup["command"]]] if setup.get("command") else []))]
-    blocks += [("h2", "Scores"),
-               ("p", f"The base column scores {setup.get('base', setup['preset'])}, "
-                "without the adapter; the tuned column, the same base with it. "
-                "Loss and perplexity are over response tokens only (prompt "
-                "tokens bear no loss). Exact match and ROUGE-L F1 (LCS of lowercase "
-                "word tokens) compare each generation with the reference reply; "
-                "generations stop at the end-of-turn or after max_new_tokens, which "
-                "caps recall on long references. The reference column scores the "
-                "references themselves."),
-               ("table", ["metric", "base", "tuned", "change", "reference"],
-                metric_rows(results)),
-               ("figure", "scores", plot_scores(results))]
+    blocks = [
+        (
+            "table",
+            ["setting", "value"],
+            [
+                ["base", setup.get("base", setup["preset"])],
+                ["adapter", setup["adapter"]],
+                ["held-out data", setup["data"]],
+                [
+                    "examples (loss / generated)",
+                    f"{setup['num_examples']} / {setup['num_generated']}",
+                ],
+                ["removed: also in training", setup["overlap_removed"]],
+                ["template", setup["template"]],
+                ["generation", f"{setup['sampler']}, at most {setup['max_new_tokens']} new tokens"],
+                ["checks", ", ".join(setup["checks"])],
+            ]
+            + ([["command", setup["command"]]] if setup.get("command") else []),
+        )
+    ]
+    blocks += [
+        ("h2", "Scores"),
+        (
+            "p",
+            f"The base column scores {setup.get('base', setup['preset'])}, "
+            "without the adapter; the tuned column, the same base with it. "
+            "Loss and perplexity are over response tokens only (prompt "
+            "tokens bear no loss). Exact match and ROUGE-L F1 (LCS of lowercase "
+            "word tokens) compare each generation with the reference reply; "
+            "generations stop at the end-of-turn or after max_new_tokens, which "
+            "caps recall on long references. The reference column scores the "
+            "references themselves.",
+        ),
+        ("table", ["metric", "base", "tuned", "change", "reference"], metric_rows(results)),
+        ("figure", "scores", plot_scores(results)),
+    ]
     if "length" in results["base"]:
         blocks.append(("figure", "lengths", plot_lengths(results)))
     if "label" in results["base"]:
         blocks += label_blocks(results)
     if "latency" in results["base"]:
-        blocks += [("h2", "Generation latency"),
-                   ("p", "Batch 1, one held-out prompt, steady state (median of 3 after "
-                    "a compiling call). Time to first token = a 1-new-token "
-                    "generation (prefill + one step); tokens/s = max_new_tokens with "
-                    "no stop token / time. The tuned model runs the LoRA adapter "
-                    "unmerged."),
-                   ("figure", "latency", plot_latency(results))]
-    blocks += [("h2", "Samples"),
-               ("table", ["prompt", "reference", "base", "tuned"],
-                [[_cut(s["prompt"]) + (f"\n(turn {s['turns'] // 2} of a chat)"
-                                       if s["turns"] > 2 else ""),
-                  _cut(s["reference"]), _cut(s["base"]), _cut(s["tuned"])]
-                 for s in results["samples"][:8]])]
+        blocks += [
+            ("h2", "Generation latency"),
+            (
+                "p",
+                "Batch 1, one held-out prompt, steady state (median of 3 after "
+                "a compiling call). Time to first token = a 1-new-token "
+                "generation (prefill + one step); tokens/s = max_new_tokens with "
+                "no stop token / time. The tuned model runs the LoRA adapter "
+                "unmerged.",
+            ),
+            ("figure", "latency", plot_latency(results)),
+        ]
+    blocks += [
+        ("h2", "Samples"),
+        (
+            "table",
+            ["prompt", "reference", "base", "tuned"],
+            [
+                [
+                    _cut(s["prompt"])
+                    + (f"\n(turn {s['turns'] // 2} of a chat)" if s["turns"] > 2 else ""),
+                    _cut(s["reference"]),
+                    _cut(s["base"]),
+                    _cut(s["tuned"]),
+                ]
+                for s in results["samples"][:8]
+            ],
+        ),
+    ]
     return blocks
 
 
 def label_blocks(results: dict) -> list[tuple]:
-    blocks = [("h2", "Labels"),
-              ("p", f"{results['tuned']['label']['num_labels']} labels (from the "
-               f"{results['setup']['label_source']}). A generation counts when it "
-               "equals a label after normalisation; anything else is (invalid).")]
+    blocks = [
+        ("h2", "Labels"),
+        (
+            "p",
+            f"{results['tuned']['label']['num_labels']} labels (from the "
+            f"{results['setup']['label_source']}). A generation counts when it "
+            "equals a label after normalisation; anything else is (invalid).",
+        ),
+    ]
     for name in ("base", "tuned"):
         confusions = results[name]["label"]["confusions"]
-        blocks += [("p", f"Most frequent errors, {name}:"),
-                   ("table", ["true", "generated", "count"],
-                    [[t, _cut(p, 80), c] for t, p, c in confusions] or [["-", "-", 0]])]
+        blocks += [
+            ("p", f"Most frequent errors, {name}:"),
+            (
+                "table",
+                ["true", "generated", "count"],
+                [[t, _cut(p, 80), c] for t, p, c in confusions] or [["-", "-", 0]],
+            ),
+        ]
     per_label = results["tuned"]["label"]["per_label"]
-    blocks.append(("table", ["label", "support", "base recall", "tuned recall",
-                             "tuned precision"],
-                   [[label, v["support"], results["base"]["label"]["per_label"][label]["recall"],
-                     v["recall"], v["precision"]] for label, v in per_label.items()]))
+    blocks.append(
+        (
+            "table",
+            ["label", "support", "base recall", "tuned recall", "tuned precision"],
+            [
+                [
+                    label,
+                    v["support"],
+                    results["base"]["label"]["per_label"][label]["recall"],
+                    v["recall"],
+                    v["precision"],
+                ]
+                for label, v in per_label.items()
+            ],
+        )
+    )
     blocks.append(("figure", "confusion", plot_confusion(results)))
     return blocks
 
 
 def plot_scores(results: dict) -> bytes:
-    names = [("next-token acc.", "tokens.accuracy"), ("exact match", "exact_match"),
-             ("ROUGE-L F1", "rouge_l"), ("steps adherence", "steps.adherence"),
-             ("label accuracy", "label.accuracy")]
+    names = [
+        ("next-token acc.", "tokens.accuracy"),
+        ("exact match", "exact_match"),
+        ("ROUGE-L F1", "rouge_l"),
+        ("steps adherence", "steps.adherence"),
+        ("label accuracy", "label.accuracy"),
+    ]
     names = [(n, k) for n, k in names if _get(results["base"], k) is not None]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.6),
-                                      gridspec_kw={"width_ratios": [3, 1]})
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.6), gridspec_kw={"width_ratios": [3, 1]})
     x = np.arange(len(names))
     for offset, model in ((-0.2, "base"), (0.2, "tuned")):
-        left.bar(x + offset, [_get(results[model], k) for _, k in names], 0.4,
-                 label=model, color=COLORS[model])
+        left.bar(
+            x + offset,
+            [_get(results[model], k) for _, k in names],
+            0.4,
+            label=model,
+            color=COLORS[model],
+        )
         right.bar(offset, _get(results[model], "tokens.loss"), 0.4, color=COLORS[model])
     left.set_xticks(x, [n for n, _ in names])
     left.set_ylim(0, 1)
@@ -268,13 +353,15 @@ def plot_scores(results: dict) -> bytes:
 
 def plot_lengths(results: dict) -> bytes:
     fig, ax = plt.subplots(figsize=(7, 3.4))
-    texts = {"reference": [s["reference"] for s in results["samples"]],
-             "base": results["base"]["generations"], "tuned": results["tuned"]["generations"]}
+    texts = {
+        "reference": [s["reference"] for s in results["samples"]],
+        "base": results["base"]["generations"],
+        "tuned": results["tuned"]["generations"],
+    }
     words = {k: [len(t.split()) for t in v] for k, v in texts.items()}
     bins = np.linspace(0, max(max(v, default=1) for v in words.values()) + 1, 21)
     for name, values in words.items():
-        ax.hist(values, bins=bins, histtype="step", linewidth=2, label=name,
-                color=COLORS[name])
+        ax.hist(values, bins=bins, histtype="step", linewidth=2, label=name, color=COLORS[name])
     ax.set_xlabel("words per reply")
     ax.set_ylabel("replies")
     ax.legend()
@@ -283,11 +370,19 @@ def plot_lengths(results: dict) -> bytes:
 
 def plot_latency(results: dict) -> bytes:
     fig, axes = plt.subplots(1, 3, figsize=(10, 3))
-    for ax, (key, title) in zip(axes, (("ttft_s", "time to first token (s)"),
-                                       ("tokens_per_s", "tokens/s"),
-                                       ("compile_s", "compile time (s)"))):
-        ax.bar(["base", "tuned"], [results[m]["latency"][key] for m in ("base", "tuned")],
-               color=[COLORS["base"], COLORS["tuned"]])
+    for ax, (key, title) in zip(
+        axes,
+        (
+            ("ttft_s", "time to first token (s)"),
+            ("tokens_per_s", "tokens/s"),
+            ("compile_s", "compile time (s)"),
+        ),
+    ):
+        ax.bar(
+            ["base", "tuned"],
+            [results[m]["latency"][key] for m in ("base", "tuned")],
+            color=[COLORS["base"], COLORS["tuned"]],
+        )
         ax.set_title(title)
     return png_bytes(fig)
 
@@ -298,8 +393,9 @@ def plot_confusion(results: dict) -> bytes:
         matrix = results[model]["label"]["matrix"]
         counts = np.asarray(matrix["counts"])
         ax.imshow(counts, cmap="Blues")
-        ax.set_xticks(range(len(matrix["labels"])), matrix["labels"], rotation=60,
-                      ha="right", fontsize=8)
+        ax.set_xticks(
+            range(len(matrix["labels"])), matrix["labels"], rotation=60, ha="right", fontsize=8
+        )
         ax.set_yticks(range(len(matrix["labels"])), matrix["labels"], fontsize=8)
         for (i, j), count in np.ndenumerate(counts):
             if count:
@@ -317,21 +413,31 @@ def write_report(results: dict, out_dir: str | Path) -> list[Path]:
 # ------------------------------------------------------- preset comparison
 
 
-COMPARE_COLUMNS = [("run", "label"), ("steps", "steps"),
-                   ("final train loss", "final_loss"),
-                   ("val loss base", "val_loss_before"), ("val loss tuned", "val_loss_after"),
-                   ("val ppl tuned", "val_ppl_after"), ("train tokens/s", "tokens_per_s"),
-                   ("train compile s", "train_compile_s"), ("peak RSS MB", "peak_rss_mb"),
-                   ("TTFT s", "latency.ttft_s"), ("gen tokens/s", "latency.tokens_per_s"),
-                   ("gen compile s", "latency.compile_s"), ("wall s", "wall_s"),
-                   ("error", "error")]
+COMPARE_COLUMNS = [
+    ("run", "label"),
+    ("steps", "steps"),
+    ("final train loss", "final_loss"),
+    ("val loss base", "val_loss_before"),
+    ("val loss tuned", "val_loss_after"),
+    ("val ppl tuned", "val_ppl_after"),
+    ("train tokens/s", "tokens_per_s"),
+    ("train compile s", "train_compile_s"),
+    ("peak RSS MB", "peak_rss_mb"),
+    ("TTFT s", "latency.ttft_s"),
+    ("gen tokens/s", "latency.tokens_per_s"),
+    ("gen compile s", "latency.compile_s"),
+    ("wall s", "wall_s"),
+    ("error", "error"),
+]
 
 
 def comparison_rows(records: Sequence[dict]) -> list[list]:
     rows = []
     for record in records:
-        record = {**record, "final_loss": record["loss_curve"][-1][1]
-                  if record.get("loss_curve") else None}
+        record = {
+            **record,
+            "final_loss": record["loss_curve"][-1][1] if record.get("loss_curve") else None,
+        }
         rows.append([_get(record, key) for _, key in COMPARE_COLUMNS])
     return rows
 
@@ -350,16 +456,28 @@ def plot_comparison(records: Sequence[dict]) -> bytes:
     labels = [r["label"] for r in ok]
     x = np.arange(len(ok))
     ax = axes[0, 1]
-    ax.bar(x - 0.2, [r.get("val_loss_before") or 0 for r in ok], 0.4, label="base",
-           color=COLORS["base"])
-    ax.bar(x + 0.2, [r.get("val_loss_after") or 0 for r in ok], 0.4, label="tuned",
-           color=COLORS["tuned"])
+    ax.bar(
+        x - 0.2,
+        [r.get("val_loss_before") or 0 for r in ok],
+        0.4,
+        label="base",
+        color=COLORS["base"],
+    )
+    ax.bar(
+        x + 0.2,
+        [r.get("val_loss_after") or 0 for r in ok],
+        0.4,
+        label="tuned",
+        color=COLORS["tuned"],
+    )
     ax.set_title("validation loss")
     ax.legend()
-    bars = [(axes[0, 2], "tokens_per_s", "training tokens/s"),
-            (axes[1, 0], "peak_rss_mb", "peak memory (RSS, MB)"),
-            (axes[1, 1], "latency.ttft_s", "time to first token (s)"),
-            (axes[1, 2], "latency.tokens_per_s", "generation tokens/s")]
+    bars = [
+        (axes[0, 2], "tokens_per_s", "training tokens/s"),
+        (axes[1, 0], "peak_rss_mb", "peak memory (RSS, MB)"),
+        (axes[1, 1], "latency.ttft_s", "time to first token (s)"),
+        (axes[1, 2], "latency.tokens_per_s", "generation tokens/s"),
+    ]
     for ax, key, title in bars:
         ax.bar(x, [_get(r, key) or 0 for r in ok], color=COLORS["tuned"])
         ax.set_title(title)
@@ -369,17 +487,21 @@ def plot_comparison(records: Sequence[dict]) -> bytes:
     return png_bytes(fig)
 
 
-def write_comparison(records: Sequence[dict], out_dir: str | Path,
-                     command: str = "") -> list[Path]:
+def write_comparison(records: Sequence[dict], out_dir: str | Path, command: str = "") -> list[Path]:
     """Writes the preset comparison (Markdown, HTML, JSON) to `out_dir`."""
     blocks = [("p", f"Command: {command}")] if command else []
-    blocks += [("p", "Each run is its own process. Validation loss is over response "
-                "tokens of the held-out split, before (base) and after training. "
-                "Training tokens/s excludes the first (compiling) step. Peak RSS is "
-                "the worker's ru_maxrss after training. Latency: batch 1, the first "
-                "sample prompt, tuned model with LoRA unmerged, steady state; "
-                "compile time apart."),
-               ("table", [name for name, _ in COMPARE_COLUMNS], comparison_rows(records))]
+    blocks += [
+        (
+            "p",
+            "Each run is its own process. Validation loss is over response "
+            "tokens of the held-out split, before (base) and after training. "
+            "Training tokens/s excludes the first (compiling) step. Peak RSS is "
+            "the worker's ru_maxrss after training. Latency: batch 1, the first "
+            "sample prompt, tuned model with LoRA unmerged, steady state; "
+            "compile time apart.",
+        ),
+        ("table", [name for name, _ in COMPARE_COLUMNS], comparison_rows(records)),
+    ]
     if any("error" not in r for r in records):
         blocks.append(("figure", "comparison", plot_comparison(records)))
     return write_pages("Preset comparison", blocks, out_dir, {"runs": list(records)})

@@ -17,8 +17,7 @@ from keras_ft.train.rundir import MARKER
 log = logging.getLogger(__name__)
 
 
-def load_run_config(source: str | Path | Config | dict,
-                    overrides: dict | None = None) -> Config:
+def load_run_config(source: str | Path | Config | dict, overrides: dict | None = None) -> Config:
     """A run's resolved `config.json` (or a Config / dict of its values), plus
     overrides.
 
@@ -33,11 +32,14 @@ def load_run_config(source: str | Path | Config | dict,
         try:
             values = json.loads(Path(source).read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ValueError(f"{source} is not valid JSON ({e}): the run's resolved "
-                             "config is damaged. Pass --config with the experiment's "
-                             "YAML instead, or train the run again.") from None
-    return load_config(None, {**values, **{k: v for k, v in (overrides or {}).items()
-                                           if v is not None}})
+            raise ValueError(
+                f"{source} is not valid JSON ({e}): the run's resolved "
+                "config is damaged. Pass --config with the experiment's "
+                "YAML instead, or train the run again."
+            ) from None
+    return load_config(
+        None, {**values, **{k: v for k, v in (overrides or {}).items() if v is not None}}
+    )
 
 
 def resolve_run(adapter: str) -> tuple[Path | None, Config | None]:
@@ -53,8 +55,7 @@ def resolve_run(adapter: str) -> tuple[Path | None, Config | None]:
     path = Path(adapter)
     directory = path if path.is_dir() else path.parent
     if (directory / STATE_FILE).is_file():
-        run_dir = (directory.parent.parent if directory.parent.name == "checkpoints"
-                   else directory)
+        run_dir = directory.parent.parent if directory.parent.name == "checkpoints" else directory
         return run_dir, load_run_config(read_state(directory)["config"])
     if directory.name == "best" and (directory.parent / MARKER).is_file():
         directory = directory.parent

@@ -48,60 +48,83 @@ log = logging.getLogger(__name__)
 CHECKS = ("steps", "label", "length")
 
 
-def score_model(causal_lm, heldout: HeldOut, cfg: Config, tokenizer: TextTokenizer,
-                checks: tuple[str, ...], num_generate: int, batch_size: int = 8,
-                latency: bool = True) -> dict:
+def score_model(
+    causal_lm,
+    heldout: HeldOut,
+    cfg: Config,
+    tokenizer: TextTokenizer,
+    checks: tuple[str, ...],
+    num_generate: int,
+    batch_size: int = 8,
+    latency: bool = True,
+) -> dict:
     """All metrics of one model (base or tuned) on `heldout`."""
     template = get_template(cfg.template)
     tokenized = TokenizedDataset.build(
         tokenize_example(e, template, tokenizer, cfg.sequence_length, True)
-        for e in heldout.examples)
-    dataset = BatchSequence(tokenized, batch_size, cfg.sequence_length,
-                            tokenizer.pad_id, cfg.seed, shuffle=False)
+        for e in heldout.examples
+    )
+    dataset = BatchSequence(
+        tokenized, batch_size, cfg.sequence_length, tokenizer.pad_id, cfg.seed, shuffle=False
+    )
     result = {"tokens": evaluate_tokens(CausalLMTrainer(causal_lm.backbone), dataset)}
 
     generate_fn = generate_function(causal_lm, cfg)
     examples = heldout.examples[:num_generate]
-    prompts = [encode_prompt(e.messages[:-1], template, tokenizer, cfg.sequence_length)
-               for e in examples]
+    prompts = [
+        encode_prompt(e.messages[:-1], template, tokenizer, cfg.sequence_length) for e in examples
+    ]
     start = time.perf_counter()
-    replies = generate_replies(generate_fn, prompts, template, tokenizer,
-                               cfg.max_new_tokens, batch_size)
+    replies = generate_replies(
+        generate_fn, prompts, template, tokenizer, cfg.max_new_tokens, batch_size
+    )
     result["generate_s"] = time.perf_counter() - start
     result["generations"] = [r["text"] for r in replies]
     references = [e.messages[-1].content for e in examples]
-    result.update(score_generations(result["generations"], references, checks,
-                                    heldout.labels))
+    result.update(score_generations(result["generations"], references, checks, heldout.labels))
     result["stopped"] = sum(r["stopped"] for r in replies) / max(len(replies), 1)
     result["new_tokens"] = metrics_text.length_stats([r["num_tokens"] for r in replies])
     if latency:
-        result["latency"] = measure_latency(generate_fn, prompts[0], cfg.max_new_tokens,
-                                            tokenizer.pad_id)
+        result["latency"] = measure_latency(
+            generate_fn, prompts[0], cfg.max_new_tokens, tokenizer.pad_id
+        )
     return result
 
 
-def score_generations(predictions: list[str], references: list[str],
-                      checks: tuple[str, ...], labels: list[str]) -> dict:
+def score_generations(
+    predictions: list[str], references: list[str], checks: tuple[str, ...], labels: list[str]
+) -> dict:
     """Reference-based scores plus the named task checks."""
     rouge = [metrics_text.rouge_l(p, r)["f1"] for p, r in zip(predictions, references)]
     n = max(len(predictions), 1)
-    scores = {"exact_match": sum(map(metrics_text.exact_match, predictions, references)) / n,
-              "rouge_l": float(np.mean(rouge)) if rouge else 0.0, "rouge_l_each": rouge}
+    scores = {
+        "exact_match": sum(map(metrics_text.exact_match, predictions, references)) / n,
+        "rouge_l": float(np.mean(rouge)) if rouge else 0.0,
+        "rouge_l_each": rouge,
+    }
     if "steps" in checks:
         scores["steps"] = metrics_text.steps_summary(predictions)
     if "label" in checks:
         if not labels:
-            raise ValueError("The `label` check needs a label set: frame the data as "
-                             "classification, e.g. --fields prompt=headline,label=category.")
+            raise ValueError(
+                "The `label` check needs a label set: frame the data as "
+                "classification, e.g. --fields prompt=headline,label=category."
+            )
         scores["label"] = metrics_text.label_scores(predictions, references, labels)
     if "length" in checks:
         scores["length"] = metrics_text.text_lengths(predictions)
     return scores
 
 
-def compare_base_and_tuned(cfg: Config, adapter: str, heldout: HeldOut,
-                           checks: tuple[str, ...] = ("length",), num_generate: int = 32,
-                           batch_size: int = 8, latency: bool = True) -> dict:
+def compare_base_and_tuned(
+    cfg: Config,
+    adapter: str,
+    heldout: HeldOut,
+    checks: tuple[str, ...] = ("length",),
+    num_generate: int = 32,
+    batch_size: int = 8,
+    latency: bool = True,
+) -> dict:
     """Scores `cfg.preset` as the adapter was trained on, then with `adapter`.
 
     The base is the one the adapter was trained on: quantized as recorded in
@@ -120,34 +143,61 @@ def compare_base_and_tuned(cfg: Config, adapter: str, heldout: HeldOut,
     check_adapter(causal_lm.backbone, adapter_file, recorded)  # before scoring the base
     quantize_backbone(causal_lm.backbone, quantize)
     args = (heldout, cfg, tokenizer, checks, num_generate, batch_size, latency)
-    log.info("Scoring the base model (%s) on %d held-out examples.",
-             base_description(cfg.preset, quantize), len(heldout.examples))
+    log.info(
+        "Scoring the base model (%s) on %d held-out examples.",
+        base_description(cfg.preset, quantize),
+        len(heldout.examples),
+    )
     base = score_model(causal_lm, *args)
     meta = load_adapter(causal_lm, adapter)  # base already quantized: adds LoRA only
     log.info("Scoring the tuned model (adapter %s).", adapter)
     tuned = score_model(causal_lm, *args)
     examples = heldout.examples[:num_generate]
     references = [e.messages[-1].content for e in examples]
-    reference = score_generations(references, references,
-                                  tuple(c for c in checks if c != "label"), heldout.labels)
-    samples = [{"prompt": e.messages[-2].content, "turns": len(e.messages),
-                "reference": r, "base": b, "tuned": t}
-               for e, r, b, t in zip(examples, references, base["generations"],
-                                     tuned["generations"])]
-    setup = {"preset": cfg.preset, "quantize": quantize,
-             "base": base_description(cfg.preset, quantize),
-             "adapter": str(adapter), "adapter_config": meta,
-             "data": heldout.source, "num_examples": len(heldout.examples),
-             "num_generated": len(examples), "overlap_removed": heldout.num_overlap_removed,
-             "labels": heldout.labels, "label_source": heldout.label_source,
-             "template": cfg.template, "sampler": cfg.sampler,
-             "max_new_tokens": cfg.max_new_tokens, "sequence_length": cfg.sequence_length,
-             "checks": list(checks)}
-    return {"setup": setup, "base": base, "tuned": tuned, "reference": reference,
-            "samples": samples}
+    reference = score_generations(
+        references, references, tuple(c for c in checks if c != "label"), heldout.labels
+    )
+    samples = [
+        {
+            "prompt": e.messages[-2].content,
+            "turns": len(e.messages),
+            "reference": r,
+            "base": b,
+            "tuned": t,
+        }
+        for e, r, b, t in zip(examples, references, base["generations"], tuned["generations"])
+    ]
+    setup = {
+        "preset": cfg.preset,
+        "quantize": quantize,
+        "base": base_description(cfg.preset, quantize),
+        "adapter": str(adapter),
+        "adapter_config": meta,
+        "data": heldout.source,
+        "num_examples": len(heldout.examples),
+        "num_generated": len(examples),
+        "overlap_removed": heldout.num_overlap_removed,
+        "labels": heldout.labels,
+        "label_source": heldout.label_source,
+        "template": cfg.template,
+        "sampler": cfg.sampler,
+        "max_new_tokens": cfg.max_new_tokens,
+        "sequence_length": cfg.sequence_length,
+        "checks": list(checks),
+    }
+    return {
+        "setup": setup,
+        "base": base,
+        "tuned": tuned,
+        "reference": reference,
+        "samples": samples,
+    }
 
 
 def base_description(preset: str, quantize: str) -> str:
     """How the base model was scored, e.g. "gemma3_270m quantized int8, as trained"."""
-    return (f"{preset} quantized {quantize}, as trained" if quantize
-            else f"{preset} (float, as trained)")
+    return (
+        f"{preset} quantized {quantize}, as trained"
+        if quantize
+        else f"{preset} (float, as trained)"
+    )

@@ -126,8 +126,13 @@ def export_preset_gguf(
         `out_path` as a `Path`.
     """
     causal_lm = load_causal_lm(resolve_preset(preset), adapter=adapter, quantize=False)
-    return export_gguf(causal_lm, out_path, dtype=dtype, chat_template=chat_template,
-                       template=recorded_template(adapter))
+    return export_gguf(
+        causal_lm,
+        out_path,
+        dtype=dtype,
+        chat_template=chat_template,
+        template=recorded_template(adapter),
+    )
 
 
 def _check_template_tokens(template: str, keras_tokenizer) -> None:
@@ -142,7 +147,8 @@ def _check_template_tokens(template: str, keras_tokenizer) -> None:
                 raise ValueError(
                     f"The template uses the token {segment.text!r}, which this model's "
                     "vocabulary lacks; llama.cpp would read it as plain text. Received: "
-                    f"template={template!r}") from None
+                    f"template={template!r}"
+                ) from None
 
 
 def _architecture_name(causal_lm: keras.Model) -> str:
@@ -200,14 +206,22 @@ _HPARAM_WRITERS = {"gemma3": _write_gemma3_hparams}
 
 # (GGUF key as in `GGUFWriter.add_<key>`, the attribute that holds its value)
 _GEMMA3_FIELDS = (
-    ("embedding_length", "hidden_dim"), ("block_count", "num_layers"),
-    ("feed_forward_length", "intermediate_dim"), ("head_count", "num_query_heads"),
-    ("head_count_kv", "num_key_value_heads"), ("key_length", "head_dim"),
-    ("value_length", "head_dim"), ("layer_norm_rms_eps", "layer_norm_epsilon"),
+    ("embedding_length", "hidden_dim"),
+    ("block_count", "num_layers"),
+    ("feed_forward_length", "intermediate_dim"),
+    ("head_count", "num_query_heads"),
+    ("head_count_kv", "num_key_value_heads"),
+    ("key_length", "head_dim"),
+    ("value_length", "head_dim"),
+    ("layer_norm_rms_eps", "layer_norm_epsilon"),
 )
 _VOCAB_FIELDS = (
-    ("token_list", "tokens"), ("token_scores", "scores"), ("token_types", "token_types"),
-    ("bos_token_id", "bos_id"), ("eos_token_id", "eos_id"), ("unk_token_id", "unk_id"),
+    ("token_list", "tokens"),
+    ("token_scores", "scores"),
+    ("token_types", "token_types"),
+    ("bos_token_id", "bos_id"),
+    ("eos_token_id", "eos_id"),
+    ("unk_token_id", "unk_id"),
     ("pad_token_id", "pad_id"),
 )
 

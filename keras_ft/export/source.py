@@ -30,12 +30,17 @@ def export_preset(preset: str | None, adapter: Path | None) -> tuple[str, str]:
             raise ValueError(f"--adapter {adapter}: {e}") from None
     preset = preset or meta.get("preset")
     if not preset:
-        where = (f"{adapter_file.parent / ADAPTER_CONFIG_FILE} records none"
-                 if adapter is not None else "no --adapter given")
+        where = (
+            f"{adapter_file.parent / ADAPTER_CONFIG_FILE} records none"
+            if adapter is not None
+            else "no --adapter given"
+        )
         raise ValueError(f"Pass --preset: {where}.")
     note = ""
     if meta.get("quantize"):
-        note = (f"The adapter was trained on {meta.get('preset', preset)} quantized "
-                f"{meta['quantize']} (QLoRA); it is merged into the FLOAT base "
-                f"{preset}, not the quantized base it was trained on.")
+        note = (
+            f"The adapter was trained on {meta.get('preset', preset)} quantized "
+            f"{meta['quantize']} (QLoRA); it is merged into the FLOAT base "
+            f"{preset}, not the quantized base it was trained on."
+        )
     return preset, note

@@ -46,12 +46,15 @@ class GenerateLoop:
         # Listed once: walking the layers costs milliseconds a call. A model
         # whose weights change in number gets a new loop (`generate_function`).
         self._model_vars = causal_lm.trainable_variables + causal_lm.non_trainable_variables
-        self._prefill_takes_mask = "padding_mask" in inspect.signature(
-            causal_lm._build_cache).parameters  # Gemma 3
-        self._update_mask = "cache_update_mask" in inspect.signature(
-            causal_lm.call_with_cache).parameters
-        self._compiled = jax.jit(self.compiled_generate_function,
-                                 static_argnames=("prefill_length", "stop_token_ids"))
+        self._prefill_takes_mask = (
+            "padding_mask" in inspect.signature(causal_lm._build_cache).parameters
+        )  # Gemma 3
+        self._update_mask = (
+            "cache_update_mask" in inspect.signature(causal_lm.call_with_cache).parameters
+        )
+        self._compiled = jax.jit(
+            self.compiled_generate_function, static_argnames=("prefill_length", "stop_token_ids")
+        )
         self._heads = [i for i, v in enumerate(self._model_vars) if _is_head_kernel(v)]
         self._store = jax.jit(lambda values: [store(v) for v in values])
         self._stored = ([], [])  # (the kernels' values, their stored copies)
@@ -64,9 +67,11 @@ class GenerateLoop:
 
     def _check_alive(self) -> None:
         if self._causal_lm() is None:
-            raise RuntimeError("This generation loop's causal LM was deleted: keep the model "
-                               "while you use its loop, or call "
-                               "generate_function(causal_lm, cfg) again.")
+            raise RuntimeError(
+                "This generation loop's causal LM was deleted: keep the model "
+                "while you use its loop, or call "
+                "generate_function(causal_lm, cfg) again."
+            )
 
     def _variables(self):
         return self.sampler.variables, self._model_vars
@@ -81,9 +86,13 @@ class GenerateLoop:
         sampler_vars, model_vars = self._variables()
         state = ([v.value for v in sampler_vars], self._weights())
         token_ids, out_mask, sampler_state = self._compiled(
-            state, np.asarray(inputs["token_ids"], np.int32), mask, np.int32(end),
+            state,
+            np.asarray(inputs["token_ids"], np.int32),
+            mask,
+            np.int32(end),
             prefill_length=prefill,
-            stop_token_ids=tuple(stop_token_ids) if stop_token_ids else None)
+            stop_token_ids=tuple(stop_token_ids) if stop_token_ids else None,
+        )
         for ref, value in zip(sampler_vars, sampler_state):
             ref.assign(value)
         return {"token_ids": token_ids, "padding_mask": out_mask}
@@ -102,50 +111,53 @@ class GenerateLoop:
             values[i] = value
         return values
 
-    def compiled_generate_function(self, state, token_ids, padding_mask, end,
-                                   prefill_length, stop_token_ids):
+    def compiled_generate_function(
+        self, state, token_ids, padding_mask, end, prefill_length, stop_token_ids
+    ):
         sampler_vars, model_vars = self._variables()
         weights = [load(v, value) for v, value in zip(model_vars, state[1])]
         mapping = zip(list(sampler_vars) + list(model_vars), state[0] + weights)
         with keras.StatelessScope(state_mapping=mapping) as scope:
-            token_ids, out_mask = self._decode(state[1], token_ids, padding_mask, end,
-                                               prefill_length, stop_token_ids)
+            token_ids, out_mask = self._decode(
+                state[1], token_ids, padding_mask, end, prefill_length, stop_token_ids
+            )
         new_state = []
         for v in sampler_vars:
             value = scope.get_current_value(v)
             new_state.append(v.value if value is None else value)
         return token_ids, out_mask, new_state
 
-    def _decode(self, stored, token_ids, padding_mask, end, prefill_length,
-                stop_token_ids):
+    def _decode(self, stored, token_ids, padding_mask, end, prefill_length, stop_token_ids):
         lm, sampler = self.causal_lm, self.sampler
         length = ops.shape(token_ids)[1]
         prompt = token_ids[:, :prefill_length]
         if self._prefill_takes_mask:
-            hidden, cache = lm._build_cache(prompt, None, None,
-                                            padding_mask[:, :prefill_length], None)
+            hidden, cache = lm._build_cache(
+                prompt, None, None, padding_mask[:, :prefill_length], None
+            )
         else:
             hidden, cache = lm._build_cache(prompt)
         # Every keras-hub cache leaf is [..., length, heads, head_dim].
         pad = [(0, 0)] * 3 + [(0, length - prefill_length), (0, 0), (0, 0)]
-        cache = tree.map_structure(lambda c: ops.pad(c, pad[-len(c.shape):]), cache)
+        cache = tree.map_structure(lambda c: ops.pad(c, pad[-len(c.shape) :]), cache)
         index = ops.min(ops.sum(ops.cast(padding_mask, "int32"), axis=-1))
 
         def put(prompt, logits, index):
             """Samples the token at `index`, keeping prompt tokens (keras-hub's body)."""
             token = sampler.get_next_token(sampler.compute_probabilities(logits))
-            token = ops.where(padding_mask[:, index], prompt[:, index],
-                              ops.cast(token, prompt.dtype))
+            token = ops.where(
+                padding_mask[:, index], prompt[:, index], ops.cast(token, prompt.dtype)
+            )
             return ops.slice_update(prompt, [0, index], token[:, None])
 
         def next(prompt, cache, index):  # keras-hub's `next`
             batch = ops.shape(prompt)[0]
             kwargs = {}
             if self._update_mask:
-                kwargs["cache_update_mask"] = ops.slice(
-                    ~padding_mask, [0, index - 1], [batch, 1])
+                kwargs["cache_update_mask"] = ops.slice(~padding_mask, [0, index - 1], [batch, 1])
             logits, _, cache = lm.call_with_cache(
-                ops.slice(prompt, [0, index - 1], [batch, 1]), cache, index - 1, **kwargs)
+                ops.slice(prompt, [0, index - 1], [batch, 1]), cache, index - 1, **kwargs
+            )
             return ops.squeeze(logits, axis=1), cache
 
         def cond(prompt, cache, index):
@@ -163,7 +175,8 @@ class GenerateLoop:
         token_ids = ops.where(started, put(token_ids, first, index), token_ids)
         index = ops.where(started, index + 1, index)
         token_ids, _, index = sampler.run_loop(
-            cond, self._with_weights(body, stored), loop_vars=(token_ids, cache, index))
+            cond, self._with_weights(body, stored), loop_vars=(token_ids, cache, index)
+        )
         positions = ops.arange(length)[None, :]
         generated = ops.logical_and(~padding_mask, positions < index)
         if stop_token_ids is not None:
@@ -190,6 +203,7 @@ class GenerateLoop:
                 if value is not None:
                     v.assign(value)
             return out
+
         return wrapped
 
 

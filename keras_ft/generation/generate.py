@@ -44,16 +44,22 @@ def build_sampler(cfg: Config):
     if cfg.sampler == "greedy":
         return keras_hub.samplers.GreedySampler()
     if cfg.sampler == "top_k":
-        return keras_hub.samplers.TopKSampler(k=cfg.top_k, temperature=cfg.temperature,
-                                              seed=cfg.seed)
+        return keras_hub.samplers.TopKSampler(
+            k=cfg.top_k, temperature=cfg.temperature, seed=cfg.seed
+        )
     if cfg.sampler == "top_p":
-        return keras_hub.samplers.TopPSampler(p=cfg.top_p, temperature=cfg.temperature,
-                                              seed=cfg.seed)
+        return keras_hub.samplers.TopPSampler(
+            p=cfg.top_p, temperature=cfg.temperature, seed=cfg.seed
+        )
     return keras_hub.samplers.RandomSampler(temperature=cfg.temperature, seed=cfg.seed)
 
 
-def encode_prompt(prompt: str | Sequence[Message], template: Template,
-                  tokenizer: TextTokenizer, max_tokens: int | None = None) -> list[int]:
+def encode_prompt(
+    prompt: str | Sequence[Message],
+    template: Template,
+    tokenizer: TextTokenizer,
+    max_tokens: int | None = None,
+) -> list[int]:
     """Token ids of a prompt rendered for generation, as in training.
 
     Args:
@@ -67,11 +73,12 @@ def encode_prompt(prompt: str | Sequence[Message], template: Template,
     if max_tokens is None or len(ids) <= max_tokens:
         return ids
     head = len(template.begin)
-    return ids[:head] + ids[len(ids) - (max_tokens - head):]
+    return ids[:head] + ids[len(ids) - (max_tokens - head) :]
 
 
-def generate(causal_lm, prompts: list[str], cfg: Config,
-             tokenizer: TextTokenizer | None = None) -> list[str]:
+def generate(
+    causal_lm, prompts: list[str], cfg: Config, tokenizer: TextTokenizer | None = None
+) -> list[str]:
     """Generates one reply per prompt with `cfg`'s template and sampler.
 
     The prompts go in one batch, in their own order.
@@ -82,14 +89,20 @@ def generate(causal_lm, prompts: list[str], cfg: Config,
     template = get_template(cfg.template)
     tokenizer = tokenizer or TextTokenizer(causal_lm.preprocessor.tokenizer)
     encoded = [encode_prompt(p, template, tokenizer) for p in prompts]
-    replies = generate_replies(generate_function(causal_lm, cfg), encoded, template, tokenizer,
-                               cfg.max_new_tokens)
+    replies = generate_replies(
+        generate_function(causal_lm, cfg), encoded, template, tokenizer, cfg.max_new_tokens
+    )
     return [r["text"] for r in replies]
 
 
-def generate_replies(generate_fn, prompts: list[list[int]], template: Template,
-                     tokenizer: TextTokenizer, max_new_tokens: int,
-                     batch_size: int | None = None) -> list[dict]:
+def generate_replies(
+    generate_fn,
+    prompts: list[list[int]],
+    template: Template,
+    tokenizer: TextTokenizer,
+    max_new_tokens: int,
+    batch_size: int | None = None,
+) -> list[dict]:
     """Pads prompts, generates, and cuts each reply at the template's end of turn.
 
     `generate_fn` is `generate_function(causal_lm, cfg)`. Prompts are batched
@@ -111,23 +124,29 @@ def generate_replies(generate_fn, prompts: list[list[int]], template: Template,
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     replies: list[dict] = [{}] * len(prompts)
     for start in range(0, len(order), size):
-        rows = sorted(order[start:start + size])
+        rows = sorted(order[start : start + size])
         longest = max(len(prompts[i]) for i in rows)
         length = round_up(longest) + max_new_tokens
         token_ids = np.full((size, length), tokenizer.pad_id, np.int32)
         mask = np.zeros((size, length), bool)
         for row in range(size):
             ids = prompts[rows[min(row, len(rows) - 1)]]
-            token_ids[row, :len(ids)], mask[row, :len(ids)] = ids, True
-        out = generate_fn({"token_ids": token_ids, "padding_mask": mask},
-                          stop_token_ids=stop_ids, max_length=longest + max_new_tokens)
+            token_ids[row, : len(ids)], mask[row, : len(ids)] = ids, True
+        out = generate_fn(
+            {"token_ids": token_ids, "padding_mask": mask},
+            stop_token_ids=stop_ids,
+            max_length=longest + max_new_tokens,
+        )
         out_ids = np.asarray(out["token_ids"])
         for row, index in enumerate(rows):
-            new = out_ids[row, len(prompts[index]):][:max_new_tokens]
+            new = out_ids[row, len(prompts[index]) :][:max_new_tokens]
             stops = [j for j, t in enumerate(new) if t in stop_ids]
             new = new[: stops[0]] if stops else new
-            replies[index] = {"text": tokenizer.decode(new).strip(),
-                              "num_tokens": len(new), "stopped": bool(stops)}
+            replies[index] = {
+                "text": tokenizer.decode(new).strip(),
+                "num_tokens": len(new),
+                "stopped": bool(stops),
+            }
     return replies
 
 
@@ -136,8 +155,9 @@ def round_up(n: int) -> int:
     return -(-n // LENGTH_STEP) * LENGTH_STEP
 
 
-def measure_latency(generate_fn, prompt: list[int], max_new_tokens: int,
-                    pad_id: int, repeats: int = 3) -> dict[str, float]:
+def measure_latency(
+    generate_fn, prompt: list[int], max_new_tokens: int, pad_id: int, repeats: int = 3
+) -> dict[str, float]:
     """Generation latency of one prompt, with compile time kept apart.
 
     `generate_fn` is `generate_function(causal_lm, cfg)`. Each shape is run
@@ -147,12 +167,15 @@ def measure_latency(generate_fn, prompt: list[int], max_new_tokens: int,
     token, divided by the steady-state time. compile_s is what the first
     calls took beyond the steady state.
     """
+
     def timed(num_new: int) -> float:
         length = len(prompt) + num_new
-        inputs = {"token_ids": np.full((1, length), pad_id, np.int32),
-                  "padding_mask": np.zeros((1, length), bool)}
-        inputs["token_ids"][0, :len(prompt)] = prompt
-        inputs["padding_mask"][0, :len(prompt)] = True
+        inputs = {
+            "token_ids": np.full((1, length), pad_id, np.int32),
+            "padding_mask": np.zeros((1, length), bool),
+        }
+        inputs["token_ids"][0, : len(prompt)] = prompt
+        inputs["padding_mask"][0, : len(prompt)] = True
         start = time.perf_counter()
         np.asarray(generate_fn(inputs, stop_token_ids=None)["token_ids"])
         return time.perf_counter() - start
@@ -160,10 +183,14 @@ def measure_latency(generate_fn, prompt: list[int], max_new_tokens: int,
     first_short, short = timed(1), float(np.median([timed(1) for _ in range(repeats)]))
     first_long = timed(max_new_tokens)
     long = float(np.median([timed(max_new_tokens) for _ in range(repeats)]))
-    return {"ttft_s": short, "tokens_per_s": max_new_tokens / long,
-            "generate_s": long, "compile_s": max(first_short - short, 0.0)
-            + max(first_long - long, 0.0), "prompt_tokens": len(prompt),
-            "new_tokens": max_new_tokens}
+    return {
+        "ttft_s": short,
+        "tokens_per_s": max_new_tokens / long,
+        "generate_s": long,
+        "compile_s": max(first_short - short, 0.0) + max(first_long - long, 0.0),
+        "prompt_tokens": len(prompt),
+        "new_tokens": max_new_tokens,
+    }
 
 
 def generate_function(causal_lm, cfg: Config):
@@ -177,10 +204,8 @@ def generate_function(causal_lm, cfg: Config):
     is seen; it is rebuilt when the sampler settings or the model's variables
     (e.g. LoRA enabled since) change.
     """
-    key = (cfg.sampler, cfg.top_k, cfg.top_p, cfg.temperature, cfg.seed,
-           len(causal_lm.weights))
+    key = (cfg.sampler, cfg.top_k, cfg.top_p, cfg.temperature, cfg.seed, len(causal_lm.weights))
     cached = _LOOPS.get(causal_lm)
     if cached is None or cached[0] != key:
-        cached = _LOOPS[causal_lm] = (key, GenerateLoop(causal_lm, build_sampler(cfg),
-                                                        LENGTH_STEP))
+        cached = _LOOPS[causal_lm] = (key, GenerateLoop(causal_lm, build_sampler(cfg), LENGTH_STEP))
     return cached[1]

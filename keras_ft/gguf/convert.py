@@ -184,13 +184,9 @@ def _gemma3_config(meta: Mapping[str, Any]) -> dict:
         "use_sliding_window_attention": window is not None,
         "sliding_window_size": int(window or 4096),
         "local_rope_scaling_factor": 1.0,
-        "global_rope_scaling_factor": float(
-            meta.get("gemma3.rope.scaling.factor", 1.0)
-        ),
+        "global_rope_scaling_factor": float(meta.get("gemma3.rope.scaling.factor", 1.0)),
         # Stored as float32 (9.99999997e-07); round back to 1e-06.
-        "layer_norm_epsilon": float(
-            str(np.float32(key("attention.layer_norm_rms_epsilon")))
-        ),
+        "layer_norm_epsilon": float(str(np.float32(key("attention.layer_norm_rms_epsilon")))),
     }
 
 
@@ -201,9 +197,7 @@ def _require(meta: Mapping[str, Any], name: str) -> Any:
 
 
 ARCHITECTURES = {
-    "gemma3": Architecture(
-        keras_hub.models.Gemma3CausalLM, _gemma3_config, _GEMMA3_TENSORS
-    ),
+    "gemma3": Architecture(keras_hub.models.Gemma3CausalLM, _gemma3_config, _GEMMA3_TENSORS),
 }
 
 
@@ -227,7 +221,8 @@ def open_gguf(gguf_path: str | os.PathLike) -> tuple[gguf.GGUFReader, dict[str, 
         raise CorruptFileError(
             f"{gguf_path} is not a readable GGUF file ({size} bytes; gguf says: "
             f"{type(e).__name__}: {e}): it is truncated, damaged or not GGUF. Download "
-            "it again (or export it again) and check its size or checksum.") from None
+            "it again (or export it again) and check its size or checksum."
+        ) from None
 
 
 def get_architecture(meta: Mapping[str, Any], source: Any = "the GGUF file") -> Architecture:
@@ -368,8 +363,11 @@ def _record_context_length(preset_dir: Path, meta: Mapping[str, Any]) -> None:
     arch = meta["general.architecture"]
     length = meta.get(f"{arch}.context_length")
     if not length:
-        logger.info("%s records no %s.context_length; the preset records none either.",
-                    meta.get("general.name", "The GGUF file"), arch)
+        logger.info(
+            "%s records no %s.context_length; the preset records none either.",
+            meta.get("general.name", "The GGUF file"),
+            arch,
+        )
         return
     record_context_length(preset_dir, int(length))
 

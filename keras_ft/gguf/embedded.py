@@ -128,8 +128,13 @@ def _cached_conversion(preset_dir: Path, sha256: str, get_gguf) -> Path:
     if preset_dir.exists():
         recorded = recorded_sha256(preset_dir)
         if recorded is not None and recorded != sha256:
-            logger.warning("Cached preset %s was converted from another GGUF (sha256 %s, "
-                           "not %s); converting again.", preset_dir, recorded, sha256)
+            logger.warning(
+                "Cached preset %s was converted from another GGUF (sha256 %s, "
+                "not %s); converting again.",
+                preset_dir,
+                recorded,
+                sha256,
+            )
         else:
             logger.warning("Cached preset %s is incomplete; converting again.", preset_dir)
     gguf_path = get_gguf()

@@ -38,9 +38,7 @@ NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
 # Added tokens that llama.cpp stores as CONTROL although SentencePiece must
 # match them inside text (chat markers and reserved slots); mirrors
 # `does_token_look_special` plus the Gemma turn markers.
-_SPECIAL_TEXT = re.compile(
-    r"<start_of_turn>|<end_of_turn>|<mask>|<unused\d+>|<\|.*\|>|\[@BOS@\]"
-)
+_SPECIAL_TEXT = re.compile(r"<start_of_turn>|<end_of_turn>|<mask>|<unused\d+>|<\|.*\|>|\[@BOS@\]")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,9 +186,7 @@ def read_gguf_vocab(reader: "gguf.GGUFReader") -> GGUFVocab:
             f"be converted. Received: tokenizer.ggml.model={model!r}"
         )
     tokens_field = reader.fields["tokenizer.ggml.tokens"]
-    tokens = [
-        bytes(tokens_field.parts[i]).decode("utf-8") for i in tokens_field.data
-    ]
+    tokens = [bytes(tokens_field.parts[i]).decode("utf-8") for i in tokens_field.data]
     return GGUFVocab(
         tokens=tokens,
         scores=[float(s) for s in _field(reader, "tokenizer.ggml.scores")],

@@ -41,8 +41,13 @@ def build_model(cfg: Config, preset_dir: str | None = None, tokenizer=None):
     return causal_lm
 
 
-def load_causal_lm(preset_dir: str, dtype=None, adapter: str | os.PathLike | None = None,
-                   quantize: bool = True, tokenizer=None):
+def load_causal_lm(
+    preset_dir: str,
+    dtype=None,
+    adapter: str | os.PathLike | None = None,
+    quantize: bool = True,
+    tokenizer=None,
+):
     """The one loader of a causal LM: `preset_dir`, optionally with a LoRA adapter.
 
     Args:
@@ -84,12 +89,13 @@ def _load_lean(preset: str, dtype=None, tokenizer=None):
     extra = {}
     if tokenizer is not None:
         extra["preprocessor"] = keras_hub.models.CausalLMPreprocessor.from_preset(
-            preset, tokenizer=tokenizer)
+            preset, tokenizer=tokenizer
+        )
     if dtype is None or preset_utils.check_file_exists(preset, preset_utils.TASK_WEIGHTS_FILE):
         return keras_hub.models.CausalLM.from_preset(preset, dtype=dtype, **extra)
     return keras_hub.models.CausalLM.from_preset(
-        preset, dtype=dtype, backbone=load_backbone(preset, dtype), load_weights=False,
-        **extra)
+        preset, dtype=dtype, backbone=load_backbone(preset, dtype), load_weights=False, **extra
+    )
 
 
 def load_backbone(preset: str, dtype=None):
@@ -107,14 +113,18 @@ def load_backbone(preset: str, dtype=None):
     setups take `from_preset` as is.
     """
     loader = preset_utils.get_preset_loader(preset)
-    if (keras.backend.backend() != "jax" or keras.config.is_nnx_enabled()
-            or in_stateless_scope()
-            or not isinstance(loader, preset_utils.KerasPresetLoader)):
+    if (
+        keras.backend.backend() != "jax"
+        or keras.config.is_nnx_enabled()
+        or in_stateless_scope()
+        or not isinstance(loader, preset_utils.KerasPresetLoader)
+    ):
         return keras_hub.models.Backbone.from_preset(preset, dtype=dtype)
     with _deferred_variables() as deferred:
         with keras.StatelessScope(initialize_variables=False):
-            backbone = keras_hub.models.Backbone.from_preset(preset, dtype=dtype,
-                                                             load_weights=False)
+            backbone = keras_hub.models.Backbone.from_preset(
+                preset, dtype=dtype, load_weights=False
+            )
         distribution = keras.distribution.distribution()
         if distribution is not None:  # place each value sharded as it is assigned
             for variable in backbone.weights:
@@ -140,5 +150,3 @@ def _deferred_variables():
         pending = global_state.get_global_attribute(key, []) or []
         deferred += [v for v in pending if id(v) not in before]
         global_state.set_global_attribute(key, [v for v in pending if id(v) in before])
-
-

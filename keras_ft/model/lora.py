@@ -40,15 +40,23 @@ def lora_target_names(backbone, targets: str) -> list[str]:
         # dict.fromkeys: keep order, drop duplicates (enabling LoRA twice fails)
         return list(dict.fromkeys(ATTENTION_LAYERS + tuple(backbone.default_lora_layer_names())))
     if targets == "all":
-        return sorted({layer.name for layer in backbone._flatten_layers(include_self=False)
-                       if hasattr(layer, "enable_lora") and layer.weights
-                       and not isinstance(layer, keras.layers.Embedding)})
+        return sorted(
+            {
+                layer.name
+                for layer in backbone._flatten_layers(include_self=False)
+                if hasattr(layer, "enable_lora")
+                and layer.weights
+                and not isinstance(layer, keras.layers.Embedding)
+            }
+        )
     names = [n.strip() for n in targets.split(",") if n.strip()]
     available = {layer.name for layer in backbone._flatten_layers(include_self=False)}
     missing = [n for n in names if n not in available]
     if missing:
-        raise ValueError(f"`lora_targets` names layers this model does not have: "
-                         f"{missing}. Received: lora_targets={targets!r}")
+        raise ValueError(
+            f"`lora_targets` names layers this model does not have: "
+            f"{missing}. Received: lora_targets={targets!r}"
+        )
     return names
 
 
@@ -80,10 +88,16 @@ def save_adapter(causal_lm, directory: str | Path, cfg: Config) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     with atomic_path(directory / ADAPTER_FILE) as tmp:  # its name ends with .lora.h5
         causal_lm.backbone.save_lora_weights(str(tmp))
-    meta = {"lora_rank": cfg.lora_rank, "lora_alpha": cfg.lora_alpha or cfg.lora_rank,
-            "lora_targets": cfg.lora_targets, "preset": cfg.preset,
-            "template": cfg.template, "sequence_length": cfg.sequence_length,
-            "quantize": cfg.quantize, **adapter_record(causal_lm.backbone)}
+    meta = {
+        "lora_rank": cfg.lora_rank,
+        "lora_alpha": cfg.lora_alpha or cfg.lora_rank,
+        "lora_targets": cfg.lora_targets,
+        "preset": cfg.preset,
+        "template": cfg.template,
+        "sequence_length": cfg.sequence_length,
+        "quantize": cfg.quantize,
+        **adapter_record(causal_lm.backbone),
+    }
     write_json(directory / ADAPTER_CONFIG_FILE, meta)
     return directory / ADAPTER_FILE
 
@@ -93,11 +107,14 @@ def read_adapter(path: str | Path) -> tuple[Path, dict]:
     recorded hyperparameters (`adapter_config.json` beside it; {} if absent)."""
     path = Path(path)
     if path.is_dir():
-        path = next((p for p in (path / ADAPTER_FILE, path / "adapter" / ADAPTER_FILE)
-                     if p.exists()), path / ADAPTER_FILE)
+        path = next(
+            (p for p in (path / ADAPTER_FILE, path / "adapter" / ADAPTER_FILE) if p.exists()),
+            path / ADAPTER_FILE,
+        )
     if not path.exists():
-        raise FileNotFoundError(f"No adapter at {path}; expected a `.lora.h5` file "
-                                "or a run directory holding one.")
+        raise FileNotFoundError(
+            f"No adapter at {path}; expected a `.lora.h5` file or a run directory holding one."
+        )
     meta_path = path.parent / ADAPTER_CONFIG_FILE
     meta = _read_adapter_config(meta_path) if meta_path.exists() else {}
     return path, meta
@@ -120,8 +137,12 @@ def load_adapter(causal_lm, path: str | Path, quantize: bool = True) -> dict:
     if quantize:  # the adapter was trained on a quantized base: rebuild that base first
         quantize_backbone(causal_lm.backbone, meta.get("quantize", ""))
     try:
-        enable_lora(causal_lm.backbone, int(meta.get("lora_rank", 4)),
-                    float(meta.get("lora_alpha", 0)), meta.get("lora_targets", "default"))
+        enable_lora(
+            causal_lm.backbone,
+            int(meta.get("lora_rank", 4)),
+            float(meta.get("lora_alpha", 0)),
+            meta.get("lora_targets", "default"),
+        )
     except ValueError as e:  # targets this model does not have
         raise AdapterMismatchError(_mismatch(path, meta, causal_lm.backbone, str(e))) from None
     check_lora_variables(causal_lm.backbone, path, meta, stored)
@@ -131,8 +152,16 @@ def load_adapter(causal_lm, path: str | Path, quantize: bool = True) -> dict:
 
 # Backbone config fields that set LoRA weight shapes (and the layer list that
 # keras-hub's adapter file indexes), compared before an adapter is applied.
-SHAPE_FIELDS = ("vocabulary_size", "num_layers", "hidden_dim", "intermediate_dim",
-                "num_query_heads", "num_heads", "num_key_value_heads", "head_dim")
+SHAPE_FIELDS = (
+    "vocabulary_size",
+    "num_layers",
+    "hidden_dim",
+    "intermediate_dim",
+    "num_query_heads",
+    "num_heads",
+    "num_key_value_heads",
+    "head_dim",
+)
 
 
 def adapter_record(backbone) -> dict:
@@ -140,23 +169,33 @@ def adapter_record(backbone) -> dict:
     the backbone class, the config fields that set its shapes, and each LoRA
     variable's path and shape (as `adapter.lora.h5` holds them)."""
     config = backbone.get_config()
-    variables = {v.path: list(v.shape) for layer in _lora_layers(backbone)
-                 for v in layer.weights if v.name.startswith("lora_")}
-    return {"backbone": type(backbone).__name__,
-            "backbone_config": {k: config[k] for k in SHAPE_FIELDS if k in config},
-            "lora_variables": variables}
+    variables = {
+        v.path: list(v.shape)
+        for layer in _lora_layers(backbone)
+        for v in layer.weights
+        if v.name.startswith("lora_")
+    }
+    return {
+        "backbone": type(backbone).__name__,
+        "backbone_config": {k: config[k] for k in SHAPE_FIELDS if k in config},
+        "lora_variables": variables,
+    }
 
 
 def _read_adapter_config(path: Path) -> dict:
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CorruptFileError(f"{path} is not valid JSON ({e}): the adapter's record is "
-                               "damaged. Use the run's adapter_config.json of the same "
-                               "run, or train the adapter again.") from None
+        raise CorruptFileError(
+            f"{path} is not valid JSON ({e}): the adapter's record is "
+            "damaged. Use the run's adapter_config.json of the same "
+            "run, or train the adapter again."
+        ) from None
     if not isinstance(meta, dict):
-        raise CorruptFileError(f"{path} must hold a JSON object (the adapter's "
-                               f"hyperparameters). Received: {type(meta).__name__}")
+        raise CorruptFileError(
+            f"{path} must hold a JSON object (the adapter's "
+            f"hyperparameters). Received: {type(meta).__name__}"
+        )
     return meta
 
 
@@ -174,13 +213,17 @@ def read_lora_file(path: str | Path) -> tuple[int, dict[int, dict[str, tuple]]]:
         with h5py.File(path, "r") as file:
             lora = file["lora"]
             rank = int(lora["vars"]["rank"][()])
-            layers = {int(k): {name: tuple(d.shape) for name, d in lora[k]["vars"].items()}
-                      for k in lora if k.isdigit()}
+            layers = {
+                int(k): {name: tuple(d.shape) for name, d in lora[k]["vars"].items()}
+                for k in lora
+                if k.isdigit()
+            }
     except (OSError, KeyError, TypeError, ValueError) as e:
         raise CorruptFileError(
             f"Adapter file {path} cannot be read as a keras-hub LoRA file ({e}): it is "
             "truncated, damaged or not an adapter. Train the adapter again, or use one "
-            "of the run's checkpoints (checkpoints/step-N/).") from None
+            "of the run's checkpoints (checkpoints/step-N/)."
+        ) from None
     return rank, layers
 
 
@@ -192,15 +235,21 @@ def _model_description(backbone) -> str:
 
 def _mismatch(path, meta: dict, backbone, detail: str) -> str:
     """The one sentence: what the adapter was trained on, what the model is, why."""
-    recorded = [f"rank {meta['lora_rank']}" if "lora_rank" in meta else "",
-                f"targets {meta['lora_targets']}" if "lora_targets" in meta else ""]
+    recorded = [
+        f"rank {meta['lora_rank']}" if "lora_rank" in meta else "",
+        f"targets {meta['lora_targets']}" if "lora_targets" in meta else "",
+    ]
     trained = meta.get("backbone") or "another model"
     preset = meta.get("preset")
     inside = ", ".join(x for x in [str(preset) if preset else "", *recorded] if x)
     again = f" Apply it to the preset it was trained on (--preset {preset})." if preset else ""
-    return (f"Adapter {path} was trained on {trained}" + (f" ({inside})" if inside else "")
-            + f" but the model is {_model_description(backbone)}"
-            + (f": {detail}" if detail else "") + f".{again}")
+    return (
+        f"Adapter {path} was trained on {trained}"
+        + (f" ({inside})" if inside else "")
+        + f" but the model is {_model_description(backbone)}"
+        + (f": {detail}" if detail else "")
+        + f".{again}"
+    )
 
 
 def check_adapter(backbone, path: str | Path, meta: dict) -> tuple[int, dict]:
@@ -222,9 +271,11 @@ def check_adapter(backbone, path: str | Path, meta: dict) -> tuple[int, dict]:
     if trained and trained != have:
         raise AdapterMismatchError(_mismatch(path, meta, backbone, ""))
     config = backbone.get_config()
-    differ = [f"{k} {v} in the adapter's model, {config[k]} in this one"
-              for k, v in (meta.get("backbone_config") or {}).items()
-              if k in config and config[k] != v]
+    differ = [
+        f"{k} {v} in the adapter's model, {config[k]} in this one"
+        for k, v in (meta.get("backbone_config") or {}).items()
+        if k in config and config[k] != v
+    ]
     if differ:
         raise AdapterMismatchError(_mismatch(path, meta, backbone, "; ".join(differ)))
     if "lora_rank" in meta and int(meta["lora_rank"]) != stored[0]:
@@ -232,7 +283,8 @@ def check_adapter(backbone, path: str | Path, meta: dict) -> tuple[int, dict]:
             f"{Path(path).parent / ADAPTER_CONFIG_FILE} records lora_rank "
             f"{meta['lora_rank']} but {path} holds rank {stored[0]}: the two files come "
             "from different runs. Keep each adapter.lora.h5 with its own "
-            f"{ADAPTER_CONFIG_FILE}.")
+            f"{ADAPTER_CONFIG_FILE}."
+        )
     return stored
 
 
@@ -247,16 +299,19 @@ def check_lora_variables(backbone, path: str | Path, meta: dict, stored: tuple) 
     _, in_file = stored
     layers = dict(zip(backbone._lora_enabled_layers, _lora_layers(backbone)))
     if set(layers) != set(in_file):
-        detail = (f"its LoRA layers are not this model's (the file holds layers "
-                  f"{sorted(in_file)[:8]}, by index among the backbone's layers with "
-                  f"weights; here its targets are layers {sorted(layers)[:8]})")
+        detail = (
+            f"its LoRA layers are not this model's (the file holds layers "
+            f"{sorted(in_file)[:8]}, by index among the backbone's layers with "
+            f"weights; here its targets are layers {sorted(layers)[:8]})"
+        )
         raise AdapterMismatchError(_mismatch(path, meta, backbone, detail))
     for index, layer in layers.items():
-        model = {v.name: tuple(v.shape) for v in layer.weights
-                 if v.name.startswith("lora_")}
+        model = {v.name: tuple(v.shape) for v in layer.weights if v.name.startswith("lora_")}
         if model != in_file[index]:
-            detail = (f"layer {layer.path} has LoRA weights {in_file[index]} in the "
-                      f"adapter but {model} in this model")
+            detail = (
+                f"layer {layer.path} has LoRA weights {in_file[index]} in the "
+                f"adapter but {model} in this model"
+            )
             raise AdapterMismatchError(_mismatch(path, meta, backbone, detail))
 
 
@@ -281,13 +336,18 @@ def quantize_backbone(backbone, mode: str) -> None:
     """
     if not mode:
         return
-    current = {layer.quantization_mode for layer in backbone._flatten_layers()
-               if getattr(layer, "quantization_mode", None)}
+    current = {
+        layer.quantization_mode
+        for layer in backbone._flatten_layers()
+        if getattr(layer, "quantization_mode", None)
+    }
     if current == {mode}:
         return  # already quantized the same way
     if current:
-        raise ValueError(f"The backbone is already quantized to {sorted(current)}; cannot "
-                         f"quantize it to {mode!r}. Load a float preset.")
+        raise ValueError(
+            f"The backbone is already quantized to {sorted(current)}; cannot "
+            f"quantize it to {mode!r}. Load a float preset."
+        )
     embedding = backbone.token_embedding
     # Keras runs a full gc.collect() per quantized layer (0.5 s each with
     # TensorFlow loaded); frozen objects are skipped, so only new ones are scanned.

@@ -31,7 +31,6 @@ from jax.custom_derivatives import SymbolicZero
 from keras import ops
 
 
-
 class LossStats(NamedTuple):
     """The columns of the per-example statistics both loss functions return.
 
@@ -81,12 +80,17 @@ def reference_token_loss_stats(hidden, logits_fn, labels, weights):
     losses = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
     weights = ops.cast(weights, "float32")
     correct = ops.cast(ops.equal(ops.argmax(logits, axis=-1), labels), "float32")
-    return ops.stack([ops.sum(losses * weights, axis=1), ops.sum(weights, axis=1),
-                      ops.sum(correct * weights, axis=1)], axis=1)
+    return ops.stack(
+        [
+            ops.sum(losses * weights, axis=1),
+            ops.sum(weights, axis=1),
+            ops.sum(correct * weights, axis=1),
+        ],
+        axis=1,
+    )
 
 
-def token_loss_stats(hidden, matrix, labels, weights, soft_cap=None, chunk_size=128,
-                     row_step=None):
+def token_loss_stats(hidden, matrix, labels, weights, soft_cap=None, chunk_size=128, row_step=None):
     """Per-example `LossStats` columns [batch, 3], computed in chunks (JAX).
 
     Args:
@@ -121,8 +125,10 @@ def token_loss_stats(hidden, matrix, labels, weights, soft_cap=None, chunk_size=
     sizes = chunk_sizes(chunk_size, row_step)
     loss, correct = _chunked_cross_entropy(h, matrix, lab, w, soft_cap, sizes)
     example = order // length
-    stats = [jax.ops.segment_sum(v[:rows], example, num_segments=batch)
-             for v in (loss, w[:rows], correct)]
+    stats = [
+        jax.ops.segment_sum(v[:rows], example, num_segments=batch)
+        for v in (loss, w[:rows], correct)
+    ]
     return jnp.stack(stats, axis=1)
 
 
@@ -130,8 +136,7 @@ def chunk_sizes(chunk_size: int, row_step: int | None = None) -> tuple[int, ...]
     """Row counts a chunk may be computed at: multiples of `row_step`
     (default chunk_size / 8), the last one chunk_size."""
     step = row_step or max(chunk_size // 8, 1)
-    return tuple(sorted({min(step * i, chunk_size)
-                         for i in range(1, -(-chunk_size // step) + 1)}))
+    return tuple(sorted({min(step * i, chunk_size) for i in range(1, -(-chunk_size // step) + 1)}))
 
 
 def _rows(h, matrix, lab, w, soft_cap, want, scale=None, acc=None):
@@ -184,15 +189,30 @@ def _chunk(h, matrix, lab, w, scale, acc, soft_cap, sizes, want):
     def branch(rows):
         def run(acc):
             if rows == 0:  # no loss row: zeros, and the matrix gradient unchanged
-                zeros = {"loss": jnp.zeros((size,), jnp.float32),
-                         "correct": jnp.zeros((size,), jnp.float32),
-                         "dh": jnp.zeros_like(h), "dmatrix": acc}
+                zeros = {
+                    "loss": jnp.zeros((size,), jnp.float32),
+                    "correct": jnp.zeros((size,), jnp.float32),
+                    "dh": jnp.zeros_like(h),
+                    "dmatrix": acc,
+                }
                 return tuple(zeros[name] for name in want)
-            out = _rows(h[:rows], matrix, lab[:rows], w[:rows], soft_cap, want,
-                        None if scale is None else scale[:rows], acc)
-            return tuple(o if name == "dmatrix" else
-                         jnp.pad(o, ((0, size - rows),) + ((0, 0),) * (o.ndim - 1))
-                         for name, o in zip(want, out))
+            out = _rows(
+                h[:rows],
+                matrix,
+                lab[:rows],
+                w[:rows],
+                soft_cap,
+                want,
+                None if scale is None else scale[:rows],
+                acc,
+            )
+            return tuple(
+                o
+                if name == "dmatrix"
+                else jnp.pad(o, ((0, size - rows),) + ((0, 0),) * (o.ndim - 1))
+                for name, o in zip(want, out)
+            )
+
         return run
 
     used = jnp.sum(w != 0)
@@ -210,8 +230,7 @@ def _map_chunks(h, matrix, lab, w, soft_cap, sizes, want, scale=None):
 
     def step(acc, xs):
         h_c, lab_c, w_c, scale_c = xs
-        out = dict(zip(want, _chunk(h_c, matrix, lab_c, w_c, scale_c, acc, soft_cap,
-                                    sizes, want)))
+        out = dict(zip(want, _chunk(h_c, matrix, lab_c, w_c, scale_c, acc, soft_cap, sizes, want)))
         return out.get("dmatrix"), tuple(out[name] for name in per_row)
 
     acc = jnp.zeros(matrix.shape, jnp.float32) if "dmatrix" in want else None
@@ -248,8 +267,7 @@ def _bwd(soft_cap, sizes, residuals, cotangents):
     if saved is None:
         return dh * g_loss[:, None].astype(dh.dtype), None, None, None
     h, matrix, lab, w = saved
-    dh, dmatrix = _map_chunks(h, matrix, lab, w, soft_cap, sizes, ("dh", "dmatrix"),
-                              scale=g_loss)
+    dh, dmatrix = _map_chunks(h, matrix, lab, w, soft_cap, sizes, ("dh", "dmatrix"), scale=g_loss)
     return dh, dmatrix.astype(matrix.dtype), None, None
 
 

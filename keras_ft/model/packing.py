@@ -34,9 +34,12 @@ PACKING_BACKBONES = ("GemmaBackbone", "Gemma3Backbone", "LlamaBackbone", "Llama3
 def supports_packing(backbone) -> bool:
     """Whether packing is proven correct for `backbone`'s architecture."""
     layers = getattr(backbone, "transformer_layers", None)
-    return (type(backbone).__name__ in PACKING_BACKBONES
-            and type(backbone).__module__.startswith("keras_hub.")
-            and bool(layers) and all(_mask_method(layer) for layer in layers))
+    return (
+        type(backbone).__name__ in PACKING_BACKBONES
+        and type(backbone).__module__.startswith("keras_hub.")
+        and bool(layers)
+        and all(_mask_method(layer) for layer in layers)
+    )
 
 
 def check_packing(backbone) -> None:
@@ -51,7 +54,8 @@ def check_packing(backbone) -> None:
         f"keras_ft narrows to each example). {name}'s packed examples would not "
         "train as they do alone (e.g. learned absolute positions see each "
         "example at its offset in the row). Set `packing: false` in the config or "
-        "pass --no-packing. Received: packing=True")
+        "pass --no-packing. Received: packing=True"
+    )
 
 
 @contextlib.contextmanager
@@ -86,4 +90,5 @@ def _narrowed(compute_mask, same_segment):
     def compute(*args, **kwargs):
         mask = compute_mask(*args, **kwargs)
         return ops.logical_and(ops.cast(mask, "bool"), same_segment)
+
     return compute

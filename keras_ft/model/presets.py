@@ -58,24 +58,30 @@ def resolve_preset(preset: str) -> str:
         raise ValueError(
             f"Unsupported scheme {scheme.group(1)}:// in preset {preset!r}; supported: "
             "local preset directories, .gguf files, keras-hub preset names, "
-            f"{', '.join(s + '://' for s in PRESET_SCHEMES)}.")
+            f"{', '.join(s + '://' for s in PRESET_SCHEMES)}."
+        )
     if preset.endswith(".gguf") and not scheme:
         if not Path(preset).is_file():
             what = "is not a file" if Path(preset).exists() else "does not exist"
-            raise FileNotFoundError(f"The GGUF file {preset} {what}. Pass an existing "
-                                    f".gguf file. Received: preset={preset!r}")
+            raise FileNotFoundError(
+                f"The GGUF file {preset} {what}. Pass an existing "
+                f".gguf file. Received: preset={preset!r}"
+            )
         from keras_ft.gguf.embedded import converted_preset_dir  # heavy: gguf, keras_hub
 
         return str(converted_preset_dir(preset))
     if Path(preset).is_dir():
         if not (Path(preset) / "config.json").exists():
-            raise ValueError(f"{preset} is a directory but not a keras-hub preset "
-                             f"(no config.json). Received: preset={preset!r}")
+            raise ValueError(
+                f"{preset} is a directory but not a keras-hub preset "
+                f"(no config.json). Received: preset={preset!r}"
+            )
         check_preset_files(preset)
         return preset
     if not scheme and (os.sep in preset or preset.startswith(".")):
-        raise FileNotFoundError(f"The preset directory {preset} does not exist. "
-                                f"Received: preset={preset!r}")
+        raise FileNotFoundError(
+            f"The preset directory {preset} does not exist. Received: preset={preset!r}"
+        )
     handle = preset
     if "://" not in preset:
         known = _known_presets()
@@ -85,14 +91,17 @@ def resolve_preset(preset: str) -> str:
             raise ValueError(
                 f"Unknown preset {preset!r}.{hint} Pass a keras-hub preset name, "
                 "a kaggle:// or hf:// handle, a local preset directory, a .gguf "
-                f"file, or {EMBEDDED_PRESET!r} (the offline default).")
+                f"file, or {EMBEDDED_PRESET!r} (the offline default)."
+            )
         handle = known[preset]
     return _check_reachable(preset, handle)
 
 
 def _known_presets() -> dict[str, str]:
-    return {name: meta.get("kaggle_handle", "")
-            for name, meta in keras_hub.models.CausalLM.presets.items()}
+    return {
+        name: meta.get("kaggle_handle", "")
+        for name, meta in keras_hub.models.CausalLM.presets.items()
+    }
 
 
 def _check_reachable(preset: str, handle: str) -> str:
@@ -108,7 +117,7 @@ def _check_reachable(preset: str, handle: str) -> str:
         return preset
     cached = _in_local_cache(handle)
     if cached:
-        versioned = len(handle[len("kaggle://"):].strip("/").split("/")) == 5
+        versioned = len(handle[len("kaggle://") :].strip("/").split("/")) == 5
         return preset if versioned else str(cached)
     host = hub.kaggle_host() if handle.startswith("kaggle://") else HF_HOST
     if hub.offline():
@@ -124,7 +133,8 @@ def _check_reachable(preset: str, handle: str) -> str:
         "credentials: KAGGLE_USERNAME/KAGGLE_KEY or ~/.kaggle/kaggle.json, and "
         "the model's license accepted on kaggle.com), pass a local preset "
         "directory or a .gguf file with --preset, or run without --preset to "
-        f"use the offline default model ({EMBEDDED_PRESET}).")
+        f"use the offline default model ({EMBEDDED_PRESET})."
+    )
 
 
 def _in_local_cache(handle: str) -> Path | None:
@@ -132,7 +142,7 @@ def _in_local_cache(handle: str) -> Path | None:
     kagglehub has completely downloaded (keras-hub fetches them file by file)."""
     if not handle.startswith("kaggle://"):
         return None
-    kaggle_handle = handle[len("kaggle://"):].strip("/")
+    kaggle_handle = handle[len("kaggle://") :].strip("/")
     for weights in ("model.weights.h5", "model.weights.json"):  # single or sharded
         cached = hub.cached_kaggle("model", kaggle_handle, ("config.json", weights))
         if cached:
@@ -148,12 +158,18 @@ def check_sequence_length(preset: str, sequence_length: int) -> None:
     """
     found = preset_context_length(preset)
     if found is None:
-        log.info("Preset %s records no context length (no `max_sequence_length` in "
-                 "its config.json, no `%s` in its metadata.json); sequence_length=%d "
-                 "is not checked against one.", preset, CONTEXT_LENGTH_KEY, sequence_length)
+        log.info(
+            "Preset %s records no context length (no `max_sequence_length` in "
+            "its config.json, no `%s` in its metadata.json); sequence_length=%d "
+            "is not checked against one.",
+            preset,
+            CONTEXT_LENGTH_KEY,
+            sequence_length,
+        )
         return
     limit, where = found
     if sequence_length > limit:
         raise ValueError(
             f"`sequence_length` must be at most the model's context length of {limit} "
-            f"({where} of preset {preset}). Received: sequence_length={sequence_length}")
+            f"({where} of preset {preset}). Received: sequence_length={sequence_length}"
+        )

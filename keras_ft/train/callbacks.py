@@ -78,8 +78,11 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
         loss = float((logs or {}).get("batch_loss", 0.0))
         if math.isfinite(loss) or self.failure:
             return
-        self.failure = {"step": (self.state.batches_done - 1) // self.state.accumulation + 1,
-                        "loss": loss, "examples": list(self.tracker.step_examples)}
+        self.failure = {
+            "step": (self.state.batches_done - 1) // self.state.accumulation + 1,
+            "loss": loss,
+            "examples": list(self.tracker.step_examples),
+        }
         self.state.stop_reason = NON_FINITE_LOSS
         self.model.stop_training = True
 
@@ -99,8 +102,11 @@ class Periodic(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         state = self.state
-        if (state.at_step_end and state.step % self.every == 0
-                and state.stop_reason != NON_FINITE_LOSS):
+        if (
+            state.at_step_end
+            and state.step % self.every == 0
+            and state.stop_reason != NON_FINITE_LOSS
+        ):
             self.on_step(logs)
 
     def on_step(self, logs: dict | None) -> None:
@@ -116,9 +122,14 @@ class PeriodicEval(Periodic):
     every new best is handed to `save_best` (the run keeps the best adapter).
     """
 
-    def __init__(self, state: TrainState, every: int,
-                 evaluate_fn: Callable[[], dict[str, float]], patience: int = 0,
-                 save_best: Callable[[], None] | None = None):
+    def __init__(
+        self,
+        state: TrainState,
+        every: int,
+        evaluate_fn: Callable[[], dict[str, float]],
+        patience: int = 0,
+        save_best: Callable[[], None] | None = None,
+    ):
         super().__init__(state, every)
         self.evaluate_fn, self.patience, self.save_best = evaluate_fn, patience, save_best
 
@@ -128,8 +139,13 @@ class PeriodicEval(Periodic):
         metrics = self.evaluate_fn()
         if logs is not None:
             logs.update({f"eval_{k}": v for k, v in metrics.items() if k != "num_tokens"})
-        log.info("step %d: validation loss %.4f, perplexity %.2f, accuracy %.3f",
-                 state.step, metrics["loss"], metrics["perplexity"], metrics["accuracy"])
+        log.info(
+            "step %d: validation loss %.4f, perplexity %.2f, accuracy %.3f",
+            state.step,
+            metrics["loss"],
+            metrics["perplexity"],
+            metrics["accuracy"],
+        )
         if not self.patience:
             return
         if state.best_loss is None or metrics["loss"] < state.best_loss:
@@ -139,8 +155,12 @@ class PeriodicEval(Periodic):
             return
         state.evals_since_best += 1
         if state.evals_since_best >= self.patience:
-            log.info("Early stopping at step %d: no better validation loss than %.4f "
-                     "in %d evaluations.", state.step, state.best_loss, self.patience)
+            log.info(
+                "Early stopping at step %d: no better validation loss than %.4f in %d evaluations.",
+                state.step,
+                state.best_loss,
+                self.patience,
+            )
             state.stop_reason = "early_stopping"
             self.model.stop_training = True
 
@@ -187,8 +207,14 @@ class Throughput(keras.callbacks.Callback):
 class SampleText(Periodic):
     """Generates for the fixed prompts every `every` steps (to samples.jsonl)."""
 
-    def __init__(self, state: TrainState, every: int, prompts: list[str],
-                 generate_fn: Callable[[], list[str]], path: str | Path):
+    def __init__(
+        self,
+        state: TrainState,
+        every: int,
+        prompts: list[str],
+        generate_fn: Callable[[], list[str]],
+        path: str | Path,
+    ):
         super().__init__(state, every)
         self.prompts, self.generate_fn, self.path = prompts, generate_fn, Path(path)
 
@@ -198,8 +224,13 @@ class SampleText(Periodic):
         replies = self.generate_fn()
         for prompt, reply in zip(self.prompts, replies):
             log.info("step %d sample: %s -> %s", state.step, prompt, reply)
-        _append_json(self.path, {"step": state.step, "samples": [
-            {"prompt": p, "reply": r} for p, r in zip(self.prompts, replies)]})
+        _append_json(
+            self.path,
+            {
+                "step": state.step,
+                "samples": [{"prompt": p, "reply": r} for p, r in zip(self.prompts, replies)],
+            },
+        )
 
 
 class JsonlLogger(keras.callbacks.Callback):
@@ -215,12 +246,17 @@ class JsonlLogger(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         if self.state.at_step_end:
-            _append_json(self.path, {"step": self.state.step, **_plain_logs(logs),
-                                     "examples": self.tracker.step_examples})
+            _append_json(
+                self.path,
+                {
+                    "step": self.state.step,
+                    **_plain_logs(logs),
+                    "examples": self.tracker.step_examples,
+                },
+            )
 
     def on_epoch_end(self, epoch, logs=None):
-        _append_json(self.path, {"step": self.state.step, "epoch": epoch + 1,
-                                 **_plain_logs(logs)})
+        _append_json(self.path, {"step": self.state.step, "epoch": epoch + 1, **_plain_logs(logs)})
 
 
 class TensorBoardLogger(keras.callbacks.Callback):
@@ -228,10 +264,13 @@ class TensorBoardLogger(keras.callbacks.Callback):
     per optimizer step and `validation/` (loss, perplexity, accuracy) per
     evaluation, at the same step numbers so the curves overlay."""
 
-    TRAIN = {"step_loss": "loss", "accuracy": "accuracy", "lr": "learning_rate",
-             "tokens_per_s": "tokens_per_s"}
-    VALIDATION = {"eval_loss": "loss", "eval_perplexity": "perplexity",
-                  "eval_accuracy": "accuracy"}
+    TRAIN = {
+        "step_loss": "loss",
+        "accuracy": "accuracy",
+        "lr": "learning_rate",
+        "tokens_per_s": "tokens_per_s",
+    }
+    VALIDATION = {"eval_loss": "loss", "eval_perplexity": "perplexity", "eval_accuracy": "accuracy"}
 
     def __init__(self, log_dir: str | Path, state: TrainState):
         super().__init__()
@@ -264,11 +303,13 @@ class TensorBoardLogger(keras.callbacks.Callback):
             self._writers[run] = tf.summary.create_file_writer(str(self.log_dir / run))
         metadata = summary_pb2.SummaryMetadata(
             plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"),
-            data_class=summary_pb2.DATA_CLASS_SCALAR)
+            data_class=summary_pb2.DATA_CLASS_SCALAR,
+        )
         with self._writers[run].as_default():
             for tag, value in values.items():
-                tf.summary.write(tag, tf.constant(value, tf.float32), step=self.state.step,
-                                 metadata=metadata)
+                tf.summary.write(
+                    tag, tf.constant(value, tf.float32), step=self.state.step, metadata=metadata
+                )
 
 
 class PeriodicCheckpoint(Periodic):
@@ -299,12 +340,13 @@ class ProgressLog(keras.callbacks.Callback):
         lines: about how many step-count lines the whole run gets.
     """
 
-    def __init__(self, state: TrainState, total_steps: int, every_s: float = 30.0,
-                 lines: int = 20):
+    def __init__(self, state: TrainState, total_steps: int, every_s: float = 30.0, lines: int = 20):
         super().__init__()
         if every_s <= 0 or lines <= 0:
-            raise ValueError("ProgressLog needs every_s > 0 and lines > 0. Received: "
-                             f"every_s={every_s}, lines={lines}")
+            raise ValueError(
+                "ProgressLog needs every_s > 0 and lines > 0. Received: "
+                f"every_s={every_s}, lines={lines}"
+            )
         self.state, self.total_steps, self.every_s = state, total_steps, every_s
         self.every_steps = max(1, total_steps // lines)
         self._start = None  # when the first `fit` (of one per epoch) began
@@ -322,8 +364,11 @@ class ProgressLog(keras.callbacks.Callback):
         now = time.perf_counter()
         if self._first is None:
             self._first = (now, state.step)
-        elif not (state.step % self.every_steps == 0 or state.step >= self.total_steps
-                  or now - self._last_line >= self.every_s):
+        elif not (
+            state.step % self.every_steps == 0
+            or state.step >= self.total_steps
+            or now - self._last_line >= self.every_s
+        ):
             return
         self._last_line = now
         log.info("%s", self.line(state.step, now, logs or {}))
@@ -349,8 +394,17 @@ class ProgressLog(keras.callbacks.Callback):
 
 # The order the callbacks run in (see the module docstring). Callbacks of
 # other types (a caller's) may come anywhere.
-ORDER = (StepTracker, StopOnNonFiniteLoss, Throughput, PeriodicEval, SampleText, JsonlLogger,
-         TensorBoardLogger, PeriodicCheckpoint, ProgressLog)
+ORDER = (
+    StepTracker,
+    StopOnNonFiniteLoss,
+    Throughput,
+    PeriodicEval,
+    SampleText,
+    JsonlLogger,
+    TensorBoardLogger,
+    PeriodicCheckpoint,
+    ProgressLog,
+)
 
 
 def check_order(callbacks) -> None:
@@ -358,9 +412,11 @@ def check_order(callbacks) -> None:
     would run before the callback that writes what it reads)."""
     known = [type(c) for c in callbacks if type(c) in ORDER]
     if known != sorted(known, key=ORDER.index):
-        raise ValueError("Training callbacks out of order: "
-                         f"{', '.join(t.__name__ for t in known)}. They share one logs dict "
-                         f"and must run as {' -> '.join(t.__name__ for t in ORDER)}.")
+        raise ValueError(
+            "Training callbacks out of order: "
+            f"{', '.join(t.__name__ for t in known)}. They share one logs dict "
+            f"and must run as {' -> '.join(t.__name__ for t in ORDER)}."
+        )
 
 
 def _clock(seconds: float) -> str:
@@ -387,12 +443,17 @@ def plot_loss_curve(metrics_path: str | Path, png_path: str | Path) -> Path | No
 
     fig = Figure(figsize=(7, 4))
     ax = fig.subplots()
-    ax.plot([r["step"] for r in steps], [r["step_loss"] for r in steps],
-            label="train loss", linewidth=1)
+    ax.plot(
+        [r["step"] for r in steps], [r["step_loss"] for r in steps], label="train loss", linewidth=1
+    )
     evals = [r for r in steps if "eval_loss" in r]
     if evals:
-        ax.plot([r["step"] for r in evals], [r["eval_loss"] for r in evals], "o-",
-                label="validation loss")
+        ax.plot(
+            [r["step"] for r in evals],
+            [r["eval_loss"] for r in evals],
+            "o-",
+            label="validation loss",
+        )
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("cross-entropy (loss-bearing tokens)")
     ax.legend()

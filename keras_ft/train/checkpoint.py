@@ -48,13 +48,31 @@ MANIFEST_FILE = "manifest.json"
 TMP_PREFIX = ".tmp-"
 # Config fields that may change between a run and its resumption: they do not
 # touch the weights, the data order or the learning-rate schedule.
-RESUME_FREE_FIELDS = frozenset({
-    "resume", "output_dir", "checkpoint_every_steps", "keep_checkpoints",
-    "eval_every_steps", "early_stopping_patience", "sample_every_steps",
-    "sample_prompts", "sampler", "top_k", "top_p", "temperature",
-    "max_new_tokens", "show_examples", "tokenized_cache_dir", "overwrite",
-    # Where it runs: the same global batches in the same order, on any mesh.
-    "mesh", "coordinator_address", "num_processes", "process_id"})
+RESUME_FREE_FIELDS = frozenset(
+    {
+        "resume",
+        "output_dir",
+        "checkpoint_every_steps",
+        "keep_checkpoints",
+        "eval_every_steps",
+        "early_stopping_patience",
+        "sample_every_steps",
+        "sample_prompts",
+        "sampler",
+        "top_k",
+        "top_p",
+        "temperature",
+        "max_new_tokens",
+        "show_examples",
+        "tokenized_cache_dir",
+        "overwrite",
+        # Where it runs: the same global batches in the same order, on any mesh.
+        "mesh",
+        "coordinator_address",
+        "num_processes",
+        "process_id",
+    }
+)
 
 
 NON_FINITE_LOSS = "non_finite_loss"  # TrainState.stop_reason of a NaN/Inf loss
@@ -133,12 +151,19 @@ class Checkpoints:
         tmp.mkdir()
         save_adapter(trainer, tmp, cfg)  # uses only `trainer.backbone`
         np.savez(tmp / ARRAYS_FILE, **trainer_arrays(trainer))
-        record = {"format": FORMAT, "state": dataclasses.asdict(state), "data": data,
-                  "config": _plain_config(cfg)}
+        record = {
+            "format": FORMAT,
+            "state": dataclasses.asdict(state),
+            "data": data,
+            "config": _plain_config(cfg),
+        }
         (tmp / STATE_FILE).write_text(json.dumps(record, indent=2) + "\n")
         files = sorted(p.name for p in tmp.iterdir())
-        manifest = {"format": FORMAT, "step": state.step,
-                    "files": {name: sha256_file(tmp / name) for name in files}}
+        manifest = {
+            "format": FORMAT,
+            "step": state.step,
+            "files": {name: sha256_file(tmp / name) for name in files},
+        }
         (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
         for path in tmp.iterdir():
             fsync_path(path)
@@ -196,8 +221,9 @@ def verify(path: Path) -> str | None:
 
 def trainer_arrays(trainer) -> dict[str, np.ndarray]:
     """Optimizer variables and seed-generator states, keyed by position/path."""
-    arrays = {f"optimizer/{i:05d}": np.asarray(v.value)
-              for i, v in enumerate(trainer.optimizer.variables)}
+    arrays = {
+        f"optimizer/{i:05d}": np.asarray(v.value) for i, v in enumerate(trainer.optimizer.variables)
+    }
     arrays.update({f"seed/{v.path}": np.asarray(v.value) for v in _seed_variables(trainer)})
     return arrays
 
@@ -223,7 +249,8 @@ def restore(path: Path, trainer, cfg: Config, data: dict) -> TrainState:
             raise CheckpointError(
                 f"Checkpoint {path} holds {len(saved)} optimizer variables; this "
                 f"optimizer has {len(optimizer.variables)}. The model or optimizer "
-                "settings differ from the run that wrote it.")
+                "settings differ from the run that wrote it."
+            )
         for key, variable in zip(saved, optimizer.variables):
             variable.assign(arrays[key])
         for variable in _seed_variables(trainer):
@@ -240,14 +267,18 @@ def read_state(path: Path) -> dict:
 def check_resumable(saved: dict, cfg: Config, path: Path) -> None:
     """Refuses to resume under settings that would change the trajectory."""
     current = _plain_config(cfg)
-    changed = sorted(k for k in set(saved) | set(current)
-                     if k not in RESUME_FREE_FIELDS and saved.get(k) != current.get(k))
+    changed = sorted(
+        k
+        for k in set(saved) | set(current)
+        if k not in RESUME_FREE_FIELDS and saved.get(k) != current.get(k)
+    )
     if changed:
         diffs = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in changed)
         raise CheckpointError(
             f"Cannot resume from {path}: it was written with different settings "
             f"({diffs}). Resume with the same settings, or start over with "
-            "--no-resume (deletes the checkpoints) or another --output-dir.")
+            "--no-resume (deletes the checkpoints) or another --output-dir."
+        )
 
 
 def check_same_data(saved: dict, current: dict, path: Path) -> None:
@@ -261,19 +292,23 @@ def check_same_data(saved: dict, current: dict, path: Path) -> None:
     then, now = saved.get("fingerprint"), current.get("fingerprint")
     if then is not None and now is not None and then != now:
         # The specs themselves are config (`check_resumable`); here their contents.
-        what = "; ".join(f"{spec} was edited (fingerprint {then.get(spec)} -> {now.get(spec)})"
-                         for spec in sorted(set(then) | set(now))
-                         if then.get(spec) != now.get(spec))
+        what = "; ".join(
+            f"{spec} was edited (fingerprint {then.get(spec)} -> {now.get(spec)})"
+            for spec in sorted(set(then) | set(now))
+            if then.get(spec) != now.get(spec)
+        )
         raise CheckpointError(
             f"Cannot resume from {path}: the training data changed since it was "
             f"written: {what}. Restore the data, or start over with --no-resume "
-            "(deletes the checkpoints) or another --output-dir.")
+            "(deletes the checkpoints) or another --output-dir."
+        )
     counts = lambda d: {k: v for k, v in d.items() if k != "fingerprint"}
     if counts(saved) != counts(current):
         raise CheckpointError(
             f"Cannot resume from {path}: the training data changed (then "
             f"{counts(saved)}, now {counts(current)}). Restore the data, or start over "
-            "with --no-resume or another --output-dir.")
+            "with --no-resume or another --output-dir."
+        )
 
 
 def _seed_variables(trainer) -> list:

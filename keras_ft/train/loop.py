@@ -55,8 +55,10 @@ def total_batches(cfg: Config, batches_per_epoch: int) -> int:
 def steps_plan(cfg: Config, batches_per_epoch: int) -> tuple[int, int]:
     """(epochs, total optimizer steps) for `cfg.epochs` and `cfg.max_steps`."""
     batches = total_batches(cfg, batches_per_epoch)
-    return (math.ceil(batches / batches_per_epoch),
-            max(batches // cfg.gradient_accumulation_steps, 1))
+    return (
+        math.ceil(batches / batches_per_epoch),
+        max(batches // cfg.gradient_accumulation_steps, 1),
+    )
 
 
 def epoch_spans(start: int, stop: int, batches_per_epoch: int) -> list[tuple[int, int, int]]:
@@ -70,20 +72,27 @@ def epoch_spans(start: int, stop: int, batches_per_epoch: int) -> list[tuple[int
     return spans
 
 
-def checkpoint_data(train_data: BatchSequence,
-                    fingerprint: dict[str, str] | None = None) -> dict:
+def checkpoint_data(train_data: BatchSequence, fingerprint: dict[str, str] | None = None) -> dict:
     """The data as checkpoints record it; resuming refuses data that differs."""
-    data = {"num_examples": len(train_data.examples),
-            "batches_per_epoch": train_data.batches_per_epoch}
+    data = {
+        "num_examples": len(train_data.examples),
+        "batches_per_epoch": train_data.batches_per_epoch,
+    }
     if fingerprint is not None:
         data["fingerprint"] = dict(fingerprint)
     return data
 
 
-def train(cfg: Config, trainer: CausalLMTrainer, train_data: BatchSequence,
-          validation_data: BatchSequence | None, run_dir: str | Path,
-          callbacks=(), sample_fn: Callable[[], list[str]] | None = None,
-          data_fingerprint: dict[str, str] | None = None):
+def train(
+    cfg: Config,
+    trainer: CausalLMTrainer,
+    train_data: BatchSequence,
+    validation_data: BatchSequence | None,
+    run_dir: str | Path,
+    callbacks=(),
+    sample_fn: Callable[[], list[str]] | None = None,
+    data_fingerprint: dict[str, str] | None = None,
+):
     """Trains with `fit` from the newest checkpoint in `run_dir` (or the start).
 
     Writes to `run_dir`: checkpoints (every `checkpoint_every_steps` and at
@@ -108,21 +117,23 @@ def train(cfg: Config, trainer: CausalLMTrainer, train_data: BatchSequence,
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if cfg.eval_every_steps and validation_data is None:
-        raise ValueError("`eval_every_steps` needs held-out data: set "
-                         "`validation_fraction` > 0 or `validation_data`. Received: "
-                         f"eval_every_steps={cfg.eval_every_steps}, no validation split")
+        raise ValueError(
+            "`eval_every_steps` needs held-out data: set "
+            "`validation_fraction` > 0 or `validation_data`. Received: "
+            f"eval_every_steps={cfg.eval_every_steps}, no validation split"
+        )
     data = checkpoint_data(train_data, data_fingerprint)
     checkpoints = Checkpoints(run_dir / "checkpoints", cfg.keep_checkpoints)
     state = resume_or_start(cfg, trainer, checkpoints, run_dir, data)
     start = state.batches_done
     save = lambda: checkpoints.save(trainer, state, cfg, data)
-    loop, non_finite = build_callbacks(cfg, trainer, state, train_data, validation_data,
-                                       run_dir, save, callbacks, sample_fn)
+    loop, non_finite = build_callbacks(
+        cfg, trainer, state, train_data, validation_data, run_dir, save, callbacks, sample_fn
+    )
     stop = total_batches(cfg, train_data.batches_per_epoch)
     history = _fit_epochs(trainer, train_data, validation_data, loop, state, stop)
     if non_finite.failure:
-        raise NonFiniteLossError(_non_finite_message(non_finite.failure, cfg,
-                                                     checkpoints.latest()))
+        raise NonFiniteLossError(_non_finite_message(non_finite.failure, cfg, checkpoints.latest()))
     best = run_dir / "best" / ADAPTER_FILE
     if cfg.early_stopping_patience and best.exists():
         trainer.backbone.load_lora_weights(str(best))  # keep the best, not the last
@@ -133,11 +144,17 @@ def train(cfg: Config, trainer: CausalLMTrainer, train_data: BatchSequence,
     return history
 
 
-def build_callbacks(cfg: Config, trainer: CausalLMTrainer, state: TrainState,
-                    train_data: BatchSequence, validation_data: BatchSequence | None,
-                    run_dir: Path, save: Callable[[], Path], extra=(),
-                    sample_fn: Callable[[], list[str]] | None = None
-                    ) -> tuple[list[keras.callbacks.Callback], StopOnNonFiniteLoss]:
+def build_callbacks(
+    cfg: Config,
+    trainer: CausalLMTrainer,
+    state: TrainState,
+    train_data: BatchSequence,
+    validation_data: BatchSequence | None,
+    run_dir: Path,
+    save: Callable[[], Path],
+    extra=(),
+    sample_fn: Callable[[], list[str]] | None = None,
+) -> tuple[list[keras.callbacks.Callback], StopOnNonFiniteLoss]:
     """The run's callbacks in `callbacks.ORDER`, and the one that sees a bad loss.
 
     They share one logs dict per batch, each reading what the ones before it
@@ -151,15 +168,29 @@ def build_callbacks(cfg: Config, trainer: CausalLMTrainer, state: TrainState,
     non_finite = StopOnNonFiniteLoss(state, tracker)
     loop = [tracker, non_finite, *extra]
     if cfg.eval_every_steps:
-        loop.append(PeriodicEval(state, cfg.eval_every_steps,
-                                 lambda: evaluate_tokens(trainer, validation_data),
-                                 cfg.early_stopping_patience,
-                                 lambda: _save_best(trainer, run_dir, cfg)))
+        loop.append(
+            PeriodicEval(
+                state,
+                cfg.eval_every_steps,
+                lambda: evaluate_tokens(trainer, validation_data),
+                cfg.early_stopping_patience,
+                lambda: _save_best(trainer, run_dir, cfg),
+            )
+        )
     if cfg.sample_every_steps and sample_fn:
-        loop.append(SampleText(state, cfg.sample_every_steps, list(cfg.sample_prompts),
-                               sample_fn, run_dir / "samples.jsonl"))
-    loop += [JsonlLogger(run_dir / "metrics.jsonl", state, tracker),
-             TensorBoardLogger(run_dir / "tensorboard", state)]
+        loop.append(
+            SampleText(
+                state,
+                cfg.sample_every_steps,
+                list(cfg.sample_prompts),
+                sample_fn,
+                run_dir / "samples.jsonl",
+            )
+        )
+    loop += [
+        JsonlLogger(run_dir / "metrics.jsonl", state, tracker),
+        TensorBoardLogger(run_dir / "tensorboard", state),
+    ]
     if cfg.checkpoint_every_steps:
         loop.append(PeriodicCheckpoint(state, cfg.checkpoint_every_steps, save))
     if not sys.stdout.isatty():  # Keras prints one line per epoch there (verbose=2)
@@ -190,15 +221,21 @@ def _fit_epochs(trainer, train_data, validation_data, callbacks, state, stop):
     num_epochs = math.ceil(stop / train_data.batches_per_epoch)
     # `epochs=num_epochs` so the bar reads "Epoch 2/3"; this ends each fit after one.
     one_epoch = keras.callbacks.LambdaCallback(
-        on_epoch_end=lambda epoch, logs: setattr(trainer, "stop_training", True))
-    for epoch, first, end in epoch_spans(state.batches_done, stop,
-                                         train_data.batches_per_epoch):
+        on_epoch_end=lambda epoch, logs: setattr(trainer, "stop_training", True)
+    )
+    for epoch, first, end in epoch_spans(state.batches_done, stop, train_data.batches_per_epoch):
         train_data.set_span(epoch, first, end)
         # shuffle=False: Keras would otherwise permute a PyDataset's batches with
         # Python's global RNG; BatchSequence already shuffles from (seed, epoch).
-        part = trainer.fit(train_data, validation_data=validation_data, epochs=num_epochs,
-                           initial_epoch=epoch, callbacks=callbacks + [one_epoch],
-                           shuffle=False, verbose=verbose)
+        part = trainer.fit(
+            train_data,
+            validation_data=validation_data,
+            epochs=num_epochs,
+            initial_epoch=epoch,
+            callbacks=callbacks + [one_epoch],
+            shuffle=False,
+            verbose=verbose,
+        )
         history.epoch += part.epoch
         for key, values in part.history.items():
             history.history.setdefault(key, []).extend(values)
@@ -216,15 +253,19 @@ def _save_best(trainer, run_dir: Path, cfg: Config) -> None:
 
 
 def _non_finite_message(failure: dict, cfg: Config, last_good: Path | None) -> str:
-    kept = (f"The last good checkpoint, {last_good}, is kept (its adapter loads with "
-            "load_adapter); re-running the same command resumes from it and "
-            "will fail the same way, so change the settings and start over "
-            "with --no-resume." if last_good else
-            "No checkpoint had been written yet (see checkpoint_every_steps).")
+    kept = (
+        f"The last good checkpoint, {last_good}, is kept (its adapter loads with "
+        "load_adapter); re-running the same command resumes from it and "
+        "will fail the same way, so change the settings and start over "
+        "with --no-resume."
+        if last_good
+        else "No checkpoint had been written yet (see checkpoint_every_steps)."
+    )
     return (
         f"Training stopped: the loss became {failure['loss']} at step {failure['step']}. "
         f"{kept} Likely causes: a learning rate too high (learning_rate="
         f"{cfg.learning_rate}; try it 10x lower, warmup_steps or clip_norm); float16 "
         f"overflow (dtype={cfg.dtype}; use bfloat16 or float32); or bad data in the "
         f"step's examples (positions {failure['examples'][:16]} of the training "
-        "split; metrics.jsonl lists every step's).")
+        "split; metrics.jsonl lists every step's)."
+    )

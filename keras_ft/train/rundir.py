@@ -60,9 +60,20 @@ CONFIG_FILE = "config.json"
 
 # Everything keras_ft writes at the top of a run directory. A fresh start
 # deletes these (those the marker lists), never any other file.
-OUTPUTS = ("config.json", "checkpoints", "metrics.jsonl", "samples.jsonl",
-           "loss_curve.png", "tensorboard", "best", "adapter.lora.h5",
-           "adapter_config.json", "samples.json", "summary.json", "eval")
+OUTPUTS = (
+    "config.json",
+    "checkpoints",
+    "metrics.jsonl",
+    "samples.jsonl",
+    "loss_curve.png",
+    "tensorboard",
+    "best",
+    "adapter.lora.h5",
+    "adapter_config.json",
+    "samples.json",
+    "summary.json",
+    "eval",
+)
 
 
 INTERNAL = (MARKER, LOCK)
@@ -97,10 +108,11 @@ def check_writable_dir(path: str | Path, setting: str) -> Path:
     flag = setting if setting.startswith("-") else "--" + setting.replace("_", "-")
     if not existing.is_dir():
         if existing == path:
-            raise RunDirError(f"{where} is a file, not a directory. Choose a directory "
-                              f"for {flag}.")
-        raise RunDirError(f"{where} cannot be created: {existing} is a file, not a "
-                          f"directory. Choose another {flag}.")
+            raise RunDirError(f"{where} is a file, not a directory. Choose a directory for {flag}.")
+        raise RunDirError(
+            f"{where} cannot be created: {existing} is a file, not a "
+            f"directory. Choose another {flag}."
+        )
     problem = None
     if not os.access(existing, os.W_OK | os.X_OK):
         problem = "permission denied"
@@ -113,8 +125,10 @@ def check_writable_dir(path: str | Path, setting: str) -> Path:
             problem = e.strerror or str(e)
     if problem:
         inside = "" if existing == path else f" (its nearest existing parent {existing})"
-        raise RunDirError(f"{where}{inside} is not writable: {problem}. Make it writable "
-                          f"or choose another {flag}.")
+        raise RunDirError(
+            f"{where}{inside} is not writable: {problem}. Make it writable "
+            f"or choose another {flag}."
+        )
     return path
 
 
@@ -145,13 +159,17 @@ def read_marker(run_dir: Path) -> dict | None:
     try:
         marker = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise RunDirError(f"The run marker {path} is unreadable ({e}). Delete it only "
-                          "if the directory is a keras_ft run, or choose another "
-                          "--output-dir.") from None
+        raise RunDirError(
+            f"The run marker {path} is unreadable ({e}). Delete it only "
+            "if the directory is a keras_ft run, or choose another "
+            "--output-dir."
+        ) from None
     if not isinstance(marker, dict) or not isinstance(marker.get("outputs"), list):
-        raise RunDirError(f"The run marker {path} has no `outputs` list. Delete it "
-                          "only if the directory is a keras_ft run, or choose another "
-                          "--output-dir.")
+        raise RunDirError(
+            f"The run marker {path} has no `outputs` list. Delete it "
+            "only if the directory is a keras_ft run, or choose another "
+            "--output-dir."
+        )
     return marker
 
 
@@ -163,7 +181,8 @@ def is_legacy_run(run_dir: Path) -> bool:
 def is_preset_dir(run_dir: Path) -> bool:
     run_dir = Path(run_dir)
     return (run_dir / "config.json").is_file() and any(
-        (run_dir / name).exists() for name in PRESET_FILES)
+        (run_dir / name).exists() for name in PRESET_FILES
+    )
 
 
 def owned_outputs(run_dir: Path, overwrite: bool) -> list[str]:
@@ -180,20 +199,25 @@ def owned_outputs(run_dir: Path, overwrite: bool) -> list[str]:
         raise RunDirError(
             f"`output_dir` {run_dir} is a keras-hub preset directory ({found}); a run "
             "there would replace its config.json. Pass it as --preset, and choose "
-            "another --output-dir for the run.")
+            "another --output-dir for the run."
+        )
     if marker is not None:
         return [n for n in marker["outputs"] if _plain_name(n)]
     if is_legacy_run(run_dir):
         return list(OUTPUTS)
-    others = sorted(p.name for p in run_dir.iterdir() if p.name not in INTERNAL) \
-        if run_dir.is_dir() else []
+    others = (
+        sorted(p.name for p in run_dir.iterdir() if p.name not in INTERNAL)
+        if run_dir.is_dir()
+        else []
+    )
     if others and not overwrite:
         shown = ", ".join(others[:8]) + (", ..." if len(others) > 8 else "")
         raise RunDirError(
             f"`output_dir` {run_dir} is not empty ({shown}) and is not a keras_ft run "
             f"directory (no {MARKER}). Choose another --output-dir, or pass --overwrite "
             f"to use it anyway: keras_ft then adds its own outputs "
-            f"({', '.join(OUTPUTS)}) and keeps every other file.")
+            f"({', '.join(OUTPUTS)}) and keeps every other file."
+        )
     # --overwrite in a folder keras_ft did not write: never delete a user's
     # file, even one at an output name; refuse instead, naming them.
     taken = [n for n in others if n in OUTPUTS]
@@ -202,14 +226,20 @@ def owned_outputs(run_dir: Path, overwrite: bool) -> list[str]:
             f"`output_dir` {run_dir} already holds {', '.join(taken)}, which keras_ft "
             "did not write (no " + MARKER + "), and keras_ft never deletes files it "
             "did not write, even with --overwrite. Move them, or choose another "
-            "--output-dir.")
+            "--output-dir."
+        )
     return []
 
 
 def _plain_name(name) -> bool:
     """A marker entry that names a child of the run directory (nothing above)."""
-    return (isinstance(name, str) and name not in ("", ".", "..") and "/" not in name
-            and "\\" not in name and name not in INTERNAL)
+    return (
+        isinstance(name, str)
+        and name not in ("", ".", "..")
+        and "/" not in name
+        and "\\" not in name
+        and name not in INTERNAL
+    )
 
 
 def accept(run_dir: str | Path, cfg, fresh: bool) -> None:
@@ -235,17 +265,23 @@ def accept(run_dir: str | Path, cfg, fresh: bool) -> None:
             elif os.path.lexists(path):
                 path.unlink()
     marker = read_marker(run_dir) or {}
-    write_json(run_dir / MARKER, {
-        "keras_ft_run": 1,
-        "created": marker.get("created") if not fresh and marker.get("created")
-        else _now(),
-        "outputs": sorted(set(OUTPUTS) | ({n for n in marker.get("outputs", [])
-                                           if _plain_name(n)} if not fresh else set()))})
+    write_json(
+        run_dir / MARKER,
+        {
+            "keras_ft_run": 1,
+            "created": marker.get("created") if not fresh and marker.get("created") else _now(),
+            "outputs": sorted(
+                set(OUTPUTS)
+                | ({n for n in marker.get("outputs", []) if _plain_name(n)} if not fresh else set())
+            ),
+        },
+    )
     save_config(cfg, run_dir / CONFIG_FILE)
 
 
-def resume_or_start(cfg: Config, trainer, checkpoints: Checkpoints, run_dir: Path,
-                    data: dict) -> TrainState:
+def resume_or_start(
+    cfg: Config, trainer, checkpoints: Checkpoints, run_dir: Path, data: dict
+) -> TrainState:
     """Restores the newest checkpoint (if `cfg.resume`), else clears old outputs.
 
     Resuming drops the log lines written after the checkpoint (by the run that
@@ -264,21 +300,29 @@ def resume_or_start(cfg: Config, trainer, checkpoints: Checkpoints, run_dir: Pat
     """
     latest = checkpoints.latest() if cfg.resume else None
     # Every process resumes from the writer's checkpoint, or none does.
-    mesh.check_same_on_every_process(read_state(latest)["state"]["batches_done"]
-                                     if latest is not None else -1,
-                                     "the checkpointed data position to resume from")
+    mesh.check_same_on_every_process(
+        read_state(latest)["state"]["batches_done"] if latest is not None else -1,
+        "the checkpointed data position to resume from",
+    )
     if latest is not None:
         state = restore(latest, trainer, cfg, data)
         accept(run_dir, cfg, fresh=False)
         for name in ("metrics.jsonl", "samples.jsonl"):
             truncate_jsonl(run_dir / name, state.step)
         epoch, batch = divmod(state.batches_done, data["batches_per_epoch"])
-        log.info("Resuming from %s: step %d (epoch %d, %d of %d batches done).", latest,
-                 state.step, epoch + 1, batch, data["batches_per_epoch"])
+        log.info(
+            "Resuming from %s: step %d (epoch %d, %d of %d batches done).",
+            latest,
+            state.step,
+            epoch + 1,
+            batch,
+            data["batches_per_epoch"],
+        )
         return state
     if checkpoints.all():
-        log.warning("Starting over in %s: removing its checkpoints (resume=%s).",
-                    run_dir, cfg.resume)
+        log.warning(
+            "Starting over in %s: removing its checkpoints (resume=%s).", run_dir, cfg.resume
+        )
     accept(run_dir, cfg, fresh=True)  # deletes keras_ft's outputs, checkpoints included
     checkpoints.clear()  # a `checkpoints` directory outside the run directory
     return TrainState(accumulation=cfg.gradient_accumulation_steps)
@@ -291,10 +335,10 @@ def claim(run_dir: str | Path) -> None:
     refuses it)."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    if read_marker(run_dir) is None and not any(
-            p.name not in INTERNAL for p in run_dir.iterdir()):
-        write_json(run_dir / MARKER, {"keras_ft_run": 1, "created": _now(),
-                                       "outputs": sorted(OUTPUTS)})
+    if read_marker(run_dir) is None and not any(p.name not in INTERNAL for p in run_dir.iterdir()):
+        write_json(
+            run_dir / MARKER, {"keras_ft_run": 1, "created": _now(), "outputs": sorted(OUTPUTS)}
+        )
 
 
 def _now() -> str:
@@ -325,7 +369,8 @@ class RunLock:
                 raise RunDirLockedError(
                     f"`output_dir` {self.path.parent} is in use by another run ({holder}; "
                     f"lock file {self.path}). Wait for it to finish, stop it, or choose "
-                    "another --output-dir.") from None
+                    "another --output-dir."
+                ) from None
             except BaseException:
                 os.close(fd)
                 raise
@@ -338,17 +383,24 @@ class RunLock:
                 continue
             previous = _read_fd(fd)
             if previous.strip():
-                log.warning("Taking over the stale lock %s: its holder (%s) is gone.",
-                            self.path, _holder(previous))
-            record = json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                                 "started": _now()}) + "\n"
+                log.warning(
+                    "Taking over the stale lock %s: its holder (%s) is gone.",
+                    self.path,
+                    _holder(previous),
+                )
+            record = (
+                json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": _now()})
+                + "\n"
+            )
             os.ftruncate(fd, 0)
             os.pwrite(fd, record.encode(), 0)
             os.fsync(fd)
             self.fd = fd
             return
-        raise RunDirLockedError(f"Could not lock {self.path}: it keeps being replaced "
-                                "by other runs. Choose another --output-dir.")
+        raise RunDirLockedError(
+            f"Could not lock {self.path}: it keeps being replaced "
+            "by other runs. Choose another --output-dir."
+        )
 
     def release(self) -> None:
         if self.fd is None:
@@ -373,8 +425,9 @@ def _holder(text: str) -> str:
         info = json.loads(text)
         return f"pid {info['pid']} on host {info['host']}, started {info['started']}"
     except (json.JSONDecodeError, KeyError, TypeError):
-        return f"holder unknown: {text.strip()[:200]!r}" if text.strip() else \
-            "holder not recorded yet"
+        return (
+            f"holder unknown: {text.strip()[:200]!r}" if text.strip() else "holder not recorded yet"
+        )
 
 
 @dataclasses.dataclass
@@ -406,15 +459,17 @@ class RunDir:
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise RunDirError(f"`output_dir` {path} cannot be created: "
-                              f"{e.strerror or e}.") from None
+            raise RunDirError(
+                f"`output_dir` {path} cannot be created: {e.strerror or e}."
+            ) from None
         run = cls(path, RunLock(path), created)
         try:
             run.lock.acquire()
         except OSError as e:
             run._remove_if_created()
-            raise RunDirError(f"`output_dir` {path} cannot be locked ({run.lock.path}): "
-                              f"{e.strerror or e}.") from None
+            raise RunDirError(
+                f"`output_dir` {path} cannot be locked ({run.lock.path}): {e.strerror or e}."
+            ) from None
         except BaseException:
             run._remove_if_created()
             raise

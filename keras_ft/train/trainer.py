@@ -63,22 +63,22 @@ class CausalLMTrainer(keras.Model):
     (`make_packed_batch`: token_ids, padding_mask, labels, loss_weights and,
     packed, segment_ids); returns per-example `LossStats`, not logits."""
 
-    def __init__(self, backbone, use_chunked_loss: bool = True, chunk_size: int = 128,
-                 **kwargs):
+    def __init__(self, backbone, use_chunked_loss: bool = True, chunk_size: int = 128, **kwargs):
         super().__init__(**kwargs)
         self.backbone = backbone
         self.chunk_size = chunk_size
-        self.use_chunked_loss = (use_chunked_loss and keras.backend.backend() == "jax"
-                                 and not getattr(backbone.token_embedding,
-                                                 "quantization_mode", None))
+        self.use_chunked_loss = (
+            use_chunked_loss
+            and keras.backend.backend() == "jax"
+            and not getattr(backbone.token_embedding, "quantization_mode", None)
+        )
         self.token_accuracy = TokenAccuracy()
         self.batch_loss = BatchLoss()
         self._eval_forward = None  # made by `eval_forward`
         self.built = True  # the backbone is built; this wrapper adds no weights
 
     def call(self, inputs, training=False):
-        backbone_inputs = {"token_ids": inputs["token_ids"],
-                           "padding_mask": inputs["padding_mask"]}
+        backbone_inputs = {"token_ids": inputs["token_ids"], "padding_mask": inputs["padding_mask"]}
         if "segment_ids" in inputs:  # packed rows: attend within each example
             with segment_attention(self.backbone, inputs["segment_ids"]):
                 hidden = self.backbone(backbone_inputs, training=training)
@@ -87,8 +87,9 @@ class CausalLMTrainer(keras.Model):
         labels, weights = inputs["labels"], inputs["loss_weights"]
         if self.use_chunked_loss:
             matrix, soft_cap = output_projection(self.backbone)
-            return token_loss_stats(hidden, ops.convert_to_tensor(matrix), labels,
-                                    weights, soft_cap, self.chunk_size)
+            return token_loss_stats(
+                hidden, ops.convert_to_tensor(matrix), labels, weights, soft_cap, self.chunk_size
+            )
         head = lambda h: self.backbone.token_embedding(h, reverse=True)
         return reference_token_loss_stats(hidden, head, labels, weights)
 
@@ -145,9 +146,12 @@ def evaluate_tokens(trainer: CausalLMTrainer, dataset) -> dict[str, float]:
         totals += _gather_rows(stats).sum(axis=0)
     total = LossStats(*totals)
     loss = total.loss_sum / max(total.weight_sum, 1.0)
-    return {"loss": float(loss), "perplexity": float(math.exp(min(loss, 50.0))),
-            "accuracy": float(total.correct_sum / max(total.weight_sum, 1.0)),
-            "num_tokens": int(total.weight_sum)}
+    return {
+        "loss": float(loss),
+        "perplexity": float(math.exp(min(loss, 50.0))),
+        "accuracy": float(total.correct_sum / max(total.weight_sum, 1.0)),
+        "num_tokens": int(total.weight_sum),
+    }
 
 
 def _global_rows(x: dict) -> dict:
@@ -156,9 +160,12 @@ def _global_rows(x: dict) -> dict:
     distribution = keras.distribution.distribution()
     if distribution is None or jax.process_count() == 1:
         return x
-    return {key: jax.make_array_from_process_local_data(
-        distribution.get_data_layout(value.shape).backend_layout, value)
-        for key, value in x.items()}
+    return {
+        key: jax.make_array_from_process_local_data(
+            distribution.get_data_layout(value.shape).backend_layout, value
+        )
+        for key, value in x.items()
+    }
 
 
 def _gather_rows(stats) -> np.ndarray:

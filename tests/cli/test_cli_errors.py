@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from keras_ft.cli import errors as cli_errors, export
-from keras_ft.cli import convert, evaluate, generate, run
+from keras_ft.cli import convert, evaluate, export, generate, run
+from keras_ft.cli import errors as cli_errors
 from keras_ft.config import Config
 from keras_ft.model.lora import ADAPTER_CONFIG_FILE, ADAPTER_FILE
 
@@ -29,7 +29,8 @@ def invoke(command, args, code=1):
     """Runs `command`; checks it failed cleanly with `code`; returns its output."""
     result = CliRunner().invoke(command, [str(a) for a in args])
     assert isinstance(result.exception, SystemExit), (
-        f"not a clean exit: {result.exception!r}\n{result.output}")
+        f"not a clean exit: {result.exception!r}\n{result.output}"
+    )
     assert result.exit_code == code, result.output
     assert "Traceback" not in result.output, result.output
     return result.output
@@ -43,8 +44,7 @@ def gemma_adapter(tiny_gemma, tmp_path_factory) -> Path:
     from keras_ft.model.lora import enable_lora, save_adapter
 
     causal_lm = keras_hub.models.CausalLM.from_preset(str(tiny_gemma))
-    cfg = Config(preset=str(tiny_gemma), lora_rank=4, lora_targets="query,value",
-                 template="gemma")
+    cfg = Config(preset=str(tiny_gemma), lora_rank=4, lora_targets="query,value", template="gemma")
     enable_lora(causal_lm.backbone, cfg.lora_rank, targets=cfg.lora_targets)
     run_dir = tmp_path_factory.mktemp("gemma_run")
     save_adapter(causal_lm, run_dir, cfg)
@@ -68,27 +68,38 @@ def test_save_adapter_records_the_model(gemma_adapter):
     meta = json.loads((gemma_adapter / ADAPTER_CONFIG_FILE).read_text())
     assert meta["backbone"] == "GemmaBackbone"
     assert meta["backbone_config"] == {
-        "vocabulary_size": 160, "num_layers": 2, "hidden_dim": 16, "intermediate_dim": 32,
-        "num_query_heads": 2, "num_key_value_heads": 1, "head_dim": 8}
+        "vocabulary_size": 160,
+        "num_layers": 2,
+        "hidden_dim": 16,
+        "intermediate_dim": 32,
+        "num_query_heads": 2,
+        "num_key_value_heads": 1,
+        "head_dim": 8,
+    }
     assert meta["lora_variables"]["decoder_block_0/attention/query/lora_kernel_a"] == [2, 16, 4]
     assert meta["lora_variables"]["decoder_block_1/attention/value/lora_kernel_b"] == [4, 8]
     assert len(meta["lora_variables"]) == 8  # 2 blocks x (query, value) x (a, b)
 
 
-@pytest.mark.parametrize("other, cls", [("tiny_llama3", "Llama3Backbone"),
-                                        ("tiny_gemma3", "Gemma3Backbone")])
-def test_generate_refuses_an_adapter_of_another_model(request, gemma_adapter, tiny_gemma,
-                                                      other, cls):
+@pytest.mark.parametrize(
+    "other, cls", [("tiny_llama3", "Llama3Backbone"), ("tiny_gemma3", "Gemma3Backbone")]
+)
+def test_generate_refuses_an_adapter_of_another_model(
+    request, gemma_adapter, tiny_gemma, other, cls
+):
     preset = request.getfixturevalue(other)
     out = invoke(generate.main, ["--preset", preset, "--adapter", gemma_adapter, "hi"])
-    assert (f"Adapter {gemma_adapter / ADAPTER_FILE} was trained on GemmaBackbone "
-            f"({tiny_gemma}, rank 4, targets query,value) but the model is {cls} (") in out
+    assert (
+        f"Adapter {gemma_adapter / ADAPTER_FILE} was trained on GemmaBackbone "
+        f"({tiny_gemma}, rank 4, targets query,value) but the model is {cls} ("
+    ) in out
     assert f"Apply it to the preset it was trained on (--preset {tiny_gemma})." in out
 
 
 @pytest.mark.parametrize("other", ["tiny_llama3", "tiny_gemma3"])
 def test_an_adapter_without_a_recorded_model_is_checked_by_its_weights(
-        request, legacy_adapter, other):
+    request, legacy_adapter, other
+):
     preset = request.getfixturevalue(other)
     out = invoke(generate.main, ["--preset", preset, "--adapter", legacy_adapter, "hi"])
     assert f"Adapter {legacy_adapter / ADAPTER_FILE} was trained on another model" in out
@@ -119,14 +130,16 @@ def test_the_lora_shapes_of_the_file_are_checked(tiny_gemma, gemma_adapter, tmp_
     meta["lora_targets"] = "query,value"
     (run_dir / ADAPTER_CONFIG_FILE).write_text(json.dumps(meta))
     causal_lm = keras_hub.models.CausalLM.from_preset(str(tiny_gemma))
-    with pytest.raises(AdapterMismatchError, match=r"layer decoder_block_0/attention/value "
-                       r"has LoRA weights .*\(1, 16, 3\).* in the adapter but "
-                       r".*\(1, 16, 4\).* in this model"):
+    with pytest.raises(
+        AdapterMismatchError,
+        match=r"layer decoder_block_0/attention/value "
+        r"has LoRA weights .*\(1, 16, 3\).* in the adapter but "
+        r".*\(1, 16, 4\).* in this model",
+    ):
         load_adapter(causal_lm, run_dir)
 
 
-def test_recorded_shapes_are_compared_before_the_model_changes(tiny_gemma, gemma_adapter,
-                                                               tmp_path):
+def test_recorded_shapes_are_compared_before_the_model_changes(tiny_gemma, gemma_adapter, tmp_path):
     import keras_hub
 
     from keras_ft.model.lora import AdapterMismatchError, load_adapter
@@ -137,8 +150,9 @@ def test_recorded_shapes_are_compared_before_the_model_changes(tiny_gemma, gemma
     meta["backbone_config"]["hidden_dim"] = 640
     path.write_text(json.dumps(meta))
     causal_lm = keras_hub.models.CausalLM.from_preset(str(tiny_gemma))
-    with pytest.raises(AdapterMismatchError, match="hidden_dim 640 in the adapter's model, "
-                       "16 in this one"):
+    with pytest.raises(
+        AdapterMismatchError, match="hidden_dim 640 in the adapter's model, 16 in this one"
+    ):
         load_adapter(causal_lm, tmp_path / "run")
     assert not any("lora" in w.path for w in causal_lm.backbone.weights)  # untouched
 
@@ -154,30 +168,49 @@ def test_a_matching_adapter_still_loads(tiny_gemma, gemma_adapter):
 
 
 def test_export_refuses_an_adapter_of_another_model(gemma_adapter, tiny_gemma3, tmp_path):
-    out = invoke(export.main, ["gguf", "--preset", tiny_gemma3, "--adapter", gemma_adapter,
-                               tmp_path / "m.gguf"])
+    out = invoke(
+        export.main,
+        ["gguf", "--preset", tiny_gemma3, "--adapter", gemma_adapter, tmp_path / "m.gguf"],
+    )
     assert "was trained on GemmaBackbone" in out and "the model is Gemma3Backbone" in out
     assert not list(tmp_path.iterdir())
 
 
 def _heldout(tmp_path) -> Path:
     path = tmp_path / "heldout.jsonl"
-    path.write_text("".join(json.dumps({"prompt": f"q{i}?", "completion": f"a{i}."}) + "\n"
-                            for i in range(4)))
+    path.write_text(
+        "".join(json.dumps({"prompt": f"q{i}?", "completion": f"a{i}."}) + "\n" for i in range(4))
+    )
     return path
 
 
 def test_evaluate_refuses_a_mismatched_adapter_before_scoring_the_base(
-        gemma_adapter, tiny_gemma3, tmp_path, caplog):
+    gemma_adapter, tiny_gemma3, tmp_path, caplog
+):
     """Tiny Gemma 3 has tiny Gemma's shapes: only the recorded class tells them apart."""
     caplog.set_level("INFO", logger="keras_ft")
-    out = invoke(evaluate.main, ["--adapter", gemma_adapter, "--preset", tiny_gemma3,
-                                 "--validation-data", _heldout(tmp_path), "--report-dir",
-                                 tmp_path / "eval", "--num-generate", "1", "--no-latency"])
+    out = invoke(
+        evaluate.main,
+        [
+            "--adapter",
+            gemma_adapter,
+            "--preset",
+            tiny_gemma3,
+            "--validation-data",
+            _heldout(tmp_path),
+            "--report-dir",
+            tmp_path / "eval",
+            "--num-generate",
+            "1",
+            "--no-latency",
+        ],
+    )
     assert "was trained on GemmaBackbone" in out
-    assert ("the model is Gemma3Backbone (vocabulary_size 160, num_layers 2, hidden_dim 16, "
-            "intermediate_dim 32, num_query_heads 2, num_key_value_heads 1, head_dim 8). "
-            "Apply it") in out
+    assert (
+        "the model is Gemma3Backbone (vocabulary_size 160, num_layers 2, hidden_dim 16, "
+        "intermediate_dim 32, num_query_heads 2, num_key_value_heads 1, head_dim 8). "
+        "Apply it"
+    ) in out
     assert not any("Scoring the base model" in r.getMessage() for r in caplog.records)
     assert not (tmp_path / "eval").exists()
 
@@ -193,8 +226,11 @@ def test_a_damaged_run_config_is_named(gemma_adapter, tmp_path):
 def test_a_chat_template_that_is_not_utf8_is_named(tiny_gemma3, tmp_path):
     template = tmp_path / "chat.jinja"
     template.write_text("{{ messages }}", encoding="utf-16")
-    out = invoke(export.main, ["gguf", "--preset", tiny_gemma3, "--chat-template", template,
-                               tmp_path / "m.gguf"], 2)
+    out = invoke(
+        export.main,
+        ["gguf", "--preset", tiny_gemma3, "--chat-template", template, tmp_path / "m.gguf"],
+        2,
+    )
     assert f"--chat-template {template} is not UTF-8 text" in out
 
 
@@ -205,16 +241,17 @@ def test_a_missing_adapter_is_said_first(tiny_gemma, tmp_path):
     # evaluate checks it before reading the data (which is missing too)
     config = tmp_path / "x.yaml"
     config.write_text(f"preset: {tiny_gemma}\n")
-    out = invoke(evaluate.main, ["--adapter", missing, "--config", config,
-                                 "--validation-data", tmp_path / "missing.jsonl"])
+    out = invoke(
+        evaluate.main,
+        ["--adapter", missing, "--config", config, "--validation-data", tmp_path / "missing.jsonl"],
+    )
     assert f"No adapter at {missing}" in out
 
 
 @pytest.mark.parametrize("kind", ["truncated", "garbage", "empty"])
 def test_a_damaged_adapter_file_is_named(tiny_gemma, gemma_adapter, tmp_path, kind):
     good = (gemma_adapter / ADAPTER_FILE).read_bytes()
-    content = {"truncated": good[: len(good) // 2], "garbage": os.urandom(2048),
-               "empty": b""}[kind]
+    content = {"truncated": good[: len(good) // 2], "garbage": os.urandom(2048), "empty": b""}[kind]
     bad = tmp_path / ADAPTER_FILE
     bad.write_bytes(content)
     out = invoke(generate.main, ["--preset", tiny_gemma, "--adapter", bad, "hi"])
@@ -274,11 +311,16 @@ def test_unsupported_schemes_are_named(tmp_path):
     out = invoke(generate.main, ["--preset", "s3://bucket/x", "hi"])
     assert "Unsupported scheme s3:// in preset 's3://bucket/x'" in out
     assert "kaggle://, hf://" in out
-    with pytest.raises(ValueError, match=r"^s3://bucket/x: unsupported scheme s3://; "
-                       r"supported: local paths .*tfds:.*kaggle:"):
+    with pytest.raises(
+        ValueError,
+        match=r"^s3://bucket/x: unsupported scheme s3://; "
+        r"supported: local paths .*tfds:.*kaggle:",
+    ):
         parse_spec("s3://bucket/x")
-    out = invoke(run.main, ["--data", "s3://bucket/x", "--preset", "s3://bucket/y",
-                            "--output-dir", tmp_path / "out"])
+    out = invoke(
+        run.main,
+        ["--data", "s3://bucket/x", "--preset", "s3://bucket/y", "--output-dir", tmp_path / "out"],
+    )
     assert "s3://" in out and "does not exist" not in out
 
 
@@ -308,9 +350,17 @@ def _corrupt(tiny_gemma, tmp_path, kind) -> tuple[Path, Path]:
     return preset, config
 
 
-@pytest.mark.parametrize("kind", ["truncated_weights", "garbage_weights", "no_weights",
-                                  "config_not_json", "config_empty",
-                                  "config_foreign_class"])
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "truncated_weights",
+        "garbage_weights",
+        "no_weights",
+        "config_not_json",
+        "config_empty",
+        "config_foreign_class",
+    ],
+)
 def test_a_corrupt_preset_names_its_file(tiny_gemma, tmp_path, kind):
     preset, culprit = _corrupt(tiny_gemma, tmp_path, kind)
     out = invoke(generate.main, ["--preset", preset, "hi"])
@@ -323,8 +373,10 @@ def test_a_corrupt_preset_names_its_file(tiny_gemma, tmp_path, kind):
 def test_run_reports_a_corrupt_preset_as_such_not_as_a_disk_problem(tiny_gemma, tmp_path):
     preset, weights = _corrupt(tiny_gemma, tmp_path, "truncated_weights")
     data = _heldout(tmp_path)
-    out = invoke(run.main, ["--preset", preset, "--data", data, "--output-dir",
-                            tmp_path / "out", "--max-steps", "1"])
+    out = invoke(
+        run.main,
+        ["--preset", preset, "--data", data, "--output-dir", tmp_path / "out", "--max-steps", "1"],
+    )
     assert f"{weights} cannot be read" in out and "truncated" in out
     assert "Check the disk" not in out
 
@@ -343,8 +395,12 @@ def _small_gguf(path: Path) -> bytes:
 @pytest.mark.parametrize("kind", ["truncated", "header_only", "empty", "not_gguf"])
 def test_a_corrupt_gguf_names_its_file(tmp_path, kind, monkeypatch):
     good = _small_gguf(tmp_path / "good.gguf")
-    content = {"truncated": good[: len(good) // 2], "header_only": good[:8], "empty": b"",
-               "not_gguf": b"hello, I am text\n"}[kind]
+    content = {
+        "truncated": good[: len(good) // 2],
+        "header_only": good[:8],
+        "empty": b"",
+        "not_gguf": b"hello, I am text\n",
+    }[kind]
     bad = tmp_path / f"{kind}.gguf"
     bad.write_bytes(content)
     out = invoke(convert.main, ["gguf", bad, tmp_path / "out"])
@@ -381,8 +437,11 @@ def test_compare_reports_a_missing_request_and_no_presets(tmp_path):
     out = invoke(compare.main, ["--presets", ",", "--output-dir", tmp_path / "out"], 2)
     assert "Pass the presets as --presets a,b" in out and not (tmp_path / "out").exists()
     for bad in ("-inf", "nan", "0"):
-        out = invoke(compare.main, ["--presets", "a,b", "--timeout", bad,
-                                    "--output-dir", tmp_path / "out"], 2)
+        out = invoke(
+            compare.main,
+            ["--presets", "a,b", "--timeout", bad, "--output-dir", tmp_path / "out"],
+            2,
+        )
         assert "--timeout must be a positive number of seconds. Received: --timeout" in out
     assert not (tmp_path / "out").exists()
 
@@ -403,12 +462,12 @@ def test_reported_turns_known_errors_into_messages_and_keeps_bugs_loud():
         @cli_errors.reported
         def main():
             raise error
+
         return main
 
     out = invoke(command_raising(PresetUnavailableError("no network for x")), [])
     assert "Error: no network for x" in out
-    out = invoke(command_raising(FileNotFoundError(2, "No such file or directory", "/x/y")),
-                 [])
+    out = invoke(command_raising(FileNotFoundError(2, "No such file or directory", "/x/y")), [])
     assert "Error: No such file or directory: /x/y" in out and "Errno" not in out
     out = invoke(command_raising(click.UsageError("bad flag")), [], 2)
     result = CliRunner().invoke(command_raising(KeyError("a bug")), [])
@@ -421,14 +480,21 @@ def test_exported_gguf_gets_a_normal_file_mode(tmp_path):
     from keras_ft.export.gguf import export_gguf
     from keras_ft.testing import TINY_BACKBONE, train_tiny_sentencepiece
 
-    tokenizer = keras_hub.models.Gemma3Tokenizer(proto=train_tiny_sentencepiece(),
-                                                 has_vision_tokens=False)
+    tokenizer = keras_hub.models.Gemma3Tokenizer(
+        proto=train_tiny_sentencepiece(), has_vision_tokens=False
+    )
     backbone = keras_hub.models.Gemma3Backbone(  # what llama.cpp's gemma3 runs
-        vocabulary_size=tokenizer.vocabulary_size(), image_size=None,
-        use_sliding_window_attention=True, sliding_window_size=16,
-        use_post_ffw_norm=True, use_post_attention_norm=True, **TINY_BACKBONE)
+        vocabulary_size=tokenizer.vocabulary_size(),
+        image_size=None,
+        use_sliding_window_attention=True,
+        sliding_window_size=16,
+        use_post_ffw_norm=True,
+        use_post_attention_norm=True,
+        **TINY_BACKBONE,
+    )
     causal_lm = keras_hub.models.Gemma3CausalLM(
-        backbone=backbone, preprocessor=keras_hub.models.Gemma3CausalLMPreprocessor(tokenizer))
+        backbone=backbone, preprocessor=keras_hub.models.Gemma3CausalLMPreprocessor(tokenizer)
+    )
     old = os.umask(0o027)
     try:
         out = export_gguf(causal_lm, tmp_path / "m.gguf", dtype="f32")

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import click
 import pytest
-from click.testing import CliRunner
 
 import keras_ft
 from keras_ft import cli
@@ -48,8 +47,13 @@ IMPORT_CHECK = textwrap.dedent("""
 
 
 def test_importing_the_library_imports_no_command_line_library():
-    done = subprocess.run([sys.executable, "-c", IMPORT_CHECK], capture_output=True, text=True,
-                          timeout=300, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", IMPORT_CHECK],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
     assert done.stdout.split("\n")[:2] == ["[]", "False"], done.stdout + done.stderr
 
 
@@ -59,10 +63,18 @@ def test_no_library_module_imports_click_or_argparse():
         if (PACKAGE / "cli") in path.parents:
             continue
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
-            found += [f"{path.relative_to(PACKAGE)}:{node.lineno} {n}" for n in names
-                      if n.split(".")[0] in ("click", "argparse")]
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            found += [
+                f"{path.relative_to(PACKAGE)}:{node.lineno} {n}"
+                for n in names
+                if n.split(".")[0] in ("click", "argparse")
+            ]
     assert not found
 
 
@@ -91,11 +103,14 @@ def test_python_m_keras_ft_lists_the_commands(monkeypatch, capsys):
     assert set(COMMANDS) <= listed
 
 
-@pytest.mark.parametrize("module, argv, says", [
-    ("keras_ft.run", ["--help"], "--lora-rank"),
-    ("keras_ft.convert", ["gguf", "--help"], "GGUF_PATH"),
-    ("keras_ft", ["data", "stats", "--help"], "--no-tokens"),
-])
+@pytest.mark.parametrize(
+    "module, argv, says",
+    [
+        ("keras_ft.run", ["--help"], "--lora-rank"),
+        ("keras_ft.convert", ["gguf", "--help"], "GGUF_PATH"),
+        ("keras_ft", ["data", "stats", "--help"], "--no-tokens"),
+    ],
+)
 def test_the_aliases_and_subcommands_answer_help(module, argv, says, monkeypatch, capsys):
     assert says in _run_module(module, argv, monkeypatch, capsys)
 
@@ -118,13 +133,17 @@ def test_a_flag_named_as_a_config_field_is_that_field_in_every_command():
                 name = flag.lstrip("-").removeprefix("no-").replace("-", "_")
                 if name not in fields:
                     continue
-                declarations, attributes = _option_for(fields[name], types[name],
-                                                       docs.get(name, ""))
+                declarations, attributes = _option_for(
+                    fields[name], types[name], docs.get(name, "")
+                )
                 expected = click.Option(declarations, **attributes)
-                same = (param.name == name and param.type.name == expected.type.name
-                        and param.multiple == expected.multiple
-                        and param.is_flag == expected.is_flag
-                        and (param.help or "").startswith(docs.get(name, "")))
+                same = (
+                    param.name == name
+                    and param.type.name == expected.type.name
+                    and param.multiple == expected.multiple
+                    and param.is_flag == expected.is_flag
+                    and (param.help or "").startswith(docs.get(name, ""))
+                )
                 if not same:
                     wrong.append(f"keras-ft {' '.join(path)} {flag}")
     assert not wrong

@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from keras_ft.data import split, token_cache
 from keras_ft.config import Config
-from keras_ft.data.token_cache import cache_tokenized
-from keras_ft.data.split import load_examples, validation_count
+from keras_ft.data import split, token_cache
 from keras_ft.data.records import DataError
+from keras_ft.data.split import load_examples, validation_count
+from keras_ft.data.token_cache import cache_tokenized
 from keras_ft.templates import get_template
 
 DOLLY = "databricks-dolly-15k/dolly_minillm_dev1000.jsonl"
@@ -27,8 +27,13 @@ def pairs(prefix: str, count: int):
 
 
 def test_real_dolly_recipe_filter_first_n_shuffle_split(shared_data):
-    cfg = Config(data=(str(shared_data / DOLLY),), drop_with_context=True,
-                 num_examples=500, validation_fraction=0.1, seed=3)
+    cfg = Config(
+        data=(str(shared_data / DOLLY),),
+        drop_with_context=True,
+        num_examples=500,
+        validation_fraction=0.1,
+        seed=3,
+    )
     train, validation, report = load_examples(cfg)
     assert (len(train), len(validation)) == (450, 50)
     assert report.num_dropped_with_context > 0 and report.num_kept == 500
@@ -43,8 +48,9 @@ def test_real_dolly_recipe_filter_first_n_shuffle_split(shared_data):
 
 def test_no_shuffle_keeps_file_order_and_validation_is_the_tail(tmp_path):
     path = write_jsonl(tmp_path / "d.jsonl", pairs("q", 10))
-    train, validation, _ = load_examples(Config(data=(path,), shuffle=False,
-                                                validation_fraction=0.2))
+    train, validation, _ = load_examples(
+        Config(data=(path,), shuffle=False, validation_fraction=0.2)
+    )
     assert [e.messages[0].content for e in train] == [f"q{i}?" for i in range(8)]
     assert [e.messages[0].content for e in validation] == ["q8?", "q9?"]
 
@@ -52,8 +58,7 @@ def test_no_shuffle_keeps_file_order_and_validation_is_the_tail(tmp_path):
 def test_validation_file_never_overlaps_training(tmp_path):
     train_path = write_jsonl(tmp_path / "train.jsonl", pairs("q", 10))
     val_path = write_jsonl(tmp_path / "val.jsonl", pairs("q", 3) + pairs("v", 2))
-    train, validation, report = load_examples(Config(data=(train_path,),
-                                                     validation_data=val_path))
+    train, validation, report = load_examples(Config(data=(train_path,), validation_data=val_path))
     assert len(validation) == 5 and len(train) == 7
     assert report.num_overlap_removed == 3
     assert not {split.example_key(e) for e in train} & {split.example_key(e) for e in validation}
@@ -67,10 +72,13 @@ def test_duplicates_across_a_split_are_removed_from_training(tmp_path):
     assert report.num_overlap_removed == 20 - 5 - len(train)
 
 
-@pytest.mark.parametrize("count, fraction, match", [
-    (3, 0.1, "leaves the validation split empty. Use at least 5 examples"),
-    (2, 0.9, "leaves no training examples"),
-])
+@pytest.mark.parametrize(
+    "count, fraction, match",
+    [
+        (3, 0.1, "leaves the validation split empty. Use at least 5 examples"),
+        (2, 0.9, "leaves no training examples"),
+    ],
+)
 def test_empty_splits_are_errors_naming_the_field(tmp_path, count, fraction, match):
     path = write_jsonl(tmp_path / "d.jsonl", pairs("q", count))
     with pytest.raises(DataError, match=match) as info:
@@ -84,8 +92,9 @@ def test_no_usable_examples_and_skipping(tmp_path):
     path.write_text('{"prompt": "P"}\nnot json\n{"prompt": "Q", "completion": "A"}\n')
     with pytest.raises(DataError, match=f"{path}:1: field `completion`"):
         load_examples(Config(data=(str(path),)))
-    train, validation, report = load_examples(Config(data=(str(path),), skip_bad_records=True,
-                                                     validation_fraction=0.0))
+    train, validation, report = load_examples(
+        Config(data=(str(path),), skip_bad_records=True, validation_fraction=0.0)
+    )
     assert len(train) == 1 and report.skipped == {"missing_field": 1, "malformed_json": 1}
     path.write_text("not json\n")
     with pytest.raises(DataError, match="hold no usable examples"):
@@ -105,18 +114,21 @@ def tokenizers():
     """Two tiny SentencePiece vocabularies (keras-hub Gemma tokenizers)."""
     import keras_hub
 
-    from keras_ft.testing import train_tiny_sentencepiece
     from keras_ft.data.tokenizer import TextTokenizer
+    from keras_ft.testing import train_tiny_sentencepiece
 
-    return [TextTokenizer(keras_hub.models.GemmaTokenizer(proto=train_tiny_sentencepiece(n)))
-            for n in (160, 150)]
+    return [
+        TextTokenizer(keras_hub.models.GemmaTokenizer(proto=train_tiny_sentencepiece(n)))
+        for n in (160, 150)
+    ]
 
 
 def test_cache_tokenized_reuses_and_invalidates(tmp_path, tokenizers, monkeypatch):
     path = tmp_path / "d.jsonl"
     write_jsonl(path, pairs("How do I boil an egg ", 20))
-    cfg = Config(data=(str(path),), tokenized_cache_dir=str(tmp_path / "cache"),
-                 sequence_length=128)
+    cfg = Config(
+        data=(str(path),), tokenized_cache_dir=str(tmp_path / "cache"), sequence_length=128
+    )
     template = get_template(cfg.template)
     first = cache_tokenized(cfg, template, tokenizers[0])
     assert first[2]["cache"]["hit"] is False
@@ -135,9 +147,11 @@ def test_cache_tokenized_reuses_and_invalidates(tmp_path, tokenizers, monkeypatc
     assert second[2]["num_train"] == 18
     monkeypatch.undo()
 
-    changes = [(cfg, get_template("gemma"), tokenizers[0]),  # template
-               (cfg, template, tokenizers[1]),  # tokenizer vocabulary
-               (dataclasses.replace(cfg, sequence_length=64), template, tokenizers[0])]
+    changes = [
+        (cfg, get_template("gemma"), tokenizers[0]),  # template
+        (cfg, template, tokenizers[1]),  # tokenizer vocabulary
+        (dataclasses.replace(cfg, sequence_length=64), template, tokenizers[0]),
+    ]
     keys = {token_cache.cache_key(*change) for change in changes}
     keys.add(token_cache.cache_key(cfg, template, tokenizers[0]))
     assert len(keys) == 4
@@ -150,8 +164,7 @@ def test_cache_tokenized_reuses_and_invalidates(tmp_path, tokenizers, monkeypatc
 def test_cache_tokenized_without_a_cache_dir_counts_truncation(tmp_path, tokenizers):
     long = [{"prompt": "Explain. " * 40, "completion": "Paris is the capital."}] * 4
     path = write_jsonl(tmp_path / "d.jsonl", long + pairs("What is ", 6))
-    cfg = Config(data=(path,), sequence_length=24, validation_fraction=0.0,
-                 tokenized_cache_dir="")
+    cfg = Config(data=(path,), sequence_length=24, validation_fraction=0.0, tokenized_cache_dir="")
     train, validation, report = cache_tokenized(cfg, get_template(cfg.template), tokenizers[0])
     assert len(validation) == 0 and report["cache"]["hit"] is False
     assert report["train"]["dropped_fully_truncated"] == 4
@@ -163,8 +176,9 @@ def test_first_n_streams_and_stops_reading(tmp_path):
     # larger than memory) does not matter.
     path = tmp_path / "big.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in pairs("q", 5)) + "{broken\n")
-    train, _, report = load_examples(Config(data=(str(path),), num_examples=5,
-                                            validation_fraction=0.2))
+    train, _, report = load_examples(
+        Config(data=(str(path),), num_examples=5, validation_fraction=0.2)
+    )
     assert len(train) == 4 and report.num_seen == 5
     assert any("num_examples=5" in note for note in report.notes)
 
@@ -177,11 +191,15 @@ def test_sample_data_files_load_and_have_numbered_steps():
         question, answer = (m.content for m in example.messages)
         assert question.startswith("How do I ") and question.endswith("?")
         lines = answer.split("\n")
-        assert [line.split(". ", 1)[0] for line in lines] == [str(i) for i in range(1, len(lines) + 1)]
-    chats, _, report = load_examples(Config(data=(str(root / "chat_sample.jsonl"),),
-                                            validation_fraction=0.0))
-    assert len(chats) == 20 and max(sum(m.role == "assistant" for m in e.messages)
-                                    for e in chats) >= 2
+        assert [line.split(". ", 1)[0] for line in lines] == [
+            str(i) for i in range(1, len(lines) + 1)
+        ]
+    chats, _, report = load_examples(
+        Config(data=(str(root / "chat_sample.jsonl"),), validation_fraction=0.0)
+    )
+    assert (
+        len(chats) == 20 and max(sum(m.role == "assistant" for m in e.messages) for e in chats) >= 2
+    )
 
 
 @pytest.mark.parametrize("on_disk", [False, True])
@@ -191,24 +209,34 @@ def test_streamed_token_split_equals_split_then_tokenize(tmp_path, tokenizers, o
     # tokenizing; dropped (fully truncated) examples are counted in their split.
     from keras_ft.data.tokenizer import tokenize_example
 
-    long = [{"prompt": f"Explain {i}. " + "Explain. " * 40, "completion": "Paris."}
-            for i in range(6)]
+    long = [
+        {"prompt": f"Explain {i}. " + "Explain. " * 40, "completion": "Paris."} for i in range(6)
+    ]
     records = pairs("What is ", 20) + long + pairs("What is ", 4)  # 4 duplicates
     path = write_jsonl(tmp_path / "d.jsonl", records)
-    cfg = Config(data=(path,), sequence_length=24, validation_fraction=0.25, seed=5,
-                 tokenized_cache_dir=str(tmp_path / "cache") if on_disk else "")
+    cfg = Config(
+        data=(path,),
+        sequence_length=24,
+        validation_fraction=0.25,
+        seed=5,
+        tokenized_cache_dir=str(tmp_path / "cache") if on_disk else "",
+    )
     template = get_template(cfg.template)
     train, validation, report = cache_tokenized(cfg, template, tokenizers[0])
     expected = load_examples(cfg)
-    for split, examples, name in ((train, expected[0], "train"),
-                                  (validation, expected[1], "validation")):
+    for served, examples, name in (
+        (train, expected[0], "train"),
+        (validation, expected[1], "validation"),
+    ):
         tokenized = [tokenize_example(e, template, tokenizers[0], 24) for e in examples]
         kept = [t for t in tokenized if t is not None]
-        assert [t.token_ids.tolist() for t in split] == [t.token_ids.tolist() for t in kept]
-        assert [t.loss_mask.tolist() for t in split] == [t.loss_mask.tolist() for t in kept]
+        assert [t.token_ids.tolist() for t in served] == [t.token_ids.tolist() for t in kept]
+        assert [t.loss_mask.tolist() for t in served] == [t.loss_mask.tolist() for t in kept]
         assert report[name]["dropped_fully_truncated"] == len(tokenized) - len(kept)
-    assert report["train"]["dropped_fully_truncated"] + \
-        report["validation"]["dropped_fully_truncated"] == 6
+    assert (
+        report["train"]["dropped_fully_truncated"] + report["validation"]["dropped_fully_truncated"]
+        == 6
+    )
     assert report["num_overlap_removed"] == expected[2].num_overlap_removed > 0
     if on_disk:
         assert isinstance(train.tokens, np.memmap)
@@ -222,16 +250,25 @@ def test_a_large_file_streams_to_the_token_cache(tmp_path, tokenizers):
     path = tmp_path / "large.jsonl"
     with path.open("w") as f:
         for i in range(3000):
-            f.write(json.dumps({"prompt": f"Question {i}: why?",
-                                "completion": f"Answer {i}: " + "because of scattering. " * 180})
-                    + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "prompt": f"Question {i}: why?",
+                        "completion": f"Answer {i}: " + "because of scattering. " * 180,
+                    }
+                )
+                + "\n"
+            )
     size = path.stat().st_size
-    cfg = Config(data=(str(path),), sequence_length=32, validation_fraction=0.01,
-                 tokenized_cache_dir=str(tmp_path / "cache"))
+    cfg = Config(
+        data=(str(path),),
+        sequence_length=32,
+        validation_fraction=0.01,
+        tokenized_cache_dir=str(tmp_path / "cache"),
+    )
     tracemalloc.start()
     try:
-        train, validation, report = cache_tokenized(cfg, get_template(cfg.template),
-                                                    tokenizers[0])
+        train, validation, report = cache_tokenized(cfg, get_template(cfg.template), tokenizers[0])
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -250,15 +287,19 @@ def cached_run(tmp_path, tokenizer, cache_dir=None):
     path = tmp_path / "d.jsonl"
     if not path.exists():
         write_jsonl(path, pairs("How do I boil an egg ", 30))
-    cfg = Config(data=(str(path),), sequence_length=64,
-                 tokenized_cache_dir=str(cache_dir or tmp_path / "cache"))
+    cfg = Config(
+        data=(str(path),),
+        sequence_length=64,
+        tokenized_cache_dir=str(cache_dir or tmp_path / "cache"),
+    )
     template = get_template(cfg.template)
     return cfg, template, cache_tokenized(cfg, template, tokenizer)
 
 
 def as_lists(split):
-    return [(t.token_ids.tolist(), t.loss_mask.tolist(), t.num_tokens_before_truncation)
-            for t in split]
+    return [
+        (t.token_ids.tolist(), t.loss_mask.tolist(), t.num_tokens_before_truncation) for t in split
+    ]
 
 
 def assert_same_tokens(result, expected):
@@ -276,33 +317,41 @@ def overwrite(path: Path, text: str = "") -> None:
     path.write_bytes((text.encode() * size)[:size] if text else b"\0" * size)
 
 
-@pytest.mark.parametrize("damage, name, reason", [
-    (truncate, "data.tokens.bin", "data.tokens.bin holds"),
-    (truncate, "data.mask.bin", "data.mask.bin holds"),
-    (truncate, "data.offsets.npy", "data.offsets.npy holds"),
-    (truncate, "train.index.npy", "train.index.npy holds"),
-    (truncate, "report.json", "report.json holds"),
-    (Path.unlink, "data.lengths.npy", "data.lengths.npy is missing"),
-    (overwrite, "data.offsets.npy", "data.offsets.npy is unreadable"),
-    (lambda path: path.unlink(missing_ok=True), "manifest.json", "manifest.json is missing"),
-    (lambda path: overwrite(path, "{"), "manifest.json", "manifest.json is unreadable"),
-])
-def test_a_damaged_cache_entry_is_rebuilt_with_a_warning(tmp_path, tokenizers, caplog,
-                                                         damage, name, reason):
+@pytest.mark.parametrize(
+    "damage, name, reason",
+    [
+        (truncate, "data.tokens.bin", "data.tokens.bin holds"),
+        (truncate, "data.mask.bin", "data.mask.bin holds"),
+        (truncate, "data.offsets.npy", "data.offsets.npy holds"),
+        (truncate, "train.index.npy", "train.index.npy holds"),
+        (truncate, "report.json", "report.json holds"),
+        (Path.unlink, "data.lengths.npy", "data.lengths.npy is missing"),
+        (overwrite, "data.offsets.npy", "data.offsets.npy is unreadable"),
+        (lambda path: path.unlink(missing_ok=True), "manifest.json", "manifest.json is missing"),
+        (lambda path: overwrite(path, "{"), "manifest.json", "manifest.json is unreadable"),
+    ],
+)
+def test_a_damaged_cache_entry_is_rebuilt_with_a_warning(
+    tmp_path, tokenizers, caplog, damage, name, reason
+):
     # A truncated, missing or unreadable file (or an entry without its
     # manifest, e.g. one from before manifests) is never trusted: the next run
     # warns, naming the entry and the file, and tokenizes again, to the same
     # tokens as a fresh tokenization; the run after that is a cache hit again.
     cfg, template, first = cached_run(tmp_path, tokenizers[0])
     entry = Path(first[2]["cache"]["path"])
-    fresh = cache_tokenized(dataclasses.replace(cfg, tokenized_cache_dir=""), template,
-                            tokenizers[0])
+    fresh = cache_tokenized(
+        dataclasses.replace(cfg, tokenized_cache_dir=""), template, tokenizers[0]
+    )
     assert_same_tokens(first, fresh)
     damage(entry / name)
     caplog.set_level("INFO", logger="keras_ft.data.token_cache")
     rebuilt = cache_tokenized(cfg, template, tokenizers[0])
-    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"
-                and "token cache" in r.getMessage()]
+    warnings = [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelname == "WARNING" and "token cache" in r.getMessage()
+    ]
     assert len(warnings) == 1 and str(entry) in warnings[0] and reason in warnings[0]
     assert rebuilt[2]["cache"]["hit"] is False and reason in rebuilt[2]["cache"]["rebuilt"]
     assert_same_tokens(rebuilt, fresh)
@@ -315,8 +364,7 @@ def test_a_damaged_cache_entry_is_rebuilt_with_a_warning(tmp_path, tokenizers, c
     assert sorted(p.name for p in entry.parent.iterdir()) == [entry.name]  # no leftovers
 
 
-def test_load_token_split_names_the_bad_file_and_checksums_catch_overwrites(
-        tmp_path, tokenizers):
+def test_load_token_split_names_the_bad_file_and_checksums_catch_overwrites(tmp_path, tokenizers):
     _, _, first = cached_run(tmp_path, tokenizers[0])
     entry = Path(first[2]["cache"]["path"])
     manifest = json.loads((entry / "manifest.json").read_text())
@@ -324,16 +372,21 @@ def test_load_token_split_names_the_bad_file_and_checksums_catch_overwrites(
     assert manifest["files"]["data.offsets.npy"]["shape"] == [len(first[0].offsets)]
     overwrite(entry / "data.tokens.bin", "\x07")  # same size, other tokens
     token_cache.load_token_split(entry)  # the cheap checks (sizes) cannot see it ...
-    with pytest.raises(token_cache.TokenCacheError, match="data.tokens.bin does not match its "
-                                                   "checksum in manifest.json"):
+    with pytest.raises(
+        token_cache.TokenCacheError,
+        match="data.tokens.bin does not match its checksum in manifest.json",
+    ):
         token_cache.load_token_split(entry, checksums=True)  # ... the checksums do
     # A stream whose arrays disagree (here offsets past the end of the tokens)
     # is refused by name, not left to fail in numpy at batch time.
     offsets = np.load(entry / "data.offsets.npy")
     offsets[-1] += 1
     np.save(entry / "data.offsets.npy", offsets)
-    with pytest.raises(token_cache.TokenCacheError, match=r"stream 'data': the offsets end at \d+ "
-                                                   r"tokens, but tokens.bin holds"):
+    with pytest.raises(
+        token_cache.TokenCacheError,
+        match=r"stream 'data': the offsets end at \d+ "
+        r"tokens, but tokens.bin holds",
+    ):
         token_cache.load_token_split(entry)
 
 
@@ -357,8 +410,9 @@ def live_pid():
     child.wait()
 
 
-def test_stale_temporary_entries_are_removed_and_live_ones_kept(tmp_path, tokenizers,
-                                                                caplog, live_pid):
+def test_stale_temporary_entries_are_removed_and_live_ones_kept(
+    tmp_path, tokenizers, caplog, live_pid
+):
     import socket
 
     cache = tmp_path / "cache"
@@ -375,14 +429,17 @@ def test_stale_temporary_entries_are_removed_and_live_ones_kept(tmp_path, tokeni
 
     pid = dead_pid()
     here = socket.gethostname()
-    stale = [tmp_entry(f".{key}.{pid}.tmp"),  # killed while tokenizing
-             tmp_entry(f".0123456789abcdef0123.{pid}.bad.tmp"),  # killed while removing
-             # the live PID was reused: the writer that named it started at another time
-             tmp_entry(f".{key}.{live_pid}.tmp", {"host": here, "pid": live_pid,
-                                                  "start": "1"})]
-    kept = [tmp_entry(f".0123456789abcdef0123.{live_pid}.tmp"),  # a concurrent run
-            tmp_entry(f".{key}.{pid}1.tmp", {"host": here + "-other", "pid": pid}),
-            tmp_entry(f".not-a-cache-key.{pid}.tmp")]  # another tool's, in the same dir
+    stale = [
+        tmp_entry(f".{key}.{pid}.tmp"),  # killed while tokenizing
+        tmp_entry(f".0123456789abcdef0123.{pid}.bad.tmp"),  # killed while removing
+        # the live PID was reused: the writer that named it started at another time
+        tmp_entry(f".{key}.{live_pid}.tmp", {"host": here, "pid": live_pid, "start": "1"}),
+    ]
+    kept = [
+        tmp_entry(f".0123456789abcdef0123.{live_pid}.tmp"),  # a concurrent run
+        tmp_entry(f".{key}.{pid}1.tmp", {"host": here + "-other", "pid": pid}),
+        tmp_entry(f".not-a-cache-key.{pid}.tmp"),
+    ]  # another tool's, in the same dir
     caplog.set_level("INFO", logger="keras_ft.data.token_cache")
     second = cache_tokenized(*cached_run(tmp_path, tokenizers[0], cache)[:2], tokenizers[0])
     assert second[2]["cache"]["hit"] is True
@@ -390,13 +447,15 @@ def test_stale_temporary_entries_are_removed_and_live_ones_kept(tmp_path, tokeni
     assert [p.exists() for p in stale] == [False] * 3
     assert [p.exists() for p in kept] == [True] * 3
     removals = [r for r in caplog.records if r.getMessage().startswith("Removing ")]
-    assert sorted(r.getMessage().split(":")[0] for r in removals) == \
-        sorted(f"Removing {p}" for p in stale)
+    assert sorted(r.getMessage().split(":")[0] for r in removals) == sorted(
+        f"Removing {p}" for p in stale
+    )
     assert {r.levelname for r in removals} == {"INFO"}
 
 
-def test_a_run_killed_while_tokenizing_leaves_nothing_a_later_run_keeps(tmp_path, tokenizers,
-                                                                       caplog):
+def test_a_run_killed_while_tokenizing_leaves_nothing_a_later_run_keeps(
+    tmp_path, tokenizers, caplog
+):
     # A real `kill -9` in the middle of tokenization (the run SIGKILLs itself
     # at the 10th example): its `.KEY.PID.tmp` dir is left behind; the next
     # run removes it and tokenizes to the same tokens as a fresh run.
@@ -428,27 +487,32 @@ token_cache.cache_tokenized(cfg, get_template(cfg.template), tokenizer)
     child = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
     stderr = child.communicate(timeout=600)[1]
     assert child.returncode == -9, stderr[-3000:]
-    cfg = Config(data=(str(tmp_path / "d.jsonl"),), sequence_length=64,
-                 tokenized_cache_dir=str(tmp_path / "cache"))
+    cfg = Config(
+        data=(str(tmp_path / "d.jsonl"),),
+        sequence_length=64,
+        tokenized_cache_dir=str(tmp_path / "cache"),
+    )
     key = token_cache.cache_key(cfg, get_template(cfg.template), tokenizers[0])
     left = list((tmp_path / "cache").iterdir())
     assert [p.name for p in left] == [f".{key}.{child.pid}.tmp"]
     caplog.set_level("INFO", logger="keras_ft.data.token_cache")
     cfg, template, rebuilt = cached_run(tmp_path, tokenizers[0])
     assert not left[0].exists()
-    assert any(r.levelname == "INFO" and str(left[0]) in r.getMessage()
-               for r in caplog.records)
+    assert any(r.levelname == "INFO" and str(left[0]) in r.getMessage() for r in caplog.records)
     assert rebuilt[2]["cache"]["hit"] is False
-    assert [p.name for p in (tmp_path / "cache").iterdir()] == [Path(
-        rebuilt[2]["cache"]["path"]).name]
-    fresh = cache_tokenized(dataclasses.replace(cfg, tokenized_cache_dir=""), template,
-                            tokenizers[0])
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [
+        Path(rebuilt[2]["cache"]["path"]).name
+    ]
+    fresh = cache_tokenized(
+        dataclasses.replace(cfg, tokenized_cache_dir=""), template, tokenizers[0]
+    )
     assert_same_tokens(rebuilt, fresh)
 
 
 @pytest.mark.parametrize("theirs_ok", [True, False])
-def test_concurrent_runs_with_the_same_key_use_one_entry(tmp_path, tokenizers, caplog,
-                                                         monkeypatch, theirs_ok):
+def test_concurrent_runs_with_the_same_key_use_one_entry(
+    tmp_path, tokenizers, caplog, monkeypatch, theirs_ok
+):
     # Another run with the same key publishes the entry while this one is
     # tokenizing: this run's rename onto it fails, and it uses their copy once
     # that checks out, or replaces it (with a warning) if it does not.
@@ -478,8 +542,11 @@ def test_concurrent_runs_with_the_same_key_use_one_entry(tmp_path, tokenizers, c
         assert ("INFO", f"Another run cached {entry} first; using its copy.") in messages
     else:
         assert entry.stat().st_ino != published["inode"]  # ours replaced it
-        assert any(level == "WARNING" and f"Replacing the token cache entry {entry}: "
-                   "data.tokens.bin holds" in message for level, message in messages)
+        assert any(
+            level == "WARNING"
+            and f"Replacing the token cache entry {entry}: data.tokens.bin holds" in message
+            for level, message in messages
+        )
     assert_same_tokens(second, first)
     monkeypatch.undo()
     assert_same_tokens(token_cache.load_token_split(entry), first)
@@ -488,11 +555,19 @@ def test_concurrent_runs_with_the_same_key_use_one_entry(tmp_path, tokenizers, c
 
 @pytest.mark.parametrize("cache", [False, True])
 def test_every_example_cut_off_names_sequence_length(tmp_path, tokenizers, cache):
-    long = [{"prompt": f"Explain {i}. " + "Explain. " * 40, "completion": "Paris."}
-            for i in range(5)]
+    long = [
+        {"prompt": f"Explain {i}. " + "Explain. " * 40, "completion": "Paris."} for i in range(5)
+    ]
     path = write_jsonl(tmp_path / "d.jsonl", long)
-    cfg = Config(data=(path,), sequence_length=24, validation_fraction=0.0,
-                 tokenized_cache_dir=str(tmp_path / "cache") if cache else "")
-    with pytest.raises(ValueError, match=r"all 5 were dropped .* `sequence_length`.*"
-                                         r"Received: sequence_length=24"):
+    cfg = Config(
+        data=(path,),
+        sequence_length=24,
+        validation_fraction=0.0,
+        tokenized_cache_dir=str(tmp_path / "cache") if cache else "",
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"all 5 were dropped .* `sequence_length`.*"
+        r"Received: sequence_length=24",
+    ):
         cache_tokenized(cfg, get_template(cfg.template), tokenizers[0])

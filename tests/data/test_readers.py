@@ -16,8 +16,7 @@ BITEXT = "bitext-customer-support/Bitext_Sample_Customer_Support_Training_Datase
 
 def load(path, mapping=None, **options):
     report = LoadReport()
-    examples = list(iter_examples(read_file(path, mapping), report, mapping=mapping,
-                                  **options))
+    examples = list(iter_examples(read_file(path, mapping), report, mapping=mapping, **options))
     return examples, report
 
 
@@ -28,7 +27,8 @@ def test_real_dolly_file_in_the_input_output_spelling(shared_data):
     first = json.loads(path.open().readline())
     assert examples[0].messages == (
         Message("user", f"{first['instruction']}\n\nContext:\n{first['input']}"),
-        Message("assistant", first["output"]))
+        Message("assistant", first["output"]),
+    )
     assert examples[0].source == f"{path}:1" and examples[-1].source == f"{path}:1000"
     kept, report = load(path, drop_with_context=True)
     assert len(kept) == 803 and report.num_dropped_with_context == 197
@@ -40,7 +40,8 @@ def test_original_dolly_spelling_from_a_literal_file(tmp_path):
         '{"instruction": "Name a fruit.", "context": "", "response": "Apple.", '
         '"category": "brainstorming"}\n'
         '{"instruction": "Who?", "context": "Ada wrote it.", "response": "Ada.", '
-        '"category": "closed_qa"}\n')
+        '"category": "closed_qa"}\n'
+    )
     examples, _ = load(path)
     assert [m.content for m in examples[0].messages] == ["Name a fruit.", "Apple."]
     assert examples[1].messages[0].content == "Who?\n\nContext:\nAda wrote it."
@@ -54,11 +55,17 @@ def test_json_array_records_know_their_line(tmp_path):
     assert [r for _, r in read_file(path)] == records
 
 
-@pytest.mark.parametrize("document, count", [
-    ({"a": {"prompt": "P", "completion": "C"}, "b": {"prompt": "Q", "completion": "D"}}, 2),
-    ({"data": [{"prompt": "P", "completion": "C"}]}, 1),
-    ({"messages": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}]}, 1),
-])
+@pytest.mark.parametrize(
+    "document, count",
+    [
+        ({"a": {"prompt": "P", "completion": "C"}, "b": {"prompt": "Q", "completion": "D"}}, 2),
+        ({"data": [{"prompt": "P", "completion": "C"}]}, 1),
+        (
+            {"messages": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}]},
+            1,
+        ),
+    ],
+)
 def test_json_objects_of_records(tmp_path, document, count):
     path = tmp_path / "data.json"
     path.write_text(json.dumps(document, indent=1))
@@ -88,27 +95,34 @@ def test_parquet_and_gzip_and_directories(tmp_path):
 
     folder = tmp_path / "mixed"
     (folder / "sub").mkdir(parents=True)
-    pq.write_table(pa.table({"prompt": ["P1", "P2"], "completion": ["C1", "C2"]}),
-                   folder / "a.parquet")
+    pq.write_table(
+        pa.table({"prompt": ["P1", "P2"], "completion": ["C1", "C2"]}), folder / "a.parquet"
+    )
     with gzip.open(folder / "sub" / "b.jsonl.gz", "wt") as f:
         f.write('{"prompt": "P3", "completion": "C3"}\n')
     (folder / ".hidden.jsonl").write_text("not read")
     (folder / "notes.txt").write_text("not data")
     assert list_data_files(folder) == [folder / "a.parquet", folder / "sub" / "b.jsonl.gz"]
     pairs = [pair for file in list_data_files(folder) for pair in read_file(file)]
-    assert [loc for loc, _ in pairs] == [f"{folder / 'a.parquet'}:1", f"{folder / 'a.parquet'}:2",
-                                         f"{folder / 'sub' / 'b.jsonl.gz'}:1"]
+    assert [loc for loc, _ in pairs] == [
+        f"{folder / 'a.parquet'}:1",
+        f"{folder / 'a.parquet'}:2",
+        f"{folder / 'sub' / 'b.jsonl.gz'}:1",
+    ]
     assert [r["prompt"] for _, r in pairs] == ["P1", "P2", "P3"]
 
 
-@pytest.mark.parametrize("name, content", [
-    ("empty.jsonl", b""),
-    ("blank.jsonl", b"\n  \n"),
-    ("empty.json", b"  "),
-    ("empty_array.json", b"[]"),
-    ("empty.csv", b""),
-    ("header_only.csv", b"prompt,completion\n"),
-])
+@pytest.mark.parametrize(
+    "name, content",
+    [
+        ("empty.jsonl", b""),
+        ("blank.jsonl", b"\n  \n"),
+        ("empty.json", b"  "),
+        ("empty_array.json", b"[]"),
+        ("empty.csv", b""),
+        ("header_only.csv", b"prompt,completion\n"),
+    ],
+)
 def test_empty_files_error_or_count_as_a_skip(tmp_path, name, content):
     path = tmp_path / name
     path.write_bytes(content)
@@ -134,7 +148,10 @@ def test_non_utf8_bytes_name_the_field_or_the_line(tmp_path):
     with pytest.raises(DataError) as info:
         parse_record(pairs[0][1], pairs[0][0])
     assert (info.value.location, info.value.field, info.value.reason) == (
-        f"{path}:1", "completion", "non_utf8")
+        f"{path}:1",
+        "completion",
+        "non_utf8",
+    )
     assert pairs[1][1].reason == "non_utf8" and pairs[1][0] == f"{path}:2"
     csv_path = tmp_path / "bytes.csv"
     csv_path.write_bytes(b"prompt,completion\nP,ok\nP,caf\xe9\n")
@@ -143,13 +160,16 @@ def test_non_utf8_bytes_name_the_field_or_the_line(tmp_path):
     assert (info.value.location, info.value.field) == (f"{csv_path}:3", "completion")
 
 
-@pytest.mark.parametrize("header, mapping, match", [
-    ("instrucion,respons", None, "'instrucion' -> 'instruction'"),
-    ("prompt,prompt", None, "twice"),
-    ("prompt,,completion", None, "empty column"),
-    ("headline,category", "prompt=headline,label=categry", "no column 'categry'"),
-    ("instruction,category", None, "matches no known record shape"),
-])
+@pytest.mark.parametrize(
+    "header, mapping, match",
+    [
+        ("instrucion,respons", None, "'instrucion' -> 'instruction'"),
+        ("prompt,prompt", None, "twice"),
+        ("prompt,,completion", None, "empty column"),
+        ("headline,category", "prompt=headline,label=categry", "no column 'categry'"),
+        ("instruction,category", None, "matches no known record shape"),
+    ],
+)
 def test_wrong_csv_header_fails_before_any_row(tmp_path, header, mapping, match):
     path = tmp_path / "data.csv"
     path.write_text(f"{header}\nA,B,C\n")
@@ -170,10 +190,13 @@ def test_csv_rows_with_the_wrong_number_of_values(tmp_path):
     assert len(examples) == 1 and report.skipped == {"bad_row": 2}
 
 
-@pytest.mark.parametrize("name, match", [
-    ("missing.jsonl", "does not exist"),
-    ("data.txt", "unknown suffix"),
-])
+@pytest.mark.parametrize(
+    "name, match",
+    [
+        ("missing.jsonl", "does not exist"),
+        ("data.txt", "unknown suffix"),
+    ],
+)
 def test_unusable_paths(tmp_path, name, match):
     if name.endswith(".txt"):
         (tmp_path / name).write_text("x")
@@ -206,12 +229,15 @@ def test_json_lines_in_a_json_file(tmp_path):
 
 # ------------------------------------------------- issue 13: long fields, NULs, UTF-16
 
+
 def test_csv_fields_past_csvs_default_limit_read_like_jsonl(tmp_path):
     # Python's csv stops at 131,072 characters a field; the same records in
     # JSONL always trained, so CSV must read them too, and leave csv's
     # process-wide limit as it was, also while the reader is suspended.
-    records = [{"prompt": "P1", "completion": "x" * 140_000},
-               {"prompt": "y\n" * 100_000, "completion": "C2"}]
+    records = [
+        {"prompt": "P1", "completion": "x" * 140_000},
+        {"prompt": "y\n" * 100_000, "completion": "C2"},
+    ]
     csv_path, jsonl_path = tmp_path / "long.csv", tmp_path / "long.jsonl"
     with csv_path.open("w", newline="") as f:
         writer = csv.DictWriter(f, ["prompt", "completion"])
@@ -243,7 +269,10 @@ def test_csv_field_over_the_bound_is_a_bad_record(tmp_path):
     with pytest.raises(DataError, match=f"at most {CSV_FIELD_MAX_CHARS:,}") as info:
         load(path)
     assert (info.value.location, info.value.field, info.value.reason) == (
-        f"{path}:3", "completion", "field_too_long")
+        f"{path}:3",
+        "completion",
+        "field_too_long",
+    )
     examples, report = load(path, skip_bad_records=True)
     assert [e.messages[0].content for e in examples] == ["P1", "P3"]
     assert report.skipped == {"field_too_long": 1}
@@ -262,7 +291,7 @@ def test_csv_field_past_the_parser_limit_refuses_the_file(tmp_path, monkeypatch)
     with pytest.raises(DataError, match="unbalanced") as info:
         load(path, skip_bad_records=True)
     assert info.value.location == f"{path}:3" and "200" in str(info.value)
-    path.write_text('prompt,completion\nP1,' + "c" * 100 + "\nP2,C2\n")
+    path.write_text("prompt,completion\nP1," + "c" * 100 + "\nP2,C2\n")
     examples, report = load(path, skip_bad_records=True)
     assert len(examples) == 1 and report.skipped == {"field_too_long": 1}
 
@@ -271,8 +300,9 @@ def test_csv_field_past_the_parser_limit_refuses_the_file(tmp_path, monkeypatch)
 @pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "utf-32"])
 def test_utf16_files_get_an_encoding_hint_in_every_reader(tmp_path, name, encoding):
     record = {"prompt": "Caf\u00e9?", "completion": "Oui."}
-    text = {"data.jsonl": json.dumps(record) + "\n",
-            "data.json": json.dumps([record])}.get(name, "prompt,completion\nCaf\u00e9?,Oui.\n")
+    text = {"data.jsonl": json.dumps(record) + "\n", "data.json": json.dumps([record])}.get(
+        name, "prompt,completion\nCaf\u00e9?,Oui.\n"
+    )
     data = ("\ufeff" + text).encode(encoding)  # utf-16, utf-32: little-endian, BOM
     if encoding != "utf-16-be":
         data = text.encode(encoding)  # these codecs write the BOM themselves
@@ -288,12 +318,18 @@ def test_utf16_files_get_an_encoding_hint_in_every_reader(tmp_path, name, encodi
     assert examples[0].messages[0].content == "Caf\u00e9?"
 
 
-@pytest.mark.parametrize("name, content", [
-    ("nul.csv", b"prompt,completion\nP,ok\nP\x00\x00x,ok\nQ,ok\n"),
-    ("nul.jsonl", b'{"prompt": "P", "completion": "ok"}\n'
-                  b'{"prompt": "P\\u0000\\u0000x", "completion": "ok"}\n'
-                  b'{"prompt": "Q", "completion": "ok"}\n'),
-])
+@pytest.mark.parametrize(
+    "name, content",
+    [
+        ("nul.csv", b"prompt,completion\nP,ok\nP\x00\x00x,ok\nQ,ok\n"),
+        (
+            "nul.jsonl",
+            b'{"prompt": "P", "completion": "ok"}\n'
+            b'{"prompt": "P\\u0000\\u0000x", "completion": "ok"}\n'
+            b'{"prompt": "Q", "completion": "ok"}\n',
+        ),
+    ],
+)
 def test_nul_characters_are_refused_or_counted_never_trained(tmp_path, name, content):
     # A tokenizer reads NUL as <unk>: refused with file:line:field and the
     # count, or skipped and counted with --skip-bad-records.
@@ -303,7 +339,10 @@ def test_nul_characters_are_refused_or_counted_never_trained(tmp_path, name, con
     with pytest.raises(DataError, match=r"holds 2 NUL character\(s\)") as info:
         load(path)
     assert (info.value.location, info.value.field, info.value.reason) == (
-        f"{path}:{line}", "prompt", "nul_byte")
+        f"{path}:{line}",
+        "prompt",
+        "nul_byte",
+    )
     examples, report = load(path, skip_bad_records=True)
     assert [e.messages[0].content for e in examples] == ["P", "Q"]
     assert report.skipped == {"nul_byte": 1} and "nul_byte" in report.summary()

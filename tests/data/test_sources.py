@@ -8,26 +8,38 @@ from pathlib import Path
 import pytest
 
 from keras_ft import hub
-from keras_ft.data import sources
 from keras_ft.config import Config
-from keras_ft.data.split import load_examples
+from keras_ft.data import sources
 from keras_ft.data.records import DataError
 from keras_ft.data.sources import KaggleSource, LocalSource, TfdsSource, interleave, parse_spec
+from keras_ft.data.split import load_examples
 
 NEWS = "rmisra/news-category-dataset"
 NEWS_FILE = "News_Category_Dataset_v3.json"
 
 
-@pytest.mark.parametrize("spec, expected", [
-    ("data/x.jsonl", LocalSource("data/x.jsonl", Path("data/x.jsonl"))),
-    ("tfds:imdb_reviews", TfdsSource("tfds:imdb_reviews", "imdb_reviews", "train")),
-    ("tfds:glue/sst2:validation[:10%]",
-     TfdsSource("tfds:glue/sst2:validation[:10%]", "glue/sst2", "validation[:10%]")),
-    (f"kaggle:{NEWS}", KaggleSource(f"kaggle:{NEWS}", "rmisra", "news-category-dataset")),
-    (f"kaggle:{NEWS}/versions/3/{NEWS_FILE}",
-     KaggleSource(f"kaggle:{NEWS}/versions/3/{NEWS_FILE}", "rmisra",
-                  "news-category-dataset", 3, NEWS_FILE)),
-])
+@pytest.mark.parametrize(
+    "spec, expected",
+    [
+        ("data/x.jsonl", LocalSource("data/x.jsonl", Path("data/x.jsonl"))),
+        ("tfds:imdb_reviews", TfdsSource("tfds:imdb_reviews", "imdb_reviews", "train")),
+        (
+            "tfds:glue/sst2:validation[:10%]",
+            TfdsSource("tfds:glue/sst2:validation[:10%]", "glue/sst2", "validation[:10%]"),
+        ),
+        (f"kaggle:{NEWS}", KaggleSource(f"kaggle:{NEWS}", "rmisra", "news-category-dataset")),
+        (
+            f"kaggle:{NEWS}/versions/3/{NEWS_FILE}",
+            KaggleSource(
+                f"kaggle:{NEWS}/versions/3/{NEWS_FILE}",
+                "rmisra",
+                "news-category-dataset",
+                3,
+                NEWS_FILE,
+            ),
+        ),
+    ],
+)
 def test_parse_spec(spec, expected):
     assert parse_spec(spec) == expected
 
@@ -47,28 +59,41 @@ def tfds_dir(tmp_path_factory):
     import tensorflow_datasets as tfds
 
     data_dir = tmp_path_factory.mktemp("tfds")
-    features = tfds.features.FeaturesDict({
-        "headline": tfds.features.Text(),
-        "category": tfds.features.ClassLabel(names=["SPORTS", "POLITICS"])})
+    features = tfds.features.FeaturesDict(
+        {
+            "headline": tfds.features.Text(),
+            "category": tfds.features.ClassLabel(names=["SPORTS", "POLITICS"]),
+        }
+    )
     rows = [{"headline": f"Headline {i}", "category": i % 2} for i in range(6)]
     tfds.dataset_builders.store_as_tfds_dataset(
-        name="tiny_news", version="1.0.0", features=features, config="plain",
+        name="tiny_news",
+        version="1.0.0",
+        features=features,
+        config="plain",
         split_datasets={"train": list(enumerate(rows)), "test": list(enumerate(rows[:2]))},
-        data_dir=data_dir, disable_shuffling=True)
+        data_dir=data_dir,
+        disable_shuffling=True,
+    )
     return data_dir
 
 
 def test_tfds_dataset_built_locally_loads_with_a_field_mapping(tfds_dir, monkeypatch):
     monkeypatch.setenv("TFDS_DATA_DIR", str(tfds_dir))
-    cfg = Config(data=("tfds:tiny_news/plain:train",), fields="prompt=headline,label=category",
-                 validation_fraction=0.0, shuffle=False)
+    cfg = Config(
+        data=("tfds:tiny_news/plain:train",),
+        fields="prompt=headline,label=category",
+        validation_fraction=0.0,
+        shuffle=False,
+    )
     train, validation, report = load_examples(cfg)
     assert [e.messages[0].content for e in train] == [f"Headline {i}" for i in range(6)]
     assert [e.label for e in train] == ["SPORTS", "POLITICS"] * 3  # names, not ids
     assert report.labels == {"SPORTS": 3, "POLITICS": 3} and validation == []
     assert train[0].source == "tfds:tiny_news/plain:train:1"
-    test_split = load_examples(Config(data=("tfds:tiny_news/plain:test",),
-                                      fields=cfg.fields, validation_fraction=0.0))[0]
+    test_split = load_examples(
+        Config(data=("tfds:tiny_news/plain:test",), fields=cfg.fields, validation_fraction=0.0)
+    )[0]
     assert len(test_split) == 2
 
 
@@ -88,9 +113,20 @@ def _populate_cache(root: Path, version: int = 3) -> Path:
     dataset = root / "datasets" / "rmisra" / "news-category-dataset"
     folder = dataset / "versions" / str(version)
     folder.mkdir(parents=True)
-    (folder / NEWS_FILE).write_text("\n".join(json.dumps(
-        {"headline": f"H{i}", "category": "SPORTS" if i % 2 else "POLITICS",
-         "short_description": "", "link": "l"}) for i in range(10)) + "\n")
+    (folder / NEWS_FILE).write_text(
+        "\n".join(
+            json.dumps(
+                {
+                    "headline": f"H{i}",
+                    "category": "SPORTS" if i % 2 else "POLITICS",
+                    "short_description": "",
+                    "link": "l",
+                }
+            )
+            for i in range(10)
+        )
+        + "\n"
+    )
     (dataset / f"{version}.complete").touch()
     return folder
 
@@ -113,17 +149,22 @@ def test_kaggle_from_a_prepopulated_cache_offline(kaggle_cache, monkeypatch):
     # served from the cache by kagglehub without the network).
     assert Path(kagglehub.dataset_download(f"{NEWS}/versions/3")) == folder
     assert sources.cached_kaggle_path(parse_spec(f"kaggle:{NEWS}")) == folder
-    for spec in (f"kaggle:{NEWS}", f"kaggle:{NEWS}/{NEWS_FILE}",
-                 f"kaggle:{NEWS}/versions/3/{NEWS_FILE}"):
-        cfg = Config(data=(spec,), fields="prompt=headline+short_description,label=category",
-                     validation_fraction=0.2)
+    for spec in (
+        f"kaggle:{NEWS}",
+        f"kaggle:{NEWS}/{NEWS_FILE}",
+        f"kaggle:{NEWS}/versions/3/{NEWS_FILE}",
+    ):
+        cfg = Config(
+            data=(spec,),
+            fields="prompt=headline+short_description,label=category",
+            validation_fraction=0.2,
+        )
         train, validation, report = load_examples(cfg)
         assert (len(train), len(validation)) == (8, 2)
         assert report.labels == {"SPORTS": 5, "POLITICS": 5}
 
 
-def test_kaggle_offline_without_cache_fails_fast_and_says_what_to_do(kaggle_cache,
-                                                                     monkeypatch):
+def test_kaggle_offline_without_cache_fails_fast_and_says_what_to_do(kaggle_cache, monkeypatch):
     monkeypatch.setenv("KERAS_FT_OFFLINE", "1")
     start = time.monotonic()
     with pytest.raises(DataError) as info:
@@ -159,8 +200,7 @@ def test_kaggle_download_errors_become_actionable(kaggle_cache, monkeypatch, tmp
         sources.resolve_kaggle(parse_spec(f"kaggle:{NEWS}"))
     downloaded = tmp_path / "downloaded"
     downloaded.mkdir()
-    monkeypatch.setattr(kagglehub, "dataset_download",
-                        lambda handle, path=None: str(downloaded))
+    monkeypatch.setattr(kagglehub, "dataset_download", lambda handle, path=None: str(downloaded))
     assert sources.resolve_kaggle(parse_spec(f"kaggle:{NEWS}")) == downloaded
 
 
@@ -207,16 +247,20 @@ def test_a_file_is_cached_by_its_own_marker_or_the_bundle_marker(kaggle_cache):
 
 
 def _write(path: Path, name: str, count: int) -> str:
-    path.write_text("".join(json.dumps({"prompt": f"{name} {i}", "completion": name}) + "\n"
-                            for i in range(count)))
+    path.write_text(
+        "".join(
+            json.dumps({"prompt": f"{name} {i}", "completion": name}) + "\n" for i in range(count)
+        )
+    )
     return str(path)
 
 
 def test_weighted_mixture_of_two_files_has_the_expected_proportions(tmp_path):
     a = _write(tmp_path / "a.jsonl", "A", 2000)
     b = _write(tmp_path / "b.jsonl", "B", 2000)
-    cfg = Config(data=(a, b), data_weights=(3.0, 1.0), num_examples=1200,
-                 validation_fraction=0.0, seed=7)
+    cfg = Config(
+        data=(a, b), data_weights=(3.0, 1.0), num_examples=1200, validation_fraction=0.0, seed=7
+    )
     train, _, report = load_examples(cfg)
     share = sum(e.messages[1].content == "A" for e in train) / len(train)
     assert len(train) == 1200 and abs(share - 0.75) < 0.05  # 4 binomial sd
@@ -245,8 +289,7 @@ def test_interleave_is_deterministic_and_weighted():
     assert abs(run(1).count(0) / 5000 - 0.2) < 0.03
 
 
-@pytest.mark.parametrize("weights, match", [((1.0,), "one weight per"),
-                                            ((1.0, 0.0), "positive")])
+@pytest.mark.parametrize("weights, match", [((1.0,), "one weight per"), ((1.0, 0.0), "positive")])
 def test_bad_weights_name_the_field(tmp_path, weights, match):
     a = _write(tmp_path / "a.jsonl", "A", 5)
     with pytest.raises(ValueError, match=match) as info:

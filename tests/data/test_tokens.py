@@ -3,14 +3,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from keras_ft.templates import Example, Message, get_template
-from keras_ft.data.tokenizer import TextTokenizer, format_marked, prompt_token_ids, tokenize_example
 from keras_ft.data.batches import bucket_lengths, make_batch
+from keras_ft.data.tokenizer import TextTokenizer, format_marked, prompt_token_ids, tokenize_example
+from keras_ft.templates import Example, Message, get_template
 
-THREE_TURNS = Example((
-    Message("user", "How do I boil an egg?"), Message("assistant", "1. Fill a pot."),
-    Message("user", "And then?"), Message("assistant", "2. Bring the water to a boil."),
-    Message("user", "Done?"), Message("assistant", "3. Lower the egg in.")))
+THREE_TURNS = Example(
+    (
+        Message("user", "How do I boil an egg?"),
+        Message("assistant", "1. Fill a pot."),
+        Message("user", "And then?"),
+        Message("assistant", "2. Bring the water to a boil."),
+        Message("user", "Done?"),
+        Message("assistant", "3. Lower the egg in."),
+    )
+)
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +41,9 @@ def test_loss_mask_covers_exactly_the_assistant_turns(tokenizer):
 
 
 def test_full_sequence_loss_when_completion_only_is_off(tokenizer):
-    tokenized = tokenize_example(THREE_TURNS, get_template("gemma"), tokenizer, 256,
-                                 completion_only=False)
+    tokenized = tokenize_example(
+        THREE_TURNS, get_template("gemma"), tokenizer, 256, completion_only=False
+    )
     assert tokenized.loss_mask[1:].all() and not tokenized.loss_mask[0]
 
 
@@ -51,8 +58,9 @@ def test_truncation_is_counted_and_fully_truncated_is_dropped(tokenizer):
 
 def test_format_marked_shows_loss_tokens(tokenizer):
     example = Example((Message("user", "Hi"), Message("assistant", "ok")))
-    text = format_marked(tokenize_example(example, get_template("instruction"), tokenizer,
-                                          64), tokenizer)
+    text = format_marked(
+        tokenize_example(example, get_template("instruction"), tokenizer, 64), tokenizer
+    )
     assert text.startswith("<bos>Instruction:") and text.endswith("[[<eos>]]")
     assert "[[Hi]]" not in text
 
@@ -62,8 +70,7 @@ def test_llama3_specials_resolve_in_a_bpe_vocabulary(tiny_llama3):
     tokenized = tokenize_example(THREE_TURNS, get_template("llama3"), tokenizer, 512)
     eot = tokenizer.special_id("<|eot_id|>")
     assert tokenized.token_ids[0] == tokenizer.special_id("<bos>")
-    assert sum(int(i) == eot and m for i, m in zip(tokenized.token_ids,
-                                                   tokenized.loss_mask)) == 3
+    assert sum(int(i) == eot and m for i, m in zip(tokenized.token_ids, tokenized.loss_mask)) == 3
 
 
 def test_gemma_template_refused_for_a_vocabulary_without_its_tokens(tiny_llama3):
@@ -76,9 +83,15 @@ def test_buckets_and_batches(tokenizer):
     assert bucket_lengths(256, 4) == [64, 128, 192, 256]
     assert bucket_lengths(256, 1) == [256]
     template = get_template("instruction")
-    examples = [tokenize_example(Example((Message("user", "Hi " * n),
-                                          Message("assistant", "ok"))), template, tokenizer, 256)
-                for n in (1, 30)]
+    examples = [
+        tokenize_example(
+            Example((Message("user", "Hi " * n), Message("assistant", "ok"))),
+            template,
+            tokenizer,
+            256,
+        )
+        for n in (1, 30)
+    ]
     x, y, w = make_batch(examples, bucket_lengths(256, 4), tokenizer.pad_id)
     longest = max(len(e.token_ids) for e in examples) - 1
     assert x["token_ids"].shape[1] == next(b for b in (64, 128, 192, 256) if b >= longest)
@@ -88,16 +101,26 @@ def test_buckets_and_batches(tokenizer):
     np.testing.assert_array_equal(x["labels"][0, : n - 1], first.token_ids[1:])
     np.testing.assert_array_equal(x["loss_weights"][0, : n - 1], first.loss_mask[1:])
     # n - 1 input positions: the last token is only a label.
-    assert x["padding_mask"][0, :n - 1].all() and not x["padding_mask"][0, n - 1:].any()
-    assert x["loss_weights"][0, n - 1:].sum() == 0
+    assert x["padding_mask"][0, : n - 1].all() and not x["padding_mask"][0, n - 1 :].any()
+    assert x["loss_weights"][0, n - 1 :].sum() == 0
 
 
 # ------------------------------------------- segment-wise = whole-string ids
 
-LLAMA3_SPECIALS = ("<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>",
-                   "<|end_header_id|>", "<|eot_id|>")
-TEMPLATE_NAMES = ("instruction", "gemma", "llama3", "Context: {prompt}\nResponse:\n{response}",
-                  "{prompt}\n\nWrite\n{response}")
+LLAMA3_SPECIALS = (
+    "<|begin_of_text|>",
+    "<|end_of_text|>",
+    "<|start_header_id|>",
+    "<|end_header_id|>",
+    "<|eot_id|>",
+)
+TEMPLATE_NAMES = (
+    "instruction",
+    "gemma",
+    "llama3",
+    "Context: {prompt}\nResponse:\n{response}",
+    "{prompt}\n\nWrite\n{response}",
+)
 TEXT = st.text(alphabet="abcdefghiklmnoprstuwyHIW 0123456789.,?!\n", max_size=24)
 
 
@@ -111,9 +134,12 @@ def _vocabulary(dummy_prefix: bool):
 
     from keras_ft.testing import train_tiny_sentencepiece
 
-    proto = train_tiny_sentencepiece(vocab_size=200, add_dummy_prefix=dummy_prefix,
-                                     remove_extra_whitespaces=False,
-                                     extra_symbols=LLAMA3_SPECIALS)
+    proto = train_tiny_sentencepiece(
+        vocab_size=200,
+        add_dummy_prefix=dummy_prefix,
+        remove_extra_whitespaces=False,
+        extra_symbols=LLAMA3_SPECIALS,
+    )
     model = sentencepiece_model_pb2.ModelProto()
     model.ParseFromString(proto)
     assert model.normalizer_spec.add_dummy_prefix == dummy_prefix
@@ -144,8 +170,8 @@ def chats(draw):
 def _natural(segments, template, reference):
     """The begin tokens (added by the model), then the rest of the rendered
     string tokenized at once."""
-    begin = [reference.piece_to_id(s.text) for s in segments[:len(template.begin)]]
-    return begin + reference.encode("".join(s.text for s in segments[len(template.begin):]))
+    begin = [reference.piece_to_id(s.text) for s in segments[: len(template.begin)]]
+    return begin + reference.encode("".join(s.text for s in segments[len(template.begin) :]))
 
 
 def _text_of(ids, reference):
@@ -156,7 +182,8 @@ def _text_of(ids, reference):
 @settings(max_examples=40, deadline=None)
 @given(messages=chats())
 def test_ids_are_the_whole_rendered_string_tokenized_and_mask_the_replies(
-        vocabulary, name, messages):
+    vocabulary, name, messages
+):
     tokenizer, reference = vocabulary
     template = get_template(name)
     segments = template.render(messages)
@@ -166,9 +193,10 @@ def test_ids_are_the_whole_rendered_string_tokenized_and_mask_the_replies(
     ids, mask = tokenized.token_ids, tokenized.loss_mask
     trained = "".join(s.text for s in segments if s.trainable)
     prefix = " " if tokenizer.dummy_prefix else ""
-    begin = "".join(s.text for s in segments[:len(template.begin)])
-    untrained = begin + prefix + "".join(s.text for s in segments[len(template.begin):]
-                                         if not s.trainable)
+    begin = "".join(s.text for s in segments[: len(template.begin)])
+    untrained = (
+        begin + prefix + "".join(s.text for s in segments[len(template.begin) :] if not s.trainable)
+    )
     assert _text_of(ids[mask], reference) == trained
     assert _text_of(ids[~mask], reference) == untrained
 
@@ -181,13 +209,20 @@ def test_generation_prompt_ids_are_the_rendered_prompt_tokenized(vocabulary, nam
     template = get_template(name)
     prompt = messages[:-1]
     assert prompt_token_ids(prompt, template, tokenizer) == _natural(
-        template.render_prompt(prompt), template, reference)
+        template.render_prompt(prompt), template, reference
+    )
 
 
 def test_dummy_prefix_comes_once_at_the_start():
     tokenizer, reference = _vocabulary(dummy_prefix=True)
-    chat = Example((Message("user", "Hi"), Message("assistant", "ok"),
-                    Message("user", "Why?"), Message("assistant", "fox")))
+    chat = Example(
+        (
+            Message("user", "Hi"),
+            Message("assistant", "ok"),
+            Message("user", "Why?"),
+            Message("assistant", "fox"),
+        )
+    )
     ids = tokenize_example(chat, get_template("instruction"), tokenizer, 256).token_ids
     pieces = [reference.id_to_piece(int(i)) for i in ids]
     assert pieces[0] == "<bos>" and pieces[1].startswith("\u2581")

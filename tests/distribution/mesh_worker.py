@@ -26,7 +26,6 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 
 import h5py  # noqa: E402
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 
 from keras_ft import pipeline  # noqa: E402
 from keras_ft.config import Config  # noqa: E402
@@ -36,8 +35,13 @@ from keras_ft.train.checkpoint import Checkpoints  # noqa: E402
 def adapter_arrays(path: Path) -> dict:
     arrays = {}
     with h5py.File(path, "r") as f:
-        f.visititems(lambda name, obj: arrays.__setitem__(name, obj[()].tolist())
-                     if isinstance(obj, h5py.Dataset) else None)
+        f.visititems(
+            lambda name, obj: (
+                arrays.__setitem__(name, obj[()].tolist())
+                if isinstance(obj, h5py.Dataset)
+                else None
+            )
+        )
     return arrays
 
 
@@ -53,14 +57,18 @@ def main():
             shardings[current["name"]] = {
                 v.path: sorted({tuple(s.data.shape) for s in v.value.addressable_shards})
                 for v in causal_lm.backbone.weights
-                if "embeddings" in v.path or "lora" in v.path or "ffw_gating" in v.path
-                or "feedforward_gate" in v.path}
+                if "embeddings" in v.path
+                or "lora" in v.path
+                or "ffw_gating" in v.path
+                or "feedforward_gate" in v.path
+            }
         return causal_lm
 
     pipeline.build_model = build_and_record
     for job in jobs["runs"]:
-        cfg = Config(**{k: tuple(v) if isinstance(v, list) else v
-                        for k, v in job["config"].items()})
+        cfg = Config(
+            **{k: tuple(v) if isinstance(v, list) else v for k, v in job["config"].items()}
+        )
         run_dir = Path(cfg.output_dir)
         current["name"] = job["name"]
         if job.get("copy_from"):
@@ -75,12 +83,16 @@ def main():
         out["runs"][job["name"]] = {
             "losses": [r["step_loss"] for r in steps if "step_loss" in r and "epoch" not in r],
             "adapter": adapter_arrays(result.adapter_path),
-            "metrics_before": result.metrics_before, "metrics_after": result.metrics_after,
+            "metrics_before": result.metrics_before,
+            "metrics_after": result.metrics_after,
             "samples": result.samples,
             "distribution": str(keras.distribution.distribution()),
-            "files": sorted(p.name for p in run_dir.iterdir())}
-    out["shardings"] = {name: {p: [list(s) for s in v] for p, v in table.items()}
-                        for name, table in shardings.items()}
+            "files": sorted(p.name for p in run_dir.iterdir()),
+        }
+    out["shardings"] = {
+        name: {p: [list(s) for s in v] for p, v in table.items()}
+        for name, table in shardings.items()
+    }
     print("RESULT " + json.dumps(out))
 
 

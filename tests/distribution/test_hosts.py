@@ -21,16 +21,20 @@ from keras_ft.train.checkpoint import Checkpoints, TrainState
 
 def _examples(n=11):
     # rows of different lengths, so the bucket a batch pads to depends on its rows
-    return [TokenizedExample(e.token_ids[: 4 + i], e.loss_mask[: 4 + i], 4 + i)
-            for i, e in enumerate(synthetic_examples(n, length=16))]
+    return [
+        TokenizedExample(e.token_ids[: 4 + i], e.loss_mask[: 4 + i], 4 + i)
+        for i, e in enumerate(synthetic_examples(n, length=16))
+    ]
 
 
 @pytest.mark.parametrize("packing", [False, True])
 def test_each_host_serves_its_rows_of_the_same_global_batch(packing):
     examples = _examples()
     whole = BatchSequence(examples, 4, 32, 0, seed=3, packing=packing, shard=DataShard(0, 1))
-    parts = [BatchSequence(examples, 4, 32, 0, seed=3, packing=packing,
-                           shard=DataShard(i, 2)) for i in range(2)]
+    parts = [
+        BatchSequence(examples, 4, 32, 0, seed=3, packing=packing, shard=DataShard(i, 2))
+        for i in range(2)
+    ]
     for epoch in (0, 1):
         for s in (whole, *parts):
             s.set_span(epoch)
@@ -40,7 +44,8 @@ def test_each_host_serves_its_rows_of_the_same_global_batch(packing):
             assert len(x["token_ids"]) == 4  # every batch is full: the last one padded
             for key in x:  # host 0 has rows 0-1, host 1 rows 2-3, padded alike
                 np.testing.assert_array_equal(
-                    np.concatenate([h[key] for h in halves]), x[key], err_msg=key)
+                    np.concatenate([h[key] for h in halves]), x[key], err_msg=key
+                )
             # the order is (seed, epoch)'s, the same on every host
             np.testing.assert_array_equal(parts[1].batch_indices(b), whole.batch_indices(b))
 
@@ -88,13 +93,15 @@ def test_a_process_that_is_not_the_writer_writes_nothing(not_the_writer, tmp_pat
         path = Checkpoints(run_dir / "checkpoints", 2).save(trainer, TrainState(4), cfg, {})
         assert trainer.synced == 1 and path.name == "step-00000004"  # synced, not written
         state = TrainState(batches_done=1)
-        callbacks.JsonlLogger(run_dir / "metrics.jsonl", state,
-                              callbacks.StepTracker(state, None, lambda s: 0.0)
-                              ).on_epoch_end(0, {"loss": 1.0})
+        callbacks.JsonlLogger(
+            run_dir / "metrics.jsonl", state, callbacks.StepTracker(state, None, lambda s: 0.0)
+        ).on_epoch_end(0, {"loss": 1.0})
         callbacks.TensorBoardLogger(run_dir / "tensorboard", state).on_train_batch_end(
-            0, {"step_loss": 1.0})
-        assert callbacks.plot_loss_curve(run_dir / "metrics.jsonl",
-                                         run_dir / "loss_curve.png") is None
+            0, {"step_loss": 1.0}
+        )
+        assert (
+            callbacks.plot_loss_curve(run_dir / "metrics.jsonl", run_dir / "loss_curve.png") is None
+        )
     assert not run_dir.exists()
 
 
@@ -106,9 +113,9 @@ def test_the_writer_writes_what_the_others_do_not(tmp_path):
         assert run.lock is not None
         rundir.accept(run_dir, cfg, fresh=True)
         state = TrainState(batches_done=1)
-        callbacks.JsonlLogger(run_dir / "metrics.jsonl", state,
-                              callbacks.StepTracker(state, None, lambda s: 0.0)
-                              ).on_epoch_end(0, {"loss": 1.0})
+        callbacks.JsonlLogger(
+            run_dir / "metrics.jsonl", state, callbacks.StepTracker(state, None, lambda s: 0.0)
+        ).on_epoch_end(0, {"loss": 1.0})
     assert (run_dir / "config.json").exists() and (run_dir / rundir.MARKER).exists()
     assert json.loads((run_dir / "metrics.jsonl").read_text())["loss"] == 1.0
 

@@ -10,8 +10,10 @@ import keras_hub
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-SCRIPTS = {"gemma_7b_en_tpu_v3_8_model_parallel.py": ("gemma_7b_en", (1, 8)),
-           "gemma_2b_en_tpu_v3_8_data_parallel.py": ("gemma_2b_en", (8, 1))}
+SCRIPTS = {
+    "gemma_7b_en_tpu_v3_8_model_parallel.py": ("gemma_7b_en", (1, 8)),
+    "gemma_2b_en_tpu_v3_8_data_parallel.py": ("gemma_2b_en", (8, 1)),
+}
 
 
 def load(name):
@@ -30,14 +32,20 @@ def test_script_dry_runs_on_a_tpu_v3_8_without_loading_weights(name, monkeypatch
     def refuse(*args, **kwargs):
         raise AssertionError("a dry run must not load or download anything")
 
-    for cls in (keras_hub.models.CausalLM, keras_hub.models.Backbone,
-                keras_hub.tokenizers.Tokenizer):
+    for cls in (
+        keras_hub.models.CausalLM,
+        keras_hub.models.Backbone,
+        keras_hub.tokenizers.Tokenizer,
+    ):
         monkeypatch.setattr(cls, "from_preset", refuse)
     preset, mesh = SCRIPTS[name]
     script = load(name)
     # the exact Kaggle handle keras-hub downloads for that preset name
-    assert script.KAGGLE_HANDLE == keras_hub.models.GemmaBackbone.presets[preset][
-        "kaggle_handle"] == script.CONFIG.preset
+    assert (
+        script.KAGGLE_HANDLE
+        == keras_hub.models.GemmaBackbone.presets[preset]["kaggle_handle"]
+        == script.CONFIG.preset
+    )
     plan = script.dry_run()
     assert plan.mesh == mesh, plan.reason
     assert plan.verdict.device.name == "TPU v3-8" and plan.verdict.fits, str(plan.verdict)
@@ -54,4 +62,5 @@ def test_install_cell_pins_what_setup_cfg_pins(name):
     for package in ("keras", "keras-hub", "jax", "kagglehub"):
         pinned = re.search(rf"^\s*{re.escape(package)}(>=[^\s#]+)", requires, re.M).group(1)
         assert re.search(rf'"{re.escape(package)}(\[tpu\])?{re.escape(pinned)}"', text), (
-            f"{name}: the install cell must pin {package}{pinned} as setup.cfg does")
+            f"{name}: the install cell must pin {package}{pinned} as setup.cfg does"
+        )

@@ -17,8 +17,9 @@ def _rows(plan):
 
 
 def test_the_plan_of_a_tiny_gemma_by_hand():
-    plan = memory.plan_memory(TINY, dtype="float32", lora_rank=4, batch_size=2,
-                              sequence_length=8, platform="tpu")
+    plan = memory.plan_memory(
+        TINY, dtype="float32", lora_rank=4, batch_size=2, sequence_length=8, platform="tpu"
+    )
     rows = _rows(plan)
     # Per layer: 2 norms of 16, query 2x16x8, key and value 1x16x8, output 2x8x16,
     # three feed-forward kernels 16x16 = 1568 values; plus the 160x16 embedding
@@ -69,17 +70,23 @@ def test_on_cpu_bfloat16_weights_get_float32_copies_and_float32_activations():
 def test_activations_grow_with_batch_and_length_and_split_over_the_data_axis():
     def act(**kw):
         return _rows(memory.plan_memory(TINY, platform="tpu", **kw))[
-            "activations kept for backward"]
+            "activations kept for backward"
+        ]
 
-    assert act(batch_size=4, sequence_length=16) > act(batch_size=2, sequence_length=16) > \
-        act(batch_size=2, sequence_length=8)
+    assert (
+        act(batch_size=4, sequence_length=16)
+        > act(batch_size=2, sequence_length=16)
+        > act(batch_size=2, sequence_length=8)
+    )
     assert act(batch_size=8, sequence_length=16, mesh=(8, 1)) == act(
-        batch_size=1, sequence_length=16)
+        batch_size=1, sequence_length=16
+    )
 
 
 def test_known_configs_plan_without_a_download():
-    plan = memory.plan_memory(memory.KNOWN_CONFIGS["gemma_7b_en"], dtype="bfloat16",
-                              mesh=(1, 8), platform="tpu")
+    plan = memory.plan_memory(
+        memory.KNOWN_CONFIGS["gemma_7b_en"], dtype="bfloat16", mesh=(1, 8), platform="tpu"
+    )
     assert 8.4e9 < plan.num_params < 8.6e9  # Gemma 7B: 8.54 B parameters
     assert plan.weights < 2.2 * 2**30  # 17 GB of bfloat16 weights over 8 cores
     assert memory.backbone_config("gemma_2b_en") is memory.KNOWN_CONFIGS["gemma_2b_en"]
@@ -89,8 +96,9 @@ def test_known_configs_plan_without_a_download():
 
 def test_gemma_7b_fits_a_tpu_v3_8_model_parallel_and_a_t4_not_with_the_fix_replanned():
     config = memory.KNOWN_CONFIGS["gemma_7b_en"]
-    plan = memory.plan_memory(config, dtype="bfloat16", batch_size=8, sequence_length=256,
-                              platform="tpu")
+    plan = memory.plan_memory(
+        config, dtype="bfloat16", batch_size=8, sequence_length=256, platform="tpu"
+    )
     v3 = memory.fits(plan, memory.NAMED_DEVICES[1], config)
     assert v3.fits and v3.plan.mesh == (1, 8)
     t4 = memory.fits(plan, memory.NAMED_DEVICES[0], config)
@@ -98,12 +106,14 @@ def test_gemma_7b_fits_a_tpu_v3_8_model_parallel_and_a_t4_not_with_the_fix_repla
     # Quantizing cannot help: the bfloat16 weights load before they are quantized.
     assert "no single change or pair fits" in t4.fix
     gemma2b = memory.KNOWN_CONFIGS["gemma_2b_en"]
-    plan = memory.plan_memory(gemma2b, dtype="bfloat16", batch_size=16, sequence_length=512,
-                              platform="gpu")
+    plan = memory.plan_memory(
+        gemma2b, dtype="bfloat16", batch_size=16, sequence_length=512, platform="gpu"
+    )
     t4 = memory.fits(plan, memory.NAMED_DEVICES[0], gemma2b)
     assert not t4.fits
-    assert t4.fix.startswith("fits with batch_size 4 with gradient_accumulation_steps 4 "
-                             "(the same effective batch)")
+    assert t4.fix.startswith(
+        "fits with batch_size 4 with gradient_accumulation_steps 4 (the same effective batch)"
+    )
     budget = memory.FIT_FRACTION * memory.NAMED_DEVICES[0].memory_bytes
     halved = memory.replan(plan, gemma2b, batch_size=8, gradient_accumulation_steps=2)
     fixed = memory.replan(plan, gemma2b, batch_size=4, gradient_accumulation_steps=4)
@@ -113,14 +123,22 @@ def test_gemma_7b_fits_a_tpu_v3_8_model_parallel_and_a_t4_not_with_the_fix_repla
 
 def test_the_table_lists_every_item():
     text = memory.format_plan(memory.plan_memory(TINY, platform="tpu"))
-    for name in ("weights", "LoRA weights", "LoRA gradients + AdamW moments",
-                 "activations kept for backward", "output-head chunk", "framework overhead",
-                 "training peak", "loading peak"):
+    for name in (
+        "weights",
+        "LoRA weights",
+        "LoRA gradients + AdamW moments",
+        "activations kept for backward",
+        "output-head chunk",
+        "framework overhead",
+        "training peak",
+        "loading peak",
+    ):
         assert name in text
 
 
 def test_keras_ft_plan_prints_the_table_and_the_verdicts_loading_no_weights(
-        tiny_gemma, monkeypatch):
+    tiny_gemma, monkeypatch
+):
     import keras_hub
 
     def no_weights(*args, **kwargs):
@@ -128,8 +146,19 @@ def test_keras_ft_plan_prints_the_table_and_the_verdicts_loading_no_weights(
 
     monkeypatch.setattr(keras_hub.models.Backbone, "from_preset", no_weights)
     monkeypatch.setattr(keras_hub.models.CausalLM, "from_preset", no_weights)
-    result = CliRunner().invoke(plan_main, ["--preset", str(tiny_gemma), "--batch-size", "2",
-                                            "--sequence-length", "32", "--dtype", "bfloat16"])
+    result = CliRunner().invoke(
+        plan_main,
+        [
+            "--preset",
+            str(tiny_gemma),
+            "--batch-size",
+            "2",
+            "--sequence-length",
+            "32",
+            "--dtype",
+            "bfloat16",
+        ],
+    )
     assert result.exit_code == 0, result.output
     out = result.output
     assert "GemmaBackbone, 0 M parameters" in out
@@ -141,8 +170,19 @@ def test_keras_ft_plan_prints_the_table_and_the_verdicts_loading_no_weights(
 
 
 def test_keras_ft_plan_names_the_fix_for_a_model_that_does_not_fit():
-    result = CliRunner().invoke(plan_main, ["--preset", "gemma_7b_en", "--dtype", "bfloat16",
-                                            "--sequence-length", "512", "--batch-size", "8"])
+    result = CliRunner().invoke(
+        plan_main,
+        [
+            "--preset",
+            "gemma_7b_en",
+            "--dtype",
+            "bfloat16",
+            "--sequence-length",
+            "512",
+            "--batch-size",
+            "8",
+        ],
+    )
     assert result.exit_code == 0, result.output
     lines = {line.strip().split(" (")[0]: line for line in result.output.splitlines()}
     assert "fits, " in lines["TPU v3-8"] and "at mesh 1x8" in lines["TPU v3-8"]

@@ -26,15 +26,24 @@ from keras_ft.distribution.mesh import (
 GB = 1e9
 
 
-@pytest.mark.parametrize("spec, expected", [("auto", None), ("1x1", (1, 1)), ("8x1", (8, 1)),
-                                            ("1x8", (1, 8)), ("2x4", (2, 4)),
-                                            ("16x2", (16, 2))])
+@pytest.mark.parametrize(
+    "spec, expected",
+    [
+        ("auto", None),
+        ("1x1", (1, 1)),
+        ("8x1", (8, 1)),
+        ("1x8", (1, 8)),
+        ("2x4", (2, 4)),
+        ("16x2", (16, 2)),
+    ],
+)
 def test_parse_mesh(spec, expected):
     assert parse_mesh(spec) == expected
 
 
-@pytest.mark.parametrize("spec", ["8", "0x8", "2x0", "2*4", "x4", "2x4x1", "auto ", "-1x8",
-                                  "08x1", ""])
+@pytest.mark.parametrize(
+    "spec", ["8", "0x8", "2x0", "2*4", "x4", "2x4x1", "auto ", "-1x8", "08x1", ""]
+)
 def test_a_bad_mesh_is_refused_naming_the_field_and_the_forms(spec):
     with pytest.raises(ValueError) as error:
         parse_mesh(spec)
@@ -50,8 +59,7 @@ def test_choose_mesh_data_parallel_when_one_device_holds_the_model():
     data, model, reason = choose_mesh(8, 2_506_000_000, 2, 16 * 2**30, 3 * GB)
     assert (data, model) == (8, 1)
     assert reason.startswith("data-parallel over 8 devices")
-    assert "weights 5.01 GB + the rest of a step 3.00 GB <= 80% of one device's 17.2 GB" \
-        in reason
+    assert "weights 5.01 GB + the rest of a step 3.00 GB <= 80% of one device's 17.2 GB" in reason
 
 
 def test_choose_mesh_model_parallel_when_it_does_not():
@@ -80,14 +88,17 @@ def test_fit_axes_replicates_a_dimension_the_axis_does_not_divide():
     assert mesh.shard_count((None, None), sizes) == 1
 
 
-@pytest.mark.parametrize("processes, pid, data_axis, expected", [
-    (1, 0, None, DataShard(0, 1)),  # a single host reads everything
-    (2, 1, None, DataShard(1, 2)),
-    (2, 0, 8, DataShard(0, 2)),  # 8 replicas on 2 hosts: each reads its half
-    (4, 3, 8, DataShard(3, 4)),
-    (4, 3, 2, DataShard(1, 2)),  # 2 replicas on 4 hosts: hosts 2 and 3 share one
-    (4, 1, 1, DataShard(0, 1)),  # one replica (1x8 over hosts): all read the whole batch
-])
+@pytest.mark.parametrize(
+    "processes, pid, data_axis, expected",
+    [
+        (1, 0, None, DataShard(0, 1)),  # a single host reads everything
+        (2, 1, None, DataShard(1, 2)),
+        (2, 0, 8, DataShard(0, 2)),  # 8 replicas on 2 hosts: each reads its half
+        (4, 3, 8, DataShard(3, 4)),
+        (4, 3, 2, DataShard(1, 2)),  # 2 replicas on 4 hosts: hosts 2 and 3 share one
+        (4, 1, 1, DataShard(0, 1)),  # one replica (1x8 over hosts): all read the whole batch
+    ],
+)
 def test_data_shard_follows_keras_data_shard_id(processes, pid, data_axis, expected):
     assert data_shard(processes, pid, data_axis) == expected
 
@@ -96,7 +107,11 @@ def test_data_shard_rows_of_a_global_batch():
     assert DataShard(1, 2).rows(8) == slice(4, 8)
     assert DataShard(0, 1).rows(3) == slice(0, 3)
     assert [DataShard(i, 4).rows(8) for i in range(4)] == [
-        slice(0, 2), slice(2, 4), slice(4, 6), slice(6, 8)]
+        slice(0, 2),
+        slice(2, 4),
+        slice(4, 6),
+        slice(6, 8),
+    ]
     with pytest.raises(ValueError, match="`batch_size` 6 must be a multiple of 4"):
         DataShard(0, 4).rows(6)
     with pytest.raises(ValueError, match=r"process_id 2 must be in \[0, 1\]"):
@@ -168,26 +183,39 @@ SCRIPT = textwrap.dedent("""
 
 @pytest.fixture(scope="module")
 def eight_devices():
-    env = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="3",
-               XLA_FLAGS="--xla_force_host_platform_device_count=8")
-    done = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True,
-                          text=True, timeout=300, check=False)
+    env = dict(
+        os.environ,
+        KERAS_BACKEND="jax",
+        TF_CPP_MIN_LOG_LEVEL="3",
+        XLA_FLAGS="--xla_force_host_platform_device_count=8",
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     line = [ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")][-1]
-    return json.loads(line[len("RESULT "):])
+    return json.loads(line[len("RESULT ") :])
 
 
 @pytest.mark.parametrize("cls", ["GemmaBackbone", "Gemma3Backbone", "Llama3Backbone"])
 def test_meshes_make_keras_distributions(eight_devices, cls):
     assert eight_devices[f"{cls} 8x1"] == [
-        "DataParallel", [8], ["batch"], "mesh 8x1 (batch x model), data-parallel, 8 devices",
-        "batch"]
-    assert eight_devices[f"{cls} 1x8"][:3] == ["FittedModelParallel", [1, 8],
-                                               ["batch", "model"]]
-    assert eight_devices[f"{cls} 2x4"][:3] == ["FittedModelParallel", [2, 4],
-                                               ["batch", "model"]]
+        "DataParallel",
+        [8],
+        ["batch"],
+        "mesh 8x1 (batch x model), data-parallel, 8 devices",
+        "batch",
+    ]
+    assert eight_devices[f"{cls} 1x8"][:3] == ["FittedModelParallel", [1, 8], ["batch", "model"]]
+    assert eight_devices[f"{cls} 2x4"][:3] == ["FittedModelParallel", [2, 4], ["batch", "model"]]
     assert eight_devices[f"{cls} 2x4"][3] == (
-        "mesh 2x4 (batch x model), model-parallel (layout map), 8 devices")
+        "mesh 2x4 (batch x model), model-parallel (layout map), 8 devices"
+    )
     assert eight_devices[f"{cls} 2x4"][4] == "batch"
 
 

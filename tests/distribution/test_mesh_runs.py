@@ -28,62 +28,104 @@ import pytest
 WORKER = Path(__file__).with_name("mesh_worker.py")
 REPO = Path(__file__).resolve().parents[2]
 RTOL = ATOL = 1e-5
-PAIRS = [("How do I boil an egg?", "Put it in boiling water for nine minutes."),
-         ("Name a colour.", "Blue."), ("What is two plus two?", "Four."),
-         ("Say hi.", "Hi there!"), ("Capital of France?", "Paris."),
-         ("Opposite of hot?", "Cold."), ("A fruit?", "An apple."),
-         ("Count to three.", "One, two, three."), ("Spell cat.", "C, A, T."),
-         ("Is ice cold?", "Yes, ice is cold.")]
+PAIRS = [
+    ("How do I boil an egg?", "Put it in boiling water for nine minutes."),
+    ("Name a colour.", "Blue."),
+    ("What is two plus two?", "Four."),
+    ("Say hi.", "Hi there!"),
+    ("Capital of France?", "Paris."),
+    ("Opposite of hot?", "Cold."),
+    ("A fruit?", "An apple."),
+    ("Count to three.", "One, two, three."),
+    ("Spell cat.", "C, A, T."),
+    ("Is ice cold?", "Yes, ice is cold."),
+]
 
 
 def _env(devices):
-    env = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="3",
-               XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-               PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    env = dict(
+        os.environ,
+        KERAS_BACKEND="jax",
+        TF_CPP_MIN_LOG_LEVEL="3",
+        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+        PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    )
     return env
 
 
 def _result(stdout: str) -> dict:
     line = [ln for ln in stdout.splitlines() if ln.startswith("RESULT ")][-1]
-    return json.loads(line[len("RESULT "):])
+    return json.loads(line[len("RESULT ") :])
 
 
 @pytest.fixture(scope="module")
 def data_file(tmp_path_factory):
     # 40 examples: 32 train (4 full batches of 8), 8 held out.
     path = tmp_path_factory.mktemp("mesh_data") / "pairs.jsonl"
-    path.write_text("".join(json.dumps({"prompt": p + " " * i, "completion": c}) + "\n"
-                            for i in range(4) for p, c in PAIRS))
+    path.write_text(
+        "".join(
+            json.dumps({"prompt": p + " " * i, "completion": c}) + "\n"
+            for i in range(4)
+            for p, c in PAIRS
+        )
+    )
     return path
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, data_file, tiny_gemma, tiny_gemma3, tiny_llama3):
     tmp = tmp_path_factory.mktemp("mesh_runs")
-    base = dict(data=[str(data_file)], batch_size=8, max_steps=4, learning_rate=1e-2,
-                lora_rank=4, validation_fraction=0.2, sample_prompts=["Hi"], max_new_tokens=2,
-                dtype="float32", checkpoint_every_steps=2, keep_checkpoints=5)
+    base = dict(
+        data=[str(data_file)],
+        batch_size=8,
+        max_steps=4,
+        learning_rate=1e-2,
+        lora_rank=4,
+        validation_fraction=0.2,
+        sample_prompts=["Hi"],
+        max_new_tokens=2,
+        dtype="float32",
+        checkpoint_every_steps=2,
+        keep_checkpoints=5,
+    )
     jobs = []
 
     def add(name, preset, mesh, **changes):
-        jobs.append({"name": name, "config": dict(base, preset=str(preset), mesh=mesh,
-                                                  output_dir=str(tmp / name), **changes)})
+        jobs.append(
+            {
+                "name": name,
+                "config": dict(
+                    base, preset=str(preset), mesh=mesh, output_dir=str(tmp / name), **changes
+                ),
+            }
+        )
 
     for mesh in ("1x1", "8x1", "1x8", "2x4"):  # LoRA alpha and all targets on Gemma
         add(f"gemma {mesh}", tiny_gemma, mesh, lora_alpha=8.0, lora_targets="all")
     for mesh in ("1x1", "2x4"):  # packing and gradient accumulation on Gemma 3
-        add(f"gemma3 {mesh}", tiny_gemma3, mesh, packing=True, batch_size=4,
-            gradient_accumulation_steps=2)
+        add(
+            f"gemma3 {mesh}",
+            tiny_gemma3,
+            mesh,
+            packing=True,
+            batch_size=4,
+            gradient_accumulation_steps=2,
+        )
     for mesh in ("1x1", "2x4"):  # an int8 base on Llama 3
         add(f"llama3 {mesh}", tiny_llama3, mesh, quantize="int8", template="llama3")
     # The 2x4 Gemma run cut off after its step-2 checkpoint, resumed on 1 device and on 8x1.
     for mesh in ("1x1", "8x1"):
-        add(f"gemma 2x4 resumed {mesh}", tiny_gemma, mesh, lora_alpha=8.0,
-            lora_targets="all")
+        add(f"gemma 2x4 resumed {mesh}", tiny_gemma, mesh, lora_alpha=8.0, lora_targets="all")
         jobs[-1].update(copy_from=str(tmp / "gemma 2x4"), drop_checkpoints_after=2)
     (tmp / "jobs.json").write_text(json.dumps({"runs": jobs}))
-    done = subprocess.run([sys.executable, str(WORKER), str(tmp / "jobs.json")], env=_env(8),
-                          capture_output=True, text=True, timeout=1200, check=False)
+    done = subprocess.run(
+        [sys.executable, str(WORKER), str(tmp / "jobs.json")],
+        env=_env(8),
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     return _result(done.stdout)
 
@@ -91,24 +133,28 @@ def runs(tmp_path_factory, data_file, tiny_gemma, tiny_gemma3, tiny_llama3):
 def _assert_same_adapter(a, b, what):
     assert sorted(a) == sorted(b), what
     for key in a:
-        np.testing.assert_allclose(np.asarray(b[key]), np.asarray(a[key]), rtol=RTOL,
-                                   atol=ATOL, err_msg=f"{what}: {key}")
+        np.testing.assert_allclose(
+            np.asarray(b[key]), np.asarray(a[key]), rtol=RTOL, atol=ATOL, err_msg=f"{what}: {key}"
+        )
 
 
-@pytest.mark.parametrize("name, meshes", [("gemma", ("8x1", "1x8", "2x4")),
-                                          ("gemma3", ("2x4",)), ("llama3", ("2x4",))])
+@pytest.mark.parametrize(
+    "name, meshes", [("gemma", ("8x1", "1x8", "2x4")), ("gemma3", ("2x4",)), ("llama3", ("2x4",))]
+)
 def test_a_mesh_gives_the_single_device_losses_and_adapter(runs, name, meshes):
     assert runs["devices"] == 8
     single = runs["runs"][f"{name} 1x1"]
     assert len(single["losses"]) == 4
     for mesh in meshes:
         run = runs["runs"][f"{name} {mesh}"]
-        np.testing.assert_allclose(run["losses"], single["losses"], rtol=RTOL, atol=ATOL,
-                                   err_msg=mesh)
+        np.testing.assert_allclose(
+            run["losses"], single["losses"], rtol=RTOL, atol=ATOL, err_msg=mesh
+        )
         _assert_same_adapter(single["adapter"], run["adapter"], f"{name} {mesh}")
         for which in ("metrics_before", "metrics_after"):  # evaluate_tokens under the mesh
-            np.testing.assert_allclose(run[which]["loss"], single[which]["loss"],
-                                       rtol=RTOL, err_msg=which)
+            np.testing.assert_allclose(
+                run[which]["loss"], single[which]["loss"], rtol=RTOL, err_msg=which
+            )
             assert run[which]["num_tokens"] == single[which]["num_tokens"]
         assert run["samples"] == single["samples"]  # generation under the mesh (greedy)
         assert run["distribution"] == "None"  # finetune restores the distribution
@@ -136,8 +182,7 @@ def test_a_2x4_checkpoint_resumes_on_another_mesh_to_the_same_adapter(runs, mesh
     uninterrupted = runs["runs"]["gemma 2x4"]
     resumed = runs["runs"][f"gemma 2x4 resumed {mesh}"]
     # metrics.jsonl keeps steps 1-2 from before the cut and adds 3-4
-    np.testing.assert_allclose(resumed["losses"], uninterrupted["losses"], rtol=RTOL,
-                               atol=ATOL)
+    np.testing.assert_allclose(resumed["losses"], uninterrupted["losses"], rtol=RTOL, atol=ATOL)
     _assert_same_adapter(uninterrupted["adapter"], resumed["adapter"], f"resumed on {mesh}")
 
 
@@ -155,17 +200,31 @@ print("RESULT", result.adapter_path, result.metrics_after["loss"])
 """
 
 
-def test_two_processes_train_one_run_and_only_process_0_writes(tmp_path, data_file,
-                                                               tiny_gemma):
+def test_two_processes_train_one_run_and_only_process_0_writes(tmp_path, data_file, tiny_gemma):
     with socket.socket() as s:  # a free loopback port for the coordinator
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     out = tmp_path / "run"
     # Two local processes of 4 simulated devices each: one 8x1 mesh across them.
-    procs = [subprocess.Popen([sys.executable, "-c", TWO_HOSTS, str(i), str(port), str(out),
-                               str(tiny_gemma), str(data_file)], env=_env(4),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for i in range(2)]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                TWO_HOSTS,
+                str(i),
+                str(port),
+                str(out),
+                str(tiny_gemma),
+                str(data_file),
+            ],
+            env=_env(4),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
     results = []
     for proc in procs:
         stdout, stderr = proc.communicate(timeout=900)

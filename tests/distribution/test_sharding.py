@@ -91,8 +91,14 @@ def _run(code, *args, devices=None):
     env.pop("XLA_FLAGS", None)
     if devices:
         env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
-    done = subprocess.run([sys.executable, "-c", code, *map(str, args)], env=env,
-                          capture_output=True, text=True, timeout=600, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", code, *map(str, args)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     return done
 
@@ -101,10 +107,11 @@ def _run(code, *args, devices=None):
 def sharded(tmp_path_factory, tiny_gemma, tiny_gemma3, tiny_llama3):
     big = tmp_path_factory.mktemp("big_gemma") / "preset"
     _run(BUILD_BIG, big)
-    done = _run(SCRIPT, big, "gemma", tiny_gemma, "gemma3", tiny_gemma3, "llama3",
-                tiny_llama3, devices=8)
+    done = _run(
+        SCRIPT, big, "gemma", tiny_gemma, "gemma3", tiny_gemma3, "llama3", tiny_llama3, devices=8
+    )
     line = [ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")][-1]
-    return json.loads(line[len("RESULT "):])
+    return json.loads(line[len("RESULT ") :])
 
 
 def _shard(result, key, path):
@@ -134,15 +141,18 @@ GEMMA3 = [row for row in GEMMA if "ffw" not in row[0]] + [
 ]
 LLAMA = [
     ("transformer_layer_0/self_attention/query/kernel", (16, 2, 8), (2, 2, 8), (4, 1, 8)),
-    ("transformer_layer_0/self_attention/attention_output/kernel", (2, 8, 16),
-     (2, 8, 16), (2, 8, 8)),
+    (
+        "transformer_layer_0/self_attention/attention_output/kernel",
+        (2, 8, 16),
+        (2, 8, 16),
+        (2, 8, 8),
+    ),
     ("transformer_layer_0/feedforward_gate_dense/kernel", (16, 32), (16, 4), (8, 8)),
     ("transformer_layer_1/feedforward_output_dense/kernel", (32, 16), (4, 16), (8, 8)),
 ]
 
 
-@pytest.mark.parametrize("name, table", [("gemma", GEMMA), ("gemma3", GEMMA3),
-                                         ("llama3", LLAMA)])
+@pytest.mark.parametrize("name, table", [("gemma", GEMMA), ("gemma3", GEMMA3), ("llama3", LLAMA)])
 def test_each_device_holds_only_its_shard_of_the_large_kernels(sharded, name, table):
     assert sharded["devices"] == 8
     for path, shape, one_by_eight, two_by_four in table:
@@ -164,7 +174,9 @@ def test_lora_kernels_are_replicated_and_embeddings_split_by_vocabulary(sharded,
         data, model = map(int, mesh.split("x"))
         if vocab % model == 0 and hidden % data == 0:
             assert _shard(sharded, f"{name} {mesh}", "token_embedding/embeddings") == (
-                vocab // model, hidden // data)
+                vocab // model,
+                hidden // data,
+            )
 
 
 def test_a_sharded_load_stays_below_one_float32_copy_plus_a_margin(sharded):
@@ -174,8 +186,7 @@ def test_a_sharded_load_stays_below_one_float32_copy_plus_a_margin(sharded):
     # whole from the file, then placed) plus 64 MB of allocator slack.
     margin = 2 * big["largest_f32"] + 64 * 2**20
     assert big["full_f32"] > 150 * 2**20  # large enough for the bound to mean something
-    assert big["peak"] < big["full_f32"] + margin, (big["peak"] / 2**20,
-                                                    big["full_f32"] / 2**20)
+    assert big["peak"] < big["full_f32"] + margin, (big["peak"] / 2**20, big["full_f32"] / 2**20)
 
 
 def test_the_larger_backbone_loads_sharded(sharded):

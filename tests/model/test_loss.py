@@ -5,16 +5,16 @@ import numpy as np
 import pytest
 
 from keras_ft.config import LORA_TARGET_SETS, Config
+from keras_ft.data.batches import make_batch
+from keras_ft.data.tokenizer import TokenizedExample
+from keras_ft.model.lora import enable_lora, lora_target_names
 from keras_ft.model.loss import (
     LossStats,
     output_projection,
     reference_token_loss_stats,
     token_loss_stats,
 )
-from keras_ft.model.lora import enable_lora, lora_target_names
 from keras_ft.testing import TINY_BACKBONE
-from keras_ft.data.tokenizer import TokenizedExample
-from keras_ft.data.batches import make_batch
 
 
 def test_loss_stats_name_the_columns_both_loss_functions_return():
@@ -52,8 +52,9 @@ def test_chunked_loss_and_gradient_equal_the_straightforward_ones(soft_cap):
     ref = reference_token_loss_stats(hidden, logits_fn, labels, weights)
     fast = jax.jit(lambda h: token_loss_stats(h, matrix, labels, weights, soft_cap, 8))
     np.testing.assert_allclose(fast(hidden), ref, rtol=1e-5, atol=1e-4)
-    g_ref = jax.grad(lambda h: mean_loss(reference_token_loss_stats(h, logits_fn, labels,
-                                                                     weights)))(hidden)
+    g_ref = jax.grad(
+        lambda h: mean_loss(reference_token_loss_stats(h, logits_fn, labels, weights))
+    )(hidden)
     g_fast = jax.grad(lambda h: mean_loss(fast(h)))(hidden)
     np.testing.assert_allclose(g_fast, g_ref, rtol=1e-4, atol=1e-6)
 
@@ -70,7 +71,8 @@ def test_reference_equals_keras_sparse_categorical_crossentropy():
     accuracy = keras.metrics.SparseCategoricalAccuracy()
     accuracy.update_state(labels, logits, sample_weight=weights)
     assert float(stats[:, 2].sum() / stats[:, 1].sum()) == pytest.approx(
-        float(accuracy.result()), rel=1e-6)
+        float(accuracy.result()), rel=1e-6
+    )
 
 
 def test_rows_without_loss_contribute_nothing():
@@ -133,14 +135,26 @@ def _backbone(request, architecture):
     keras.utils.set_random_seed(0)
     if architecture == "gemma2":  # GemmaBackbone with Gemma 2's soft caps
         return keras_hub.models.GemmaBackbone(
-            vocabulary_size=160, final_logit_soft_cap=30.0, attention_logit_soft_cap=50.0,
-            query_head_dim_normalize=False, use_post_ffw_norm=True,
-            use_post_attention_norm=True, use_sliding_window_attention=True,
-            sliding_window_size=16, **TINY_BACKBONE)
+            vocabulary_size=160,
+            final_logit_soft_cap=30.0,
+            attention_logit_soft_cap=50.0,
+            query_head_dim_normalize=False,
+            use_post_ffw_norm=True,
+            use_post_attention_norm=True,
+            use_sliding_window_attention=True,
+            sliding_window_size=16,
+            **TINY_BACKBONE,
+        )
     if architecture == "llama3_tied":  # Llama 3.2 1B/3B tie their embeddings
         return keras_hub.models.Llama3Backbone(
-            vocabulary_size=160, num_layers=2, num_query_heads=2, num_key_value_heads=1,
-            hidden_dim=16, intermediate_dim=32, tie_word_embeddings=True)
+            vocabulary_size=160,
+            num_layers=2,
+            num_query_heads=2,
+            num_key_value_heads=1,
+            hidden_dim=16,
+            intermediate_dim=32,
+            tie_word_embeddings=True,
+        )
     preset = request.getfixturevalue(f"tiny_{architecture}")
     return keras_hub.models.Backbone.from_preset(str(preset))
 
@@ -150,8 +164,7 @@ def _lora_layer(variable):
     return variable.path.split("/")[-2]
 
 
-@pytest.mark.parametrize("architecture",
-                         ["gemma", "gemma2", "gemma3", "llama3", "llama3_tied"])
+@pytest.mark.parametrize("architecture", ["gemma", "gemma2", "gemma3", "llama3", "llama3_tied"])
 def test_trainer_loss_and_lora_gradients_equal_full_logits(request, architecture):
     """For every target set: the trainer's chunked loss and LoRA gradients equal
     its full-logits reference path (`reference_token_loss_stats`).
@@ -168,11 +181,14 @@ def test_trainer_loss_and_lora_gradients_equal_full_logits(request, architecture
     every = ",".join(lora_target_names(backbone, "all") + ["token_embedding"])
     enable_lora(backbone, 2, 4.0, every)
     rng = np.random.default_rng(3)
-    values = [rng.normal(size=v.shape).astype("float32") * 0.05  # non-zero A and B
-              for v in backbone.trainable_variables]
-    examples = [TokenizedExample(rng.integers(5, 150, n + 1).astype(np.int32),
-                                 np.arange(n + 1) >= p, n + 1)
-                for n, p in ((13, 4), (30, 9), (7, 2))]
+    values = [
+        rng.normal(size=v.shape).astype("float32") * 0.05  # non-zero A and B
+        for v in backbone.trainable_variables
+    ]
+    examples = [
+        TokenizedExample(rng.integers(5, 150, n + 1).astype(np.int32), np.arange(n + 1) >= p, n + 1)
+        for n, p in ((13, 4), (30, 9), (7, 2))
+    ]
     x, _, _ = make_batch(examples, [32], pad_id=0)
     fast = CausalLMTrainer(backbone, chunk_size=16)
     reference = CausalLMTrainer(backbone, use_chunked_loss=False)
@@ -198,12 +214,17 @@ def test_trainer_loss_and_lora_gradients_equal_full_logits(request, architecture
 
         return jax.value_and_grad(loss)([jnp.asarray(values[i]) for i in pick])
 
-    results = jax.jit(lambda: {t: (loss_and_grads(fast, pick), loss_and_grads(reference, pick))
-                               for t, pick in picks.items()})()
+    results = jax.jit(
+        lambda: {
+            t: (loss_and_grads(fast, pick), loss_and_grads(reference, pick))
+            for t, pick in picks.items()
+        }
+    )()
     for targets, ((loss, grads), (ref_loss, ref_grads)) in results.items():
         assert float(loss) == pytest.approx(float(ref_loss), rel=1e-5), targets
         for i, a, b in zip(picks[targets], grads, ref_grads):
-            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6,
-                                       err_msg=f"{targets}: {lora[i].path}")
+            np.testing.assert_allclose(
+                a, b, rtol=1e-4, atol=1e-6, err_msg=f"{targets}: {lora[i].path}"
+            )
     if architecture == "gemma2":  # the soft cap is on the path under test
         assert output_projection(backbone)[1] == 30.0

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from keras_ft.config import Config
-from keras_ft.model.presets import PresetUnavailableError, check_sequence_length, resolve_preset
 from keras_ft.model.causal_lm import build_model, load_causal_lm, quantize_backbone
 from keras_ft.model.lora import count_lora_parameters, enable_lora, load_adapter, save_adapter
+from keras_ft.model.presets import PresetUnavailableError, check_sequence_length, resolve_preset
 from keras_ft.preset_files import preset_context_length
 from keras_ft.testing import TINY_BACKBONE, make_tiny_preset
 
@@ -28,8 +28,13 @@ def test_trainable_parameters_match_the_analytic_count(tiny_gemma):
     causal_lm = build_model(Config(preset=str(tiny_gemma), lora_rank=4))
     b = TINY_BACKBONE
     assert count_lora_parameters(causal_lm.backbone) == _lora_count(
-        4, b["num_query_heads"], b["num_key_value_heads"], b["hidden_dim"], b["head_dim"],
-        b["num_layers"])
+        4,
+        b["num_query_heads"],
+        b["num_key_value_heads"],
+        b["hidden_dim"],
+        b["head_dim"],
+        b["num_layers"],
+    )
     frozen = [w for w in causal_lm.backbone.weights if "lora" not in w.path]
     assert not any(w.trainable for w in frozen)
 
@@ -37,8 +42,15 @@ def test_trainable_parameters_match_the_analytic_count(tiny_gemma):
 def test_all_targets_cover_attention_and_mlp(tiny_gemma):
     causal_lm = build_model(Config(preset=str(tiny_gemma), lora_targets="all"))
     names = {w.path.split("/")[-2] for w in causal_lm.backbone.trainable_weights}
-    assert {"query", "key", "value", "attention_output", "ffw_gating", "ffw_gating_2",
-            "ffw_linear"} <= names
+    assert {
+        "query",
+        "key",
+        "value",
+        "attention_output",
+        "ffw_gating",
+        "ffw_gating_2",
+        "ffw_linear",
+    } <= names
 
 
 def _logits(causal_lm, token_ids):
@@ -93,9 +105,11 @@ def test_lora_alpha_scales_the_update(tiny_gemma):
         causal_lm.preprocessor = None
         for w in causal_lm.backbone.trainable_weights:
             w.assign(np.full(w.shape, 0.05, "float32"))
-        query = [l for l in causal_lm.backbone._flatten_layers() if l.name == "query"][0]
+        query = [x for x in causal_lm.backbone._flatten_layers() if x.name == "query"][0]
         outputs[alpha] = np.asarray(query(np.ones((1, 3, 16), "float32")))
-        base = np.einsum("btd,ndh->btnh", np.ones((1, 3, 16)), np.asarray(query._kernel))  # without LoRA
+        base = np.einsum(
+            "btd,ndh->btnh", np.ones((1, 3, 16)), np.asarray(query._kernel)
+        )  # without LoRA
     np.testing.assert_allclose(outputs[8.0] - base, 2 * (outputs[4.0] - base), rtol=1e-4)
 
 
@@ -128,8 +142,10 @@ def test_offline_switch_refuses_a_hub_preset_without_probing(monkeypatch, tmp_pa
     monkeypatch.setenv("KERAS_FT_OFFLINE", "1")
     monkeypatch.setattr(socket, "getaddrinfo", _slow_getaddrinfo)
     start = time.monotonic()
-    with pytest.raises(PresetUnavailableError, match="KERAS_FT_OFFLINE is set and the "
-                                                     "preset is not in the local cache"):
+    with pytest.raises(
+        PresetUnavailableError,
+        match="KERAS_FT_OFFLINE is set and the preset is not in the local cache",
+    ):
         resolve_preset("gemma_2b_en")
     assert time.monotonic() - start < 1
 
@@ -168,7 +184,8 @@ def _cached_dir(handle):
 
 
 def test_sequence_length_above_the_recorded_context_length_is_refused_before_loading(
-        tmp_path, monkeypatch):
+    tmp_path, monkeypatch
+):
     preset = str(make_tiny_preset(tmp_path / "p", "gemma3", context_length=32))
 
     def refuse(*args, **kwargs):
@@ -177,9 +194,12 @@ def test_sequence_length_above_the_recorded_context_length_is_refused_before_loa
     with monkeypatch.context() as patched:
         patched.setattr(keras_hub.models.CausalLM, "from_preset", refuse)
         patched.setattr(keras_hub.models.Backbone, "from_preset", refuse)
-        with pytest.raises(ValueError, match=r"context length of 32 \(metadata.json "
-                                             r"context_length of preset .*\)\. Received: "
-                                             r"sequence_length=33"):
+        with pytest.raises(
+            ValueError,
+            match=r"context length of 32 \(metadata.json "
+            r"context_length of preset .*\)\. Received: "
+            r"sequence_length=33",
+        ):
             build_model(Config(preset=preset, sequence_length=33))
     assert build_model(Config(preset=preset, sequence_length=32)).preprocessor.sequence_length == 32
 
@@ -194,17 +214,34 @@ def _tiny_exportable_gemma3():
 
     proto = io.BytesIO()  # with Gemma's 256 byte pieces, as the GGUF tokenizer has
     sentencepiece.SentencePieceTrainer.train(
-        sentence_iterator=iter(TINY_CORPUS * 4), model_writer=proto, vocab_size=420,
-        model_type="BPE", pad_id=0, eos_id=1, bos_id=2, unk_id=3, pad_piece="<pad>",
-        eos_piece="<eos>", bos_piece="<bos>", unk_piece="<unk>",
-        user_defined_symbols=GEMMA_SPECIALS + ["<mask>", "\n"], add_dummy_prefix=False,
-        byte_fallback=True, normalization_rule_name="identity", minloglevel=2)
-    tokenizer = keras_hub.models.Gemma3Tokenizer(proto=proto.getvalue(),
-                                                 has_vision_tokens=False)
+        sentence_iterator=iter(TINY_CORPUS * 4),
+        model_writer=proto,
+        vocab_size=420,
+        model_type="BPE",
+        pad_id=0,
+        eos_id=1,
+        bos_id=2,
+        unk_id=3,
+        pad_piece="<pad>",
+        eos_piece="<eos>",
+        bos_piece="<bos>",
+        unk_piece="<unk>",
+        user_defined_symbols=GEMMA_SPECIALS + ["<mask>", "\n"],
+        add_dummy_prefix=False,
+        byte_fallback=True,
+        normalization_rule_name="identity",
+        minloglevel=2,
+    )
+    tokenizer = keras_hub.models.Gemma3Tokenizer(proto=proto.getvalue(), has_vision_tokens=False)
     backbone = keras_hub.models.Gemma3Backbone(
-        vocabulary_size=tokenizer.vocabulary_size(), image_size=None,
-        use_post_ffw_norm=True, use_post_attention_norm=True,
-        use_sliding_window_attention=True, sliding_window_size=16, **TINY_BACKBONE)
+        vocabulary_size=tokenizer.vocabulary_size(),
+        image_size=None,
+        use_post_ffw_norm=True,
+        use_post_attention_norm=True,
+        use_sliding_window_attention=True,
+        sliding_window_size=16,
+        **TINY_BACKBONE,
+    )
     preprocessor = keras_hub.models.Gemma3CausalLMPreprocessor(tokenizer=tokenizer)
     return keras_hub.models.Gemma3CausalLM(backbone=backbone, preprocessor=preprocessor)
 
@@ -213,8 +250,7 @@ def test_a_converted_gguf_preset_records_the_gguf_context_length(tmp_path, monke
     from keras_ft.export.gguf import export_gguf
 
     monkeypatch.setenv("KERAS_FT_CACHE", str(tmp_path / "cache"))
-    export_gguf(_tiny_exportable_gemma3(), tmp_path / "tiny.gguf", dtype="f32",
-                context_length=48)
+    export_gguf(_tiny_exportable_gemma3(), tmp_path / "tiny.gguf", dtype="f32", context_length=48)
     preset = resolve_preset(str(tmp_path / "tiny.gguf"))
     assert preset_context_length(preset) == (48, "metadata.json context_length")
     check_sequence_length(preset, 48)
@@ -223,9 +259,14 @@ def test_a_converted_gguf_preset_records_the_gguf_context_length(tmp_path, monke
 
 
 def test_a_backbone_with_a_maximum_length_is_checked_from_its_config(tmp_path):
-    keras_hub.models.GPT2Backbone(vocabulary_size=8, num_layers=1, num_heads=1, hidden_dim=4,
-                                  intermediate_dim=8, max_sequence_length=16
-                                  ).save_to_preset(str(tmp_path))
+    keras_hub.models.GPT2Backbone(
+        vocabulary_size=8,
+        num_layers=1,
+        num_heads=1,
+        hidden_dim=4,
+        intermediate_dim=8,
+        max_sequence_length=16,
+    ).save_to_preset(str(tmp_path))
     assert preset_context_length(str(tmp_path)) == (16, "config.json max_sequence_length")
     with pytest.raises(ValueError, match="context length of 16 .* sequence_length=17"):
         check_sequence_length(str(tmp_path), 17)
@@ -253,13 +294,15 @@ def test_attention_targets_enable_each_projection_once(tiny_gemma3):
 
 
 def _base_weights(causal_lm):
-    return {w.path: np.asarray(w.numpy()) for w in causal_lm.backbone.weights
-            if "lora" not in w.path}
+    return {
+        w.path: np.asarray(w.numpy()) for w in causal_lm.backbone.weights if "lora" not in w.path
+    }
 
 
 def _eager_logits(causal_lm, token_ids):
-    return np.asarray(causal_lm({"token_ids": token_ids,
-                                 "padding_mask": np.ones_like(token_ids, bool)}))
+    return np.asarray(
+        causal_lm({"token_ids": token_ids, "padding_mask": np.ones_like(token_ids, bool)})
+    )
 
 
 def _trainer_loss(causal_lm, cfg, token_ids):
@@ -268,20 +311,33 @@ def _trainer_loss(causal_lm, cfg, token_ids):
     trainer = build_trainer(cfg, causal_lm.backbone, total_steps=10)
     weights = np.ones(token_ids[:, 1:].shape, "float32")
     weights[:, :2] = 0.0  # a prompt
-    stats = np.asarray(trainer({"token_ids": token_ids[:, :-1],
-                                "padding_mask": np.ones_like(token_ids[:, :-1], bool),
-                                "labels": token_ids[:, 1:], "loss_weights": weights}))
+    stats = np.asarray(
+        trainer(
+            {
+                "token_ids": token_ids[:, :-1],
+                "padding_mask": np.ones_like(token_ids[:, :-1], bool),
+                "labels": token_ids[:, 1:],
+                "loss_weights": weights,
+            }
+        )
+    )
     return stats[:, 0].sum() / stats[:, 1].sum()
 
 
-@pytest.mark.parametrize("architecture, dtype, quantize", [
-    ("tiny_gemma", "float32", ""), ("tiny_gemma3", "float32", ""),
-    ("tiny_llama3", "float32", ""), ("tiny_gemma3", "bfloat16", ""),
-    ("tiny_gemma", "mixed_bfloat16", "int8"), ("tiny_gemma3", "float32", "int4")])
+@pytest.mark.parametrize(
+    "architecture, dtype, quantize",
+    [
+        ("tiny_gemma", "float32", ""),
+        ("tiny_gemma3", "float32", ""),
+        ("tiny_llama3", "float32", ""),
+        ("tiny_gemma3", "bfloat16", ""),
+        ("tiny_gemma", "mixed_bfloat16", "int8"),
+        ("tiny_gemma3", "float32", "int4"),
+    ],
+)
 def test_build_model_equals_from_preset(request, architecture, dtype, quantize):
     preset = str(request.getfixturevalue(architecture))
-    cfg = Config(preset=preset, dtype=dtype, quantize=quantize, lora_rank=2,
-                 lora_targets="all")
+    cfg = Config(preset=preset, dtype=dtype, quantize=quantize, lora_rank=2, lora_targets="all")
     keras.utils.set_random_seed(0)
     built = build_model(cfg)
     keras.utils.set_random_seed(0)
@@ -301,11 +357,12 @@ def test_build_model_equals_from_preset(request, architecture, dtype, quantize):
         np.testing.assert_array_equal(actual[path], value, err_msg=path)
     assert built.backbone.dtype_policy.name == reference.backbone.dtype_policy.name
     token_ids = np.array([[2, 10, 11, 12, 13, 14, 15, 16]], np.int32)
-    np.testing.assert_array_equal(_eager_logits(built, token_ids),
-                                  _eager_logits(reference, token_ids))
+    np.testing.assert_array_equal(
+        _eager_logits(built, token_ids), _eager_logits(reference, token_ids)
+    )
     assert _trainer_loss(built, cfg, token_ids) == _trainer_loss(reference, cfg, token_ids)
     with keras.StatelessScope():  # on exit Keras initialises pending variables:
-        pass                      # none of the loaded ones may still be pending
+        pass  # none of the loaded ones may still be pending
     after = _base_weights(built)
     assert all(np.array_equal(after[path], value) for path, value in expected.items())
 

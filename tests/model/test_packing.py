@@ -14,11 +14,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from keras_ft.data.batches import BatchSequence, make_batch, make_packed_batch, pack_rows
+from keras_ft.data.tokenizer import TokenizedExample
 from keras_ft.model.packing import PACKING_BACKBONES, supports_packing
 from keras_ft.testing import TINY_BACKBONE
-from keras_ft.data.tokenizer import TokenizedExample
-from keras_ft.data.batches import make_batch, make_packed_batch, pack_rows
-from keras_ft.data.batches import BatchSequence
 
 # The equivalence cases of each admitted backbone class: a tiny preset fixture
 # or an in-process configuration. Admitting a class needs an entry here.
@@ -48,14 +47,25 @@ def _backbone(request, case):
     keras.utils.set_random_seed(0)
     if case == "gemma2":  # GemmaBackbone in Gemma 2's configuration
         return keras_hub.models.GemmaBackbone(
-            vocabulary_size=160, final_logit_soft_cap=30.0, attention_logit_soft_cap=50.0,
-            query_head_dim_normalize=False, use_post_ffw_norm=True,
-            use_post_attention_norm=True, use_sliding_window_attention=True,
-            sliding_window_size=16, **TINY_BACKBONE)
+            vocabulary_size=160,
+            final_logit_soft_cap=30.0,
+            attention_logit_soft_cap=50.0,
+            query_head_dim_normalize=False,
+            use_post_ffw_norm=True,
+            use_post_attention_norm=True,
+            use_sliding_window_attention=True,
+            sliding_window_size=16,
+            **TINY_BACKBONE,
+        )
     if case == "llama":  # Llama 2 / TinyLlama
         return keras_hub.models.LlamaBackbone(
-            vocabulary_size=160, num_layers=2, num_query_heads=2, num_key_value_heads=1,
-            hidden_dim=16, intermediate_dim=32)
+            vocabulary_size=160,
+            num_layers=2,
+            num_query_heads=2,
+            num_key_value_heads=1,
+            hidden_dim=16,
+            intermediate_dim=32,
+        )
     return keras_hub.models.Backbone.from_preset(str(request.getfixturevalue(case)))
 
 
@@ -84,9 +94,14 @@ def test_every_admitted_architecture_has_an_equivalence_case():
     assert sorted(EQUIVALENCE_CASES) == sorted(PACKING_BACKBONES)
 
 
-@pytest.mark.parametrize("backbone_class, case", [
-    (name, case) for name in PACKING_BACKBONES
-    for case in EQUIVALENCE_CASES.get(name, ("missing",))])
+@pytest.mark.parametrize(
+    "backbone_class, case",
+    [
+        (name, case)
+        for name in PACKING_BACKBONES
+        for case in EQUIVALENCE_CASES.get(name, ("missing",))
+    ],
+)
 def test_packed_loss_and_gradients_equal_unpacked(request, backbone_class, case, examples):
     if case == "missing":
         pytest.fail(f"{backbone_class} is admitted for packing without an equivalence case")
@@ -108,28 +123,30 @@ def test_packed_loss_and_gradients_equal_unpacked(request, backbone_class, case,
     leaky = {k: v for k, v in packed.items() if k != "segment_ids"}
     leaky_loss, leaky_grads = _loss_and_grads(trainer, leaky)
     assert float(leaky_loss) != pytest.approx(float(loss), rel=1e-5)
-    assert max(float(np.abs(a - b).max() / np.abs(b).max())
-               for a, b in zip(leaky_grads, grads)) > 1e-2
+    assert (
+        max(float(np.abs(a - b).max() / np.abs(b).max()) for a, b in zip(leaky_grads, grads)) > 1e-2
+    )
 
 
 def test_packed_batch_keeps_each_examples_prompt_mask_and_labels(examples):
     x, _, _ = make_packed_batch([examples[:2]], [48], pad_id=0)
     a, b = examples[0], examples[1]
     na, nb = len(a.token_ids) - 1, len(b.token_ids) - 1
-    np.testing.assert_array_equal(x["token_ids"][0, :na + nb],
-                                  np.concatenate([a.token_ids[:-1], b.token_ids[:-1]]))
-    np.testing.assert_array_equal(x["labels"][0, :na + nb],
-                                  np.concatenate([a.token_ids[1:], b.token_ids[1:]]))
-    np.testing.assert_array_equal(x["loss_weights"][0, :na + nb],
-                                  np.concatenate([a.loss_mask[1:], b.loss_mask[1:]]))
-    np.testing.assert_array_equal(x["segment_ids"][0],
-                                  [1] * na + [2] * nb + [0] * (48 - na - nb))
-    assert not x["padding_mask"][0, na + nb:].any() and not x["loss_weights"][0, na + nb:].any()
+    np.testing.assert_array_equal(
+        x["token_ids"][0, : na + nb], np.concatenate([a.token_ids[:-1], b.token_ids[:-1]])
+    )
+    np.testing.assert_array_equal(
+        x["labels"][0, : na + nb], np.concatenate([a.token_ids[1:], b.token_ids[1:]])
+    )
+    np.testing.assert_array_equal(
+        x["loss_weights"][0, : na + nb], np.concatenate([a.loss_mask[1:], b.loss_mask[1:]])
+    )
+    np.testing.assert_array_equal(x["segment_ids"][0], [1] * na + [2] * nb + [0] * (48 - na - nb))
+    assert not x["padding_mask"][0, na + nb :].any() and not x["loss_weights"][0, na + nb :].any()
 
 
 @settings(max_examples=60, deadline=None)
-@given(lengths=st.lists(st.integers(1, 64), min_size=1, max_size=80),
-       seed=st.integers(0, 3))
+@given(lengths=st.lists(st.integers(1, 64), min_size=1, max_size=80), seed=st.integers(0, 3))
 def test_pack_rows_places_every_example_once_within_the_row_length(lengths, seed):
     rows = pack_rows(lengths, 64, seed)
     placed = np.sort(np.concatenate(rows))
@@ -149,8 +166,7 @@ def test_pack_rows_rejects_an_example_longer_than_a_row():
 def test_packed_batch_sequence_serves_every_example_once_per_epoch(examples):
     rng = np.random.default_rng(1)
     many = [_example(rng, int(n), 2) for n in rng.integers(3, 40, 60)]
-    data = BatchSequence(many, batch_size=2, sequence_length=64, pad_id=0, seed=5,
-                         packing=True)
+    data = BatchSequence(many, batch_size=2, sequence_length=64, pad_id=0, seed=5, packing=True)
     plain = BatchSequence(many, batch_size=2, sequence_length=64, pad_id=0, seed=5)
     assert data.batches_per_epoch < plain.batches_per_epoch / 2
     for epoch in (0, 1):

@@ -2,15 +2,14 @@ import keras
 import keras_hub
 import numpy as np
 import pytest
+from helpers import synthetic_examples
 
 from keras_ft.config import Config
+from keras_ft.data.batches import BatchSequence
 from keras_ft.model.causal_lm import build_model, quantize_backbone
 from keras_ft.model.lora import load_adapter, save_adapter
-from keras_ft.data.batches import BatchSequence
-from keras_ft.train.trainer import build_trainer
 from keras_ft.train.loop import train
-
-from helpers import synthetic_examples
+from keras_ft.train.trainer import build_trainer
 
 TOKEN_IDS = np.array([[2, 10, 11, 12, 13, 14, 15, 16]], np.int32)
 
@@ -48,8 +47,11 @@ def test_quantized_logits_stay_close_to_the_float_models(tiny_gemma, mode):
     error, top1 = closeness(tuned, reference)
     assert error < max_error and top1 >= min_top1, (mode, error, top1)
     # The bounds catch a quantization that is off: every scale 25 % too large.
-    quantized = [layer for layer in tuned.backbone._flatten_layers()
-                 if getattr(layer, "quantization_mode", None) == mode]
+    quantized = [
+        layer
+        for layer in tuned.backbone._flatten_layers()
+        if getattr(layer, "quantization_mode", None) == mode
+    ]
     assert len(quantized) == 2 * 7  # q, k, v, o, gate, up, down per block
     for layer in quantized:
         layer.kernel_scale.assign(np.asarray(layer.kernel_scale) * 1.25)
@@ -59,16 +61,24 @@ def test_quantized_logits_stay_close_to_the_float_models(tiny_gemma, mode):
 
 def weight_bytes(layer):
     """Bytes of the base weights (LoRA kernels left out)."""
-    return sum(np.asarray(w.value).nbytes for w in layer.weights
-               if "lora_kernel" not in w.path)
+    return sum(np.asarray(w.value).nbytes for w in layer.weights if "lora_kernel" not in w.path)
 
 
 @pytest.mark.parametrize("mode, rank, alpha", [("int8", 4, 8.0), ("int4", 64, 16.0)])
 def test_lora_trains_on_a_quantized_base_and_reapplies_to_a_fresh_one(
-        tiny_gemma, tmp_path, mode, rank, alpha):
-    cfg = Config(preset=str(tiny_gemma), quantize=mode, lora_rank=rank, lora_alpha=alpha,
-                 lora_targets="all", max_steps=2, batch_size=2, learning_rate=1e-2,
-                 output_dir=str(tmp_path))
+    tiny_gemma, tmp_path, mode, rank, alpha
+):
+    cfg = Config(
+        preset=str(tiny_gemma),
+        quantize=mode,
+        lora_rank=rank,
+        lora_alpha=alpha,
+        lora_targets="all",
+        max_steps=2,
+        batch_size=2,
+        learning_rate=1e-2,
+        output_dir=str(tmp_path),
+    )
     keras.utils.set_random_seed(0)
     tuned = build_model(cfg)
     backbone = tuned.backbone
@@ -78,8 +88,7 @@ def test_lora_trains_on_a_quantized_base_and_reapplies_to_a_fresh_one(
     assert layers["token_embedding"].quantization_mode is None  # the head stays float
     assert layers["query"]._kernel.dtype == "int8"  # int4 is packed two per byte
     assert not any(w.trainable for w in backbone.non_trainable_weights)
-    assert all(w.dtype == "float32" and "lora_kernel" in w.path
-               for w in backbone.trainable_weights)
+    assert all(w.dtype == "float32" and "lora_kernel" in w.path for w in backbone.trainable_weights)
     data = BatchSequence(synthetic_examples(4), 2, 16, 0, 0)
     trainer = build_trainer(cfg, backbone, 2)
     assert trainer.use_chunked_loss

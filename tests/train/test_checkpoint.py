@@ -6,16 +6,15 @@ import shutil
 import keras
 import numpy as np
 import pytest
-
-from keras_ft.train.checkpoint import CheckpointError, Checkpoints, TrainState, restore, verify
-from keras_ft.config import Config
-from keras_ft.model.causal_lm import build_model
-from keras_ft.train.rundir import MARKER, RunDirError, resume_or_start
-from keras_ft.data.batches import BatchSequence
-from keras_ft.train.trainer import build_trainer
-from keras_ft.train.loop import train
-
 from helpers import synthetic_examples
+
+from keras_ft.config import Config
+from keras_ft.data.batches import BatchSequence
+from keras_ft.model.causal_lm import build_model
+from keras_ft.train.checkpoint import CheckpointError, Checkpoints, TrainState, restore, verify
+from keras_ft.train.loop import train
+from keras_ft.train.rundir import MARKER, RunDirError, resume_or_start
+from keras_ft.train.trainer import build_trainer
 
 EXAMPLES = synthetic_examples(6)
 DATA = {"num_examples": 6, "batches_per_epoch": 3}  # 6 examples in batches of 2
@@ -31,9 +30,16 @@ def make_trainer(cfg):
 def trained(tiny_gemma, tmp_path_factory):
     """A run of 3 steps, checkpointed every step, keeping the newest 2."""
     run_dir = tmp_path_factory.mktemp("run")
-    cfg = Config(preset=str(tiny_gemma), output_dir=str(run_dir), batch_size=2,
-                 max_steps=3, learning_rate=1e-2, checkpoint_every_steps=1,
-                 keep_checkpoints=2, lora_targets="all")
+    cfg = Config(
+        preset=str(tiny_gemma),
+        output_dir=str(run_dir),
+        batch_size=2,
+        max_steps=3,
+        learning_rate=1e-2,
+        checkpoint_every_steps=1,
+        keep_checkpoints=2,
+        lora_targets="all",
+    )
     trainer, data = make_trainer(cfg)
     train(cfg, trainer, data, None, run_dir)
     return cfg, trainer, run_dir
@@ -98,26 +104,26 @@ def test_resuming_under_other_settings_or_data_is_refused(trained):
     with pytest.raises(CheckpointError, match="training data changed"):
         restore(latest, other, cfg, {"num_examples": 7, "batches_per_epoch": 4})
     # Evaluation, sampling and checkpoint settings may change.
-    restore(latest, other, dataclasses.replace(cfg, eval_every_steps=5, keep_checkpoints=9),
-            DATA)
+    restore(latest, other, dataclasses.replace(cfg, eval_every_steps=5, keep_checkpoints=9), DATA)
 
 
 def test_no_resume_starts_over(trained, tmp_path):
     cfg, trainer, run_dir = trained
     shutil.copytree(run_dir, tmp_path / "run")
     assert {"checkpoints", "metrics.jsonl", "loss_curve.png"} <= {
-        p.name for p in (tmp_path / "run").iterdir()}
+        p.name for p in (tmp_path / "run").iterdir()
+    }
     checkpoints = Checkpoints(tmp_path / "run/checkpoints", 2)
-    state = resume_or_start(dataclasses.replace(cfg, resume=False), trainer, checkpoints,
-                            tmp_path / "run", DATA)
+    state = resume_or_start(
+        dataclasses.replace(cfg, resume=False), trainer, checkpoints, tmp_path / "run", DATA
+    )
     assert state.batches_done == 0
     # checkpoints, logs, curves: gone; the accepted run's identity written
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [MARKER, "config.json"]
     assert json.loads((tmp_path / "run/config.json").read_text())["resume"] is False
 
 
-def test_starting_over_in_a_folder_keras_ft_did_not_write_deletes_nothing(trained,
-                                                                          tmp_path):
+def test_starting_over_in_a_folder_keras_ft_did_not_write_deletes_nothing(trained, tmp_path):
     cfg, trainer, _ = trained
     mine = tmp_path / "mine"
     (mine / "best").mkdir(parents=True)
@@ -127,18 +133,23 @@ def test_starting_over_in_a_folder_keras_ft_did_not_write_deletes_nothing(traine
     with pytest.raises(RunDirError, match=r"not a keras_ft run directory.*--overwrite"):
         resume_or_start(cfg, trainer, checkpoints, mine, DATA)
     assert sorted(str(p.relative_to(mine)) for p in mine.rglob("*")) == [
-        "best", "best/weights.h5", "metrics.jsonl"]
+        "best",
+        "best/weights.h5",
+        "metrics.jsonl",
+    ]
     # --overwrite deletes none of them either: they sit at keras_ft's output
     # names, so it refuses, naming them.
     overwrite = dataclasses.replace(cfg, overwrite=True)
-    with pytest.raises(RunDirError, match=r"already holds best, metrics.jsonl.*never "
-                                          r"deletes files it did not write"):
+    with pytest.raises(
+        RunDirError,
+        match=r"already holds best, metrics.jsonl.*never "
+        r"deletes files it did not write",
+    ):
         resume_or_start(overwrite, trainer, checkpoints, mine, DATA)
     shutil.rmtree(mine / "best")
     (mine / "metrics.jsonl").rename(mine / "my_metrics.jsonl")
     resume_or_start(overwrite, trainer, checkpoints, mine, DATA)
-    assert sorted(p.name for p in mine.iterdir()) == [MARKER, "config.json",
-                                                      "my_metrics.jsonl"]
+    assert sorted(p.name for p in mine.iterdir()) == [MARKER, "config.json", "my_metrics.jsonl"]
     assert (mine / "my_metrics.jsonl").read_text() == "the user's\n"
 
 
@@ -149,8 +160,9 @@ def test_resume_drops_the_lines_logged_after_the_checkpoint(trained, tmp_path):
     with (tmp_path / "run/metrics.jsonl").open("a") as f:
         f.write('{"step": 4, "cut off')  # a line torn by the kill
     other, _ = make_trainer(cfg)
-    state = resume_or_start(cfg, other, Checkpoints(tmp_path / "run/checkpoints", 2),
-                            tmp_path / "run", DATA)
+    state = resume_or_start(
+        cfg, other, Checkpoints(tmp_path / "run/checkpoints", 2), tmp_path / "run", DATA
+    )
     assert state.step == 2
     steps = [json.loads(line)["step"] for line in (tmp_path / "run/metrics.jsonl").open()]
     assert steps == [1, 2]

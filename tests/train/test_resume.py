@@ -19,38 +19,75 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from test_pipeline import PAIRS
 
 from keras_ft import Config, finetune
 from keras_ft.train.checkpoint import CheckpointError
-
-from test_pipeline import PAIRS
 
 REPO = Path(__file__).resolve().parents[2]
 EPOCHS, BATCHES_PER_EPOCH = 6, 5  # 10 examples in batches of 2: 30 steps
 
 
 def run_args(preset, data, out):
-    return ["--preset", str(preset), "--data", str(data), "--output-dir", str(out),
-            "--epochs", str(EPOCHS), "--batch-size", "2", "--learning-rate", "1e-2",
-            "--lr-schedule", "cosine", "--warmup-steps", "3", "--lora-targets", "all",
-            "--validation-fraction", "0", "--sequence-length", "64",
-            "--checkpoint-every-steps", "1", "--keep-checkpoints", "2",
-            "--sample-prompts", "Hi", "--max-new-tokens", "1"]
+    return [
+        "--preset",
+        str(preset),
+        "--data",
+        str(data),
+        "--output-dir",
+        str(out),
+        "--epochs",
+        str(EPOCHS),
+        "--batch-size",
+        "2",
+        "--learning-rate",
+        "1e-2",
+        "--lr-schedule",
+        "cosine",
+        "--warmup-steps",
+        "3",
+        "--lora-targets",
+        "all",
+        "--validation-fraction",
+        "0",
+        "--sequence-length",
+        "64",
+        "--checkpoint-every-steps",
+        "1",
+        "--keep-checkpoints",
+        "2",
+        "--sample-prompts",
+        "Hi",
+        "--max-new-tokens",
+        "1",
+    ]
 
 
 def start(args, log, cache):
-    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_COMPILATION_CACHE_DIR": str(cache),
-           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-           "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
-    return subprocess.Popen([sys.executable, "-m", "keras_ft.run", *args], cwd=REPO,
-                            env=env, stdout=log, stderr=subprocess.STDOUT)
+    env = {
+        **os.environ,
+        "KERAS_BACKEND": "jax",
+        "JAX_COMPILATION_CACHE_DIR": str(cache),
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "keras_ft.run", *args],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
 
 
 def adapter_arrays(path):
     arrays = {}
     with h5py.File(path) as f:
-        f.visititems(lambda name, obj: arrays.__setitem__(name, np.asarray(obj))
-                     if isinstance(obj, h5py.Dataset) else None)
+        f.visititems(
+            lambda name, obj: (
+                arrays.__setitem__(name, np.asarray(obj)) if isinstance(obj, h5py.Dataset) else None
+            )
+        )
     return arrays
 
 
@@ -59,24 +96,22 @@ def step_records(run_dir):
     return [r for r in records if "epoch" not in r]
 
 
-def test_sigkill_at_a_random_step_then_resume_matches_an_uninterrupted_run(
-        tiny_gemma, tmp_path):
+def test_sigkill_at_a_random_step_then_resume_matches_an_uninterrupted_run(tiny_gemma, tmp_path):
     data = tmp_path / "pairs.jsonl"
-    data.write_text("".join(json.dumps({"prompt": p, "completion": c}) + "\n"
-                            for p, c in PAIRS))
+    data.write_text("".join(json.dumps({"prompt": p, "completion": c}) + "\n" for p, c in PAIRS))
     out = tmp_path / "killed"
     # Seeded, so a failure reproduces: KERAS_FT_KILL_SEED=<seed> reruns that kill.
     seed = int(os.environ.get("KERAS_FT_KILL_SEED", random.SystemRandom().randrange(2**32)))
     kill_after = random.Random(seed).randint(2, 15)  # of 30 steps; usually mid-epoch
-    print(f"kill seed {seed} (KERAS_FT_KILL_SEED={seed} reruns it): "
-          f"SIGKILL after step {kill_after}")
+    print(
+        f"kill seed {seed} (KERAS_FT_KILL_SEED={seed} reruns it): SIGKILL after step {kill_after}"
+    )
     args = run_args(tiny_gemma, data, out)
     cache = tmp_path / "jax_cache"
     with (tmp_path / "killed.log").open("w") as log:
         process = start(args, log, cache)
         deadline = time.monotonic() + 300
-        while not any(int(p.name[5:]) >= kill_after
-                      for p in (out / "checkpoints").glob("step-*")):
+        while not any(int(p.name[5:]) >= kill_after for p in (out / "checkpoints").glob("step-*")):
             assert process.poll() is None, (tmp_path / "killed.log").read_text()
             assert time.monotonic() < deadline, "no checkpoint within 300 s"
             time.sleep(0.01)
@@ -90,8 +125,14 @@ def test_sigkill_at_a_random_step_then_resume_matches_an_uninterrupted_run(
     resumed_log = (tmp_path / "resumed.log").read_text()
     assert "Resuming from" in resumed_log and "step-" in resumed_log
     # stdout and stderr: keras_ft's lines, none of TensorFlow's or JAX's start-up noise.
-    for noise in ("absl::InitializeLog", "oneDNN custom operations", "cudart_stub",
-                  "cuInit", "Unable to initialize backend", "precompiled_charsmap"):
+    for noise in (
+        "absl::InitializeLog",
+        "oneDNN custom operations",
+        "cudart_stub",
+        "cuInit",
+        "Unable to initialize backend",
+        "precompiled_charsmap",
+    ):
         assert noise not in resumed_log, resumed_log
 
     reference = tmp_path / "reference"  # uninterrupted, same flags and seed
@@ -103,8 +144,13 @@ def test_sigkill_at_a_random_step_then_resume_matches_an_uninterrupted_run(
     actual = adapter_arrays(out / "adapter.lora.h5")
     assert expected.keys() == actual.keys() and len(expected) > 4
     for name in expected:
-        np.testing.assert_allclose(actual[name], expected[name], rtol=0, atol=1e-6,
-                                   err_msg=f"{name} (killed after step {killed_at})")
+        np.testing.assert_allclose(
+            actual[name],
+            expected[name],
+            rtol=0,
+            atol=1e-6,
+            err_msg=f"{name} (killed after step {killed_at})",
+        )
     assert np.abs(np.concatenate([a.ravel() for a in expected.values()])).max() > 0
 
     # Data position: each step once, consuming the same examples as the reference;
@@ -113,21 +159,32 @@ def test_sigkill_at_a_random_step_then_resume_matches_an_uninterrupted_run(
     assert [r["step"] for r in steps] == list(range(1, EPOCHS * BATCHES_PER_EPOCH + 1))
     assert [r["examples"] for r in steps] == [r["examples"] for r in reference_steps]
     for epoch in range(EPOCHS):
-        seen = sum((r["examples"] for r in steps[epoch * BATCHES_PER_EPOCH:
-                                                 (epoch + 1) * BATCHES_PER_EPOCH]), [])
+        seen = sum(
+            (
+                r["examples"]
+                for r in steps[epoch * BATCHES_PER_EPOCH : (epoch + 1) * BATCHES_PER_EPOCH]
+            ),
+            [],
+        )
         assert sorted(seen) == list(range(10)), (epoch, seen)
 
 
-def test_resume_refuses_an_edited_data_file_with_the_same_row_count(
-        tiny_gemma, tmp_path, caplog):
+def test_resume_refuses_an_edited_data_file_with_the_same_row_count(tiny_gemma, tmp_path, caplog):
     data = tmp_path / "pairs.jsonl"
     rows = [json.dumps({"prompt": p, "completion": c}) + "\n" for p, c in PAIRS]
     data.write_text("".join(rows))
-    cfg = Config(preset=str(tiny_gemma), data=(str(data),), max_steps=2, batch_size=2,
-                 validation_fraction=0.0, sequence_length=64, sample_prompts=("Hi",),
-                 max_new_tokens=1,
-                 output_dir=str(tmp_path / "run"),
-                 tokenized_cache_dir=str(tmp_path / "tokens"))
+    cfg = Config(
+        preset=str(tiny_gemma),
+        data=(str(data),),
+        max_steps=2,
+        batch_size=2,
+        validation_fraction=0.0,
+        sequence_length=64,
+        sample_prompts=("Hi",),
+        max_new_tokens=1,
+        output_dir=str(tmp_path / "run"),
+        tokenized_cache_dir=str(tmp_path / "tokens"),
+    )
     finetune(cfg)
     with caplog.at_level(logging.INFO, logger="keras_ft.train.rundir"):  # resume_or_start
         finetune(cfg)  # unchanged data: resumes (at the end, so nothing to train)

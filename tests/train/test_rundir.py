@@ -18,13 +18,12 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from test_pipeline import PAIRS
 
 from keras_ft.cli.data import main as data_main
+from keras_ft.cli.run import main as run_main
 from keras_ft.evaluation.runs import resolve_run
 from keras_ft.train.rundir import LOCK, MARKER, OUTPUTS, RunLock
-from keras_ft.cli.run import main as run_main
-
-from test_pipeline import PAIRS
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -32,16 +31,34 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def pairs(tmp_path_factory):
     path = tmp_path_factory.mktemp("data") / "pairs.jsonl"
-    path.write_text("".join(json.dumps({"prompt": p, "completion": c}) + "\n"
-                            for p, c in PAIRS))
+    path.write_text("".join(json.dumps({"prompt": p, "completion": c}) + "\n" for p, c in PAIRS))
     return path
 
 
 def args(preset, data, out, *extra):
-    return ["--preset", str(preset), "--data", str(data), "--output-dir", str(out),
-            "--max-steps", "1", "--batch-size", "2", "--validation-fraction", "0.2",
-            "--sequence-length", "32", "--sample-prompts", "Hi", "--max-new-tokens", "1",
-            "--tokenized-cache-dir", "", *extra]
+    return [
+        "--preset",
+        str(preset),
+        "--data",
+        str(data),
+        "--output-dir",
+        str(out),
+        "--max-steps",
+        "1",
+        "--batch-size",
+        "2",
+        "--validation-fraction",
+        "0.2",
+        "--sequence-length",
+        "32",
+        "--sample-prompts",
+        "Hi",
+        "--max-new-tokens",
+        "1",
+        "--tokenized-cache-dir",
+        "",
+        *extra,
+    ]
 
 
 def invoke(argv):
@@ -61,8 +78,12 @@ def refused(result, *needles):
 def tree(path):
     """{relative path: sha256 of a file, or 'dir'} of everything under `path`."""
     path = Path(path)
-    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
-            if p.is_file() else "dir" for p in sorted(path.rglob("*"))}
+    return {
+        str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+        if p.is_file()
+        else "dir"
+        for p in sorted(path.rglob("*"))
+    }
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +96,8 @@ def finished_run(tiny_gemma, pairs, tmp_path_factory):
 
 
 def test_a_refused_rerun_leaves_the_run_identity_byte_identical(
-        finished_run, tiny_gemma, pairs, tmp_path):
+    finished_run, tiny_gemma, pairs, tmp_path
+):
     out = tmp_path / "run"
     shutil.copytree(finished_run, out)
     before = tree(out)
@@ -102,14 +124,18 @@ def test_a_keras_hub_preset_dir_is_refused_and_left_unchanged(tiny_gemma, pairs,
     shutil.copytree(tiny_gemma, preset)
     before = tree(preset)
     for extra in ((), ("--overwrite",)):
-        output = refused(invoke(args(tiny_gemma, pairs, preset, *extra)),
-                         "keras-hub preset directory", "--output-dir")
+        output = refused(
+            invoke(args(tiny_gemma, pairs, preset, *extra)),
+            "keras-hub preset directory",
+            "--output-dir",
+        )
         assert str(preset) in output
         assert tree(preset) == before
 
 
 def test_a_user_folder_is_refused_and_overwrite_touches_only_keras_ft_outputs(
-        tiny_gemma, pairs, tmp_path):
+    tiny_gemma, pairs, tmp_path
+):
     out = tmp_path / "mine"
     (out / "tensorboard").mkdir(parents=True)
     (out / "tensorboard" / "events.out.mine").write_text("my events")
@@ -119,14 +145,21 @@ def test_a_user_folder_is_refused_and_overwrite_touches_only_keras_ft_outputs(
     (out / "data").mkdir()
     (out / "data" / "train.jsonl").write_text("{}\n")
     before = tree(out)
-    refused(invoke(args(tiny_gemma, pairs, out)), "not a keras_ft run directory",
-            "--overwrite", "notes.txt")
+    refused(
+        invoke(args(tiny_gemma, pairs, out)),
+        "not a keras_ft run directory",
+        "--overwrite",
+        "notes.txt",
+    )
     assert tree(out) == before
 
     # --overwrite never deletes a user's file, even at one of keras_ft's names:
     # the user's tensorboard/ and best/ make it refuse, naming them.
-    refused(invoke(args(tiny_gemma, pairs, out, "--overwrite")), "best, tensorboard",
-            "never deletes files it did not write")
+    refused(
+        invoke(args(tiny_gemma, pairs, out, "--overwrite")),
+        "best, tensorboard",
+        "never deletes files it did not write",
+    )
     assert tree(out) == before
 
     shutil.rmtree(out / "tensorboard")
@@ -141,23 +174,31 @@ def test_a_user_folder_is_refused_and_overwrite_touches_only_keras_ft_outputs(
     assert json.loads((out / MARKER).read_text())["outputs"] == sorted(OUTPUTS)
 
 
-def test_a_fresh_start_deletes_only_what_the_marker_lists(finished_run, tiny_gemma,
-                                                           pairs, tmp_path):
+def test_a_fresh_start_deletes_only_what_the_marker_lists(
+    finished_run, tiny_gemma, pairs, tmp_path
+):
     out = tmp_path / "run"
     shutil.copytree(finished_run, out)
     (out / "notes.txt").write_text("mine")
     (out / "tensorboard" / "mine.txt").write_text("a file the marker does not cover")
     marker = json.loads((out / MARKER).read_text())
-    (out / MARKER).write_text(json.dumps({**marker, "outputs": [
-        n for n in marker["outputs"] if n != "tensorboard"] + ["../outside"]}))
+    (out / MARKER).write_text(
+        json.dumps(
+            {
+                **marker,
+                "outputs": [n for n in marker["outputs"] if n != "tensorboard"] + ["../outside"],
+            }
+        )
+    )
     (tmp_path / "outside").write_text("not below the run directory")
     result = invoke(args(tiny_gemma, pairs, out, "--no-resume", "--max-steps", "2"))
     assert result.exit_code == 0, result.output
     assert (out / "notes.txt").read_text() == "mine"
     assert (out / "tensorboard" / "mine.txt").exists()  # not listed: kept
     assert (tmp_path / "outside").exists()  # a name outside the run dir is ignored
-    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").open()
-             if "epoch" not in line]
+    steps = [
+        json.loads(line)["step"] for line in (out / "metrics.jsonl").open() if "epoch" not in line
+    ]
     assert steps == [1, 2]  # the old run's lines were deleted
 
 
@@ -175,21 +216,25 @@ HOLD = textwrap.dedent("""
 
 def hold_lock(run_dir, how):
     run_dir.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(run_dir), how], cwd=REPO,
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(run_dir), how], cwd=REPO, stdout=subprocess.PIPE, text=True
+    )
     assert proc.stdout.readline().strip() == "locked"
     return proc
 
 
-def test_a_second_run_in_a_locked_directory_fails_naming_the_holder(
-        tiny_gemma, pairs, tmp_path):
+def test_a_second_run_in_a_locked_directory_fails_naming_the_holder(tiny_gemma, pairs, tmp_path):
     out = tmp_path / "run"
     holder = hold_lock(out, "hold")
     try:
         held = json.loads((out / LOCK).read_text())
-        output = refused(invoke(args(tiny_gemma, pairs, out)), "in use by another run",
-                         f"pid {holder.pid}", f"host {socket.gethostname()}",
-                         f"started {held['started']}")
+        output = refused(
+            invoke(args(tiny_gemma, pairs, out)),
+            "in use by another run",
+            f"pid {holder.pid}",
+            f"host {socket.gethostname()}",
+            f"started {held['started']}",
+        )
         assert str(out) in output
         assert sorted(os.listdir(out)) == [LOCK]  # nothing written
     finally:
@@ -245,11 +290,14 @@ def test_an_unwritable_output_dir_is_named_before_data_or_model_load(case, tmp_p
         target.mkdir()
         undo = read_only(target)
     try:
-        output = refused(invoke(args(tmp_path / "no-such-preset", missing, target)),
-                         "`output_dir`", str(target))
-        assert {"is_a_file": "is a file, not a directory",
-                "below_a_file": f"{tmp_path / 'file'} is a file",
-                "read_only": "is not writable"}[case] in output
+        output = refused(
+            invoke(args(tmp_path / "no-such-preset", missing, target)), "`output_dir`", str(target)
+        )
+        assert {
+            "is_a_file": "is a file, not a directory",
+            "below_a_file": f"{tmp_path / 'file'} is a file",
+            "read_only": "is not writable",
+        }[case] in output
     finally:
         undo()
     if case == "read_only":
@@ -268,8 +316,11 @@ def test_an_unwritable_token_cache_dir_is_named(case, tmp_path):
         undo = read_only(cache)
     try:
         argv = args(tmp_path / "no-such-preset", tmp_path / "none.jsonl", tmp_path / "run")
-        refused(invoke(argv[:-2] + ["--tokenized-cache-dir", cache]),
-                "`tokenized_cache_dir`", str(cache))
+        refused(
+            invoke(argv[:-2] + ["--tokenized-cache-dir", cache]),
+            "`tokenized_cache_dir`",
+            str(cache),
+        )
     finally:
         undo()
     assert not (tmp_path / "run").exists()  # the run directory was not created
@@ -278,8 +329,9 @@ def test_an_unwritable_token_cache_dir_is_named(case, tmp_path):
 def test_data_stats_checks_its_plot_path_before_reading(pairs, tmp_path):
     (tmp_path / "file").write_text("a file")
     plot = tmp_path / "file" / "stats.png"
-    result = CliRunner().invoke(data_main, ["stats", "--data", str(pairs), "--no-tokens",
-                                            "--plot", str(plot)])
+    result = CliRunner().invoke(
+        data_main, ["stats", "--data", str(pairs), "--no-tokens", "--plot", str(plot)]
+    )
     assert result.exit_code == 2
     err = result.stderr
     assert "`--plot`" in err and f"{tmp_path / 'file'} is a file" in err

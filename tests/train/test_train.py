@@ -6,15 +6,15 @@ import sys
 import keras
 import numpy as np
 import pytest
+from helpers import synthetic_examples
 
-from keras_ft.train.callbacks import Throughput
 from keras_ft.config import Config
-from keras_ft.model.causal_lm import build_model
 from keras_ft.data.batches import BatchSequence
+from keras_ft.model.causal_lm import build_model
+from keras_ft.train.callbacks import Throughput
 from keras_ft.train.loop import NonFiniteLossError, epoch_spans, steps_plan, train
 from keras_ft.train.optimizer import WarmupDecay
 from keras_ft.train.trainer import build_trainer
-from helpers import synthetic_examples
 
 
 def run_training(preset, tmp_path, examples, **overrides):
@@ -57,11 +57,24 @@ def test_epoch_spans_and_plan():
 
 def test_gradient_accumulation_matches_the_larger_batch(tiny_gemma, tmp_path):
     examples = synthetic_examples(12)
-    common = dict(max_steps=3, learning_rate=1e-2, lr_schedule="cosine", warmup_steps=1,
-                  clip_norm=0.05, lora_targets="all", weight_decay=0.01)
+    common = dict(
+        max_steps=3,
+        learning_rate=1e-2,
+        lr_schedule="cosine",
+        warmup_steps=1,
+        clip_norm=0.05,
+        lora_targets="all",
+        weight_decay=0.01,
+    )
     big, _ = run_training(tiny_gemma, tmp_path / "big", examples, batch_size=4, **common)
-    accumulated, _ = run_training(tiny_gemma, tmp_path / "acc", examples, batch_size=2,
-                                  gradient_accumulation_steps=2, **common)
+    accumulated, _ = run_training(
+        tiny_gemma,
+        tmp_path / "acc",
+        examples,
+        batch_size=2,
+        gradient_accumulation_steps=2,
+        **common,
+    )
     for a, b in zip(lora_weights(big), lora_weights(accumulated)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     assert int(accumulated.optimizer.iterations) == 3  # optimizer steps, not batches
@@ -71,14 +84,21 @@ def test_gradient_accumulation_matches_the_larger_batch(tiny_gemma, tmp_path):
     assert [r["lr"] for r in big_steps] == pytest.approx([r["lr"] for r in acc_steps])
     # Equal token counts: the mean of the two half-batch losses is the big batch's.
     assert [r["step_loss"] for r in big_steps] == pytest.approx(
-        [r["step_loss"] for r in acc_steps], rel=1e-5)
+        [r["step_loss"] for r in acc_steps], rel=1e-5
+    )
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "mixed_bfloat16"])
 def test_bfloat16_policies_train(tiny_gemma, tmp_path, dtype):
-    trainer, history = run_training(tiny_gemma, tmp_path, synthetic_examples(4),
-                                    dtype=dtype, max_steps=2, batch_size=2,
-                                    learning_rate=1e-2)
+    trainer, history = run_training(
+        tiny_gemma,
+        tmp_path,
+        synthetic_examples(4),
+        dtype=dtype,
+        max_steps=2,
+        batch_size=2,
+        learning_rate=1e-2,
+    )
     assert trainer.backbone.compute_dtype == "bfloat16"
     assert all(w.dtype == "float32" for w in trainer.backbone.trainable_weights)
     assert np.isfinite(history.history["loss"]).all()
@@ -87,9 +107,16 @@ def test_bfloat16_policies_train(tiny_gemma, tmp_path, dtype):
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_gemma, tmp_path):
     with pytest.raises(NonFiniteLossError) as error:
-        run_training(tiny_gemma, tmp_path, synthetic_examples(8), max_steps=8,
-                     learning_rate=1e30, checkpoint_every_steps=1, keep_checkpoints=20,
-                     lora_targets="all")
+        run_training(
+            tiny_gemma,
+            tmp_path,
+            synthetic_examples(8),
+            max_steps=8,
+            learning_rate=1e30,
+            checkpoint_every_steps=1,
+            keep_checkpoints=20,
+            lora_targets="all",
+        )
     steps = [r for r in read_jsonl(tmp_path / "metrics.jsonl") if "epoch" not in r]
     bad = next(r["step"] for r in steps if not math.isfinite(r["step_loss"]))
     message = str(error.value)
@@ -101,32 +128,47 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_gemma, tm
     assert not (tmp_path / "loss_curve.png").exists()
 
 
-def test_eval_samples_early_stopping_logging_and_progress_bar(tiny_gemma, tmp_path,
-                                                              monkeypatch, capsys):
+def test_eval_samples_early_stopping_logging_and_progress_bar(
+    tiny_gemma, tmp_path, monkeypatch, capsys
+):
     scripted = iter([3.0, 2.0, 2.5, 2.6, 1.0])  # the best is the 2nd evaluation
 
     def fake_evaluate(trainer, dataset):
         loss = next(scripted)
-        return {"loss": loss, "perplexity": math.exp(loss), "accuracy": 0.5,
-                "num_tokens": 10}
+        return {"loss": loss, "perplexity": math.exp(loss), "accuracy": 0.5, "num_tokens": 10}
 
     monkeypatch.setattr("keras_ft.train.loop.evaluate_tokens", fake_evaluate)  # injected
     monkeypatch.setattr(sys.stdout, "isatty", lambda: True)  # Keras' interactive bar
     examples = synthetic_examples(12)
-    cfg = Config(preset=str(tiny_gemma), output_dir=str(tmp_path), batch_size=1,
-                 max_steps=12, learning_rate=1e-2, eval_every_steps=2,
-                 early_stopping_patience=2, lora_targets="all", checkpoint_every_steps=6,
-                 sample_every_steps=4, sample_prompts=("Hi", "Bye"))
+    cfg = Config(
+        preset=str(tiny_gemma),
+        output_dir=str(tmp_path),
+        batch_size=1,
+        max_steps=12,
+        learning_rate=1e-2,
+        eval_every_steps=2,
+        early_stopping_patience=2,
+        lora_targets="all",
+        checkpoint_every_steps=6,
+        sample_every_steps=4,
+        sample_prompts=("Hi", "Bye"),
+    )
     keras.utils.set_random_seed(0)
     backbone = build_model(cfg).backbone
     data = BatchSequence(examples, 1, 16, 0, 0)
     trainer = build_trainer(cfg, backbone, 12)
-    train(cfg, trainer, data, BatchSequence(examples[:2], 1, 16, 0, 0, shuffle=False),
-          tmp_path, callbacks=[Throughput(data)], sample_fn=lambda: ["a", "b"])
+    train(
+        cfg,
+        trainer,
+        data,
+        BatchSequence(examples[:2], 1, 16, 0, 0, shuffle=False),
+        tmp_path,
+        callbacks=[Throughput(data)],
+        sample_fn=lambda: ["a", "b"],
+    )
     bar = re.sub(r"\x1b\[[0-9;]*m", "", capsys.readouterr().out)  # drop the colours
     # Keras' bar: "3/8 ━━━━━━━━━ 7s 1s/step - ... - tokens_per_s: ..." (7s: the ETA)
-    updates = [u for u in re.split(r"[\r\n]", bar)
-               if re.match(r"\s*\d+/12 ━+ (\d+s|\d+:\d\d) ", u)]
+    updates = [u for u in re.split(r"[\r\n]", bar) if re.match(r"\s*\d+/12 ━+ (\d+s|\d+:\d\d) ", u)]
     assert updates and all(k in updates[-1] for k in ("step_loss:", "lr:", "tokens_per_s:"))
 
     steps = [r for r in read_jsonl(tmp_path / "metrics.jsonl") if "epoch" not in r]
@@ -135,16 +177,20 @@ def test_eval_samples_early_stopping_logging_and_progress_bar(tiny_gemma, tmp_pa
     assert all({"step_loss", "lr", "tokens_per_s", "examples"} <= set(r) for r in steps)
     samples = read_jsonl(tmp_path / "samples.jsonl")
     assert [s["step"] for s in samples] == [4, 8]
-    assert samples[0]["samples"] == [{"prompt": "Hi", "reply": "a"},
-                                     {"prompt": "Bye", "reply": "b"}]
+    assert samples[0]["samples"] == [
+        {"prompt": "Hi", "reply": "a"},
+        {"prompt": "Bye", "reply": "b"},
+    ]
     # The best adapter (step 4) is restored at the end, not the last weights.
     fresh = build_model(cfg).backbone
     fresh.load_lora_weights(str(tmp_path / "best/adapter.lora.h5"))
     for kept, best in zip(lora_weights(trainer), fresh.trainable_weights):
         np.testing.assert_array_equal(kept, np.asarray(best.value))
     fresh.load_lora_weights(str(tmp_path / "checkpoints/step-00000006/adapter.lora.h5"))
-    assert any(not np.array_equal(k, np.asarray(w.value))
-               for k, w in zip(lora_weights(trainer), fresh.trainable_weights))
+    assert any(
+        not np.array_equal(k, np.asarray(w.value))
+        for k, w in zip(lora_weights(trainer), fresh.trainable_weights)
+    )
 
     events = _tensorboard_tags(tmp_path / "tensorboard")
     assert {"loss", "learning_rate", "tokens_per_s", "accuracy"} <= events["train"]
@@ -159,23 +205,27 @@ def _tensorboard_tags(log_dir):
 
     tags = {}
     for run in ("train", "validation"):
-        tags[run] = {value.tag
-                     for path in (log_dir / run).glob("events.out.tfevents.*")
-                     for event in tf.compat.v1.train.summary_iterator(str(path))
-                     for value in event.summary.value}
+        tags[run] = {
+            value.tag
+            for path in (log_dir / run).glob("events.out.tfevents.*")
+            for event in tf.compat.v1.train.summary_iterator(str(path))
+            for value in event.summary.value
+        }
     return tags
 
 
-@pytest.mark.parametrize("architecture, name", [("gpt2", "GPT2Backbone"),
-                                                ("opt", "OPTBackbone")])
+@pytest.mark.parametrize("architecture, name", [("gpt2", "GPT2Backbone"), ("opt", "OPTBackbone")])
 def test_packing_is_refused_for_learned_absolute_positions(architecture, name):
     from keras_ft.model.packing import segment_attention
     from keras_ft.testing import make_tiny_absolute_position_backbone
 
     backbone = make_tiny_absolute_position_backbone(architecture)
     cfg = Config(preset="unused", data=("train.jsonl",), packing=True)
-    with pytest.raises(ValueError, match=rf"`packing` is not supported for {name}:.*"
-                       r"`packing: false`.*--no-packing"):
+    with pytest.raises(
+        ValueError,
+        match=rf"`packing` is not supported for {name}:.*"
+        r"`packing: false`.*--no-packing",
+    ):
         build_trainer(cfg, backbone, total_steps=1)
     # The trainer refuses it too when handed packed rows directly.
     with pytest.raises(ValueError, match=name):
@@ -204,7 +254,8 @@ def test_progress_log_cadence_every_twentieth_of_the_run_or_30_seconds(monkeypat
     # The first step, every 5th (1/20 of 100), and step 12: 30 s had passed.
     assert steps == [1, 5, 10, 12] + list(range(15, 101, 5)), steps
     assert caplog.records[2].getMessage() == (
-        "step 10/100 (10%): loss 1.2500, 80 tokens/s, elapsed 0:00:10, ETA 0:01:30")
+        "step 10/100 (10%): loss 1.2500, 80 tokens/s, elapsed 0:00:10, ETA 0:01:30"
+    )
     with pytest.raises(ValueError, match="every_s=0"):
         callbacks.ProgressLog(state, 100, every_s=0)
 
@@ -228,15 +279,30 @@ def test_callbacks_are_built_in_the_order_of_the_logs_they_share(tiny_gemma, tmp
     from keras_ft.train.checkpoint import TrainState
     from keras_ft.train.loop import build_callbacks
 
-    cfg = Config(preset=str(tiny_gemma), output_dir=str(tmp_path), max_steps=4,
-                 eval_every_steps=2, sample_every_steps=2, checkpoint_every_steps=2)
+    cfg = Config(
+        preset=str(tiny_gemma),
+        output_dir=str(tmp_path),
+        max_steps=4,
+        eval_every_steps=2,
+        sample_every_steps=2,
+        checkpoint_every_steps=2,
+    )
     trainer = build_trainer(cfg, build_model(cfg).backbone, 4)
     data, state = BatchSequence(synthetic_examples(4), 1, 16, 0, 0), TrainState()
-    built, non_finite = build_callbacks(cfg, trainer, state, data, data, tmp_path,
-                                        save=lambda: None, extra=[Throughput(data)],
-                                        sample_fn=lambda: ["a"])
+    built, non_finite = build_callbacks(
+        cfg,
+        trainer,
+        state,
+        data,
+        data,
+        tmp_path,
+        save=lambda: None,
+        extra=[Throughput(data)],
+        sample_fn=lambda: ["a"],
+    )
     assert [type(c) for c in built if type(c) is not callbacks.ProgressLog] == list(
-        callbacks.ORDER[:-1])
+        callbacks.ORDER[:-1]
+    )
     assert non_finite is built[1]
     swapped = [built[0], built[3], built[2]]  # PeriodicEval before Throughput
     with pytest.raises(ValueError, match="out of order: StepTracker, PeriodicEval, Throughput"):
