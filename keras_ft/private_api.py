@@ -29,6 +29,7 @@ from keras.src.backend.common import global_state
 from keras.src.backend.jax.core import JaxVariable
 
 from keras_ft.model.lora import read_lora_file
+from keras_ft.testing import TINY_BACKBONE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,15 +63,7 @@ def _lora_enabled_layers() -> bool:
 def _lora_file_layout() -> bool:
     """keras-hub's `save_lora_weights` still writes the H5 layout that
     `model.read_lora_file` reads (`lora/vars/rank`, `lora/<index>/vars/...`)."""
-    backbone = keras_hub.models.GemmaBackbone(
-        vocabulary_size=16,
-        num_layers=1,
-        num_query_heads=2,
-        num_key_value_heads=1,
-        hidden_dim=8,
-        intermediate_dim=16,
-        head_dim=4,
-    )
+    backbone = keras_hub.models.GemmaBackbone(vocabulary_size=16, **TINY_BACKBONE)
     backbone.enable_lora(2)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "probe.lora.h5"
@@ -78,7 +71,7 @@ def _lora_file_layout() -> bool:
         rank, layers = read_lora_file(path)
     return (
         rank == 2
-        and len(layers) == 2
+        and len(layers) == 2 * TINY_BACKBONE["num_layers"]  # query and value
         and all(set(v) == {"lora_kernel_a", "lora_kernel_b"} for v in layers.values())
     )
 

@@ -191,12 +191,8 @@ def make_tiny_absolute_position_backbone(architecture: str = "gpt2", seed: int =
             f"Unknown tiny architecture {architecture!r}; choose from {sorted(classes)}."
         )
     keras.utils.set_random_seed(seed)
+    sizes = {k: TINY_BACKBONE[k] for k in ("num_layers", "hidden_dim", "intermediate_dim")}
+    heads = TINY_BACKBONE["num_query_heads"]
     return classes[architecture](
-        vocabulary_size=160,
-        num_layers=2,
-        num_heads=2,
-        hidden_dim=16,
-        intermediate_dim=32,
-        dropout=0.0,
-        max_sequence_length=64,
+        vocabulary_size=160, num_heads=heads, dropout=0.0, max_sequence_length=64, **sizes
     )

@@ -327,10 +327,8 @@ def _read_csv(path: Path, mapping) -> Iterator[tuple[str, Any]]:
         try:
             header = _csv_step(lambda: reader.fieldnames)
         except csv.Error as e:
-            raise DataError(
-                f"has an unreadable CSV header: {_csv_message(e)}.",
-                location=f"{path}:1",
-                reason="bad_header",
+            raise _csv_error(
+                "has an unreadable CSV header: ", e, f"{path}:1", "bad_header"
             ) from None
         if header is None:
             yield _empty(path)
@@ -343,11 +341,7 @@ def _read_csv(path: Path, mapping) -> Iterator[tuple[str, Any]]:
             except StopIteration:
                 break
             except csv.Error as e:
-                raise DataError(
-                    f"is not valid CSV: {_csv_message(e)}.",
-                    location=f"{path}:{end + 1}",
-                    reason="bad_row",
-                ) from None
+                raise _csv_error("is not valid CSV: ", e, f"{path}:{end + 1}", "bad_row") from None
             location, end, found = f"{path}:{end + 1}", reader.line_num, True
             yield location, _check_row(row, len(header), location)
     if not found:
@@ -365,6 +359,11 @@ def _csv_step(step):
         return step()
     finally:
         csv.field_size_limit(previous)
+
+
+def _csv_error(what: str, error: csv.Error, location: str, reason: str) -> DataError:
+    """A DataError for what the csv module refused: "<what><its message>."."""
+    return DataError(f"{what}{_csv_message(error)}.", location=location, reason=reason)
 
 
 def _csv_message(error: csv.Error) -> str:

@@ -378,19 +378,20 @@ def _get(record: dict, key: str, location: str, field: str = "") -> Any:
     return record[key]
 
 
+def _wrong_type(message: str, location: str, field: str, received) -> DataError:
+    """The DataError of a value of the wrong JSON type."""
+    return DataError(
+        message, location=location, field=field, reason="wrong_type", received=received
+    )
+
+
 def _text(
     record: dict, key: str, location: str, *, allow_empty: bool = False, field: str = ""
 ) -> str:
     """record[key] as a non-empty, valid string; errors name `field` or `key`."""
     value, field = _get(record, key, location, field), field or key
     if not isinstance(value, str):
-        raise DataError(
-            f"must be a string, not {type(value).__name__}.",
-            location=location,
-            field=field,
-            reason="wrong_type",
-            received=value,
-        )
+        raise _wrong_type(f"must be a string, not {type(value).__name__}.", location, field, value)
     if BAD_TEXT.search(value):
         raise DataError(
             "holds bytes that are not valid UTF-8 (or lone surrogate "
@@ -443,13 +444,7 @@ def _single_turn(record: dict, shape: str, location: str) -> tuple[str, str, boo
 def _classification(record: dict, location: str, system: str) -> ParsedRecord:
     label = _get(record, "label", location)
     if isinstance(label, bool) or not isinstance(label, (str, int)):
-        raise DataError(
-            "must be a string or an integer class.",
-            location=location,
-            field="label",
-            reason="wrong_type",
-            received=label,
-        )
+        raise _wrong_type("must be a string or an integer class.", location, "label", label)
     label = _text({"label": str(label)}, "label", location)
     keys = [k for k in ("prompt", "instruction", "text") if record.get(k) is not None]
     prompt = _text(record, keys[0] if keys else "text", location)
@@ -480,12 +475,11 @@ def _chat(
 ) -> tuple[Message, ...]:
     items = _get(record, key, location)
     if not isinstance(items, list):
-        raise DataError(
+        raise _wrong_type(
             f"must be a list of {{{role_key}, {content_key}}} objects, not {type(items).__name__}.",
-            location=location,
-            field=key,
-            reason="wrong_type",
-            received=items,
+            location,
+            key,
+            items,
         )
     if not items:
         raise DataError("is an empty list.", location=location, field=key, reason="empty_string")
@@ -493,12 +487,8 @@ def _chat(
     for i, item in enumerate(items):
         name = f"{key}[{i}]"
         if not isinstance(item, dict):
-            raise DataError(
-                f"must be an object with `{role_key}` and `{content_key}`.",
-                location=location,
-                field=name,
-                reason="wrong_type",
-                received=item,
+            raise _wrong_type(
+                f"must be an object with `{role_key}` and `{content_key}`.", location, name, item
             )
         role = _text(item, role_key, location, field=f"{name}.{role_key}")
         if role not in roles:
@@ -521,12 +511,11 @@ def _content(item: dict, key: str, location: str, field: str) -> str:
         parts = []
         for j, part in enumerate(value):
             if not isinstance(part, dict) or part.get("type") != "text":
-                raise DataError(
+                raise _wrong_type(
                     "may only hold text parts ({type: text, text}).",
-                    location=location,
-                    field=f"{field}[{j}]",
-                    reason="wrong_type",
-                    received=part,
+                    location,
+                    f"{field}[{j}]",
+                    part,
                 )
             parts.append(
                 _text(part, "text", location, allow_empty=True, field=f"{field}[{j}].text")

@@ -73,82 +73,33 @@ MIB = 1024**2
 # `config` of each keras-hub preset's published config.json (Kaggle model
 # pages keras/gemma/keras/gemma_2b_en/2 and gemma_7b_en/2, keras/gemma3/keras/
 # gemma3_270m/*, keras/llama3/keras/llama3.2_1b/*; keras-hub 0.32).
-KNOWN_CONFIGS: dict[str, dict[str, Any]] = {
-    "gemma_2b_en": {
-        "class_name": "GemmaBackbone",
-        "config": dict(
-            vocabulary_size=256000,
-            num_layers=18,
-            num_query_heads=8,
-            num_key_value_heads=1,
-            hidden_dim=2048,
-            intermediate_dim=32768,
-            head_dim=256,
-            layer_norm_epsilon=1e-6,
-            dropout=0,
-        ),
-    },
-    "gemma_7b_en": {
-        "class_name": "GemmaBackbone",
-        "config": dict(
-            vocabulary_size=256000,
-            num_layers=28,
-            num_query_heads=16,
-            num_key_value_heads=16,
-            hidden_dim=3072,
-            intermediate_dim=49152,
-            head_dim=256,
-            layer_norm_epsilon=1e-6,
-            dropout=0,
-        ),
-    },
-    "gemma3_270m": {
-        "class_name": "Gemma3Backbone",
-        "config": dict(
-            vocabulary_size=262144,
-            image_size=None,
-            num_layers=18,
-            num_query_heads=4,
-            num_key_value_heads=1,
-            hidden_dim=640,
-            intermediate_dim=2048,
-            head_dim=256,
-            query_head_dim_normalize=True,
-            use_query_key_norm=True,
-            use_post_ffw_norm=True,
-            use_post_attention_norm=True,
-            attention_logit_soft_cap=None,
-            final_logit_soft_cap=None,
-            use_sliding_window_attention=True,
-            sliding_window_size=512,
-            local_rope_scaling_factor=1.0,
-            global_rope_scaling_factor=1.0,
-            vision_encoder=None,
-            layer_norm_epsilon=1e-6,
-            dropout=0,
-        ),
-    },
-    "llama3.2_1b": {
-        "class_name": "Llama3Backbone",
-        "config": dict(
-            vocabulary_size=128256,
-            num_layers=16,
-            num_query_heads=32,
-            num_key_value_heads=8,
-            hidden_dim=2048,
-            intermediate_dim=8192,
-            rope_max_wavelength=500000,
-            rope_position_scaling_factor=1.0,
-            rope_frequency_adjustment_factor=32.0,
-            rope_low_freq_factor=1.0,
-            rope_high_freq_factor=4.0,
-            rope_pretraining_sequence_length=8192,
-            layer_norm_epsilon=1e-5,
-            tie_word_embeddings=True,
-            dropout=0,
-        ),
-    },
+_GEMMA = dict(vocabulary_size=256000, head_dim=256, layer_norm_epsilon=1e-6, dropout=0)
+# fmt: off
+KNOWN_CONFIGS: dict[str, dict[str, Any]] = {  # one published config per entry, compact
+    "gemma_2b_en": {"class_name": "GemmaBackbone", "config": dict(
+        _GEMMA, num_layers=18, num_query_heads=8, num_key_value_heads=1, hidden_dim=2048,
+        intermediate_dim=32768)},
+    "gemma_7b_en": {"class_name": "GemmaBackbone", "config": dict(
+        _GEMMA, num_layers=28, num_query_heads=16, num_key_value_heads=16, hidden_dim=3072,
+        intermediate_dim=49152)},
+    "gemma3_270m": {"class_name": "Gemma3Backbone", "config": dict(
+        vocabulary_size=262144, image_size=None, num_layers=18, num_query_heads=4,
+        num_key_value_heads=1, hidden_dim=640, intermediate_dim=2048, head_dim=256,
+        query_head_dim_normalize=True, use_query_key_norm=True, use_post_ffw_norm=True,
+        use_post_attention_norm=True, attention_logit_soft_cap=None,
+        final_logit_soft_cap=None, use_sliding_window_attention=True,
+        sliding_window_size=512, local_rope_scaling_factor=1.0,
+        global_rope_scaling_factor=1.0, vision_encoder=None, layer_norm_epsilon=1e-6,
+        dropout=0)},
+    "llama3.2_1b": {"class_name": "Llama3Backbone", "config": dict(
+        vocabulary_size=128256, num_layers=16, num_query_heads=32, num_key_value_heads=8,
+        hidden_dim=2048, intermediate_dim=8192, rope_max_wavelength=500000,
+        rope_position_scaling_factor=1.0, rope_frequency_adjustment_factor=32.0,
+        rope_low_freq_factor=1.0, rope_high_freq_factor=4.0,
+        rope_pretraining_sequence_length=8192, layer_norm_epsilon=1e-5,
+        tie_word_embeddings=True, dropout=0)},
 }
+# fmt: on
 
 # Values kept per token and decoder layer for the backward pass, by width:
 # hidden: the inputs of the layer's norms (Gemma 3: four; two elsewhere, the

@@ -150,6 +150,30 @@ def write_pages(
 # ------------------------------------------------------- base vs tuned report
 
 
+# (section the row needs in the results or None, label, dotted key, with reference)
+METRIC_ROWS = (
+    (None, "held-out loss (response tokens)", "tokens.loss", False),
+    (None, "perplexity", "tokens.perplexity", False),
+    (None, "next-token accuracy", "tokens.accuracy", False),
+    (None, "exact match", "exact_match", False),
+    (None, "ROUGE-L F1", "rouge_l", False),
+    ("steps", "steps: adherence (numbered 1., 2., ... no preamble)", "steps.adherence", True),
+    ("steps", "steps: ordered numbered list anywhere", "steps.ordered_list", True),
+    ("steps", "steps: conversational preamble", "steps.preamble", True),
+    ("steps", "steps: mean items", "steps.mean_items", True),
+    ("label", "label accuracy", "label.accuracy", False),
+    ("label", "label: output is in the label set", "label.valid", False),
+    ("length", "length: mean words", "length.words.mean", True),
+    ("length", "length: median words", "length.words.median", True),
+    ("length", "length: p90 words", "length.words.p90", True),
+    (None, "replies ended by end-of-turn", "stopped", False),
+    (None, "new tokens per reply (mean)", "new_tokens.mean", False),
+    ("latency", "latency: time to first token (s)", "latency.ttft_s", False),
+    ("latency", "latency: tokens/s", "latency.tokens_per_s", False),
+    ("latency", "latency: compile time (s, first calls)", "latency.compile_s", False),
+)
+
+
 def metric_rows(results: dict) -> list[list]:
     """[metric, base, tuned, change, reference] rows of an evaluation."""
     base, tuned, ref = results["base"], results["tuned"], results["reference"]
@@ -159,42 +183,11 @@ def metric_rows(results: dict) -> list[list]:
         change = t - b if isinstance(b, (int, float)) and isinstance(t, (int, float)) else None
         return [name, b, t, change, _get(ref, getter) if with_ref else None]
 
-    rows = [
-        row("held-out loss (response tokens)", "tokens.loss"),
-        row("perplexity", "tokens.perplexity"),
-        row("next-token accuracy", "tokens.accuracy"),
-        row("exact match", "exact_match"),
-        row("ROUGE-L F1", "rouge_l"),
+    return [
+        row(name, getter, with_ref)
+        for section, name, getter, with_ref in METRIC_ROWS
+        if section is None or section in base
     ]
-    if "steps" in base:
-        rows += [
-            row("steps: adherence (numbered 1., 2., ... no preamble)", "steps.adherence", True),
-            row("steps: ordered numbered list anywhere", "steps.ordered_list", True),
-            row("steps: conversational preamble", "steps.preamble", True),
-            row("steps: mean items", "steps.mean_items", True),
-        ]
-    if "label" in base:
-        rows += [
-            row("label accuracy", "label.accuracy"),
-            row("label: output is in the label set", "label.valid"),
-        ]
-    if "length" in base:
-        rows += [
-            row("length: mean words", "length.words.mean", True),
-            row("length: median words", "length.words.median", True),
-            row("length: p90 words", "length.words.p90", True),
-        ]
-    rows += [
-        row("replies ended by end-of-turn", "stopped"),
-        row("new tokens per reply (mean)", "new_tokens.mean"),
-    ]
-    if "latency" in base:
-        rows += [
-            row("latency: time to first token (s)", "latency.ttft_s"),
-            row("latency: tokens/s", "latency.tokens_per_s"),
-            row("latency: compile time (s, first calls)", "latency.compile_s"),
-        ]
-    return rows
 
 
 def _get(values: dict, dotted: str):
