@@ -24,7 +24,7 @@ from keras_ft.config import Config
 from keras_ft.data.batches import BatchSequence
 from keras_ft.data.token_cache import cache_tokenized
 from keras_ft.data.tokenizer import TextTokenizer, format_marked
-from keras_ft.distribution import mesh, setup
+from keras_ft.distribution import kept_distribution, mesh, setup
 from keras_ft.files import write_json
 from keras_ft.generation.generate import generate
 from keras_ft.model.causal_lm import build_model
@@ -72,12 +72,8 @@ def finetune(cfg: Config) -> Result:
     # Checked, locked, and its settings checked against its checkpoint before
     # any data is read; config.json is written once the run is accepted
     # (`checkpoint.resume_or_start`), so a refused rerun changes nothing there.
-    previous = keras.distribution.distribution()
-    try:
-        with RunDir.open(cfg) as run:
-            return _finetune(cfg, run)
-    finally:
-        keras.distribution.set_distribution(previous)  # the run's mesh ends with it
+    with kept_distribution(), RunDir.open(cfg) as run:  # the run's mesh ends with it
+        return _finetune(cfg, run)
 
 
 def _tokenizer(cfg: Config, preset_dir: str):

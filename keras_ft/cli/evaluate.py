@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
     "top_p",
     "temperature",
     "max_new_tokens",
+    "mesh",
     defaults={"sampler": "greedy"},
 )
 @click.option(

@@ -11,6 +11,7 @@ import click
 from keras_ft.cli import errors as cli_errors
 from keras_ft.cli.flags import ADAPTER_HELP, config_file, config_options, overrides_from_flags
 from keras_ft.config import load_config
+from keras_ft.distribution import placed
 from keras_ft.generation.generate import generate
 from keras_ft.model.causal_lm import load_causal_lm
 from keras_ft.model.lora import read_adapter
@@ -23,7 +24,15 @@ log = logging.getLogger(__name__)
 @click.option("--adapter", default=None, help=ADAPTER_HELP)
 @config_file()
 @config_options(
-    "preset", "template", "sampler", "top_k", "top_p", "temperature", "max_new_tokens", "seed"
+    "preset",
+    "template",
+    "sampler",
+    "top_k",
+    "top_p",
+    "temperature",
+    "max_new_tokens",
+    "seed",
+    "mesh",
 )
 @click.argument("prompt", nargs=-1, required=True)
 @cli_errors.reported
@@ -40,8 +49,11 @@ def main(adapter, config_path, prompt, **flags):
         if "template" not in overrides and recorded:
             with cli_errors.usage_errors():
                 cfg = load_config(config_path, {**overrides, "template": recorded})
-    causal_lm = load_causal_lm(resolve_preset(cfg.preset), adapter=adapter or None)
-    for reply in generate(causal_lm, [" ".join(prompt)], cfg):
+    preset = resolve_preset(cfg.preset)
+    with placed(cfg, preset):  # `--mesh`: one device unless asked
+        causal_lm = load_causal_lm(preset, adapter=adapter or None)
+        replies = generate(causal_lm, [" ".join(prompt)], cfg)
+    for reply in replies:
         click.echo(reply)
 
 

@@ -19,4 +19,9 @@ from keras_ft.distribution.mesh import (  # noqa: F401
     make_distribution,
     parse_mesh,
 )
-from keras_ft.distribution.placement import Placement, setup  # noqa: F401
+from keras_ft.distribution.placement import (  # noqa: F401
+    Placement,
+    kept_distribution,
+    placed,
+    setup,
+)  # noqa: F401

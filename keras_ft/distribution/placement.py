@@ -12,15 +12,18 @@ Before any weight loads, in this order:
    the backbone class the preset's config.json names (its layout map):
    variables made from here on are placed sharded as they load.
 
-`finetune`, `keras-ft evaluate` and `keras-ft generate` call it before they
+`finetune`, `keras-ft evaluate` and `keras-ft generate` call it (through
+`placed`, which puts the caller's distribution back afterwards) before they
 load a model. On one device (a 1x1 mesh) it sets no distribution, so the
 run is exactly what it was before meshes existed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+from collections.abc import Iterator
 
 import jax
 import keras
@@ -100,3 +103,20 @@ def setup(cfg: Config, preset_dir: str | None = None, *, check_fit: bool = True)
             shard.count,
         )
     return Placement(plan, distribution, shard)
+
+
+@contextlib.contextmanager
+def kept_distribution() -> Iterator[None]:
+    """A block whose `set_distribution` calls end with it: the one before is restored."""
+    previous = keras.distribution.distribution()
+    try:
+        yield
+    finally:
+        keras.distribution.set_distribution(previous)
+
+
+@contextlib.contextmanager
+def placed(cfg: Config, preset_dir: str | None = None, **kwargs) -> Iterator[Placement]:
+    """`setup(cfg, preset_dir)` for a block, inside `kept_distribution`."""
+    with kept_distribution():
+        yield setup(cfg, preset_dir, **kwargs)

@@ -12,6 +12,7 @@ results as a Markdown and an HTML report (`keras_ft.report`).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -23,6 +24,7 @@ from keras_ft.config import Config
 from keras_ft.data.batches import BatchSequence
 from keras_ft.data.token_cache import TokenizedDataset
 from keras_ft.data.tokenizer import TextTokenizer, tokenize_example
+from keras_ft.distribution import placed
 from keras_ft.evaluation import metrics_text
 from keras_ft.evaluation.heldout import HeldOut
 from keras_ft.generation.generate import (
@@ -134,11 +136,19 @@ def compare_base_and_tuned(
     Returns:
         {"setup", "base", "tuned", "reference", "samples"}; see the report.
     """
-    adapter_file, recorded = read_adapter(adapter)
-    quantize = recorded.get("quantize", cfg.quantize) or ""
+    quantize = read_adapter(adapter)[1].get("quantize", cfg.quantize) or ""
     preset = resolve_preset(cfg.preset)
-    tokenizer = TextTokenizer.from_preset(preset)
     check_sequence_length(preset, cfg.sequence_length)
+    # The mesh (`cfg.mesh`; one device by default) for loading and scoring both
+    # models, planned for the base as the adapter was trained on it.
+    with placed(dataclasses.replace(cfg, quantize=quantize), preset):
+        args = (heldout, cfg, TextTokenizer.from_preset(preset), checks)
+        return _compare(preset, adapter, quantize, args, num_generate, batch_size, latency)
+
+
+def _compare(preset, adapter, quantize, args, num_generate, batch_size, latency) -> dict:
+    heldout, cfg, tokenizer, checks = args
+    adapter_file, recorded = read_adapter(adapter)
     causal_lm = load_causal_lm(preset, dtype=cfg.dtype)
     check_adapter(causal_lm.backbone, adapter_file, recorded)  # before scoring the base
     quantize_backbone(causal_lm.backbone, quantize)

@@ -6,16 +6,20 @@ XLA_FLAGS=--xla_force_host_platform_device_count=8 (never imported by pytest):
     python mesh_worker.py JOBS.json
 
 JOBS.json: {"runs": [{"name", "config": {...Config fields...}, "copy_from"?,
-"drop_checkpoints_after"?}]}. A run with `copy_from` starts in a copy of that
+"drop_checkpoints_after"?}], "commands": [{"name", "args": [...]}]}. A run with `copy_from` starts in a copy of that
 run's directory with the checkpoints after step `drop_checkpoints_after`
 removed (an interrupted run), so it resumes from there.
 
 Per run the result holds the step losses of metrics.jsonl, the final adapter
 (every LoRA array, as lists), the metrics before/after, the samples, the
 files written, and the shardings of a few variables (embeddings, a
-feed-forward kernel, the LoRA kernels) as the run's model holds them.
+feed-forward kernel, the LoRA kernels) as the run's model holds them. Each
+command (`keras-ft ARGS`, run in-process after the runs) gives its stdout
+and, when it wrote one, its report's results.json.
 """
 
+import contextlib
+import io
 import json
 import os
 import shutil
@@ -27,7 +31,7 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 import h5py  # noqa: E402
 import keras  # noqa: E402
 
-from keras_ft import pipeline  # noqa: E402
+from keras_ft import cli, pipeline  # noqa: E402
 from keras_ft.config import Config  # noqa: E402
 from keras_ft.train.checkpoint import Checkpoints  # noqa: E402
 
@@ -88,6 +92,21 @@ def main():
             "samples": result.samples,
             "distribution": str(keras.distribution.distribution()),
             "files": sorted(p.name for p in run_dir.iterdir()),
+        }
+    out["commands"] = {}
+    for job in jobs.get("commands", []):
+        stdout = io.StringIO()
+        with contextlib.redirect_stdout(stdout):
+            cli.main(job["args"], standalone_mode=False)
+        report = (
+            job["args"][job["args"].index("--report-dir") + 1]
+            if "--report-dir" in job["args"]
+            else None
+        )
+        out["commands"][job["name"]] = {
+            "stdout": stdout.getvalue(),
+            "results": json.loads((Path(report) / "results.json").read_text()) if report else None,
+            "distribution": str(keras.distribution.distribution()),
         }
     out["shardings"] = {
         name: {p: [list(s) for s in v] for p, v in table.items()}

@@ -117,7 +117,27 @@ def runs(tmp_path_factory, data_file, tiny_gemma, tiny_gemma3, tiny_llama3):
     for mesh in ("1x1", "8x1"):
         add(f"gemma 2x4 resumed {mesh}", tiny_gemma, mesh, lora_alpha=8.0, lora_targets="all")
         jobs[-1].update(copy_from=str(tmp / "gemma 2x4"), drop_checkpoints_after=2)
-    (tmp / "jobs.json").write_text(json.dumps({"runs": jobs}))
+    # The report and generation commands on the 1x1 Gemma run's adapter, by mesh.
+    commands = []
+    for mesh in ("1x1", "2x4"):
+        commands.append(
+            {
+                "name": f"evaluate {mesh}",
+                "args": ["evaluate", "--adapter", str(tmp / "gemma 1x1"), "--mesh", mesh]
+                + ["--eval-examples", "8", "--num-generate", "2", "--eval-batch-size", "4"]
+                + ["--max-new-tokens", "3", "--no-latency"]
+                + ["--report-dir", str(tmp / f"eval {mesh}")],
+            }
+        )
+    for mesh in ("1x1", "1x8"):
+        commands.append(
+            {
+                "name": f"generate {mesh}",
+                "args": ["generate", "--preset", str(tiny_gemma), "--mesh", mesh]
+                + ["--adapter", str(tmp / "gemma 1x1"), "--max-new-tokens", "4", "Hi there"],
+            }
+        )
+    (tmp / "jobs.json").write_text(json.dumps({"runs": jobs, "commands": commands}))
     done = subprocess.run(
         [sys.executable, str(WORKER), str(tmp / "jobs.json")],
         env=_env(8),
@@ -184,6 +204,21 @@ def test_a_2x4_checkpoint_resumes_on_another_mesh_to_the_same_adapter(runs, mesh
     # metrics.jsonl keeps steps 1-2 from before the cut and adds 3-4
     np.testing.assert_allclose(resumed["losses"], uninterrupted["losses"], rtol=RTOL, atol=ATOL)
     _assert_same_adapter(uninterrupted["adapter"], resumed["adapter"], f"resumed on {mesh}")
+
+
+def test_the_evaluation_report_and_generation_under_a_mesh_equal_one_devices(runs):
+    single, mesh = runs["commands"]["evaluate 1x1"], runs["commands"]["evaluate 2x4"]
+    assert mesh["distribution"] == single["distribution"] == "None"  # restored after
+    for model in ("base", "tuned"):
+        a, b = single["results"][model]["tokens"], mesh["results"][model]["tokens"]
+        np.testing.assert_allclose(b["loss"], a["loss"], rtol=RTOL, err_msg=model)
+        assert b["num_tokens"] == a["num_tokens"] > 0
+        assert mesh["results"][model]["generations"] == single["results"][model]["generations"]
+    assert (
+        single["results"]["tuned"]["tokens"]["loss"] != single["results"]["base"]["tokens"]["loss"]
+    )
+    replies = runs["commands"]["generate 1x1"]["stdout"]
+    assert replies.strip() and runs["commands"]["generate 1x8"]["stdout"] == replies
 
 
 TWO_HOSTS = """
