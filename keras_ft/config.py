@@ -78,6 +78,7 @@ class Config:
     fields: str = ""  # field mapping, e.g. "prompt=headline,label=category"
     skip_bad_records: bool = False  # skip bad records (counted, reported), not fail
     tokenized_cache_dir: str = "~/.cache/keras_ft/tokens"  # token cache across runs; "" = off
+    compile_cache_dir: str = "auto"  # JAX compile cache; auto: <cache>/jax_compile_cache; "" = off
     # optimization
     epochs: int = 1  # passes over the training split
     max_steps: int = 0  # stop after N optimizer steps; 0 runs all epochs
