@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
     "top_p",
     "temperature",
     "max_new_tokens",
+    "repetition_penalty",
+    "no_repeat_ngram_size",
     "mesh",
     defaults={"sampler": "greedy"},
 )

@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
     "top_p",
     "temperature",
     "max_new_tokens",
+    "repetition_penalty",
+    "no_repeat_ngram_size",
     "seed",
     "mesh",
 )

@@ -202,10 +202,15 @@ def generate_function(causal_lm, cfg: Config):
     end), so buffers can be rounded up without decoding into the rounding.
     The loop reads the current weights at each call, so training in between
     is seen; it is rebuilt when the sampler settings or the model's variables
-    (e.g. LoRA enabled since) change.
+    (e.g. LoRA enabled since) change. `cfg.repetition_penalty` and
+    `cfg.no_repeat_ngram_size` are compiled into the loop, so they are part of
+    its key too: changing them builds a new loop rather than reusing one.
     """
-    key = (cfg.sampler, cfg.top_k, cfg.top_p, cfg.temperature, cfg.seed, len(causal_lm.weights))
+    penalties = (cfg.repetition_penalty, cfg.no_repeat_ngram_size)
+    key = (cfg.sampler, cfg.top_k, cfg.top_p, cfg.temperature, cfg.seed, *penalties)
+    key += (len(causal_lm.weights),)
     cached = _LOOPS.get(causal_lm)
     if cached is None or cached[0] != key:
-        cached = _LOOPS[causal_lm] = (key, GenerateLoop(causal_lm, build_sampler(cfg), LENGTH_STEP))
+        loop = GenerateLoop(causal_lm, build_sampler(cfg), LENGTH_STEP, *penalties)
+        cached = _LOOPS[causal_lm] = (key, loop)
     return cached[1]
