@@ -98,10 +98,8 @@ class Config:
     top_p: float = 0.9  # top_p sampler: the smallest set with this probability
     temperature: float = 1.0  # sampling temperature (not greedy)
     max_new_tokens: int = 64  # tokens generated per reply at most
-    repetition_penalty: float = 1.0  # penalize every token id in the prompt + reply so far (HF's: logit / p if > 0, * p if < 0); 1.0 = off
-    no_repeat_ngram_size: int = (
-        0  # ban a token completing an n-gram already in the prompt + reply (HF's); 0 = off
-    )
+    repetition_penalty: float = 1.0  # > 1 damps tokens already in prompt or reply (HF's); 1 = off
+    no_repeat_ngram_size: int = 0  # no n-gram of this size twice in prompt + reply (HF's); 0 = off
     sample_prompts: tuple[str, ...] = DEFAULT_SAMPLE_PROMPTS  # prompts sampled before/after
     sample_every_steps: int = 0  # also generate for sample_prompts every N steps; 0 = off
     # output
