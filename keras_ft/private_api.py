@@ -27,6 +27,7 @@ import keras_hub
 import numpy as np
 from keras.src.backend.common import global_state
 from keras.src.backend.jax.core import JaxVariable
+from keras.src.utils.module_utils import LazyModule
 
 from keras_ft.model.lora import read_lora_file
 from keras_ft.testing import TINY_BACKBONE
@@ -116,6 +117,19 @@ def _variable_layout() -> bool:
 
 _PRESETS = "keras_hub.src.utils.preset_utils"
 _CAUSAL_LMS = ("GemmaCausalLM", "Gemma3CausalLM", "Llama3CausalLM")
+
+
+def _asks_tensorflow_available(module_name: str) -> Callable[[], bool]:
+    """A probe: `module_name` still asks Keras' lazy `tf.available`."""
+    return lambda: "tf.available" in inspect.getsource(importlib.import_module(module_name))
+
+
+def _lazy_tensorflow_caches_available() -> bool:
+    """Keras' lazy module answers `available` from `_available` once set."""
+    lazy = LazyModule("keras_ft_no_such_module")
+    lazy._available = "set"
+    return lazy.available == "set"
+
 
 PRIVATE_APIS: tuple[PrivateAPI, ...] = (
     # ---- loading presets without random initialisation (model.py)
@@ -324,6 +338,46 @@ PRIVATE_APIS: tuple[PrivateAPI, ...] = (
         "kagglesdk.kaggle_env.get_env",
         "hub.kaggle_host",
         "the Kaggle environment the endpoint depends on",
+    ),
+    # ---- a training process without TensorFlow (keras_ft/__init__.py)
+    PrivateAPI(
+        "keras_hub.src.utils.preset_utils.tf_registered_schemes",
+        "KerasHubWithoutTensorFlow.find_spec, TensorFlowSchemes",
+        "keras-hub asks it (importing TensorFlow) for every preset file, local ones too",
+        _set_by(
+            importlib.import_module("keras_hub.src.utils.preset_utils").get_file,
+            "scheme in tf_registered_schemes()",
+        ),
+    ),
+    PrivateAPI(
+        "keras.src.utils.module_utils.tensorflow",
+        "KerasHubWithoutTensorFlow.find_spec, TensorFlowAvailable",
+        "Keras' shared lazy TensorFlow; its `_available` answers `tf.available`",
+        _lazy_tensorflow_caches_available,
+    ),
+    PrivateAPI(
+        "keras.src.saving.serialization_lib.tf",
+        "TensorFlowAvailable.ONLY_IF_IMPORTED",
+        "asks tf.available only to test for TensorFlow objects (or to seed it)",
+        _asks_tensorflow_available("keras.src.saving.serialization_lib"),
+    ),
+    PrivateAPI(
+        "keras.src.legacy.saving.json_utils.tf",
+        "TensorFlowAvailable.ONLY_IF_IMPORTED",
+        "asks tf.available only to test for TensorFlow objects (or to seed it)",
+        _asks_tensorflow_available("keras.src.legacy.saving.json_utils"),
+    ),
+    PrivateAPI(
+        "keras.src.distribution.distribution_lib.tf",
+        "TensorFlowAvailable.ONLY_IF_IMPORTED",
+        "asks tf.available only to test for TensorFlow objects (or to seed it)",
+        _asks_tensorflow_available("keras.src.distribution.distribution_lib"),
+    ),
+    PrivateAPI(
+        "keras.src.utils.rng_utils.tf",
+        "TensorFlowAvailable.ONLY_IF_IMPORTED",
+        "asks tf.available only to test for TensorFlow objects (or to seed it)",
+        _asks_tensorflow_available("keras.src.utils.rng_utils"),
     ),
 )
 

@@ -131,6 +131,15 @@ class TfdsSource:
                 location=self.spec,
                 reason="bad_spec",
             )
+        try:  # tfds reads through TensorFlow, imported only for it
+            import tensorflow  # noqa: F401  # heavy: tensorflow
+        except ImportError:
+            raise DataError(
+                "needs TensorFlow, which TensorFlow Datasets reads through: "
+                "pip install tensorflow.",
+                location=self.spec,
+                reason="bad_spec",
+            ) from None
         import tensorflow_datasets as tfds  # heavy: tensorflow_datasets
 
         try:
