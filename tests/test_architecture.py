@@ -28,7 +28,7 @@ LAYERS = (
     # keras_ft's own readers): they may import anything below the CLI, and
     # nothing in the library imports them.
     ("keras_ft.testing", "keras_ft.private_api"),
-    ("keras_ft.export", "keras_ft.evaluation"),
+    ("keras_ft.export", "keras_ft.evaluation", "keras_ft.serving"),
     # The package's face: `from keras_ft import Config, finetune`.
     ("keras_ft",),
     ("keras_ft.pipeline",),

@@ -6,7 +6,7 @@ one library call. Nothing outside this wing imports click.
 
 import click
 
-from keras_ft.cli import compare, convert, data, evaluate, export, generate, plan, run
+from keras_ft.cli import chat, compare, convert, data, evaluate, export, generate, plan, run, serve
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -22,3 +22,5 @@ main.add_command(data.main, "data")
 main.add_command(convert.main, "convert")
 main.add_command(export.main, "export")
 main.add_command(plan.main, "plan")
+main.add_command(chat.main, "chat")
+main.add_command(serve.main, "serve")
