@@ -212,6 +212,14 @@ def test_every_numeric_field_refuses_a_negative_value(name, tp):
             "`data_weights` must all be finite numbers. Received: data_weights=(1.0, nan)",
         ),
         ({"temperature": 0.0}, "`temperature` must be positive. Received: temperature=0.0"),
+        (
+            {"repetition_penalty": 0.0},
+            "`repetition_penalty` must be positive. Received: repetition_penalty=0.0",
+        ),
+        (
+            {"no_repeat_ngram_size": -1},
+            "`no_repeat_ngram_size` must be non-negative. Received: no_repeat_ngram_size=-1",
+        ),
     ],
 )
 def test_out_of_range_values_name_the_field(kwargs, message):
@@ -301,3 +309,19 @@ def test_an_experiment_path_with_a_nul_byte_is_named():
     assert str(info.value) == (
         "Experiment file 'exp\\x00.yaml' is not a valid path: it holds a NUL character."
     )
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--repetition-penalty", "0"], "Received: repetition_penalty=0.0"),
+        (["--repetition-penalty", "nan"], "Received: repetition_penalty=nan"),
+        (["--no-repeat-ngram-size", "-2"], "Received: no_repeat_ngram_size=-2"),
+    ],
+)
+def test_generate_refuses_bad_penalties_before_loading(no_model_loading, flags, message):
+    from keras_ft.cli.generate import main as generate_main
+
+    result = CliRunner().invoke(generate_main, [*flags, "Hi"])
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.output.split()), result.output
