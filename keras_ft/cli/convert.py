@@ -30,9 +30,10 @@ def main() -> None:
 @click.option("--replace", is_flag=True, help="Replace an existing OUT_DIR.")
 @cli_errors.reported
 def gguf_command(gguf_path: Path, out_dir: Path, outtype: str, replace: bool) -> None:
-    """Convert GGUF_PATH (a llama.cpp Gemma 3 checkpoint) into the preset OUT_DIR.
+    """Convert GGUF_PATH (a llama.cpp checkpoint) into the preset OUT_DIR.
 
-    Only `general.architecture` gemma3 converts; others are refused, naming it.
+    `general.architecture` gemma, gemma2, gemma3 (text) and llama (Llama 3)
+    convert; others are refused, naming it.
     """
     try:
         convert_gguf(gguf_path, out_dir, dtype=outtype, overwrite=replace)

@@ -17,10 +17,17 @@ difference: `<bos>`, `<eos>`, `<pad>` stay CONTROL and `<unk>` UNKNOWN, which
 SentencePiece never matches in text (llama.cpp would), so a literal "<eos>"
 in training data cannot end a sequence. `build_gguf_vocab` is the inverse
 used by the exporter.
+
+Llama 3's byte-level BPE is stored as llama.cpp's `gpt2` tokenizer model:
+the token strings in the byte alphabet, their types (added tokens that look
+special CONTROL, as llama.cpp's `does_token_look_special`), the merges, and
+the pre-tokenizer `llama-bpe`; `build_gguf_bpe_vocab` and
+`read_gguf_bpe_vocab` / `keras_bpe_arguments` are its two directions.
 """
 
 import dataclasses
 import re
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from sentencepiece import sentencepiece_model_pb2 as sp_pb2
@@ -71,8 +78,8 @@ def build_sentencepiece_proto(vocab: GGUFVocab) -> bytes:
         vocab: The GGUF tokenizer arrays and special ids.
 
     Returns:
-        The serialized `ModelProto` (BPE, byte fallback, identity normalizer,
-        no dummy prefix, whitespace kept).
+        The serialized `ModelProto` (BPE, byte fallback where the vocabulary
+        has byte pieces, identity normalizer, no dummy prefix, whitespace kept).
 
     Raises:
         ValueError: If the arrays differ in length or a token type is unknown.
@@ -115,7 +122,9 @@ def _fill_specs(model: sp_pb2.ModelProto, vocab: GGUFVocab) -> None:
     trainer = model.trainer_spec
     trainer.model_type = sp_pb2.TrainerSpec.BPE
     trainer.vocab_size = len(vocab.tokens)
-    trainer.byte_fallback = True
+    # Only a vocabulary with the 256 byte pieces can fall back on them
+    # (SentencePiece refuses the model otherwise); Gemma's has them.
+    trainer.byte_fallback = vocab.token_types.count(BYTE) == 256
     trainer.unk_id, trainer.unk_piece = vocab.unk_id, vocab.tokens[vocab.unk_id]
     trainer.bos_id, trainer.bos_piece = vocab.bos_id, vocab.tokens[vocab.bos_id]
     trainer.eos_id, trainer.eos_piece = vocab.eos_id, vocab.tokens[vocab.eos_id]
@@ -202,3 +211,123 @@ def _field(reader: "gguf.GGUFReader", key: str):
     if key not in reader.fields:
         raise ValueError(f"The GGUF file has no `{key}` metadata field.")
     return reader.fields[key].contents()
+
+
+@dataclasses.dataclass(frozen=True)
+class GGUFBytePairVocab:
+    """A byte-level BPE tokenizer as GGUF stores it (`tokenizer.ggml.model` gpt2).
+
+    Attributes:
+        tokens: Token strings (byte alphabet), indexed by id; ids the
+            vocabulary lacks are `[PAD<id>]` (UNUSED), as llama.cpp fills them.
+        token_types: GGUF token types (`NORMAL`, `CONTROL`, `UNUSED`).
+        merges: BPE merges, `"left right"`, in priority order.
+        bos_id: Id of the beginning-of-sequence token.
+        eos_id: Id of the end-of-sequence token.
+        pre: llama.cpp's pre-tokenizer name (`tokenizer.ggml.pre`).
+    """
+
+    tokens: list[str]
+    token_types: list[int]
+    merges: list[str]
+    bos_id: int
+    eos_id: int
+    pre: str = "llama-bpe"
+
+
+# keras-hub's Llama 3 loader leaves these out of the special tokens it
+# matches in text (they stay ordinary vocabulary entries there).
+_RESERVED = "<|reserved_special_token_"
+
+
+def build_gguf_bpe_vocab(
+    vocabulary: Mapping[str, int],
+    merges: Iterable[str],
+    special_tokens: Iterable[str],
+    bos_token: str,
+    eos_token: str,
+    size: int | None = None,
+) -> GGUFBytePairVocab:
+    """A keras-hub BytePairTokenizer's vocabulary as llama.cpp's `gpt2` arrays.
+
+    Args:
+        vocabulary: Token -> id (keras-hub's `BytePairTokenizer.vocabulary`).
+        merges: Its merges.
+        special_tokens: Tokens it matches whole in text: CONTROL in GGUF.
+        bos_token: The start token.
+        eos_token: The end token.
+        size: The model's vocabulary size (the embedding's rows), if larger.
+    """
+    by_id = {int(i): token for token, i in vocabulary.items()}
+    size = max(size or 0, max(by_id) + 1)
+    special = set(special_tokens)
+    tokens, types = [], []
+    for i in range(size):
+        token = by_id.get(i)
+        if token is None:
+            tokens.append(f"[PAD{i}]")
+            types.append(UNUSED)
+            continue
+        tokens.append(token)
+        special_looking = token in special or _SPECIAL_TEXT.fullmatch(token)
+        types.append(CONTROL if special_looking else NORMAL)
+    return GGUFBytePairVocab(
+        tokens=tokens,
+        token_types=types,
+        merges=list(merges),
+        bos_id=vocabulary[bos_token],
+        eos_id=vocabulary[eos_token],
+    )
+
+
+def read_gguf_bpe_vocab(reader: "gguf.GGUFReader") -> GGUFBytePairVocab:
+    """Reads a byte-level BPE (`tokenizer.ggml.model` gpt2) from an open GGUF file.
+
+    Raises:
+        ValueError: If the file's tokenizer is another model, or lacks a field.
+    """
+    model = _field(reader, "tokenizer.ggml.model")
+    if model != "gpt2":
+        raise ValueError(
+            "Only byte-level BPE tokenizers (tokenizer.ggml.model='gpt2') can be "
+            f"converted for this architecture. Received: tokenizer.ggml.model={model!r}"
+        )
+    pre = reader.fields.get("tokenizer.ggml.pre")
+    return GGUFBytePairVocab(
+        tokens=list(_field(reader, "tokenizer.ggml.tokens")),
+        token_types=[int(t) for t in _field(reader, "tokenizer.ggml.token_type")],
+        merges=list(_field(reader, "tokenizer.ggml.merges")),
+        bos_id=int(_field(reader, "tokenizer.ggml.bos_token_id")),
+        eos_id=int(_field(reader, "tokenizer.ggml.eos_token_id")),
+        pre=pre.contents() if pre is not None else "default",
+    )
+
+
+def keras_bpe_arguments(vocab: GGUFBytePairVocab) -> dict:
+    """keras-hub `Llama3Tokenizer(**kwargs)` arguments for a GGUF BPE vocabulary.
+
+    CONTROL tokens become special tokens (matched whole in text) except
+    `<|reserved_special_token_N|>`, as keras-hub's own Llama 3 loader does;
+    llama.cpp's `[PAD<id>]` fillers are left out.
+
+    Raises:
+        ValueError: If the arrays differ in length.
+    """
+    if len(vocab.tokens) != len(vocab.token_types):
+        raise ValueError(
+            "GGUF tokenizer arrays must have equal lengths. Received: "
+            f"tokens={len(vocab.tokens)}, token_type={len(vocab.token_types)}"
+        )
+    bos, eos = vocab.tokens[vocab.bos_id], vocab.tokens[vocab.eos_id]
+    kept = [(i, t, k) for i, (t, k) in enumerate(zip(vocab.tokens, vocab.token_types))]
+    return {
+        "vocabulary": {token: i for i, token, kind in kept if kind != UNUSED},
+        "merges": list(vocab.merges),
+        "bos_token": bos,
+        "eos_token": eos,
+        "misc_special_tokens": {
+            token
+            for _, token, kind in kept
+            if kind == CONTROL and token not in (bos, eos) and not token.startswith(_RESERVED)
+        },
+    }

@@ -24,6 +24,7 @@ from keras_ft.gguf import embedded as default_model
 from keras_ft.gguf import tokenizer as gguf_tokenizer
 from keras_ft.model import lora
 from keras_ft.templates import TEMPLATES
+from keras_ft.testing import LLAMA3_SPECIALS
 
 TOKEN_IDS = np.array([[2, 105, 605, 497, 107, 310, 713, 106, 140, 0]], np.int32)  # < 1024
 
@@ -318,4 +319,260 @@ def test_export_refuses_a_template_the_vocabulary_cannot_write(tmp_path):
         export_gguf(tiny_gemma3_lm(), tmp_path / "x.gguf", template="llama3")
     with pytest.raises(ValueError, match="no `{prompt}`"):
         export_gguf(tiny_gemma3_lm(), tmp_path / "x.gguf", template="A: {response}")
+    assert not list(tmp_path.iterdir())
+
+
+# ------------------------- Gemma 2 and Llama 3 rows, read back by transformers
+
+# Ids under every tiny vocabulary (160 SentencePiece pieces, 320 BPE tokens),
+# longer than the sliding window (4) so the window is exercised.
+TINY_IDS = np.array([[2, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 110]], np.int32)
+
+
+def tiny_logits(causal_lm) -> np.ndarray:
+    values = np.asarray(causal_lm({"token_ids": TINY_IDS, "padding_mask": np.ones_like(TINY_IDS)}))
+    assert np.isfinite(values).all()
+    return values
+
+
+def randomize(backbone, seed: int) -> None:
+    """Random weights everywhere (norm scales too: the Gemma 1 + w shift)."""
+    keras.utils.set_random_seed(seed)
+    for weight in backbone.weights:
+        stddev = 0.5 if weight.path.endswith("scale") else 0.3
+        weight.assign(keras.random.normal(weight.shape, stddev=stddev))
+
+
+def tiny_gemma2_lm():
+    """Gemma 2 settings as Gemma 2 2B/9B have them; head_dim 256 because
+    transformers' reader takes Gemma 2's query scale as 1/sqrt(256)."""
+    from keras_ft.testing import TINY_BACKBONE, train_tiny_sentencepiece
+
+    tokenizer = keras_hub.models.GemmaTokenizer(proto=train_tiny_sentencepiece())
+    backbone = keras_hub.models.GemmaBackbone(
+        vocabulary_size=tokenizer.vocabulary_size(),
+        **{**TINY_BACKBONE, "head_dim": 256},
+        query_head_dim_normalize=True,
+        use_post_ffw_norm=True,
+        use_post_attention_norm=True,
+        attention_logit_soft_cap=50.0,
+        final_logit_soft_cap=30.0,
+        use_sliding_window_attention=True,
+        sliding_window_size=4,
+    )
+    preprocessor = keras_hub.models.GemmaCausalLMPreprocessor(tokenizer, sequence_length=16)
+    return keras_hub.models.GemmaCausalLM(backbone=backbone, preprocessor=preprocessor)
+
+
+def tiny_gemma3_lm_256():
+    """tiny_gemma3_lm with head_dim 256 (transformers' default query scale)
+    and a window of 4."""
+    from keras_ft.testing import TINY_BACKBONE, train_tiny_sentencepiece
+
+    tokenizer = keras_hub.models.Gemma3Tokenizer(
+        proto=train_tiny_sentencepiece(), has_vision_tokens=False
+    )
+    backbone = keras_hub.models.Gemma3Backbone(
+        vocabulary_size=tokenizer.vocabulary_size(),
+        image_size=None,
+        use_sliding_window_attention=True,
+        sliding_window_size=4,
+        use_post_ffw_norm=True,
+        use_post_attention_norm=True,
+        **{**TINY_BACKBONE, "head_dim": 256},
+    )
+    preprocessor = keras_hub.models.Gemma3CausalLMPreprocessor(tokenizer, sequence_length=16)
+    return keras_hub.models.Gemma3CausalLM(backbone=backbone, preprocessor=preprocessor)
+
+
+def tiny_lm(request, arch: str):
+    if arch == "gemma2":
+        causal_lm = tiny_gemma2_lm()
+    elif arch == "gemma3":
+        causal_lm = tiny_gemma3_lm_256()
+    else:  # tiny_llama3: untied output projection (Llama 3 8B's layout)
+        preset = str(request.getfixturevalue("tiny_llama3" if arch == "llama" else "tiny_gemma"))
+        causal_lm = keras_hub.models.CausalLM.from_preset(preset)
+    randomize(causal_lm.backbone, seed=len(arch))
+    return causal_lm
+
+
+@pytest.fixture(scope="module", params=["gemma", "gemma2", "gemma3", "llama"])
+def exported(request, tmp_path_factory):
+    """(arch, causal LM, its f32 GGUF, its logits), once per architecture."""
+    arch = request.param
+    causal_lm = tiny_lm(request, arch)
+    path = export_gguf(causal_lm, tmp_path_factory.mktemp(arch) / f"{arch}.gguf", dtype="f32")
+    return arch, causal_lm, path, tiny_logits(causal_lm)
+
+
+def test_round_trip_keras_gguf_keras(exported, tmp_path):
+    arch, causal_lm, path, expected = exported
+    fields = convert.read_metadata(gguf.GGUFReader(path))
+    assert fields["general.architecture"] == arch
+    convert.convert_gguf(path, tmp_path / "back")
+    reloaded = keras_hub.models.CausalLM.from_preset(str(tmp_path / "back"))
+    assert type(reloaded) is type(causal_lm)
+    config = lambda lm: {k: v for k, v in lm.backbone.get_config().items() if k != "name"}  # noqa: E731
+    assert config(reloaded) == config(causal_lm)
+    # f32 all the way: the same numbers, only reordered.
+    np.testing.assert_allclose(tiny_logits(reloaded), expected, rtol=0, atol=1e-6)
+    original, back = causal_lm.preprocessor.tokenizer, reloaded.preprocessor.tokenizer
+    assert back.get_vocabulary() == original.get_vocabulary()
+    text = "What is the capital of France? Paris is the capital."
+    assert np.asarray(back(text)).tolist() == np.asarray(original(text)).tolist()
+
+
+def test_transformers_gguf_reader_gives_keras_logits(exported):
+    """transformers' own GGUF loader (its llama q/k un-permutation, its
+    gemma norm shift, its tokenizer rebuilt from the file) computes the
+    keras logits: 1e-4 absolute on logits of magnitude ~5 (measured 4e-6 to
+    7e-6: float32 summation order); a wrong layout or rope order is off by >0.1."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    arch, causal_lm, path, expected = exported
+    load = lambda: AutoModelForCausalLM.from_pretrained(  # noqa: E731
+        str(path.parent), gguf_file=path.name, dtype=torch.float32
+    )
+    if arch == "gemma":  # llama.cpp reads it; transformers has no reader for it
+        with pytest.raises(ValueError, match="architecture gemma is not supported"):
+            load()
+        return
+    model = load()
+    with torch.no_grad():
+        logits = model(torch.tensor(TINY_IDS, dtype=torch.long)).logits.numpy()
+    np.testing.assert_allclose(logits, expected, rtol=0, atol=1e-4)
+    tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    text = "What is the capital of France? Paris is the capital."
+    keras_ids = np.asarray(causal_lm.preprocessor.tokenizer(text)).tolist()
+    start = causal_lm.preprocessor.tokenizer.start_token_id
+    assert tokenizer(text)["input_ids"] == [start, *keras_ids]
+
+
+def test_metadata_of_each_row(exported):
+    """The family's context length (keras-hub configs record none), the
+    family's default chat template, and llama.cpp's tokenizer model."""
+    from keras_ft.export.gguf import default_context_length
+
+    arch, causal_lm, path, _ = exported
+    fields = convert.read_metadata(gguf.GGUFReader(path))
+    expected = {"gemma": 8192, "gemma2": 8192, "gemma3": 32768, "llama": 8192}[arch]
+    assert fields[f"{arch}.context_length"] == expected
+    assert default_context_length(causal_lm.backbone, arch) == expected
+    template = "llama3" if arch == "llama" else "gemma"
+    assert fields["tokenizer.chat_template"] == TEMPLATES[template].chat_template()
+    assert fields["tokenizer.ggml.model"] == ("gpt2" if arch == "llama" else "llama")
+    if arch == "llama":
+        tokenizer = causal_lm.preprocessor.tokenizer
+        assert fields["tokenizer.ggml.pre"] == "llama-bpe"
+        assert fields["tokenizer.ggml.merges"] == list(tokenizer.merges)
+        control = {
+            token
+            for token, kind in zip(
+                fields["tokenizer.ggml.tokens"], fields["tokenizer.ggml.token_type"]
+            )
+            if kind == gguf_tokenizer.CONTROL
+        }
+        assert control == set(tokenizer.special_tokens) == set(LLAMA3_SPECIALS)
+        assert fields["tokenizer.ggml.bos_token_id"] == tokenizer.start_token_id
+        assert "output.weight" in {t.name for t in gguf.GGUFReader(path).tensors}  # untied
+
+
+def test_scaled_rope_families_have_long_contexts():
+    from types import SimpleNamespace
+
+    from keras_ft.export.gguf import default_context_length
+
+    gemma3_4b = SimpleNamespace(global_rope_scaling_factor=8.0)
+    assert default_context_length(gemma3_4b, "gemma3") == 131072
+    llama31 = SimpleNamespace(rope_frequency_adjustment_factor=8.0)
+    assert default_context_length(llama31, "llama") == 131072
+
+
+def tiny_llama32_lm(tiny_llama3_preset):
+    """Llama 3.2's shape: tied embeddings, rope base 500k, rope scaling 32."""
+    tokenizer = keras_hub.models.Llama3CausalLM.from_preset(
+        str(tiny_llama3_preset)
+    ).preprocessor.tokenizer
+    backbone = keras_hub.models.Llama3Backbone(
+        vocabulary_size=tokenizer.vocabulary_size(),
+        num_layers=2,
+        num_query_heads=2,
+        num_key_value_heads=1,
+        hidden_dim=32,
+        intermediate_dim=32,
+        tie_word_embeddings=True,
+        rope_max_wavelength=500_000,
+        rope_frequency_adjustment_factor=32.0,
+        rope_low_freq_factor=1.0,
+        rope_high_freq_factor=4.0,
+        rope_pretraining_sequence_length=8192,
+    )
+    randomize(backbone, seed=32)
+    preprocessor = keras_hub.models.Llama3CausalLMPreprocessor(tokenizer, sequence_length=16)
+    return keras_hub.models.Llama3CausalLM(backbone=backbone, preprocessor=preprocessor)
+
+
+def test_llama32_tied_and_scaled_rope_round_trip(tiny_llama3, tmp_path):
+    # head_dim 16 at base 500k: wavelengths below, inside and above
+    # llama.cpp's blend band, so all three kinds of factor are written.
+    causal_lm = tiny_llama32_lm(tiny_llama3)
+    path = export_gguf(causal_lm, tmp_path / "llama32.gguf", dtype="f32")
+    reader = gguf.GGUFReader(path)
+    tensors = {t.name: t for t in reader.tensors}
+    assert "output.weight" not in tensors  # tied: llama.cpp reuses token_embd
+    factors = np.asarray(tensors[convert.ROPE_FREQS].data)
+    assert factors[0] == 1.0 and factors[-1] == 32.0 and ((1 < factors) & (factors < 32)).any()
+    assert convert.read_metadata(reader)["llama.context_length"] == 131072
+    convert.convert_gguf(path, tmp_path / "back")
+    reloaded = keras_hub.models.Llama3CausalLM.from_preset(str(tmp_path / "back"))
+    config = lambda lm: {k: v for k, v in lm.backbone.get_config().items() if k != "name"}  # noqa: E731
+    assert config(reloaded) == config(causal_lm)
+    # Stored untied (keras-hub's config drops tie_word_embeddings): a copy.
+    embedding = reloaded.backbone.token_embedding
+    np.testing.assert_array_equal(embedding.reverse_embeddings, np.transpose(embedding.embeddings))
+    np.testing.assert_allclose(tiny_logits(reloaded), tiny_logits(causal_lm), rtol=0, atol=1e-6)
+
+
+def test_preset_export_keeps_the_adapters_llama3_template_and_recorded_context(tmp_path):
+    """export_preset_gguf (what `keras-ft export gguf` runs): the template
+    the adapter was trained with, the context length the preset records."""
+    from keras_ft.export.gguf import export_preset_gguf
+    from keras_ft.preset_files import preset_context_length
+    from keras_ft.testing import make_tiny_preset
+
+    base = make_tiny_preset(tmp_path / "base", "llama3", context_length=2048)
+    causal_lm = keras_hub.models.Llama3CausalLM.from_preset(str(base))
+    cfg = Config(lora_rank=2, template="llama3")
+    lora.enable_lora(causal_lm.backbone, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets)
+    lora.save_adapter(causal_lm, tmp_path / "run", cfg)
+    out = export_preset_gguf(
+        str(base), tmp_path / "tuned.gguf", adapter=tmp_path / "run", dtype="f32"
+    )
+    fields = convert.read_metadata(gguf.GGUFReader(out))
+    assert fields["tokenizer.chat_template"] == TEMPLATES["llama3"].chat_template()
+    assert "<|start_header_id|>" in fields["tokenizer.chat_template"]
+    assert fields["llama.context_length"] == 2048
+    convert.convert_gguf(out, tmp_path / "back")
+    assert preset_context_length(str(tmp_path / "back"))[0] == 2048
+
+
+def test_export_refuses_what_llamacpp_would_compute_differently(tmp_path):
+    no_cap = tiny_gemma2_lm()
+    no_cap.backbone.final_logit_soft_cap = None
+    with pytest.raises(NotImplementedError, match="final_logit_soft_cap=None"):
+        export_gguf(no_cap, tmp_path / "x.gguf")
+    from keras_ft.testing import TINY_BACKBONE, train_tiny_sentencepiece
+
+    windowed_gemma1 = keras_hub.models.GemmaCausalLM(
+        backbone=keras_hub.models.GemmaBackbone(
+            vocabulary_size=160, use_sliding_window_attention=True, **TINY_BACKBONE
+        ),
+        preprocessor=keras_hub.models.GemmaCausalLMPreprocessor(
+            keras_hub.models.GemmaTokenizer(proto=train_tiny_sentencepiece())
+        ),
+    )
+    with pytest.raises(NotImplementedError, match="gemma needs use_sliding_window_attention"):
+        export_gguf(windowed_gemma1, tmp_path / "x.gguf")
     assert not list(tmp_path.iterdir())

