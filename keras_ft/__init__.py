@@ -66,6 +66,7 @@ class KerasHubWithoutTensorFlow(importlib.abc.MetaPathFinder):
     PRESET_UTILS = "keras_hub.src.utils.preset_utils"  # see TensorFlowSchemes
     KERAS_MODULE_UTILS = "keras.src.utils.module_utils"  # see TensorFlowAvailable
     HIDDEN = ("tensorflow", "tensorflow_text")
+    GEMMA3_PREPROCESSOR = "keras_hub.src.models.gemma3.gemma3_causal_lm_preprocessor"
 
     def find_spec(self, name, path=None, target=None):
         if name != self.MODULE:
@@ -94,9 +95,21 @@ class KerasHubWithoutTensorFlow(importlib.abc.MetaPathFinder):
             module_utils = sys.modules.get(self.KERAS_MODULE_UTILS)
             if module_utils is not None and module_utils.tensorflow._available is None:
                 module_utils.tensorflow._available = TensorFlowAvailable()
+            # Gemma 3's preprocessor asserts TensorFlow when it is built, though
+            # only its `call` (images, `tf.data`) uses it; keras_ft builds it
+            # for its tokenizer and never calls it. Its check then passes: a call
+            # without TensorFlow fails in TensorFlow code instead (use
+            # KERAS_FT_IMPORT_TENSORFLOW=1 for keras-hub's own `generate`).
+            gemma3 = sys.modules.get(self.GEMMA3_PREPROCESSOR)
+            if gemma3 is not None:
+                gemma3.assert_tf_installed = _built_without_tensorflow
 
         spec.loader.exec_module = exec_without_tensorflow
         return spec
+
+
+def _built_without_tensorflow(symbol_name: str) -> None:
+    """keras-hub's `assert_tf_installed` where a class asserts TensorFlow only to be built."""
 
 
 class TensorFlowSchemes:

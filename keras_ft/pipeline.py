@@ -24,7 +24,7 @@ from keras_ft.config import Config
 from keras_ft.data.batches import BatchSequence
 from keras_ft.data.token_cache import cache_tokenized
 from keras_ft.data.tokenizer import TextTokenizer, format_marked
-from keras_ft.distribution import compile_cache, kept_distribution, mesh, setup
+from keras_ft.distribution import kept_distribution, mesh, setup
 from keras_ft.files import write_json
 from keras_ft.generation.generate import generate
 from keras_ft.model.causal_lm import build_model
@@ -61,7 +61,6 @@ def finetune(cfg: Config) -> Result:
     """
     ensure_log_output()
     mesh.initialize(cfg)  # multi-host: before any JAX work (and before the run dir)
-    compile_cache.enable(cfg)  # before anything compiles
     keras.utils.set_random_seed(cfg.seed)
     if cfg.show_examples:  # writes nothing into the run directory
         if cfg.tokenized_cache_dir:

@@ -116,6 +116,7 @@ def _variable_layout() -> bool:
 
 
 _PRESETS = "keras_hub.src.utils.preset_utils"
+_HF_EXPORTER = "keras_hub.src.utils.transformers.export.hf_exporter"
 _CAUSAL_LMS = ("GemmaCausalLM", "Gemma3CausalLM", "Llama3CausalLM")
 
 
@@ -202,7 +203,8 @@ PRIVATE_APIS: tuple[PrivateAPI, ...] = (
         "model.lora.quantize_backbone, model.lora.lora_target_names, "
         "model.lora._lora_layers (and through it model.lora.adapter_record, "
         "model.lora.check_lora_variables), export.gguf._check_not_quantized, "
-        "distribution.memory._quantized_kernels, distribution.memory._ffw_width",
+        "distribution.memory._quantized_kernels, distribution.memory._ffw_width, "
+        "export.merged.lora_layers (export.merged.merge_lora, export.peft.export_peft)",
         "every sublayer in keras-hub's own order (enable_lora indexes it)",
     ),
     PrivateAPI(
@@ -303,6 +305,22 @@ PRIVATE_APIS: tuple[PrivateAPI, ...] = (
         "fit keeps the newest weights in its "
         "JAX state; this writes them back (public name, undocumented)",
     ),
+    # ---- exports (export/merged.py, export/hf.py, export/peft.py, export/upload.py)
+    *(
+        PrivateAPI(
+            f"{_HF_EXPORTER}.{table}",
+            "export.hf.supported_backbones, export.hf.check_supported",
+            "what keras-hub's transformers exporter (the public "
+            "CausalLM.export_to_transformers) supports, to refuse the rest by name",
+        )
+        for table in ("MODEL_CONFIGS", "MODEL_EXPORTERS", "MODEL_TOKENIZER_CONFIGS")
+    ),
+    PrivateAPI(
+        "kagglehub.config.get_kaggle_credentials",
+        "export.upload.kaggle_credentials",
+        "kagglehub's own credential lookup (env vars, kaggle.json, access token), "
+        "to fail before any network call when there are none",
+    ),
     # ---- kagglehub's cache (hub.py)
     PrivateAPI(
         "kagglehub.cache.Cache.load_from_cache",
@@ -347,6 +365,17 @@ PRIVATE_APIS: tuple[PrivateAPI, ...] = (
         _set_by(
             importlib.import_module("keras_hub.src.utils.preset_utils").get_file,
             "scheme in tf_registered_schemes()",
+        ),
+    ),
+    PrivateAPI(
+        "keras_hub.src.models.gemma3.gemma3_causal_lm_preprocessor.assert_tf_installed",
+        "KerasHubWithoutTensorFlow.find_spec (GEMMA3_PREPROCESSOR)",
+        "Gemma 3's preprocessor asserts TensorFlow in __init__, not only in call",
+        _set_by(
+            importlib.import_module(
+                "keras_hub.src.models.gemma3.gemma3_causal_lm_preprocessor"
+            ).Gemma3CausalLMPreprocessor.__init__,
+            "assert_tf_installed(",
         ),
     ),
     PrivateAPI(

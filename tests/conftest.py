@@ -1,6 +1,13 @@
 import os
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
+# No persistent compile cache in the suite (tests/test_compile_cache.py turns
+# it on for its own runs): every test compiles what it runs, as on a new machine.
+os.environ["KERAS_FT_COMPILE_CACHE"] = "0"
+# keras-hub with TensorFlow in the suite's processes: several tests compare with
+# keras-hub's own `generate`, whose Gemma 3 preprocessing is TensorFlow code.
+# tests/test_no_tensorflow.py runs keras_ft without it, in subprocesses.
+os.environ["KERAS_FT_IMPORT_TENSORFLOW"] = "1"
 
 from pathlib import Path  # noqa: E402
 

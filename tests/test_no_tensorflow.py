@@ -1,6 +1,7 @@
 """A training process without TensorFlow: keras_ft imports it only for what needs it."""
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -45,7 +46,8 @@ TRAIN_WITHOUT_TENSORFLOW = textwrap.dedent(
 )
 
 
-def test_finetune_and_generation_run_without_tensorflow(tiny_gemma, tmp_path):
+@pytest.mark.parametrize("preset", ["tiny_gemma", "tiny_gemma3"])  # Gemma 3: the main job's
+def test_finetune_and_generation_run_without_tensorflow(preset, request, tmp_path):
     data = tmp_path / "pairs.jsonl"
     data.write_text(
         "".join(
@@ -58,13 +60,14 @@ def test_finetune_and_generation_run_without_tensorflow(tiny_gemma, tmp_path):
             sys.executable,
             "-c",
             TRAIN_WITHOUT_TENSORFLOW,
-            str(tiny_gemma),
+            str(request.getfixturevalue(preset)),
             str(data),
             str(tmp_path / "run"),
         ],
         capture_output=True,
         text=True,
         timeout=600,
+        env={k: v for k, v in os.environ.items() if k != "KERAS_FT_IMPORT_TENSORFLOW"},
     )
     assert done.returncode == 0, done.stderr[-4000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])

@@ -3,7 +3,8 @@
 Before any weight loads, in this order:
 
 1. `mesh.initialize(cfg)`: `keras.distribution.initialize` in a multi-host
-   run (nothing in a single process);
+   run (nothing in a single process); then JAX's persistent compilation
+   cache (`compile_cache.enable`);
 2. `memory.plan_run(cfg)`: the mesh (`cfg.mesh`, or `auto`'s choice and why)
    and the memory plan per device, both logged; a plan that does not fit
    the devices present stops the run here with a ValueError naming the
@@ -29,7 +30,7 @@ import jax
 import keras
 
 from keras_ft.config import Config
-from keras_ft.distribution import memory
+from keras_ft.distribution import compile_cache, memory
 from keras_ft.distribution.mesh import (
     DataShard,
     data_shard,
@@ -74,6 +75,7 @@ def setup(cfg: Config, preset_dir: str | None = None, *, check_fit: bool = True)
             mesh for a backbone without a layout map.
     """
     initialize(cfg)
+    compile_cache.enable(cfg)  # before anything compiles
     config = memory.backbone_config(preset_dir or cfg.preset)
     plan = memory.plan_run(cfg, config=config)
     log.info("Mesh %dx%d: %s", *plan.mesh, plan.reason)

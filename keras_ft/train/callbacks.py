@@ -32,6 +32,7 @@ import numpy as np
 from keras_ft.distribution import mesh
 from keras_ft.files import to_plain
 from keras_ft.train.checkpoint import NON_FINITE_LOSS, TrainState
+from keras_ft.train.tensorboard_events import EventFileWriter
 
 log = logging.getLogger(__name__)
 
@@ -293,23 +294,11 @@ class TensorBoardLogger(keras.callbacks.Callback):
         values = {tag: float(logs[key]) for key, tag in tags.items() if key in logs}
         if not values or not mesh.is_writer():
             return
-        # TensorFlow (a keras-hub dependency) writes the event files. Its
-        # `tf.summary.scalar` needs the `tensorboard` package, so we write the
-        # summaries that function writes: a float tensor with "scalars" metadata.
-        import tensorflow as tf  # heavy: tensorflow
-        from tensorflow.core.framework import summary_pb2  # heavy: tensorflow
-
+        # Written without TensorFlow (tensorboard_events: the records
+        # `tf.summary.write` writes), so training never imports it.
         if run not in self._writers:
-            self._writers[run] = tf.summary.create_file_writer(str(self.log_dir / run))
-        metadata = summary_pb2.SummaryMetadata(
-            plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"),
-            data_class=summary_pb2.DATA_CLASS_SCALAR,
-        )
-        with self._writers[run].as_default():
-            for tag, value in values.items():
-                tf.summary.write(
-                    tag, tf.constant(value, tf.float32), step=self.state.step, metadata=metadata
-                )
+            self._writers[run] = EventFileWriter(self.log_dir / run)
+        self._writers[run].write(self.state.step, values)
 
 
 class PeriodicCheckpoint(Periodic):

@@ -65,6 +65,7 @@ RESUME_FREE_FIELDS = frozenset(
         "max_new_tokens",
         "show_examples",
         "tokenized_cache_dir",
+        "compile_cache_dir",
         "overwrite",
         # Where it runs: the same global batches in the same order, on any mesh.
         "mesh",
