@@ -6,7 +6,19 @@ one library call. Nothing outside this wing imports click.
 
 import click
 
-from keras_ft.cli import chat, compare, convert, data, evaluate, export, generate, plan, run, serve
+from keras_ft.cli import (
+    chat,
+    compare,
+    convert,
+    data,
+    evaluate,
+    export,
+    generate,
+    plan,
+    run,
+    serve,
+    upload,
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -24,3 +36,4 @@ main.add_command(export.main, "export")
 main.add_command(plan.main, "plan")
 main.add_command(chat.main, "chat")
 main.add_command(serve.main, "serve")
+main.add_command(upload.main, "upload")

@@ -28,7 +28,8 @@ import keras
 import numpy as np
 
 from keras_ft.data.tokenizer import TextTokenizer
-from keras_ft.files import atomic_path
+from keras_ft.export.card import model_card
+from keras_ft.files import atomic_path, write_text
 from keras_ft.gguf import convert
 from keras_ft.gguf import tokenizer as gguf_tokenizer
 from keras_ft.model.causal_lm import load_causal_lm
@@ -139,7 +140,8 @@ def export_preset_gguf(
     """Writes `preset`, with `adapter` merged into its FLOAT weights, as GGUF.
 
     `preset` is a name or directory as `export.source.export_preset` gives it;
-    a QLoRA adapter is merged into the float base, not quantized again. The
+    a QLoRA adapter is merged into the float base, not quantized again. Its
+    model card (`export.card`) goes beside it, `card_path(out_path)`. The
     chat template is `chat_template`, else the keras_ft template recorded
     with `adapter` (see `export_gguf`). The context length is the one the
     preset records (`preset_files.preset_context_length`: a preset converted
@@ -151,7 +153,7 @@ def export_preset_gguf(
     resolved = resolve_preset(preset)
     causal_lm = load_causal_lm(resolved, adapter=adapter, quantize=False)
     recorded = preset_context_length(resolved)
-    return export_gguf(
+    out_path = export_gguf(
         causal_lm,
         out_path,
         dtype=dtype,
@@ -159,6 +161,21 @@ def export_preset_gguf(
         template=recorded_template(adapter),
         context_length=recorded[0] if recorded else None,
     )
+    # The model card beside the file (a GGUF holds no README): OUT.gguf.README.md.
+    text = model_card(
+        "gguf",
+        preset,
+        adapter=adapter,
+        path=out_path.name,
+        backbone=type(causal_lm.backbone).__name__,
+    )
+    write_text(card_path(out_path), text)
+    return out_path
+
+
+def card_path(out_path: str | os.PathLike) -> Path:
+    """Where `export_preset_gguf` writes the model card of `out_path`."""
+    return Path(f"{out_path}.README.md")
 
 
 def default_context_length(backbone, arch_name: str) -> int:

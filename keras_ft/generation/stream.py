@@ -42,6 +42,7 @@ def stream_reply(
     tokenizer: TextTokenizer | None = None,
     stop: StopEvent | None = None,
     max_prompt_tokens: int | None = None,
+    stats: dict | None = None,
 ) -> Iterator[str]:
     """Yields the reply's text as it grows: each item is the new text since
     the last one, and together they are the whole reply.
@@ -59,6 +60,10 @@ def stream_reply(
         max_prompt_tokens: The context to fit in; None: the model's own (the
             backbone's `max_sequence_length`, else its preprocessor's
             `sequence_length`).
+        stats: A dict the stream keeps up to date as it goes: "num_tokens"
+            (the reply's tokens so far, its end of turn not counted) and
+            "ended_on_stop_token" (an end of turn came). A sampled reply's
+            token count is not its text's re-encoding, hence this.
 
     Returns:
         An iterator of text pieces; like `generate`'s reply, the text is
@@ -81,7 +86,7 @@ def stream_reply(
     end = len(ids) + cfg.max_new_tokens
     if context is not None:
         end = min(end, context)
-    return _texts(loop.tokens(ids, length, end), tokenizer, stop_ids, stop)
+    return _texts(loop.tokens(ids, length, end), tokenizer, stop_ids, stop, stats)
 
 
 def reply_text(
@@ -138,7 +143,11 @@ def _check_context(num_tokens: int, causal_lm, max_prompt_tokens: int | None) ->
 
 
 def _texts(
-    tokens: Iterator[int], tokenizer: TextTokenizer, stop_ids: set[int], stop: StopEvent | None
+    tokens: Iterator[int],
+    tokenizer: TextTokenizer,
+    stop_ids: set[int],
+    stop: StopEvent | None,
+    stats: dict | None = None,
 ) -> Iterator[str]:
     """The new text of each token, until a stop token, the end, or `stop`.
 
@@ -151,12 +160,16 @@ def _texts(
     """
     reply: list[int] = []
     shown = ""
+    stats = {} if stats is None else stats
+    stats.update(num_tokens=0, ended_on_stop_token=False)
     try:
         while stop is None or not stop.is_set():
             token = next(tokens, None)
             if token is None or token in stop_ids:
+                stats["ended_on_stop_token"] = token is not None
                 break
             reply.append(token)
+            stats["num_tokens"] = len(reply)
             text = tokenizer.decode(reply).strip()
             if text.endswith(REPLACEMENT) or not text.startswith(shown):
                 continue

@@ -221,14 +221,15 @@ class ChatModel:
         """
         with self.lock:
             self.last = reply
-            counter = _DecodeCounter(self.tokenizer)
+            stats: dict = {}
             pieces = streaming.stream_reply(
                 self.causal_lm,
                 list(reply.messages),
                 reply.cfg,
-                tokenizer=counter,
+                tokenizer=self.tokenizer,
                 stop=stop,
                 max_prompt_tokens=self.context_length,
+                stats=stats,
             )
             try:
                 for piece in pieces:
@@ -236,7 +237,7 @@ class ChatModel:
                     yield piece
             finally:  # also when the caller breaks off (a closed stream, Ctrl-C)
                 getattr(pieces, "close", lambda: None)()  # its decoding ends with it
-                self._finish(reply, stop, counter.decoded)
+                self._finish(reply, stop, stats.get("num_tokens", 0))
 
     def _finish(self, reply: Reply, stop, num_tokens: int) -> None:
         """Sets how `reply` ended: `num_tokens` new tokens (its end of turn not
@@ -258,28 +259,6 @@ class ChatModel:
     ) -> Iterator[str]:
         """`start` then `stream`: the new text pieces of a reply to `messages`."""
         return self.stream(self.start(messages, cfg), stop)
-
-
-class _DecodeCounter:
-    """The chat's tokenizer, counting the tokens of the reply as it streams.
-
-    `stream_reply` yields text, not tokens; its pieces come from decoding the
-    whole reply so far at every token (`generation.stream._texts`), the end
-    of turn not included, so the length of the last `decode` call is the
-    reply's token count (what the HTTP API's `usage` reports, and whether
-    `max_new_tokens` ran out). Re-encoding the text would not give it: a
-    sampled reply need not be the text's own tokenization.
-    """
-
-    def __init__(self, tokenizer: TextTokenizer):
-        self._tokenizer, self.decoded = tokenizer, 0
-
-    def __getattr__(self, name):
-        return getattr(self._tokenizer, name)
-
-    def decode(self, ids) -> str:
-        self.decoded = len(ids)
-        return self._tokenizer.decode(ids)
 
 
 class ContextLengthError(ValueError):

@@ -159,6 +159,8 @@ def test_cli_export_with_adapter_then_convert(tiny_proto, tmp_path):
     assert result.exit_code == 0, result.output
     written = convert.read_metadata(gguf.GGUFReader(out))["tokenizer.chat_template"]
     assert written == TEMPLATES["instruction"].chat_template()  # the adapter's (default)
+    card = (tmp_path / "tuned.gguf.README.md").read_text()  # the model card beside it
+    assert "tuned.gguf" in card and "llama" in card.lower() and "lora_rank" in card
     result = runner.invoke(convert_cli.main, ["gguf", str(out), str(tmp_path / "back")])
     assert result.exit_code == 0, result.output
     reloaded = keras_hub.models.Gemma3CausalLM.from_preset(str(tmp_path / "back"))

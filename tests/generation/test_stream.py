@@ -5,7 +5,12 @@ import pytest
 
 from keras_ft.config import Config
 from keras_ft.data.tokenizer import TextTokenizer
-from keras_ft.generation.generate import encode_prompt, generate
+from keras_ft.generation.generate import (
+    encode_prompt,
+    generate,
+    generate_function,
+    generate_replies,
+)
 from keras_ft.generation.stream import _texts, reply_text, stream_reply
 from keras_ft.templates import Message, get_template
 
@@ -33,17 +38,30 @@ def test_a_greedy_streamed_reply_is_generates_reply(gemma3_lm, tiny_gemma3):
         Message("assistant", "Hello"),
         Message("user", PROMPT),
     ]
+    tokenizer = TextTokenizer(gemma3_lm.preprocessor.tokenizer)
     for settings in ({}, {"no_repeat_ngram_size": 2}):
         cfg = _cfg(tiny_gemma3, **settings)
-        pieces = list(stream_reply(gemma3_lm, PROMPT, cfg))
+        stats = {}
+        pieces = list(stream_reply(gemma3_lm, PROMPT, cfg, stats=stats))
         want = generate(gemma3_lm, [PROMPT], cfg)[0]
         assert len(pieces) > 2 and all(pieces)  # streamed, not one block
         assert "".join(pieces) == want
         assert reply_text(gemma3_lm, PROMPT, cfg) == want
+        # The stream's own count of the reply's tokens, as the batch loop's.
+        (batch,) = generate_replies(
+            generate_function(gemma3_lm, cfg),
+            [encode_prompt(PROMPT, get_template("gemma"), tokenizer)],
+            get_template("gemma"),
+            tokenizer,
+            cfg.max_new_tokens,
+        )
+        assert stats == {
+            "num_tokens": batch["num_tokens"],
+            "ended_on_stop_token": batch["stopped"],
+        }
     # A conversation near the context's end (the preset's sequence_length,
     # 64) gets the reply that fits there; generate does not cut.
     cfg = _cfg(tiny_gemma3)
-    tokenizer = TextTokenizer(gemma3_lm.preprocessor.tokenizer)
     room = 64 - len(encode_prompt(conversation, get_template("gemma"), tokenizer))
     assert 0 < room < cfg.max_new_tokens
     whole = generate(gemma3_lm, [conversation], cfg)[0]
