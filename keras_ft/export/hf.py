@@ -177,13 +177,5 @@ def export_preset_hf(
     """
     tuned = load_tuned(preset, adapter)
     check_supported(tuned.causal_lm)  # before the card reads anything
-    text = card.model_card(
-        "hf",
-        tuned.preset,
-        adapter=tuned.adapter,
-        template=tuned.template,
-        path=str(out_dir),
-        backbone=type(tuned.causal_lm.backbone).__name__,
-        notes=tuned.note,
-    )
+    text = tuned.card("hf", out_dir)
     return export_hf(tuned.causal_lm, out_dir, template=tuned.template, model_card=text)

@@ -142,13 +142,5 @@ def export_preset_merged(
     card says so. The template recorded with the adapter goes beside it.
     """
     tuned = load_tuned(preset, adapter)
-    text = card.model_card(
-        "preset",
-        tuned.preset,
-        adapter=tuned.adapter,
-        template=tuned.template,
-        path=str(out_dir),
-        backbone=type(tuned.causal_lm.backbone).__name__,
-        notes=tuned.note,
-    )
+    text = tuned.card("preset", out_dir)
     return export_merged(tuned.causal_lm, out_dir, template=tuned.template, model_card=text)

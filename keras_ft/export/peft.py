@@ -212,15 +212,7 @@ def export_preset_peft(
         raise ValueError("Pass --adapter: a PEFT export converts an adapter.")
     tuned = load_tuned(preset, adapter)
     check_supported(tuned.causal_lm)
-    text = card.model_card(
-        "peft",
-        tuned.preset,
-        adapter=tuned.adapter,
-        template=tuned.template,
-        path=str(out_dir),
-        backbone=type(tuned.causal_lm.backbone).__name__,
-        notes=tuned.note,
-    )
+    text = tuned.card("peft", out_dir)
     return export_peft(
         tuned.causal_lm, out_dir, base_model=tuned.preset, template=tuned.template, model_card=text
     )

@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from keras_ft.export.card import model_card
 from keras_ft.model.causal_lm import load_causal_lm
 from keras_ft.model.lora import ADAPTER_CONFIG_FILE, read_adapter
 from keras_ft.model.presets import resolve_preset
@@ -72,6 +73,18 @@ class Tuned:
     meta: dict
     template: str | None
     note: str
+
+    def card(self, fmt: str, path: str | os.PathLike) -> str:
+        """The model card of this model exported as `fmt` to `path` (`card.model_card`)."""
+        return model_card(
+            fmt,
+            self.preset,
+            adapter=self.adapter,
+            template=self.template,
+            path=str(path),
+            backbone=type(self.causal_lm.backbone).__name__,
+            notes=self.note,
+        )
 
 
 def load_tuned(preset: str | None, adapter: str | os.PathLike | None) -> Tuned:
