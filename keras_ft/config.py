@@ -37,6 +37,20 @@ DEFAULT_SAMPLE_PROMPTS = (
 )
 
 
+# How replies are sampled: the fields `generate`, `chat` and `serve` take as
+# flags and a chat request may change.
+SAMPLER_FIELDS = (
+    "sampler",
+    "top_k",
+    "top_p",
+    "temperature",
+    "max_new_tokens",
+    "seed",
+    "repetition_penalty",
+    "no_repeat_ngram_size",
+)
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Config:
     """Everything that defines a fine-tuning run. See `load_config`.

@@ -11,6 +11,7 @@ import click
 
 from keras_ft.cli import errors as cli_errors
 from keras_ft.cli.flags import ADAPTER_HELP, config_file, config_options, overrides_from_flags
+from keras_ft.config import SAMPLER_FIELDS
 from keras_ft.serving.session import chat_config, load_chat
 from keras_ft.serving.terminal import run_terminal
 
@@ -19,18 +20,7 @@ log = logging.getLogger(__name__)
 GRADIO_MISSING = "The browser chat needs Gradio: pip install 'keras_ft[ui]'"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 # The Config fields `chat` and `serve` take: the model, its template, the sampler.
-CHAT_FIELDS = (
-    "preset",
-    "template",
-    "sampler",
-    "top_k",
-    "top_p",
-    "temperature",
-    "max_new_tokens",
-    "seed",
-    "repetition_penalty",
-    "no_repeat_ngram_size",
-)
+CHAT_FIELDS = ("preset", "template", *SAMPLER_FIELDS)
 TEMPLATE_NOTE = {"template": "default: the template the adapter was trained with"}
 
 

@@ -10,7 +10,7 @@ import click
 
 from keras_ft.cli import errors as cli_errors
 from keras_ft.cli.flags import ADAPTER_HELP, config_file, config_options, overrides_from_flags
-from keras_ft.config import load_config
+from keras_ft.config import SAMPLER_FIELDS, load_config
 from keras_ft.distribution import placed
 from keras_ft.generation.generate import generate
 from keras_ft.model.causal_lm import load_causal_lm
@@ -23,19 +23,7 @@ log = logging.getLogger(__name__)
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--adapter", default=None, help=ADAPTER_HELP)
 @config_file()
-@config_options(
-    "preset",
-    "template",
-    "sampler",
-    "top_k",
-    "top_p",
-    "temperature",
-    "max_new_tokens",
-    "repetition_penalty",
-    "no_repeat_ngram_size",
-    "seed",
-    "mesh",
-)
+@config_options("preset", "template", *SAMPLER_FIELDS, "mesh")
 @click.argument("prompt", nargs=-1, required=True)
 @cli_errors.reported
 def main(adapter, config_path, prompt, **flags):

@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
-from keras_ft.config import Config, load_config
+from keras_ft.config import SAMPLER_FIELDS, Config, load_config
 from keras_ft.data.tokenizer import TextTokenizer
 from keras_ft.evaluation.runs import adapter_defaults, load_run_config, resolve_run
 from keras_ft.generation import stream as streaming
@@ -30,19 +30,6 @@ from keras_ft.model.lora import read_adapter
 from keras_ft.model.presets import resolve_preset
 from keras_ft.preset_files import preset_context_length
 from keras_ft.templates import ROLES, Message, get_template
-
-# The Config fields a chat request may change (the sampler's settings); the
-# rest (preset, template, ...) are the chat's own for its whole life.
-SAMPLER_FIELDS = (
-    "sampler",
-    "top_k",
-    "top_p",
-    "temperature",
-    "max_new_tokens",
-    "seed",
-    "repetition_penalty",
-    "no_repeat_ngram_size",
-)
 
 
 def chat_config(adapter: str | None, config_path: str | None, overrides: dict) -> Config:
