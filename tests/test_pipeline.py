@@ -1,3 +1,5 @@
+import contextlib
+import io
 import json
 import logging
 import os
@@ -78,6 +80,8 @@ def test_cli_run_writes_the_run_directory(tiny_gemma3, pairs_file, tmp_path):
             "3",
             "--validation-fraction",
             "0.2",
+            "--batch-size",
+            "8",  # 8 training, 2 validation examples: one batch, one shape each to compile
         ],
     )
     assert result.exit_code == 0, result.output
@@ -122,52 +126,18 @@ def test_llama3_preset_trains_with_its_template(tiny_llama3, pairs_file, tmp_pat
         preset=str(tiny_llama3),
         data=(str(pairs_file),),
         template="llama3",
-        max_steps=2,
+        max_steps=1,  # one step of one shape: the template trains
         output_dir=str(tmp_path / "run"),
-        sample_prompts=("Hi",),
-        max_new_tokens=2,
+        sample_prompts=(),  # its samples are not checked: no generation compiled
     )
     result = finetune(cfg)
     assert result.adapter_path.exists() and len(result.history["loss"]) == 1
 
 
-def test_a_run_resolves_its_preset_and_loads_its_tokenizer_once(
-    tiny_gemma, pairs_file, tmp_path, monkeypatch
-):
-    # Resolving may probe the network: finetune does it once and hands it down.
-    import keras_hub
-
-    import keras_ft.model.causal_lm as causal_lm_module
-    import keras_ft.pipeline as pipeline
-
-    calls, tokenizers = [], []
-    real = pipeline.resolve_preset
-    monkeypatch.setattr(pipeline, "resolve_preset", lambda p: calls.append(p) or real(p))
-    monkeypatch.setattr(causal_lm_module, "resolve_preset", lambda p: calls.append(p) or real(p))
-    init = keras_hub.tokenizers.Tokenizer.__init__
-    monkeypatch.setattr(
-        keras_hub.tokenizers.Tokenizer,
-        "__init__",
-        lambda self, *a, **k: tokenizers.append(self) or init(self, *a, **k),
-    )
-    cfg = Config(
-        preset=str(tiny_gemma),
-        data=(str(pairs_file),),
-        max_steps=2,
-        output_dir=str(tmp_path / "run"),
-        sample_prompts=("Hi",),
-        max_new_tokens=2,
-    )
-    result = finetune(cfg)
-    assert calls == [str(tiny_gemma)]
-    assert len(tokenizers) == 1, tokenizers  # the data's tokenizer is the model's
-    assert result.samples and result.samples[0]["after"] is not None
-    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert summary["tokens_per_s"] > 0
-
-
 def test_cli_packing_trains_on_rows_of_several_examples(tiny_gemma3, pairs_file, tmp_path):
     out = tmp_path / "run"
+    no_samples = tmp_path / "no_samples.yaml"  # its samples are not checked: none generated
+    no_samples.write_text("sample_prompts: []\n")
     result = CliRunner().invoke(
         run_main,
         [
@@ -186,10 +156,8 @@ def test_cli_packing_trains_on_rows_of_several_examples(tiny_gemma3, pairs_file,
             "0.2",
             "--output-dir",
             str(out),
-            "--sample-prompts",
-            "Hi",
-            "--max-new-tokens",
-            "2",
+            "--config",
+            str(no_samples),
         ],
     )
     assert result.exit_code == 0, result.output
@@ -205,33 +173,85 @@ def test_cli_packing_trains_on_rows_of_several_examples(tiny_gemma3, pairs_file,
     assert json.loads((out / "config.json").read_text())["packing"] is True
 
 
-def test_non_tty_output_shows_progress_during_the_epoch_and_each_phase(
-    tiny_gemma, pairs_file, tmp_path, capsys, caplog
-):
-    # capsys: stdout is a capture stream, not a TTY (as under nohup, tee, CI).
-    # Log lines go to the same stream as Keras' epoch line, so order is visible.
-    handler = logging.StreamHandler(sys.stdout)
+# Ten examples of one length (one token per digit): one shape to compile for
+# training, one for evaluation, so 8 steps of batch 1 cost one compilation.
+COUNTS = [(f"Say the digit {n}.", f"{n}") for n in range(10)]
+
+
+@pytest.fixture(scope="module")
+def logged_run(tiny_gemma, tmp_path_factory):
+    """One run (8 steps of batch 1) watched as two tests need: its stdout and
+    log lines as a non-TTY shows them, and every `resolve_preset` call and
+    keras-hub tokenizer made during it."""
+    # Resolving may probe the network: finetune does it once and hands it down.
+    import keras_hub
+
+    import keras_ft.model.causal_lm as causal_lm_module
+    import keras_ft.pipeline as pipeline
+
+    tmp = tmp_path_factory.mktemp("logged_run")
+    data = tmp / "counts.jsonl"
+    data.write_text("".join(json.dumps({"prompt": p, "completion": c}) + "\n" for p, c in COUNTS))
+    calls, tokenizers = [], []
+    # A StringIO is not a TTY (as under nohup, tee, CI). Log lines go to the
+    # same stream as Keras' epoch line, so their order is visible.
+    stdout = io.StringIO()
+    handler = logging.StreamHandler(stdout)
     logger = logging.getLogger("keras_ft")
-    logger.addHandler(handler)
-    caplog.set_level(logging.INFO)
-    try:
-        finetune(
-            Config(
-                preset=str(tiny_gemma),
-                data=(str(pairs_file),),
-                batch_size=1,
-                validation_fraction=0.2,
-                sequence_length=64,
-                shuffle=False,
-                sample_prompts=("Hi",),
-                max_new_tokens=2,
-                output_dir=str(tmp_path / "run"),
-                tokenized_cache_dir=str(tmp_path / "tokens"),
-            )
+    level = logger.level
+    with pytest.MonkeyPatch.context() as monkeypatch, contextlib.redirect_stdout(stdout):
+        real = pipeline.resolve_preset
+        monkeypatch.setattr(pipeline, "resolve_preset", lambda p: calls.append(p) or real(p))
+        monkeypatch.setattr(
+            causal_lm_module, "resolve_preset", lambda p: calls.append(p) or real(p)
         )
-    finally:
-        logger.removeHandler(handler)
-    out = capsys.readouterr().out
+        init = keras_hub.tokenizers.Tokenizer.__init__
+        monkeypatch.setattr(
+            keras_hub.tokenizers.Tokenizer,
+            "__init__",
+            lambda self, *a, **k: tokenizers.append(self) or init(self, *a, **k),
+        )
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        try:
+            result = finetune(
+                Config(
+                    preset=str(tiny_gemma),
+                    data=(str(data),),
+                    batch_size=1,
+                    validation_fraction=0.2,
+                    sequence_length=64,
+                    shuffle=False,
+                    sample_prompts=("Hi",),
+                    max_new_tokens=2,
+                    output_dir=str(tmp / "run"),
+                    tokenized_cache_dir=str(tmp / "tokens"),
+                )
+            )
+        finally:
+            logger.removeHandler(handler)
+            logger.setLevel(level)
+    return {
+        "preset": str(tiny_gemma),
+        "result": result,
+        "out": stdout.getvalue(),
+        "calls": calls,
+        "tokenizers": tokenizers,
+    }
+
+
+def test_a_run_resolves_its_preset_and_loads_its_tokenizer_once(logged_run):
+    assert logged_run["calls"] == [logged_run["preset"]]
+    tokenizers = logged_run["tokenizers"]
+    assert len(tokenizers) == 1, tokenizers  # the data's tokenizer is the model's
+    result = logged_run["result"]
+    assert result.samples and result.samples[0]["after"] is not None
+    summary = json.loads((result.run_dir / "summary.json").read_text())
+    assert summary["tokens_per_s"] > 0
+
+
+def test_non_tty_output_shows_progress_during_the_epoch_and_each_phase(logged_run):
+    out = logged_run["out"]
     lines = out.splitlines()
     epoch_end = next(i for i, line in enumerate(lines) if line.startswith("8/8 "))
     progress = [i for i, line in enumerate(lines) if line.startswith("step ") and "/8 (" in line]
