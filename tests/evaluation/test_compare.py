@@ -42,8 +42,10 @@ def test_compare_two_presets(tiny_gemma3, tiny_llama3, tmp_path):
     data = tmp_path / "pairs.jsonl"
     data.write_text("".join(json.dumps({"prompt": p, "completion": c}) + "\n" for p, c in PAIRS))
     config = tmp_path / "x.yaml"
+    # batch_size 3: the 3 training and 2 validation examples in one batch each,
+    # so each worker compiles one training and one evaluation shape.
     config.write_text(
-        f"data: [{data}]\nvalidation_fraction: 0.4\nmax_steps: 2\n"
+        f"data: [{data}]\nvalidation_fraction: 0.4\nmax_steps: 2\nbatch_size: 3\n"
         "sample_prompts: [Hi]\nmax_new_tokens: 3\n"
     )
     out = tmp_path / "compare"
