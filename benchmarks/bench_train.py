@@ -34,9 +34,11 @@ from benchmarks import common  # noqa: E402
 CONTENDERS = {
     "plain": "keras-hub plain recipe (`fit` on strings, padded to 256)",
     "hf": "HF transformers + PEFT, torch f32, unpadded",
+    "hf_bf16": "HF transformers + PEFT, torch bf16 weights + activations, LoRA + AdamW f32",
     "keras_ft": "keras_ft (CausalLMTrainer + BatchSequence, f32)",
     "keras_ft_packed": "keras_ft `--packing` (rows of several examples, f32)",
     "keras_ft_bf16": "keras_ft, `--dtype mixed_bfloat16`",
+    "keras_ft_packed_bf16": "keras_ft `--packing --dtype bfloat16` (frozen base bf16, LoRA + AdamW f32)",
     "keras_ft_jit": "keras_ft model + optimizer in a bare jitted step (no `fit`)",
     "keras_ft_lean": "keras_ft, TensorFlow blocked (backbone only; not adopted)",
 }
@@ -49,7 +51,9 @@ def subset(examples: list, count: int) -> list:
     return [examples[i * stride] for i in range(count)]
 
 
-def tokenized_subset(tokenizer, count: int):
+def tokenized_subset(tokenizer, count: int, heldout: bool = False):
+    """`count` tokenized Dolly examples spread over the file; `heldout`: the
+    examples half a stride after them (a validation set none of them is in)."""
     from keras_ft.data.tokenizer import tokenize_example
     from keras_ft.templates import get_template
 
@@ -58,7 +62,16 @@ def tokenized_subset(tokenizer, count: int):
         tokenize_example(e, template, tokenizer, common.SEQUENCE_LENGTH)
         for e in common.dolly_examples()
     ]
-    return subset([t for t in tokens if t is not None], count)
+    tokens = [t for t in tokens if t is not None]
+    if heldout:
+        stride = max(len(tokens) // count, 1)
+        tokens = tokens[stride // 2 :]
+    return subset(tokens, count)
+
+
+def tensorflow_loaded() -> bool:
+    """Whether this worker process imported TensorFlow (keras_ft should not)."""
+    return "tensorflow" in sys.modules
 
 
 class StepTimer:
@@ -178,10 +191,25 @@ def worker_keras_ft(
     loss_tokens = [int(np.sum(e.loss_mask)) for e in examples]
     # A packed first step holds several examples: its loss is not example 0's.
     first_loss = float("nan") if packing else warm.losses[0]
-    return result(load_s, warm, timed, tokens, loss_tokens, first_loss, list(range(len(data))))
+    out = result(load_s, warm, timed, tokens, loss_tokens, first_loss, list(range(len(data))))
+    # The quality cost of a dtype: held-out loss after the same steps (the two
+    # passes above), measured after the timings so it cannot change them.
+    from keras_ft.train.trainer import evaluate_tokens
+
+    val = BatchSequence(
+        tokenized_subset(tokenizer, count, heldout=True),
+        1,
+        common.SEQUENCE_LENGTH,
+        tokenizer.pad_id,
+        0,
+        shuffle=False,
+    )
+    out["val_loss"] = evaluate_tokens(trainer, val)["loss"]
+    out["steps_trained"] = len(warm.wall) + len(timed.wall)
+    return out
 
 
-def load_hf(gguf: str):
+def load_hf(gguf: str, dtype: str = "float32"):
     """The GGUF dequantized by transformers, cached as a torch state dict after the
     first load (transformers' GGUF reader takes minutes on 2 cores, and refuses
     `save_pretrained` for GGUF-loaded models). A cached load builds the model
@@ -197,7 +225,7 @@ def load_hf(gguf: str):
         state = torch.load(cached / "model.pt", mmap=True, weights_only=True)
         model.load_state_dict(state)
         del state
-        return model
+        return model.to(getattr(torch, dtype))
     model = AutoModelForCausalLM.from_pretrained(
         os.path.dirname(gguf), gguf_file=os.path.basename(gguf), dtype=torch.float32
     )
@@ -206,7 +234,7 @@ def load_hf(gguf: str):
     tmp = cached / f"model.pt.tmp{os.getpid()}"
     torch.save(model.state_dict(), tmp)
     os.replace(tmp, cached / "model.pt")
-    return model
+    return model.to(getattr(torch, dtype))
 
 
 def worker_keras_ft_jit(preset: str, count: int) -> dict:
@@ -273,8 +301,15 @@ def worker_keras_ft_jit(preset: str, count: int) -> dict:
     return result(load_s, warm, timed, tokens, loss_tokens, warm.losses[0], warm_index)
 
 
-def worker_hf(gguf: str, preset: str, count: int) -> dict:
-    """HF transformers + PEFT on the same GGUF weights and the same token ids."""
+def worker_hf(gguf: str, preset: str, count: int, dtype: str = "float32") -> dict:
+    """HF transformers + PEFT on the same GGUF weights and the same token ids.
+
+    `dtype="bfloat16"`: the base model cast to bf16 (`model.to`; weights and
+    activations bf16, torch's bf16 matmuls reach oneDNN/AMX), the LoRA weights
+    float32 (PEFT's `autocast_adapter_dtype`, its default: it casts the
+    adapter's input to float32), so AdamW's state is float32 too: the same
+    split as keras_ft's `--dtype bfloat16`.
+    """
     import torch
     from peft import LoraConfig, get_peft_model
 
@@ -289,9 +324,11 @@ def worker_hf(gguf: str, preset: str, count: int) -> dict:
         task_type="CAUSAL_LM",
         target_modules=["q_proj", "v_proj"],
     )
-    model = get_peft_model(load_hf(gguf), lora)
+    model = get_peft_model(load_hf(gguf, dtype), lora, autocast_adapter_dtype=True)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
+    lora_dtypes = sorted({str(p.dtype) for p in params})
+    base_dtypes = sorted({str(p.dtype) for p in model.parameters() if not p.requires_grad})
     optimizer = torch.optim.AdamW(params, lr=LEARNING_RATE, weight_decay=WEIGHT_DECAY)
     load_s = time.perf_counter() - start
     examples = tokenized_subset(TextTokenizer.from_preset(preset), count)
@@ -314,7 +351,9 @@ def worker_hf(gguf: str, preset: str, count: int) -> dict:
         step(example, timed)
     tokens = [len(e.token_ids) - 1 for e in examples]
     loss_tokens = [int(e.loss_mask.sum()) for e in examples]
-    return result(load_s, warm, timed, tokens, loss_tokens, warm.losses[0], [0, 1])
+    out = result(load_s, warm, timed, tokens, loss_tokens, warm.losses[0], [0, 1])
+    out["dtypes"] = f"base {'/'.join(base_dtypes)}, LoRA {'/'.join(lora_dtypes)}"
+    return out
 
 
 def worker_logits(gguf: str, preset: str, count: int) -> dict:
@@ -361,6 +400,7 @@ def result(load_s, warm, timed, tokens, loss_tokens, first_loss, warm_steps_matc
         "first_loss": first_loss,
         "peak_rss_mb": common.peak_rss_mb(),
         "load_avg": os.getloadavg()[0],
+        "tensorflow_loaded": tensorflow_loaded(),
     }
 
 
@@ -407,6 +447,8 @@ def summarize(name: str, runs: list[dict], config: dict, peak_gflops: float) -> 
     )
     for key in ("compile_s", "load_s", "peak_rss_mb", "first_loss", "load_avg"):
         out[key] = med([r[key] for r in runs])
+    out["val_loss"] = med([r["val_loss"] for r in runs]) if "val_loss" in runs[0] else None
+    out["tensorflow_loaded"] = any(r["tensorflow_loaded"] for r in runs)
     return out
 
 
@@ -418,7 +460,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="A B C rounds")
     parser.add_argument(
         "--contenders",
-        default="plain,hf,keras_ft,keras_ft_packed",
+        default="plain,hf,hf_bf16,keras_ft_packed,keras_ft_packed_bf16",
         help=f"comma-separated, from {sorted(CONTENDERS)}",
     )
     parser.add_argument("--no-append", action="store_true", help="do not write RESULTS.md")
@@ -426,6 +468,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.worker == "keras_ft_lean":
         sys.modules["tensorflow"] = sys.modules["tensorflow_text"] = None  # never loaded
+    if args.worker == "plain":
+        # The plain recipe is keras-hub's own: its preprocessor runs on
+        # TensorFlow, which keras_ft (imported below for the preset) hides.
+        os.environ["KERAS_FT_IMPORT_TENSORFLOW"] = "1"
     preset = common.embedded_preset()
     if args.worker:
         return run_as_worker(args.worker, preset, args.examples)
@@ -451,7 +497,9 @@ def main() -> None:
                 f"[{repeat}] {name}: {sum(r['step_wall']) / len(r['step_wall']):.2f} s/step, "
                 f"{sum(r['tokens']) / sum(r['step_wall']):.1f} tok/s, "
                 f"compile {r['compile_s']:.1f} s, RSS {r['peak_rss_mb']:.0f} MB, "
-                f"load avg {r['load_avg']:.1f}",
+                f"load avg {r['load_avg']:.1f}, TensorFlow imported: {r['tensorflow_loaded']}"
+                + (f", val loss {r['val_loss']:.5f}" if "val_loss" in r else "")
+                + (f", {r['dtypes']}" if "dtypes" in r else ""),
                 flush=True,
             )
     # The logits check runs last so that it reuses the HF model cached by the
@@ -490,6 +538,8 @@ def report(args, command, names, runs, rows, check, peak, peak_after, peak_f32, 
         "% of peak",
         "% of peak (CPU time)",
         "first-step loss",
+        "TensorFlow imported",
+        "val loss after",
     ]
     table = common.md_table(
         headers,
@@ -507,13 +557,15 @@ def report(args, command, names, runs, rows, check, peak, peak_after, peak_f32, 
                 f"{100 * r['peak_frac']:.0f} %",
                 f"{100 * r['cpu_frac']:.0f} %",
                 "n/a (packed)" if r["first_loss"] != r["first_loss"] else f"{r['first_loss']:.4f}",
+                "yes" if r["tensorflow_loaded"] else "no",
+                "" if r["val_loss"] is None else f"{r['val_loss']:.4f}",
             ]
             for r in rows
         ],
     )
     ratios = []
     for ours in [n for n in names if n.startswith("keras_ft")]:
-        for ref in [n for n in ("plain", "hf") if n in names]:
+        for ref in [n for n in ("plain", "hf", "hf_bf16") if n in names]:
             pairs = list(zip(runs[ours], runs[ref]))  # same repeat: A B pairs
             wall = [rate(k, "step_wall") / rate(o, "step_wall") for k, o in pairs]
             cpu = [rate(k, "step_cpu") / rate(o, "step_cpu") for k, o in pairs]
@@ -550,6 +602,22 @@ def report(args, command, names, runs, rows, check, peak, peak_after, peak_f32, 
         "useful FLOPs per CPU-second by the matmul's FLOPs per CPU-second "
         f"({max(peak['cpu_peak'], peak_after['cpu_peak']):.1f}, best shape and dtype).",
     ]
+    lines.append(f"- lscpu: {lscpu()}")
+    by_name = {r["name"]: r for r in rows}
+    for f32, bf16 in (("keras_ft_packed", "keras_ft_packed_bf16"), ("keras_ft", "keras_ft_bf16")):
+        if f32 in by_name and bf16 in by_name and by_name[f32]["val_loss"] is not None:
+            a, b = by_name[f32]["val_loss"], by_name[bf16]["val_loss"]
+            steps = runs[f32][0]["steps_trained"]
+            lines.append(
+                f"- quality, {bf16} vs {f32}: held-out loss after the same {steps} steps "
+                f"(warm-up pass + timed pass, same rows in the same order) {b:.4f} vs "
+                f"{a:.4f}: {100 * (b - a) / a:+.2f} %. Held-out: {args.examples} Dolly "
+                "examples half a stride after the training ones, token-level mean "
+                "(`evaluate_tokens`), each in its own dtype."
+            )
+    for name in ("hf", "hf_bf16"):
+        if name in names and "dtypes" in runs[name][0]:
+            lines.append(f"- {name} parameters: {runs[name][0]['dtypes']}.")
     if check is None and "hf" in names:
         lines.append(
             "- same weights: the logits check FAILED (see the log); HF figures are unverified."
@@ -571,6 +639,18 @@ def report(args, command, names, runs, rows, check, peak, peak_after, peak_f32, 
         common.append_results("Training: LoRA rank 4 q/v, Gemma 3 270M, Dolly", command, body)
 
 
+def lscpu() -> str:
+    """lscpu's model name and flags."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return "unavailable"
+    fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
+    return f"{fields.get('Model name', '?').strip()}; flags: {fields.get('Flags', '').strip()}"
+
+
 def run_as_worker(name: str, preset: str, count: int) -> None:
     if name == "plain":
         common.emit(worker_plain(preset, count))
@@ -580,12 +660,16 @@ def run_as_worker(name: str, preset: str, count: int) -> None:
         common.emit(worker_keras_ft(preset, count, packing=True))
     elif name == "keras_ft_bf16":
         common.emit(worker_keras_ft(preset, count, dtype="mixed_bfloat16"))
+    elif name == "keras_ft_packed_bf16":
+        common.emit(worker_keras_ft(preset, count, dtype="bfloat16", packing=True))
     elif name == "keras_ft_lean":
         common.emit(worker_keras_ft(preset, count, lean=True))
     elif name == "keras_ft_jit":
         common.emit(worker_keras_ft_jit(preset, count))
     elif name == "hf":
         common.emit(worker_hf(common.gguf_path(), preset, count))
+    elif name == "hf_bf16":
+        common.emit(worker_hf(common.gguf_path(), preset, count, dtype="bfloat16"))
     elif name == "logits":
         common.emit(worker_logits(common.gguf_path(), preset, count))
     else:
