@@ -76,14 +76,25 @@ SCRIPT = textwrap.dedent("""
     print("RESULT " + json.dumps(out))
 """)
 
-BUILD_BIG = textwrap.dedent("""
-    import sys, keras, keras_hub
+
+def _build_big(path):
+    """Saves a ~170 MB (float32) Gemma backbone preset; in-process, since only
+    its files matter (the pytest process frees it again)."""
+    import keras
+    import keras_hub
+
     keras.utils.set_random_seed(0)
     backbone = keras_hub.models.GemmaBackbone(
-        vocabulary_size=16384, num_layers=8, num_query_heads=8, num_key_value_heads=8,
-        hidden_dim=512, intermediate_dim=4096, head_dim=64)
-    backbone.save_to_preset(sys.argv[1])
-""")
+        vocabulary_size=16384,
+        num_layers=8,
+        num_query_heads=8,
+        num_key_value_heads=8,
+        hidden_dim=512,
+        intermediate_dim=4096,
+        head_dim=64,
+    )
+    backbone.save_to_preset(str(path))
+    del backbone
 
 
 def _run(code, *args, devices=None):
@@ -106,7 +117,7 @@ def _run(code, *args, devices=None):
 @pytest.fixture(scope="module")
 def sharded(tmp_path_factory, tiny_gemma, tiny_gemma3, tiny_llama3):
     big = tmp_path_factory.mktemp("big_gemma") / "preset"
-    _run(BUILD_BIG, big)
+    _build_big(big)
     done = _run(
         SCRIPT, big, "gemma", tiny_gemma, "gemma3", tiny_gemma3, "llama3", tiny_llama3, devices=8
     )
