@@ -6,6 +6,12 @@ runs every mesh; the 1x1 runs inside it are the single-device reference
 (`make_distribution` sets no distribution: device 0 only). A second pair of
 processes is one two-host run over a loopback coordinator.
 
+The worker keeps JAX's persistent compilation cache (keras_ft's
+`compile_cache_dir`, in the test's own directory): each program is compiled
+once, the first time; a resumed run loads the executables its uninterrupted
+run on the same mesh compiled (a cached executable is the same program,
+tests/test_compile_cache.py).
+
 Tolerance: float32 on CPU. A mesh splits matmuls and the loss's sums into
 per-device partial sums added in another order (1x8: the embedding's and
 feed-forward's contractions; 8x1: the batch), so values differ by float32
@@ -114,8 +120,15 @@ def runs(tmp_path_factory, data_file, tiny_gemma, tiny_gemma3, tiny_llama3):
     for mesh in ("1x1", "2x4"):  # an int8 base on Llama 3
         add(f"llama3 {mesh}", tiny_llama3, mesh, quantize="int8", template="llama3")
     # The 2x4 Gemma run cut off after its step-2 checkpoint, resumed on 1 device and on 8x1.
-    for mesh in ("1x1", "8x1"):
-        add(f"gemma 2x4 resumed {mesh}", tiny_gemma, mesh, lora_alpha=8.0, lora_targets="all")
+    for mesh in ("1x1", "8x1"):  # their samples are not compared: none generated
+        add(
+            f"gemma 2x4 resumed {mesh}",
+            tiny_gemma,
+            mesh,
+            lora_alpha=8.0,
+            lora_targets="all",
+            sample_prompts=[],
+        )
         jobs[-1].update(copy_from=str(tmp / "gemma 2x4"), drop_checkpoints_after=2)
     # The report and generation commands on the 1x1 Gemma run's adapter, by mesh.
     commands = []
@@ -138,9 +151,12 @@ def runs(tmp_path_factory, data_file, tiny_gemma, tiny_gemma3, tiny_llama3):
             }
         )
     (tmp / "jobs.json").write_text(json.dumps({"runs": jobs, "commands": commands}))
+    # The compile cache on (the suite turns it off), under the test's directory
+    # ("auto": $KERAS_FT_CACHE/jax_compile_cache), for the runs and the commands.
+    env = dict(_env(8), KERAS_FT_COMPILE_CACHE="1", KERAS_FT_CACHE=str(tmp / "keras_ft_cache"))
     done = subprocess.run(
         [sys.executable, str(WORKER), str(tmp / "jobs.json")],
-        env=_env(8),
+        env=env,
         capture_output=True,
         text=True,
         timeout=1200,
@@ -227,7 +243,7 @@ from keras_ft import pipeline
 from keras_ft.config import Config
 process, port, out, preset, data = sys.argv[1:]
 cfg = Config(preset=preset, data=(data,), batch_size=8, max_steps=2, learning_rate=1e-2,
-             lora_rank=4, validation_fraction=0.2, sample_prompts=("Hi",), max_new_tokens=2,
+             lora_rank=4, validation_fraction=0.2, sample_prompts=(),
              dtype="float32", mesh="8x1", coordinator_address=f"127.0.0.1:{port}",
              num_processes=2, process_id=int(process), output_dir=out)
 result = pipeline.finetune(cfg)
