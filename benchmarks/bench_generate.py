@@ -31,9 +31,12 @@ PROMPT = "Write a long story about a robot who learns to paint, with many detail
 NEW_TOKENS = 64
 CONTENDERS = {
     "keras_ft": "keras_ft `generate` (f32, its loop over keras-hub's cached forward pass)",
+    "keras_ft_bf16": "keras_ft `generate`, bf16 weights (`from_preset(dtype='bfloat16')`)",
+    "keras_ft_int8": "keras_ft `generate`, int8 (Keras `CausalLM.quantize('int8')`)",
     "keras_hub": "keras-hub `CausalLM.generate` on a string (f32)",
     "llama_f32": "llama.cpp, f32 GGUF exported from the same weights",
     "llama_f16": "llama.cpp, f16 GGUF exported from the same weights",
+    "llama_q8_0": "llama.cpp, q8_0 GGUF exported from the same weights",
     "llama_q4": "llama.cpp, shipped Q4_K_M GGUF (quantized: not the same weights)",
 }
 
@@ -55,7 +58,9 @@ def timed(fn, repeats: int) -> list[float]:
     return out
 
 
-def worker_keras_ft(preset: str, repeats: int) -> dict:
+def worker_keras_ft(preset: str, repeats: int, dtype: str = "float32") -> dict:
+    """keras_ft's decode loop; `dtype` "bfloat16" loads bf16 weights, "int8"
+    quantizes the float32 model with Keras (`CausalLM.quantize`, load time)."""
     import keras_hub
 
     from keras_ft.config import Config
@@ -63,7 +68,11 @@ def worker_keras_ft(preset: str, repeats: int) -> dict:
     from keras_ft.generation.generate import generate
 
     start = time.perf_counter()
-    causal_lm = keras_hub.models.CausalLM.from_preset(preset)
+    causal_lm = keras_hub.models.CausalLM.from_preset(
+        preset, dtype="bfloat16" if dtype == "bfloat16" else None
+    )
+    if dtype == "int8":  # the backbone: the tokenizer layer has nothing to quantize
+        causal_lm.backbone.quantize("int8")
     tokenizer = TextTokenizer.from_preset(preset)
     load_s = time.perf_counter() - start
     cfg = {
@@ -81,7 +90,9 @@ def worker_keras_ft(preset: str, repeats: int) -> dict:
         t1 += timed(lambda: run(1), 1)
         t64 += timed(lambda: run(NEW_TOKENS), 1)
     delivered = len(tokenizer.encode(replies[NEW_TOKENS]))
-    return finish(load_s, first, t1, t64, delivered, replies[NEW_TOKENS])
+    out = finish(load_s, first, t1, t64, delivered, replies[NEW_TOKENS])
+    out["ids"] = [int(i) for i in tokenizer.encode(replies[NEW_TOKENS])]
+    return out
 
 
 def worker_keras_hub(preset: str, repeats: int) -> dict:
@@ -162,7 +173,7 @@ def gguf_files(preset: str) -> dict:
         from keras_ft.export.gguf import export_gguf
     except ImportError:
         return files
-    for dtype in ("f32", "f16"):
+    for dtype in ("f32", "f16", "q8_0"):
         path = common.PRESET_CACHE / f"gemma3_270m_{dtype}.gguf"
         if not path.exists():
             import keras_hub
@@ -188,6 +199,9 @@ def main() -> None:
     if args.worker:
         if args.worker == "keras_ft":
             return common.emit(worker_keras_ft(preset, args.repeats))
+        if args.worker in ("keras_ft_bf16", "keras_ft_int8"):
+            dtype = {"keras_ft_bf16": "bfloat16", "keras_ft_int8": "int8"}[args.worker]
+            return common.emit(worker_keras_ft(preset, args.repeats, dtype))
         if args.worker == "keras_hub":
             return common.emit(worker_keras_hub(preset, args.repeats))
         return common.emit(worker_llama(args.path, prompt_ids(preset), args.repeats))
@@ -202,7 +216,11 @@ def main() -> None:
             argv = [__file__, "--worker", name, "--repeats", str(args.repeats)]
             if name in files:
                 argv += ["--path", files[name]]
-            r = common.run_worker(argv)
+            try:
+                r = common.run_worker(argv)
+            except RuntimeError as err:  # report the others; say which failed
+                print(f"[{round_}] {name} FAILED: {err}", flush=True)
+                continue
             runs[name].append(r)
             print(
                 f"[{round_}] {name}: TTFT {common.median(r['ttft']):.3f} s, 64 tokens "
@@ -213,17 +231,40 @@ def main() -> None:
     report(args, command, names, runs)
 
 
+def equal_tokens(runs) -> list[str]:
+    """Share of keras_ft's bf16/int8 greedy reply tokens equal to its float32
+    reply's, position by position (until the shorter reply ends)."""
+    lines = []
+    if not runs.get("keras_ft"):
+        return lines
+    ref = runs["keras_ft"][-1]["ids"]
+    for name in ("keras_ft_bf16", "keras_ft_int8"):
+        if runs.get(name):
+            ids = runs[name][-1]["ids"]
+            same = sum(a == b for a, b in zip(ref, ids))
+            prefix = next((i for i, (a, b) in enumerate(zip(ref, ids)) if a != b), len(ids))
+            lines.append(
+                f"- {name}: {same}/{max(len(ref), 1)} greedy tokens equal to float32's "
+                f"({100 * same / max(len(ref), 1):.0f} %), first {prefix} identical."
+            )
+    return lines
+
+
 def same_text(runs) -> list[str]:
     """A line saying whether keras_ft's greedy reply is keras-hub's (first 150 chars)."""
     if not runs.get("keras_ft") or not runs.get("keras_hub"):
-        return []
+        return equal_tokens(runs)
     ours, theirs = (runs[n][-1]["text"].strip()[:150] for n in ("keras_ft", "keras_hub"))
-    return [f"- keras_ft's reply is keras-hub's (first 150 characters): {ours == theirs}."]
+    return [
+        f"- keras_ft's reply is keras-hub's (first 150 characters): {ours == theirs}.",
+        *equal_tokens(runs),
+    ]
 
 
 def report(args, command, names, runs) -> None:
     med = common.median
     rows, speed = [], {}
+    names = [n for n in names if runs[n]]
     for name in names:
         rs = runs[name]
         total = med([t for r in rs for t in r["total"]])
@@ -255,8 +296,8 @@ def report(args, command, names, runs) -> None:
         rows,
     )
     ratios = []
-    for ours in ("keras_ft", "keras_hub"):
-        for ref in ("llama_f32", "llama_f16", "llama_q4"):
+    for ours in ("keras_ft", "keras_ft_bf16", "keras_ft_int8", "keras_hub"):
+        for ref in ("llama_f32", "llama_f16", "llama_q8_0", "llama_q4"):
             if ours in speed and ref in speed:
                 per = [a / b for a, b in zip(speed[ours], speed[ref])]
                 ratios.append([f"{ours} / {ref}", med(per), " ".join(f"{p:.2f}" for p in per)])
