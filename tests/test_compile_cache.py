@@ -106,7 +106,8 @@ def test_where_the_cache_lives(monkeypatch, tmp_path):
     assert compile_cache.cache_dir(Config()) is None  # off, whatever the config says
 
 
-def test_an_unwritable_cache_dir_is_refused_naming_the_setting(tmp_path):
+def test_an_unwritable_cache_dir_is_refused_naming_the_setting(tmp_path, monkeypatch):
+    monkeypatch.delenv(compile_cache.ENV_SWITCH, raising=False)  # the suite turns it off
     blocker = tmp_path / "a_file"
     blocker.write_text("not a directory")
     with pytest.raises(ValueError, match=r"compile_cache_dir: cannot create .*a_file/sub"):

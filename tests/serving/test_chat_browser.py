@@ -127,6 +127,8 @@ def test_two_turns_stop_and_the_context_in_a_browser(page, browser_chat, tmp_pat
     tokens_box = page.locator("#max_new_tokens input")
     tokens_box.fill(str(LONG_REPLY))
     tokens_box.press("Tab")
+    expect(tokens_box).to_have_value(str(LONG_REPLY))
+    page.wait_for_timeout(1000)  # Gradio takes the new value in on blur, asynchronously
     send(page, prompt)
     expect(bot_messages(page)).to_have_count(3)
     expect(page.locator("#status")).to_have_text("Generating...")
