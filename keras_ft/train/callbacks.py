@@ -115,12 +115,20 @@ class Periodic(keras.callbacks.Callback):
 
 
 class PeriodicEval(Periodic):
-    """Held-out loss, perplexity and accuracy every `every` optimizer steps.
+    """Held-out loss, perplexity and accuracy every `every` optimizer steps
+    (`eval_*` in the step's logs; `every=0`: none) and at every epoch's end
+    (`val_loss`, `val_perplexity`, `val_accuracy`, the keys Keras' own
+    `fit(validation_data=...)` writes).
 
     `evaluate_fn()` returns {"loss", "perplexity", "accuracy", "num_tokens"}
     of the current weights (`trainer.evaluate_tokens` on the held-out data).
-    With `patience`, stops after that many evaluations without a lower loss;
-    every new best is handed to `save_best` (the run keeps the best adapter).
+    The epoch's evaluation replaces Keras' validation pass: that one compiles
+    a second forward (the test step) on every run, while `evaluate_tokens`
+    reuses the compiled forward that scores the base and the tuned model; an
+    epoch that ends on a periodic evaluation's step reuses its figures.
+    With `patience`, stops after that many periodic evaluations without a
+    lower loss; every new best is handed to `save_best` (the run keeps the
+    best adapter).
     """
 
     def __init__(
@@ -133,11 +141,29 @@ class PeriodicEval(Periodic):
     ):
         super().__init__(state, every)
         self.evaluate_fn, self.patience, self.save_best = evaluate_fn, patience, save_best
+        self._last = None  # (step, metrics) of the newest evaluation
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.every:
+            super().on_train_batch_end(batch, logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.state.stop_reason == NON_FINITE_LOSS:
+            return
+        metrics = self._evaluate()
+        if logs is not None:
+            logs.update({f"val_{k}": v for k, v in metrics.items() if k != "num_tokens"})
+
+    def _evaluate(self) -> dict[str, float]:
+        step = self.state.step
+        if self._last is None or self._last[0] != step:
+            self.model.jax_state_sync()  # fit holds the newest weights in its JAX state
+            self._last = (step, self.evaluate_fn())
+        return self._last[1]
 
     def on_step(self, logs):
         state = self.state
-        self.model.jax_state_sync()  # fit holds the newest weights in its JAX state
-        metrics = self.evaluate_fn()
+        metrics = self._evaluate()
         if logs is not None:
             logs.update({f"eval_{k}": v for k, v in metrics.items() if k != "num_tokens"})
         log.info(
@@ -284,7 +310,7 @@ class TensorBoardLogger(keras.callbacks.Callback):
             self._write("validation", logs, self.VALIDATION)
 
     def on_epoch_end(self, epoch, logs=None):
-        self._write("validation", logs or {}, {"val_loss": "epoch_loss"})  # Keras' own
+        self._write("validation", logs or {}, {"val_loss": "epoch_loss"})  # PeriodicEval's
 
     def on_train_end(self, logs=None):
         for writer in self._writers.values():

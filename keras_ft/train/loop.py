@@ -131,7 +131,7 @@ def train(
         cfg, trainer, state, train_data, validation_data, run_dir, save, callbacks, sample_fn
     )
     stop = total_batches(cfg, train_data.batches_per_epoch)
-    history = _fit_epochs(trainer, train_data, validation_data, loop, state, stop)
+    history = _fit_epochs(trainer, train_data, loop, state, stop)
     if non_finite.failure:
         raise NonFiniteLossError(_non_finite_message(non_finite.failure, cfg, checkpoints.latest()))
     best = run_dir / "best" / ADAPTER_FILE
@@ -167,7 +167,7 @@ def build_callbacks(
     tracker = StepTracker(state, train_data, learning_rate_logger(trainer))
     non_finite = StopOnNonFiniteLoss(state, tracker)
     loop = [tracker, non_finite, *extra]
-    if cfg.eval_every_steps:
+    if validation_data is not None:  # every `eval_every_steps` and at each epoch's end
         loop.append(
             PeriodicEval(
                 state,
@@ -211,8 +211,12 @@ def learning_rate_logger(trainer: CausalLMTrainer) -> Callable[[int], float]:
     return lambda step: value
 
 
-def _fit_epochs(trainer, train_data, validation_data, callbacks, state, stop):
-    """One `fit` per (partial) data epoch; returns their merged History."""
+def _fit_epochs(trainer, train_data, callbacks, state, stop):
+    """One `fit` per (partial) data epoch; returns their merged History.
+
+    The held-out data is scored by `PeriodicEval` at each epoch's end (its
+    `val_*` logs), not by `fit(validation_data=...)`.
+    """
     history = keras.callbacks.History()
     history.history, history.epoch = {}, []
     if state.stop_reason:  # an early-stopped run that is already finished
@@ -229,7 +233,6 @@ def _fit_epochs(trainer, train_data, validation_data, callbacks, state, stop):
         # Python's global RNG; BatchSequence already shuffles from (seed, epoch).
         part = trainer.fit(
             train_data,
-            validation_data=validation_data,
             epochs=num_epochs,
             initial_epoch=epoch,
             callbacks=callbacks + [one_epoch],

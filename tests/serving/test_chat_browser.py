@@ -88,6 +88,28 @@ def shown(locator) -> str:
     return label.split("message: ", 1)[1]
 
 
+def set_number(box, value: int) -> None:
+    """Types `value` into a Gradio number box and leaves it (Gradio reads it on blur).
+
+    The accordion's first opening can mount the box again with its old value
+    after a fill went in (CI once saw the old value for 5 s after `fill`), so
+    the fill is repeated until the page shows the new value; the request's
+    settings are asserted afterwards, so a value the page shows but Gradio did
+    not take still fails the test.
+    """
+    expect(box).to_be_visible()
+    for _ in range(5):
+        box.fill(str(value))
+        box.press("Tab")
+        try:
+            expect(box).to_have_value(str(value), timeout=3000)
+            break
+        except AssertionError:
+            continue
+    expect(box).to_have_value(str(value))
+    box.page.wait_for_timeout(1000)  # Gradio takes the new value in on blur, asynchronously
+
+
 def test_two_turns_stop_and_the_context_in_a_browser(page, browser_chat, tmp_path):
     send(page, "How do I boil an egg?")
     expect(bot_messages(page)).to_have_count(1)
@@ -124,11 +146,7 @@ def test_two_turns_stop_and_the_context_in_a_browser(page, browser_chat, tmp_pat
     )[0]
     assert not batch["stopped"], "pick a prompt whose greedy reply does not end early"
     page.get_by_text("Sampler settings", exact=True).click()
-    tokens_box = page.locator("#max_new_tokens input")
-    tokens_box.fill(str(LONG_REPLY))
-    tokens_box.press("Tab")
-    expect(tokens_box).to_have_value(str(LONG_REPLY))
-    page.wait_for_timeout(1000)  # Gradio takes the new value in on blur, asynchronously
+    set_number(page.locator("#max_new_tokens input"), LONG_REPLY)
     send(page, prompt)
     expect(bot_messages(page)).to_have_count(3)
     expect(page.locator("#status")).to_have_text("Generating...")

@@ -14,7 +14,7 @@ from keras_ft.model.causal_lm import build_model
 from keras_ft.train.callbacks import Throughput
 from keras_ft.train.loop import NonFiniteLossError, epoch_spans, steps_plan, train
 from keras_ft.train.optimizer import WarmupDecay
-from keras_ft.train.trainer import build_trainer
+from keras_ft.train.trainer import build_trainer, evaluate_tokens
 
 
 def run_training(preset, tmp_path, examples, **overrides):
@@ -175,6 +175,9 @@ def test_eval_samples_early_stopping_logging_and_progress_bar(
     assert [r["step"] for r in steps] == [1, 2, 3, 4, 5, 6, 7, 8]  # stopped early at 8
     assert [r.get("eval_loss") for r in steps[1::2]] == [3.0, 2.0, 2.5, 2.6]
     assert all({"step_loss", "lr", "tokens_per_s", "examples"} <= set(r) for r in steps)
+    (epoch_row,) = [r for r in read_jsonl(tmp_path / "metrics.jsonl") if "epoch" in r]
+    assert epoch_row["step"] == 8 and epoch_row["val_loss"] == 2.6  # step 8's, not a 5th call
+    assert next(scripted) == 1.0
     samples = read_jsonl(tmp_path / "samples.jsonl")
     assert [s["step"] for s in samples] == [4, 8]
     assert samples[0]["samples"] == [
@@ -198,6 +201,30 @@ def test_eval_samples_early_stopping_logging_and_progress_bar(
     assert (tmp_path / "loss_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     final = json.loads((tmp_path / "checkpoints/step-00000008/state.json").read_text())
     assert final["state"]["stop_reason"] == "early_stopping"  # a resume will not go on
+
+
+def test_each_epoch_ends_with_the_held_out_scores_of_its_weights(tiny_gemma, tmp_path):
+    # No periodic evaluation: the epoch's end scores the held-out data with
+    # the forward that scores base and tuned (evaluate_tokens), under the keys
+    # Keras' validation pass writes, and Keras compiles no test step.
+    examples = synthetic_examples(6)
+    cfg = Config(preset=str(tiny_gemma), output_dir=str(tmp_path), batch_size=2, max_steps=5)
+    keras.utils.set_random_seed(0)
+    backbone = build_model(cfg).backbone
+    data = BatchSequence(examples[:4], 2, 16, 0, 0)  # 2 batches an epoch: epochs of 2, 2, 1
+    held_out = BatchSequence(examples[4:], 2, 16, 0, 0, shuffle=False)
+    trainer = build_trainer(cfg, backbone, 5)
+    history = train(cfg, trainer, data, held_out, tmp_path)
+    epochs = [r for r in read_jsonl(tmp_path / "metrics.jsonl") if "epoch" in r]
+    assert [(r["epoch"], r["step"]) for r in epochs] == [(1, 2), (2, 4), (3, 5)]
+    final = evaluate_tokens(trainer, held_out)
+    assert epochs[-1]["val_loss"] == pytest.approx(final["loss"], rel=1e-6)
+    assert epochs[-1]["val_perplexity"] == pytest.approx(final["perplexity"], rel=1e-6)
+    assert epochs[-1]["val_accuracy"] == pytest.approx(final["accuracy"], rel=1e-6)
+    assert epochs[0]["val_loss"] != epochs[-1]["val_loss"]  # each epoch's own weights
+    assert history.history["val_loss"] == [r["val_loss"] for r in epochs]
+    assert trainer.test_function is None  # no Keras validation pass was compiled
+    assert _tensorboard_tags(tmp_path / "tensorboard")["validation"] == {"epoch_loss"}
 
 
 def _tensorboard_tags(log_dir):
