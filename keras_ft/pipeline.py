@@ -51,6 +51,9 @@ class Result:
     adapter_path: Path | None
     history: dict
     data_report: dict
+    # The tuned model in memory (LoRA unmerged), to generate, evaluate or export
+    # without loading it again from `adapter_path`.
+    causal_lm: object = dataclasses.field(default=None, repr=False, compare=False)
 
 
 def finetune(cfg: Config) -> Result:
@@ -175,7 +178,14 @@ def _finetune(cfg: Config, run: RunDir) -> Result:
         write_json(run_dir / "summary.json", summary)
     log_summary(metrics_before, metrics_after, samples)
     return Result(
-        run_dir, metrics_before, metrics_after, samples, adapter_path, dict(history.history), report
+        run_dir,
+        metrics_before,
+        metrics_after,
+        samples,
+        adapter_path,
+        dict(history.history),
+        report,
+        causal_lm,
     )
 
 

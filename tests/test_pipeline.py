@@ -7,11 +7,13 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from keras_ft import Config, finetune
 from keras_ft.cli.run import main as run_main
+from keras_ft.model.causal_lm import load_causal_lm
 
 PAIRS = [
     ("How do I boil an egg?", "1. Fill a pot with water.\n2. Boil it."),
@@ -57,6 +59,12 @@ def test_overfitting_eight_examples_lowers_the_loss(tiny_gemma, pairs_file, tmp_
     assert losses[-1] < 0.88 * losses[0] and losses[-1] < min(losses[:10]), losses
     steps = [json.loads(line) for line in (tmp_path / "run/metrics.jsonl").open()]
     assert sum("epoch" not in s for s in steps) == 40  # one line per step
+    # The result's model in memory is the tuned one the run saved.
+    saved = load_causal_lm(str(tiny_gemma), adapter=result.run_dir).backbone.trainable_weights
+    kept = result.causal_lm.backbone.trainable_weights
+    assert len(kept) == len(saved) > 0
+    for mine, theirs in zip(kept, saved):
+        np.testing.assert_array_equal(np.asarray(mine.value), np.asarray(theirs.value))
 
 
 def test_cli_run_writes_the_run_directory(tiny_gemma3, pairs_file, tmp_path):

@@ -30,7 +30,6 @@ from keras_ft.config import Config, coerce_value, field_types, load_config, save
 from keras_ft.data.tokenizer import TextTokenizer
 from keras_ft.files import write_json
 from keras_ft.generation.generate import encode_prompt, generate_function, measure_latency
-from keras_ft.model.causal_lm import load_causal_lm
 from keras_ft.model.presets import resolve_preset
 from keras_ft.pipeline import finetune
 from keras_ft.templates import get_template
@@ -105,8 +104,10 @@ def run_worker(cfg: Config) -> dict:
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
     preset = resolve_preset(cfg.preset)
-    causal_lm = load_causal_lm(preset, dtype=cfg.dtype, adapter=result.run_dir)
-    generate_fn = generate_function(causal_lm, dataclasses.replace(cfg, sampler="greedy"))
+    # The trained model as it is in memory (the weights `adapter_path` holds):
+    # no second load, and its generation loop is already compiled when the
+    # run sampled greedily.
+    generate_fn = generate_function(result.causal_lm, dataclasses.replace(cfg, sampler="greedy"))
     tokenizer = TextTokenizer.from_preset(preset)
     prompt = encode_prompt(cfg.sample_prompts[0], get_template(cfg.template), tokenizer)
     record["latency"] = measure_latency(generate_fn, prompt, cfg.max_new_tokens, tokenizer.pad_id)
