@@ -26,7 +26,12 @@ from keras_ft.data.token_cache import cache_tokenized
 from keras_ft.data.tokenizer import TextTokenizer, format_marked
 from keras_ft.distribution import kept_distribution, mesh, setup
 from keras_ft.files import write_json
-from keras_ft.generation.generate import generate
+from keras_ft.generation.generate import (
+    encode_prompt,
+    generate,
+    generate_function,
+    generate_replies,
+)
 from keras_ft.model.causal_lm import build_model
 from keras_ft.model.lora import count_lora_parameters, save_adapter
 from keras_ft.model.presets import resolve_preset
@@ -160,7 +165,15 @@ def _finetune(cfg: Config, run: RunDir) -> Result:
     samples_after = _samples(causal_lm, cfg, tokenizer, "tuned")
 
     samples = [
-        {"prompt": p, "before": b, "after": a}
+        {
+            "prompt": p,
+            "before": b["text"],
+            "after": a["text"],
+            "before_stopped": b["stopped"],
+            "after_stopped": a["stopped"],
+            "before_repeated_line": b["repeated_line"],
+            "after_repeated_line": a["repeated_line"],
+        }
         for p, b, a in zip(cfg.sample_prompts, samples_before, samples_after)
     ]
     summary = {
@@ -212,7 +225,7 @@ def _evaluate(trainer, val_data, val_tokens, which: str) -> dict:
     return evaluate_tokens(trainer, val_data)
 
 
-def _samples(causal_lm, cfg: Config, tokenizer, which: str) -> list[str]:
+def _samples(causal_lm, cfg: Config, tokenizer, which: str) -> list[dict]:
     prompts = list(cfg.sample_prompts)
     log.info(
         "Generating %d sample%s from the %s model (up to %d new tokens)...",
@@ -221,7 +234,11 @@ def _samples(causal_lm, cfg: Config, tokenizer, which: str) -> list[str]:
         which,
         cfg.max_new_tokens,
     )
-    return generate(causal_lm, prompts, cfg, tokenizer)
+    template = get_template(cfg.template)
+    encoded = [encode_prompt(p, template, tokenizer) for p in prompts]
+    return generate_replies(
+        generate_function(causal_lm, cfg), encoded, template, tokenizer, cfg.max_new_tokens
+    )
 
 
 def show_examples(tokenized, tokenizer) -> None:
@@ -249,4 +266,20 @@ def log_summary(before: dict, after: dict, samples: list[dict]) -> None:
             sample["prompt"],
             sample["before"],
             sample["after"],
+        )
+    if samples:
+        n = len(samples)
+        ended = [sum(s[f"{w}_stopped"] for s in samples) for w in ("before", "after")]
+        looped = [sum(bool(s[f"{w}_repeated_line"]) for s in samples) for w in ("before", "after")]
+        log.info(
+            "replies that ended by themselves: base %d/%d -> tuned %d/%d; "
+            "repeating one of their lines: base %d/%d -> tuned %d/%d",
+            ended[0],
+            n,
+            ended[1],
+            n,
+            looped[0],
+            n,
+            looped[1],
+            n,
         )

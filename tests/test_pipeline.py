@@ -107,6 +107,14 @@ def test_cli_run_writes_the_run_directory(tiny_gemma3, pairs_file, tmp_path):
     assert [s["step"] for s in steps if "epoch" not in s] == [1, 2]
     samples = json.loads((out / "samples.json").read_text())
     assert samples[0]["prompt"] == "Hi there" and {"before", "after"} <= set(samples[0])
+    sample = samples[0]
+    assert sample["after_stopped"] in (True, False)  # whether the reply ended by itself
+    ended = [int(sample[f"{w}_stopped"]) for w in ("before", "after")]
+    looped = [int(bool(sample[f"{w}_repeated_line"])) for w in ("before", "after")]
+    assert (
+        f"replies that ended by themselves: base {ended[0]}/1 -> tuned {ended[1]}/1; "
+        f"repeating one of their lines: base {looped[0]}/1 -> tuned {looped[1]}/1"
+    ) in result.output
     summary = json.loads((out / "summary.json").read_text())
     assert summary["metrics_before"]["num_tokens"] > 0
     assert summary["data"]["num_validation"] == 2

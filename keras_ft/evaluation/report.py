@@ -167,6 +167,7 @@ METRIC_ROWS = (
     ("length", "length: median words", "length.words.median", True),
     ("length", "length: p90 words", "length.words.p90", True),
     (None, "replies ended by end-of-turn", "stopped", False),
+    (None, "replies repeating one of their lines", "repeated_line", False),
     (None, "new tokens per reply (mean)", "new_tokens.mean", False),
     ("latency", "latency: time to first token (s)", "latency.ttft_s", False),
     ("latency", "latency: tokens/s", "latency.tokens_per_s", False),

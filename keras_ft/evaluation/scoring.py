@@ -85,6 +85,7 @@ def score_model(
     references = [e.messages[-1].content for e in examples]
     result.update(score_generations(result["generations"], references, checks, heldout.labels))
     result["stopped"] = sum(r["stopped"] for r in replies) / max(len(replies), 1)
+    result["repeated_line"] = sum(bool(r["repeated_line"]) for r in replies) / max(len(replies), 1)
     result["new_tokens"] = metrics_text.length_stats([r["num_tokens"] for r in replies])
     if latency:
         result["latency"] = measure_latency(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 import weakref
 from collections.abc import Sequence
@@ -114,8 +115,9 @@ def generate_replies(
     decoding stops at the longest prompt plus `max_new_tokens`.
 
     Returns:
-        Per prompt {"text", "num_tokens", "stopped"} (stopped: an end-of-turn
-        came within `max_new_tokens`).
+        Per prompt {"text", "num_tokens", "stopped", "repeated_line"}
+        (stopped: an end-of-turn came within `max_new_tokens`;
+        repeated_line: `repeated_line(text)`).
     """
     if not prompts:  # e.g. sample_prompts=(): nothing to generate
         return []
@@ -142,12 +144,36 @@ def generate_replies(
             new = out_ids[row, len(prompts[index]) :][:max_new_tokens]
             stops = [j for j, t in enumerate(new) if t in stop_ids]
             new = new[: stops[0]] if stops else new
+            text = tokenizer.decode(new).strip()
             replies[index] = {
-                "text": tokenizer.decode(new).strip(),
+                "text": text,
                 "num_tokens": len(new),
                 "stopped": bool(stops),
+                "repeated_line": repeated_line(text),
             }
     return replies
+
+
+_LIST_MARK = re.compile(r"^\s*(?:\d+[.)]|[-*•])\s*")
+
+
+def repeated_line(text: str) -> str | None:
+    """The first line of `text` that says again what an earlier line said, or None.
+
+    Lines are compared without their list marker ("3.", "-", "*"), case or
+    spacing, so "1. Boil water." then "4. boil water." is a repeat: the loop
+    a base model falls into ("It is a small car... It is a small car...").
+    Lines of one word (a lone "Step", a label) do not count.
+    """
+    seen = set()
+    for line in text.splitlines():
+        said = " ".join(_LIST_MARK.sub("", line).lower().split())
+        if len(said.split()) < 2:
+            continue
+        if said in seen:
+            return line.strip()
+        seen.add(said)
+    return None
 
 
 def round_up(n: int) -> int:

@@ -12,6 +12,7 @@ from keras_ft.generation.generate import (
     generate,
     generate_function,
     generate_replies,
+    repeated_line,
     round_up,
 )
 from keras_ft.model.causal_lm import build_model
@@ -76,6 +77,17 @@ def test_replies_stop_at_the_template_end_of_turn(tiny_gemma3, monkeypatch):
     replies = generate(causal_lm, ["Hi", "A longer prompt here"], cfg, tokenizer)
     assert replies == ["fox", "fox"]
     assert end in seen["stop"] and tokenizer.special_id("<eos>") in seen["stop"]
+
+
+def test_a_repeated_line_is_found_through_list_numbers_case_and_spacing():
+    looping = "Artega is German.\nIt is a small car.\nIt is sold in the US.\nit is a  SMALL car."
+    assert repeated_line(looping) == "it is a  SMALL car."
+    assert repeated_line("1. Boil water.\n2. Add tea.\n3. boil water.") == "3. boil water."
+    assert repeated_line("- Stir well\n* stir well") == "* stir well"
+    steps = "1. Fill the kettle.\n2. Boil it.\n3. Pour the water.\n4. Boil it again."
+    assert repeated_line(steps) is None  # similar lines are not the same line
+    assert repeated_line("Step\nStep\n1. Go.") is None  # one-word lines do not count
+    assert repeated_line("") is None
 
 
 def test_generate_cli_loads_a_preset_and_an_adapter(tiny_gemma, tmp_path):
