@@ -1,27 +1,9 @@
 import os
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
-# keras_ft's compile cache (~/.cache/keras_ft/jax_compile_cache) stays out of
-# the suite (tests/test_compile_cache.py turns it on for its own runs). Each
-# pytest worker has JAX's own persistent cache in a fresh directory instead,
-# inherited by the CLI subprocesses it starts: a program the tiny presets
-# compile again in a later test (same shapes and settings) is loaded, not
-# compiled; a cached executable is the program compiled (test_compile_cache
-# checks runs bit-equal), so no result changes. One directory per worker,
-# as JAX writes cache entries without a lock.
+# No persistent compile cache in the suite (tests/test_compile_cache.py turns
+# it on for its own runs): every test compiles what it runs, as on a new machine.
 os.environ["KERAS_FT_COMPILE_CACHE"] = "0"
-# (xdist's workers inherit the controller's environment: the marker tells
-# a worker the directory there is the controller's, not one the user chose.)
-if "JAX_COMPILATION_CACHE_DIR" not in os.environ or os.environ.get("KERAS_FT_TESTS_JAX_CACHE"):
-    import atexit
-    import shutil
-    import tempfile
-
-    _worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
-    _jax_cache = tempfile.mkdtemp(prefix=f"keras_ft_tests_jax_cache_{_worker}_")
-    os.environ["JAX_COMPILATION_CACHE_DIR"] = _jax_cache
-    os.environ["KERAS_FT_TESTS_JAX_CACHE"] = "1"
-    atexit.register(shutil.rmtree, _jax_cache, ignore_errors=True)
 # keras-hub with TensorFlow in the suite's processes: several tests compare with
 # keras-hub's own `generate`, whose Gemma 3 preprocessing is TensorFlow code.
 # tests/test_no_tensorflow.py runs keras_ft without it, in subprocesses.

@@ -67,7 +67,8 @@ def test_overfitting_eight_examples_lowers_the_loss(tiny_gemma, pairs_file, tmp_
         np.testing.assert_array_equal(np.asarray(mine.value), np.asarray(theirs.value))
 
 
-def test_cli_run_writes_the_run_directory(tiny_gemma3, pairs_file, tmp_path):
+def test_cli_run_writes_the_run_directory(tiny_gemma3, pairs_file, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="keras_ft")
     out = tmp_path / "run"
     result = CliRunner().invoke(
         run_main,
@@ -114,7 +115,7 @@ def test_cli_run_writes_the_run_directory(tiny_gemma3, pairs_file, tmp_path):
     assert (
         f"replies that ended by themselves: base {ended[0]}/1 -> tuned {ended[1]}/1; "
         f"repeating one of their lines: base {looped[0]}/1 -> tuned {looped[1]}/1"
-    ) in result.output
+    ) in caplog.text
     summary = json.loads((out / "summary.json").read_text())
     assert summary["metrics_before"]["num_tokens"] > 0
     assert summary["data"]["num_validation"] == 2
