@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -127,7 +128,7 @@ def main(
     results = compare_base_and_tuned(
         cfg, adapter, heldout, names, num_generate, eval_batch_size, latency
     )
-    results["setup"]["command"] = "python -m keras_ft evaluate " + " ".join(sys.argv[1:])
+    results["setup"]["command"] = command_line(sys.argv)
     out = Path(report_dir or (run_dir / "eval" if run_dir else "eval_report"))
     for path in write_report(results, out):
         click.echo(path)
@@ -135,3 +136,15 @@ def main(
 
 if __name__ == "__main__":
     main()
+
+
+def command_line(argv: list[str]) -> str:
+    """The command that ran, as `python -m keras_ft evaluate ARGS` (quoted).
+
+    `argv` is `sys.argv`: `[__main__.py, "evaluate", ...]` from
+    `python -m keras_ft`, `[keras-ft, "evaluate", ...]` from the script.
+    """
+    args = list(argv[1:])
+    if args[:1] == ["evaluate"]:
+        args = args[1:]
+    return shlex.join(["python", "-m", "keras_ft", "evaluate", *args])

@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from keras_ft import Config, finetune
-from keras_ft.cli.evaluate import main
+from keras_ft.cli.evaluate import command_line, main
 from keras_ft.data.tokenizer import TextTokenizer, tokenize_example
 from keras_ft.evaluation.heldout import load_heldout
 from keras_ft.evaluation.runs import load_run_config
@@ -262,6 +262,13 @@ def expected_label_scores(predictions, references, labels):
         "per_label": per_label,
         "matrix": {"labels": axis, "counts": counts.tolist()},
     }
+
+
+def test_the_report_names_the_command_once():
+    module = ["/x/keras_ft/__main__.py", "evaluate", "--adapter", "runs/my run", "--no-latency"]
+    script = ["/venv/bin/keras-ft", "evaluate", "--adapter", "runs/my run", "--no-latency"]
+    expected = "python -m keras_ft evaluate --adapter 'runs/my run' --no-latency"
+    assert command_line(module) == command_line(script) == expected
 
 
 def test_label_scores_on_known_predictions():
