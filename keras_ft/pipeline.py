@@ -26,12 +26,7 @@ from keras_ft.data.token_cache import cache_tokenized
 from keras_ft.data.tokenizer import TextTokenizer, format_marked
 from keras_ft.distribution import kept_distribution, mesh, setup
 from keras_ft.files import write_json
-from keras_ft.generation.generate import (
-    encode_prompt,
-    generate,
-    generate_function,
-    generate_replies,
-)
+from keras_ft.generation.generate import generate, generate_records
 from keras_ft.model.causal_lm import build_model
 from keras_ft.model.lora import count_lora_parameters, save_adapter
 from keras_ft.model.presets import resolve_preset
@@ -234,11 +229,7 @@ def _samples(causal_lm, cfg: Config, tokenizer, which: str) -> list[dict]:
         which,
         cfg.max_new_tokens,
     )
-    template = get_template(cfg.template)
-    encoded = [encode_prompt(p, template, tokenizer) for p in prompts]
-    return generate_replies(
-        generate_function(causal_lm, cfg), encoded, template, tokenizer, cfg.max_new_tokens
-    )
+    return generate_records(causal_lm, prompts, cfg, tokenizer)
 
 
 def show_examples(tokenized, tokenizer) -> None:

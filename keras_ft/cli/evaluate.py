@@ -134,10 +134,6 @@ def main(
         click.echo(path)
 
 
-if __name__ == "__main__":
-    main()
-
-
 def command_line(argv: list[str]) -> str:
     """The command that ran, as `python -m keras_ft evaluate ARGS` (quoted).
 
@@ -148,3 +144,7 @@ def command_line(argv: list[str]) -> str:
     if args[:1] == ["evaluate"]:
         args = args[1:]
     return shlex.join(["python", "-m", "keras_ft", "evaluate", *args])
+
+
+if __name__ == "__main__":
+    main()

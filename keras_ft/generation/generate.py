@@ -87,13 +87,20 @@ def generate(
     Returns:
         The replies, without the prompt and cut at the first stop token.
     """
+    return [r["text"] for r in generate_records(causal_lm, prompts, cfg, tokenizer)]
+
+
+def generate_records(
+    causal_lm, prompts: list[str], cfg: Config, tokenizer: TextTokenizer | None = None
+) -> list[dict]:
+    """`generate`, with each reply's {"text", "num_tokens", "stopped",
+    "repeated_line"} (see `generate_replies`)."""
     template = get_template(cfg.template)
     tokenizer = tokenizer or TextTokenizer(causal_lm.preprocessor.tokenizer)
     encoded = [encode_prompt(p, template, tokenizer) for p in prompts]
-    replies = generate_replies(
+    return generate_replies(
         generate_function(causal_lm, cfg), encoded, template, tokenizer, cfg.max_new_tokens
     )
-    return [r["text"] for r in replies]
 
 
 def generate_replies(

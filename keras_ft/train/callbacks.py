@@ -89,7 +89,8 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
 
 
 class Periodic(keras.callbacks.Callback):
-    """Runs `on_step(logs)` at the end of every `every`-th optimizer step.
+    """Runs `on_step(logs)` at the end of every `every`-th optimizer step
+    (`every=0`: never).
 
     The one every-N gate of the run (levanter's `add_hook(hook, every=N)`):
     never at a batch inside an accumulated step, and never once the loss went
@@ -104,7 +105,8 @@ class Periodic(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         state = self.state
         if (
-            state.at_step_end
+            self.every
+            and state.at_step_end
             and state.step % self.every == 0
             and state.stop_reason != NON_FINITE_LOSS
         ):
@@ -142,10 +144,6 @@ class PeriodicEval(Periodic):
         super().__init__(state, every)
         self.evaluate_fn, self.patience, self.save_best = evaluate_fn, patience, save_best
         self._last = None  # (step, metrics) of the newest evaluation
-
-    def on_train_batch_end(self, batch, logs=None):
-        if self.every:
-            super().on_train_batch_end(batch, logs)
 
     def on_epoch_end(self, epoch, logs=None):
         if self.state.stop_reason == NON_FINITE_LOSS:

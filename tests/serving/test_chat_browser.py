@@ -91,8 +91,8 @@ def shown(locator) -> str:
 def set_number(box, value: int) -> None:
     """Types `value` into a Gradio number box and leaves it (Gradio reads it on blur).
 
-    The accordion's first opening can mount the box again with its old value
-    after a fill went in (CI once saw the old value for 5 s after `fill`), so
+    CI once saw the old value stay for 5 s after `fill` (likely the
+    accordion's first opening mounting the box again with its old value), so
     the fill is repeated until the page shows the new value; the request's
     settings are asserted afterwards, so a value the page shows but Gradio did
     not take still fails the test.
