@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import itertools
 import logging
@@ -27,6 +28,9 @@ class HeldOut:
     num_overlap_removed: int = 0  # examples equal to a training example
     labels: list[str] = dataclasses.field(default_factory=list)  # label set
     label_source: str = ""
+    # The label a majority-class baseline always answers: the most frequent
+    # one where the label set came from (ties: the first by name).
+    majority_label: str = ""
 
 
 def load_heldout(
@@ -76,12 +80,14 @@ def load_heldout(
     if not kept:
         raise ValueError(f"No held-out examples left in {source}.")
     # The label set is what the run read (both splits), else the held-out data's.
-    labels = sorted(report.labels) if report else []
+    counts = dict(report.labels) if report else {}
     label_source = "run's data"
-    if not labels:
-        labels = sorted({e.label for e in kept if e.label is not None})
-        label_source = "held-out data" if labels else ""
-    return HeldOut(kept, source, len(examples) - len(kept), labels, label_source)
+    if not counts:
+        counts = collections.Counter(e.label for e in kept if e.label is not None)
+        label_source = "held-out data" if counts else ""
+    labels = sorted(counts)
+    majority = min(labels, key=lambda label: (-counts[label], label)) if labels else ""
+    return HeldOut(kept, source, len(examples) - len(kept), labels, label_source, majority)
 
 
 def validation_examples(run_cfg: Config, plan, limit: int = 0) -> list[Example]:

@@ -163,6 +163,7 @@ METRIC_ROWS = (
     ("steps", "steps: mean items", "steps.mean_items", True),
     ("label", "label accuracy", "label.accuracy", False),
     ("label", "label: output is in the label set", "label.valid", False),
+    ("label", "label accuracy of always the majority label", "label.majority_accuracy", True),
     ("length", "length: mean words", "length.words.mean", True),
     ("length", "length: median words", "length.words.median", True),
     ("length", "length: p90 words", "length.words.p90", True),
@@ -282,7 +283,12 @@ def label_blocks(results: dict) -> list[tuple]:
             "p",
             f"{results['tuned']['label']['num_labels']} labels (from the "
             f"{results['setup']['label_source']}). A generation counts when it "
-            "equals a label after normalisation; anything else is (invalid).",
+            "equals a label after normalisation; anything else is (invalid). "
+            f"The majority-class baseline always answers "
+            f"{results['setup'].get('majority_label') or '-'} (the most frequent "
+            f"label of the {results['setup']['label_source']}): label accuracy "
+            f"{_get(results['reference'], 'label.majority_accuracy') or 0:.3f} "
+            "on the generated examples.",
         ),
     ]
     for name in ("base", "tuned"):

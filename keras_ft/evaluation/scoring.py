@@ -168,6 +168,10 @@ def _compare(preset, adapter, quantize, args, num_generate, batch_size, latency)
     reference = score_generations(
         references, references, tuple(c for c in checks if c != "label"), heldout.labels
     )
+    if "label" in checks:
+        # What always answering the majority label scores on the same examples.
+        hits = sum(r == heldout.majority_label for r in references)
+        reference["label"] = {"majority_accuracy": hits / max(len(references), 1)}
     samples = [
         {
             "prompt": e.messages[-2].content,
@@ -190,6 +194,7 @@ def _compare(preset, adapter, quantize, args, num_generate, batch_size, latency)
         "overlap_removed": heldout.num_overlap_removed,
         "labels": heldout.labels,
         "label_source": heldout.label_source,
+        "majority_label": heldout.majority_label,
         "template": cfg.template,
         "sampler": cfg.sampler,
         "max_new_tokens": cfg.max_new_tokens,

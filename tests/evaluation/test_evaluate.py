@@ -213,10 +213,15 @@ def test_label_check_on_classification_data(tiny_gemma3, tmp_path):
     assert heldout.num_overlap_removed == 2 and len(heldout.examples) == 4
     assert heldout.labels == ["POLITICS", "SPORTS", "WORLD NEWS"]
     assert heldout.label_source == "run's data"
+    # The run read SPORTS and POLITICS 3 times each: the tie goes to the name first.
+    assert heldout.majority_label == "POLITICS"
     results = compare_base_and_tuned(
-        cfg, str(tmp_path / "run"), heldout, ("label",), num_generate=2, latency=False
+        cfg, str(tmp_path / "run"), heldout, ("label",), num_generate=3, latency=False
     )
-    references = [e.messages[-1].content for e in heldout.examples[:2]]
+    references = [e.messages[-1].content for e in heldout.examples[:3]]
+    # WORLD NEWS, SPORTS, POLITICS: always answering POLITICS gets 1 of 3.
+    assert results["reference"]["label"]["majority_accuracy"] == 1 / 3
+    assert results["setup"]["majority_label"] == "POLITICS"
     for model in ("base", "tuned"):  # each model's own generations, scored by hand
         assert results[model]["label"] == expected_label_scores(
             results[model]["generations"], references, heldout.labels
@@ -269,6 +274,23 @@ def test_the_report_names_the_command_once():
     script = ["/venv/bin/keras-ft", "evaluate", "--adapter", "runs/my run", "--no-latency"]
     expected = "python -m keras_ft evaluate --adapter 'runs/my run' --no-latency"
     assert command_line(module) == command_line(script) == expected
+
+
+def test_majority_label_of_held_out_data_without_a_run(tmp_path):
+    rows = [{"headline": h, "category": c} for h, c in NEWS]
+    cfg = Config(
+        data=(str(tmp_path / "a.jsonl"),), template="gemma", fields="prompt=headline,label=category"
+    )
+
+    def majority(name, part):
+        heldout = load_heldout(cfg, str(_write(tmp_path / name, part)))
+        assert heldout.label_source == "held-out data"
+        return heldout.majority_label
+
+    assert majority("a.jsonl", rows[1:]) == "POLITICS"  # 4 of 9
+    assert majority("b.jsonl", rows[2:5] + rows[7:8]) == "SPORTS"  # 2 of 4
+    # SPORTS, WORLD NEWS, POLITICS once each: the tie goes to the name first
+    assert majority("c.jsonl", rows[3:6]) == "POLITICS"
 
 
 def test_label_scores_on_known_predictions():
