@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import re
 import shlex
 from pathlib import Path
 
@@ -43,6 +44,25 @@ def test_experiment_loads_and_its_header_gives_the_command(path):
     for spec in cfg.data:
         if spec.startswith("../shared/data/"):  # relative to the repo root
             assert (path.parents[1] / spec).exists(), spec
+
+
+def header_text(path: Path) -> str:
+    lines = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line.lstrip("# ").strip())
+    return " ".join(lines)
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.name)
+def test_header_says_how_long_it_takes_and_what_it_reached(path):
+    text = header_text(path)
+    if path in OFFLINE:  # runs here: measured
+        assert re.search(r"Takes [^.]*\d+ min[^.]* on a (fresh )?2-core", text), path.name
+        assert "Reached" in text, path.name
+    else:  # needs Kaggle: says it was not measured, and why
+        assert "Not run on this project's CPU" in text and "Kaggle" in text, path.name
 
 
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.name)
