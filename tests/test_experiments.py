@@ -24,14 +24,21 @@ SEED_RECIPES = (
 
 def header_commands(path: Path) -> list[list[str]]:
     """The `python -m keras_ft...` (`keras_ft.run` or `keras_ft <command>`) commands in the file's header comment."""
-    commands = []
+    return [
+        shlex.split(text)
+        for text in header_lines(path)
+        if text.startswith(("python -m keras_ft.", "python -m keras_ft "))
+    ]
+
+
+def header_lines(path: Path) -> list[str]:
+    """The header comment's lines, without their leading `# `."""
+    lines = []
     for line in path.read_text().splitlines():
         if not line.startswith("#"):
             break
-        text = line.lstrip("# ").strip()
-        if text.startswith(("python -m keras_ft.", "python -m keras_ft ")):
-            commands.append(shlex.split(text))
-    return commands
+        lines.append(line.lstrip("# ").strip())
+    return lines
 
 
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.name)
@@ -46,18 +53,9 @@ def test_experiment_loads_and_its_header_gives_the_command(path):
             assert (path.parents[1] / spec).exists(), spec
 
 
-def header_text(path: Path) -> str:
-    lines = []
-    for line in path.read_text().splitlines():
-        if not line.startswith("#"):
-            break
-        lines.append(line.lstrip("# ").strip())
-    return " ".join(lines)
-
-
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.name)
 def test_header_says_how_long_it_takes_and_what_it_reached(path):
-    text = header_text(path)
+    text = " ".join(header_lines(path))
     if path in OFFLINE:  # runs here: measured
         assert re.search(r"Takes [^.]*\d+ min[^.]* on a (fresh )?2-core", text), path.name
         assert "Reached" in text, path.name
