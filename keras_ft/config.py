@@ -83,6 +83,7 @@ class Config:
     template: str = "instruction"  # instruction | gemma | llama3 | "..{prompt}..{response}"
     completion_only_loss: bool = True  # loss on response/assistant tokens only
     drop_with_context: bool = False  # Dolly recipe: drop records with context
+    keep_matching: str = ""  # FIELD=REGEX: keep records whose raw FIELD matches (re.search)
     num_examples: int = 0  # first N records of the data; 0 keeps all
     shuffle: bool = True  # shuffle records with `seed` before splitting
     sequence_length: int = 256  # tokens per training example

@@ -46,6 +46,7 @@ def main() -> None:
     "fields",
     "skip_bad_records",
     "drop_with_context",
+    "keep_matching",
     "num_examples",
     "seed",
     "template",

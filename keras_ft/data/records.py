@@ -85,12 +85,14 @@ def _short(value: Any) -> str:
 class LoadReport:
     """What loading did with every record; `summary()` is shown at the end.
 
-    Invariant: num_seen == num_kept + num_skipped + num_dropped_with_context.
+    Invariant: num_seen == num_kept + num_skipped + num_dropped_with_context
+    + num_dropped_by_filter.
     """
 
     num_seen: int = 0  # records (and empty files) looked at
     num_kept: int = 0
     num_dropped_with_context: int = 0  # drop_with_context filter
+    num_dropped_by_filter: int = 0  # keep_matching filter: the field did not match
     # Plain dicts, not Counters, so that dataclasses.asdict and JSON keep them.
     skipped: dict = dataclasses.field(default_factory=dict)  # reason -> count
     skip_samples: dict = dataclasses.field(default_factory=dict)  # reason -> messages
@@ -117,7 +119,12 @@ class LoadReport:
         lines = [
             f"Read {self.num_seen} records: kept {self.num_kept}, skipped "
             f"{self.num_skipped}, dropped for context "
-            f"{self.num_dropped_with_context}."
+            f"{self.num_dropped_with_context}"
+            + (
+                f", dropped by keep_matching {self.num_dropped_by_filter}."
+                if self.num_dropped_by_filter
+                else "."
+            )
         ]
         if self.num_train or self.num_validation:
             lines.append(
@@ -198,6 +205,46 @@ class FieldMapping:
                 parts = [_text(record, name, location, allow_empty=True) for name in names]
                 out[target] = "\n".join(p for p in parts if p.strip())
         return out
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordFilter:
+    """Keeps the records whose raw FIELD matches a regex: `response=(?m)^1\\. `.
+
+    Like `datasets.Dataset.filter` in a config string: the Bitext
+    step-by-step recipe keeps only the answers that hold a numbered list.
+    The regex is searched (`re.search`) in the field's text as the file has
+    it, before `fields` renames anything; a record without the field is a
+    bad record (an error naming file:line and field, or a counted skip), and
+    a record that does not match is dropped and counted, never silently.
+    """
+
+    field: str
+    pattern: re.Pattern
+
+    @classmethod
+    def parse(cls, text: str) -> "RecordFilter":
+        """Parses the `keep_matching` config string; raises ValueError naming it."""
+        field, sep, regex = text.partition("=")
+        if not sep or not field.strip() or not regex:
+            raise ValueError(
+                "`keep_matching` must look like `FIELD=REGEX`, e.g. "
+                f"`response=(?m)^1\\. `. Received: keep_matching={text!r}"
+            )
+        try:
+            pattern = re.compile(regex)
+        except re.error as error:
+            raise ValueError(
+                f"`keep_matching` holds an invalid regular expression {regex!r}: "
+                f"{error}. Received: keep_matching={text!r}"
+            ) from None
+        return cls(field.strip(), pattern)
+
+    def keeps(self, record: Any, location: str) -> bool:
+        """Whether `record` matches; raises DataError if the field is not text."""
+        if not isinstance(record, dict):
+            return True  # parse_record reports the record itself
+        return bool(self.pattern.search(_text(record, self.field, location, allow_empty=True)))
 
 
 # -------------------------------------------------------------------- records
@@ -571,6 +618,7 @@ def iter_examples(
     mapping: FieldMapping | None = None,
     skip_bad_records: bool = False,
     drop_with_context: bool = False,
+    keep: RecordFilter | None = None,
     source: str = "",
 ) -> Iterator[Example]:
     """Turns (location, record) pairs into Examples, counting into `report`.
@@ -581,6 +629,7 @@ def iter_examples(
         mapping: field renames.
         skip_bad_records: count and skip bad records instead of raising.
         drop_with_context: drop Dolly records with a non-empty context.
+        keep: drop (and count) the records this filter does not keep.
         source: the data spec, for per-source counts.
 
     Yields:
@@ -594,6 +643,9 @@ def iter_examples(
         try:
             if isinstance(record, DataError):
                 raise record
+            if keep is not None and not keep.keeps(record, location):
+                report.num_dropped_by_filter += 1
+                continue
             parsed = parse_record(record, location, mapping)
         except DataError as error:
             if not skip_bad_records:

@@ -18,7 +18,13 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from keras_ft.config import Config
-from keras_ft.data.records import DataError, FieldMapping, LoadReport, iter_examples
+from keras_ft.data.records import (
+    DataError,
+    FieldMapping,
+    LoadReport,
+    RecordFilter,
+    iter_examples,
+)
 from keras_ft.data.sources import interleave, parse_spec
 from keras_ft.templates import Example
 
@@ -31,6 +37,7 @@ DATA_OPTIONS = (
     "validation_data",
     "validation_fraction",
     "drop_with_context",
+    "keep_matching",
     "num_examples",
     "shuffle",
     "seed",
@@ -57,6 +64,8 @@ def check_data_config(cfg: Config) -> FieldMapping | None:
         raise ValueError(
             f"`data_weights` must all be positive. Received: data_weights={cfg.data_weights!r}"
         )
+    if cfg.keep_matching:
+        RecordFilter.parse(cfg.keep_matching)
     return FieldMapping.parse(cfg.fields) if cfg.fields else None
 
 
@@ -66,12 +75,14 @@ def stream_examples(
     """Examples of several specs, chained or mixed by weights, lazily.
 
     Args:
-        cfg: data options (fields, skip_bad_records, drop_with_context, seed).
+        cfg: data options (fields, skip_bad_records, drop_with_context,
+            keep_matching, seed).
         specs: data specs; see `sources`.
         report: counts, updated in place as examples are read.
         weights: one per spec to interleave by; empty chains them in order.
     """
     mapping = check_data_config(cfg)
+    keep = RecordFilter.parse(cfg.keep_matching) if cfg.keep_matching else None
     exhausted: list[str] = []
 
     def stream(spec: str) -> Iterator[Example]:
@@ -81,6 +92,7 @@ def stream_examples(
             mapping=mapping,
             skip_bad_records=cfg.skip_bad_records,
             drop_with_context=cfg.drop_with_context,
+            keep=keep,
             source=spec,
         )
         exhausted.append(spec)

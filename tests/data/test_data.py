@@ -571,3 +571,48 @@ def test_every_example_cut_off_names_sequence_length(tmp_path, tokenizers, cache
         r"Received: sequence_length=24",
     ):
         cache_tokenized(cfg, get_template(cfg.template), tokenizers[0])
+
+
+BITEXT = "bitext-customer-support/Bitext_Sample_Customer_Support_Training_Dataset.csv"
+
+
+def test_keep_matching_keeps_only_the_numbered_bitext_answers(shared_data):
+    cfg = Config(
+        data=(str(shared_data / BITEXT),),
+        fields="context=",
+        keep_matching=r"response=(?m)^1\. ",
+        num_examples=300,
+        validation_fraction=0.1,
+    )
+    train, validation, report = load_examples(cfg)
+    assert (len(train), len(validation)) == (270, 30)
+    # The filter runs before `num_examples`: 300 kept, the dropped ones counted.
+    assert report.num_kept == 300 and report.num_dropped_by_filter > 0
+    assert report.num_seen == report.num_kept + report.num_dropped_by_filter
+    assert "dropped by keep_matching" in report.summary()
+    assert all(
+        any(line.startswith("1. ") for line in e.messages[-1].content.splitlines())
+        for e in train + validation
+    )
+    unfiltered = load_examples(dataclasses.replace(cfg, keep_matching=""))[2]
+    assert unfiltered.num_dropped_by_filter == 0
+
+
+def test_keep_matching_field_missing_names_file_line_and_field(tmp_path):
+    path = write_jsonl(tmp_path / "d.jsonl", pairs("q", 3) + [{"prompt": "p", "response": "r"}])
+    cfg = Config(data=(path,), keep_matching="completion=q", validation_fraction=0.25)
+    with pytest.raises(DataError) as info:
+        load_examples(cfg)
+    assert info.value.location == f"{path}:4" and info.value.field == "completion"
+    train, validation, report = load_examples(dataclasses.replace(cfg, skip_bad_records=True))
+    assert report.skipped == {"missing_field": 1} and len(train) + len(validation) == 3
+
+
+@pytest.mark.parametrize(
+    "text, match",
+    [("response", "FIELD=REGEX"), ("=x", "FIELD=REGEX"), ("response=(", "invalid regular")],
+)
+def test_bad_keep_matching_names_the_config_field(tmp_path, text, match):
+    path = write_jsonl(tmp_path / "d.jsonl", pairs("q", 3))
+    with pytest.raises(ValueError, match=match):
+        load_examples(Config(data=(path,), keep_matching=text))
