@@ -1,4 +1,4 @@
-"""`keras-ft data stats --data ...`: what is in the data."""
+"""`keras-ft data stats|split --data ...`: what is in the data, and its split."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from keras_ft.cli import errors as cli_errors
 from keras_ft.cli.flags import config_file, config_options, overrides_from_flags
 from keras_ft.config import load_config
 from keras_ft.data import stats
+from keras_ft.data.split import write_split
 from keras_ft.data.tokenizer import TextTokenizer
 from keras_ft.model.presets import PresetUnavailableError, resolve_preset
 from keras_ft.train.rundir import check_writable_file
@@ -97,6 +98,40 @@ def _tokenizer(preset: str) -> TextTokenizer:
             f"{e}). Pass --preset with a local preset directory or a reachable "
             "preset, or --no-tokens to skip the token statistics."
         ) from None
+
+
+@main.command("split", context_settings={"help_option_names": ["-h", "--help"]})
+@config_file()
+@config_options(
+    "data",
+    "data_weights",
+    "validation_data",
+    "validation_fraction",
+    "fields",
+    "skip_bad_records",
+    "drop_with_context",
+    "keep_matching",
+    "num_examples",
+    "shuffle",
+    "seed",
+)
+@click.option("--output-dir", required=True, help="Writes train.jsonl and validation.jsonl here.")
+@cli_errors.reported
+def split_command(config_path, output_dir, **flags):
+    """Writes the run's train/validation split as two JSONL files.
+
+    They hold exactly what training and validation read (filters,
+    --num-examples, seeded shuffle, split), so a learning-rate search can
+    split train.jsonl again and never touch validation.jsonl.
+    """
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    with cli_errors.usage_errors():
+        cfg = load_config(config_path, overrides_from_flags(flags))
+        result = write_split(cfg, output_dir)
+    click.echo(
+        f"wrote {result['num_train']} training examples to {result['train']} and "
+        f"{result['num_validation']} validation examples to {result['validation']}"
+    )
 
 
 if __name__ == "__main__":

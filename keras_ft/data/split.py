@@ -12,7 +12,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import itertools
+import json
 import logging
+from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
@@ -26,6 +28,7 @@ from keras_ft.data.records import (
     iter_examples,
 )
 from keras_ft.data.sources import interleave, parse_spec
+from keras_ft.files import write_text
 from keras_ft.templates import Example
 
 log = logging.getLogger(__name__)
@@ -268,3 +271,40 @@ def example_hash(example: Example) -> int:
         repr(example_key(example)).encode("utf-8", "surrogatepass"), digest_size=8
     ).digest()
     return int.from_bytes(digest, "little")
+
+
+def example_record(example: Example) -> dict:
+    """`example` as a record keras_ft reads back into an equal Example.
+
+    A single-turn labelled example is `{"prompt", "label"}` (classification);
+    anything else is chat `messages`. `source` says where it was read.
+    """
+    turns = [m for m in example.messages if m.role != "system"]
+    if example.label is not None and len(example.messages) == 2 and turns[0].role == "user":
+        return {"prompt": turns[0].content, "label": example.label, "source": example.source}
+    return {
+        "messages": [{"role": m.role, "content": m.content} for m in example.messages],
+        "source": example.source,
+    }
+
+
+def write_split(cfg: Config, out_dir) -> dict:
+    """Writes `cfg`'s train/validation split as `train.jsonl` and `validation.jsonl`.
+
+    The files hold exactly the examples training and validation get (the
+    same filters, `num_examples`, seeded shuffle and split), in that order,
+    so a hyper-parameter search can split the training file again and never
+    see the validation examples. Each file is written atomically.
+
+    Returns:
+        {"train": path, "validation": path, "num_train", "num_validation"}.
+    """
+    train, validation, _ = load_examples(cfg)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name, examples in (("train", train), ("validation", validation)):
+        paths[name] = out_dir / f"{name}.jsonl"
+        lines = (json.dumps(example_record(e), ensure_ascii=False) + "\n" for e in examples)
+        write_text(paths[name], "".join(lines))
+    return {**paths, "num_train": len(train), "num_validation": len(validation)}
