@@ -266,8 +266,17 @@ def read_state(path: Path) -> dict:
 
 
 def check_resumable(saved: dict, cfg: Config, path: Path) -> None:
-    """Refuses to resume under settings that would change the trajectory."""
+    """Refuses to resume under settings that would change the trajectory.
+
+    A field the checkpoint's config lacks was added to `Config` after it was
+    written: that run behaved as the field's default, so only a non-default
+    value now is a change (a checkpoint from an older keras_ft resumes).
+    """
     current = _plain_config(cfg)
+    defaults = json.loads(
+        json.dumps({f.name: f.default for f in dataclasses.fields(Config)}, default=list)
+    )
+    saved = {**{k: v for k, v in defaults.items() if k in current}, **saved}
     changed = sorted(
         k
         for k in set(saved) | set(current)

@@ -11,7 +11,15 @@ from helpers import synthetic_examples
 from keras_ft.config import Config
 from keras_ft.data.batches import BatchSequence
 from keras_ft.model.causal_lm import build_model
-from keras_ft.train.checkpoint import CheckpointError, Checkpoints, TrainState, restore, verify
+from keras_ft.train.checkpoint import (
+    CheckpointError,
+    Checkpoints,
+    TrainState,
+    check_resumable,
+    read_state,
+    restore,
+    verify,
+)
 from keras_ft.train.loop import train
 from keras_ft.train.rundir import MARKER, RunDirError, resume_or_start
 from keras_ft.train.trainer import build_trainer
@@ -105,6 +113,17 @@ def test_resuming_under_other_settings_or_data_is_refused(trained):
         restore(latest, other, cfg, {"num_examples": 7, "batches_per_epoch": 4})
     # Evaluation, sampling and checkpoint settings may change.
     restore(latest, other, dataclasses.replace(cfg, eval_every_steps=5, keep_checkpoints=9), DATA)
+
+
+def test_a_checkpoint_from_before_a_config_field_existed_resumes_at_its_default(trained):
+    cfg, _, run_dir = trained
+    latest = Checkpoints(run_dir / "checkpoints", 2).latest()
+    # An older keras_ft wrote no `keep_matching` (the field came later): that
+    # run read every record, as the default does now.
+    saved = {k: v for k, v in read_state(latest)["config"].items() if k != "keep_matching"}
+    check_resumable(saved, cfg, latest)
+    with pytest.raises(CheckpointError, match=r"keep_matching: '' -> 'response=x'"):
+        check_resumable(saved, dataclasses.replace(cfg, keep_matching="response=x"), latest)
 
 
 def test_no_resume_starts_over(trained, tmp_path):
