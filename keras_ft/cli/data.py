@@ -115,9 +115,13 @@ def _tokenizer(preset: str) -> TextTokenizer:
     "shuffle",
     "seed",
 )
-@click.option("--output-dir", required=True, help="Writes train.jsonl and validation.jsonl here.")
+@click.option(
+    "--split-dir",
+    required=True,
+    help="Writes train.jsonl and validation.jsonl here (not a run's --output-dir).",
+)
 @cli_errors.reported
-def split_command(config_path, output_dir, **flags):
+def split_command(config_path, split_dir, **flags):
     """Writes the run's train/validation split as two JSONL files.
 
     They hold exactly what training and validation read (filters,
@@ -127,7 +131,7 @@ def split_command(config_path, output_dir, **flags):
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     with cli_errors.usage_errors():
         cfg = load_config(config_path, overrides_from_flags(flags))
-        result = write_split(cfg, output_dir)
+        result = write_split(cfg, split_dir)
     click.echo(
         f"wrote {result['num_train']} training examples to {result['train']} and "
         f"{result['num_validation']} validation examples to {result['validation']}"

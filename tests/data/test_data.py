@@ -637,7 +637,7 @@ def test_data_split_writes_the_runs_split_and_reads_back_equal(shared_data, tmp_
         "5",
     ]
     out = tmp_path / "split"
-    result = CliRunner().invoke(main, ["split", *flags, "--output-dir", str(out)])
+    result = CliRunner().invoke(main, ["split", *flags, "--split-dir", str(out)])
     assert result.exit_code == 0, result.output
     assert "wrote 180 training examples" in result.output
     cfg = Config(
