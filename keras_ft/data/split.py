@@ -279,9 +279,11 @@ def example_record(example: Example) -> dict:
     A single-turn labelled example is `{"prompt", "label"}` (classification);
     anything else is chat `messages`. `source` says where it was read.
     """
+    system = [m.content for m in example.messages if m.role == "system"]
     turns = [m for m in example.messages if m.role != "system"]
-    if example.label is not None and len(example.messages) == 2 and turns[0].role == "user":
-        return {"prompt": turns[0].content, "label": example.label, "source": example.source}
+    if example.label is not None and [m.role for m in turns] == ["user", "assistant"]:
+        record = {"prompt": turns[0].content, "label": example.label, "source": example.source}
+        return {**record, "system": system[0]} if system else record
     return {
         "messages": [{"role": m.role, "content": m.content} for m in example.messages],
         "source": example.source,

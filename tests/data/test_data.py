@@ -662,3 +662,16 @@ def test_data_split_writes_the_runs_split_and_reads_back_equal(shared_data, tmp_
     assert report.num_overlap_removed == 0 and len(set(report.labels)) > 5
     first = json.loads((out / "train.jsonl").read_text().splitlines()[0])
     assert first["source"] == train[0].source and first["label"] == train[0].label
+
+
+def test_a_labelled_example_with_a_system_prompt_keeps_both_in_the_split_file(tmp_path):
+    record = {"prompt": "Headline", "label": "SPORTS", "system": "Classify the news."}
+    path = write_jsonl(tmp_path / "d.jsonl", [record, {**record, "prompt": "Other"}])
+    cfg = Config(data=(path,), validation_fraction=0.5, shuffle=False)
+    split.write_split(cfg, tmp_path / "split")
+    train, _, _ = load_examples(cfg)
+    again, _, _ = load_examples(
+        Config(data=(str(tmp_path / "split/train.jsonl"),), shuffle=False, validation_fraction=0)
+    )
+    assert [(e.messages, e.label) for e in again] == [(e.messages, e.label) for e in train]
+    assert train[0].messages[0].role == "system" and train[0].label == "SPORTS"
