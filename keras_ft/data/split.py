@@ -67,8 +67,6 @@ def check_data_config(cfg: Config) -> FieldMapping | None:
         raise ValueError(
             f"`data_weights` must all be positive. Received: data_weights={cfg.data_weights!r}"
         )
-    if cfg.keep_matching:
-        RecordFilter.parse(cfg.keep_matching)
     return FieldMapping.parse(cfg.fields) if cfg.fields else None
 
 

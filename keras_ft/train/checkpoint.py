@@ -273,10 +273,7 @@ def check_resumable(saved: dict, cfg: Config, path: Path) -> None:
     value now is a change (a checkpoint from an older keras_ft resumes).
     """
     current = _plain_config(cfg)
-    defaults = json.loads(
-        json.dumps({f.name: f.default for f in dataclasses.fields(Config)}, default=list)
-    )
-    saved = {**{k: v for k, v in defaults.items() if k in current}, **saved}
+    saved = {**_plain_config(Config()), **saved}
     changed = sorted(
         k
         for k in set(saved) | set(current)
